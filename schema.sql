@@ -1,0 +1,87 @@
+-- backfilld's schema: the only DDL. Applied at every start (every statement is idempotent),
+-- inside one transaction; `PRAGMA user_version` records the version (src/db.rs).
+--
+-- Datetimes are INTEGER microseconds since 1970-01-01 UTC: compact, exact to the microsecond
+-- as Mage's are, and ordered like the instants they stand for. `datetime(x / 1e6, 'unixepoch')`
+-- shows one in the sqlite3 shell. JSON objects are TEXT checked with json_valid.
+
+CREATE TABLE IF NOT EXISTS pipeline_schedule (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    name              TEXT    NOT NULL,
+    pipeline_uuid     TEXT    NOT NULL,
+    schedule_type     TEXT    NOT NULL DEFAULT 'time'
+                      CHECK (schedule_type IN ('time', 'event', 'api')),
+    schedule_interval TEXT,
+    start_time        INTEGER,
+    status            TEXT    NOT NULL DEFAULT 'inactive'
+                      CHECK (status IN ('active', 'inactive')),
+    variables         TEXT    CHECK (variables IS NULL OR json_valid(variables)),
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+
+-- AUTOINCREMENT: ids are never reused, so a deleted backfill's id cannot be taken by a new
+-- one while its runs (which keep no backfill_id) or a client still remember it.
+CREATE TABLE IF NOT EXISTS backfill (
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    name                 TEXT    NOT NULL CHECK (trim(name) <> ''),
+    pipeline_uuid        TEXT    NOT NULL,
+    block_uuid           TEXT,
+    start_datetime       INTEGER,
+    end_datetime         INTEGER,
+    interval_type        TEXT    CHECK (interval_type IN
+                             ('second', 'minute', 'hour', 'day', 'week', 'month', 'year', 'custom')),
+    interval_units       INTEGER CHECK (interval_units >= 1),
+    status               TEXT    CHECK (status IN
+                             ('initial', 'running', 'completed', 'failed', 'cancelled')),
+    variables            TEXT    CHECK (variables IS NULL OR json_valid(variables)),
+    settings             TEXT    CHECK (settings IS NULL OR json_valid(settings)),
+    metrics              TEXT    CHECK (metrics IS NULL OR json_valid(metrics)),
+    pipeline_schedule_id INTEGER REFERENCES pipeline_schedule (id) ON DELETE SET NULL,
+    started_at           INTEGER,
+    completed_at         INTEGER,
+    failed_at            INTEGER,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL,
+    CHECK (end_datetime IS NULL OR start_datetime IS NULL OR end_datetime >= start_datetime)
+);
+
+-- The listing: newest created_at first, ties by higher id; and the same per pipeline.
+CREATE INDEX IF NOT EXISTS backfill_listing ON backfill (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS backfill_pipeline_listing
+    ON backfill (pipeline_uuid, created_at DESC, id DESC);
+
+CREATE TABLE IF NOT EXISTS pipeline_run (
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipeline_schedule_id INTEGER REFERENCES pipeline_schedule (id) ON DELETE SET NULL,
+    pipeline_uuid        TEXT    NOT NULL,
+    -- Deleting a backfill keeps its runs, as Mage does.
+    backfill_id          INTEGER REFERENCES backfill (id) ON DELETE SET NULL,
+    execution_date       INTEGER,
+    status               TEXT    NOT NULL DEFAULT 'initial' CHECK (status IN
+                             ('initial', 'running', 'completed', 'failed', 'cancelled')),
+    variables            TEXT    CHECK (variables IS NULL OR json_valid(variables)),
+    event_variables      TEXT    CHECK (event_variables IS NULL OR json_valid(event_variables)),
+    metrics              TEXT    CHECK (metrics IS NULL OR json_valid(metrics)),
+    passed_sla           INTEGER NOT NULL DEFAULT 0 CHECK (passed_sla IN (0, 1)),
+    executor_type        TEXT,
+    started_at           INTEGER,
+    completed_at         INTEGER,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL
+);
+
+-- Per-status run counts: the newest run (highest id) of each execution date of a backfill,
+-- found by walking this index alone.
+CREATE INDEX IF NOT EXISTS pipeline_run_backfill
+    ON pipeline_run (backfill_id, execution_date, id, status);
+CREATE INDEX IF NOT EXISTS pipeline_run_schedule ON pipeline_run (pipeline_schedule_id);
+
+-- OAuth tokens: only the SHA-256 of a token is stored, so a copy of the file yields none.
+CREATE TABLE IF NOT EXISTS oauth_token (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT    NOT NULL UNIQUE CHECK (trim(name) <> ''),
+    token_hash BLOB    NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+);

@@ -1,0 +1,169 @@
+//! Backfill handlers: parse the request, call the store in `web::block`, present the answer.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::params::ListQuery;
+use super::AppState;
+use crate::datetime::{api_format, DateTime};
+use crate::model::{Backfill, Object, RunStatusCounts};
+use crate::store::{self, Page};
+
+/// A backfill as the API shows it. Fields are in alphabetical order, as Mage sends them;
+/// the two count keys appear only when counts were asked for and the dates are complete.
+#[derive(Serialize)]
+pub struct BackfillJson<'a> {
+    block_uuid: &'a Option<String>,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    completed_at: Option<DateTime>,
+    #[serde(serialize_with = "api_format::serialize")]
+    created_at: DateTime,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    end_datetime: Option<DateTime>,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    failed_at: Option<DateTime>,
+    id: i64,
+    interval_type: Option<&'static str>,
+    interval_units: Option<i64>,
+    metrics: &'a Option<Object>,
+    name: &'a str,
+    pipeline_schedule_id: Option<i64>,
+    pipeline_uuid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_status_counts: Option<BTreeMap<&'static str, u64>>,
+    settings: &'a Option<Object>,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    start_datetime: Option<DateTime>,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    started_at: Option<DateTime>,
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_run_count: Option<u64>,
+    #[serde(serialize_with = "api_format::serialize")]
+    updated_at: DateTime,
+    variables: &'a Option<Object>,
+}
+
+impl<'a> BackfillJson<'a> {
+    /// `counts` is `Some` when run counts were asked for (empty when the backfill has no runs).
+    pub fn new(b: &'a Backfill, counts: Option<&RunStatusCounts>) -> BackfillJson<'a> {
+        let f = &b.fields;
+        let total = counts.and(f.total_run_count());
+        BackfillJson {
+            block_uuid: &f.block_uuid,
+            completed_at: b.completed_at,
+            created_at: b.created_at,
+            end_datetime: f.end_datetime,
+            failed_at: b.failed_at,
+            id: b.id,
+            interval_type: f.interval_type.map(|t| t.as_str()),
+            interval_units: f.interval_units,
+            metrics: &b.metrics,
+            name: &f.name,
+            pipeline_schedule_id: b.pipeline_schedule_id,
+            pipeline_uuid: &b.pipeline_uuid,
+            run_status_counts: total
+                .and(counts)
+                .map(|c| c.iter().map(|(status, n)| (status.as_str(), *n)).collect()),
+            settings: &f.settings,
+            start_datetime: f.start_datetime,
+            started_at: b.started_at,
+            status: b.status.map(|s| s.as_str()),
+            total_run_count: total,
+            updated_at: b.updated_at,
+            variables: &f.variables,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Metadata {
+    count: u64,
+    next: bool,
+}
+
+/// A page of backfills with everything needed to present it.
+struct Listing {
+    backfills: Vec<Backfill>,
+    counts: Option<std::collections::HashMap<i64, RunStatusCounts>>,
+    total: u64,
+}
+
+/// Three statements whatever the page size: the page, the count, and (when asked) the run
+/// counts of every backfill on the page at once. One read transaction, so they agree.
+fn fetch_listing(
+    state: &AppState,
+    pipeline_uuid: Option<&str>,
+    page: Page,
+    with_counts: bool,
+) -> Result<Listing, ApiError> {
+    let mut conn = state.pool.get()?;
+    let tx = conn.transaction()?;
+    let backfills = store::backfills::list_backfills(&tx, pipeline_uuid, page)?;
+    let total = store::backfills::count_backfills(&tx, pipeline_uuid)?;
+    let counts = if with_counts {
+        let ids: Vec<i64> = backfills.iter().map(|b| b.id).collect();
+        Some(store::backfills::count_runs_by_status(&tx, &ids)?)
+    } else {
+        None
+    };
+    tx.finish()?;
+    Ok(Listing {
+        backfills,
+        counts,
+        total,
+    })
+}
+
+async fn respond_with_listing(
+    state: web::Data<AppState>,
+    query: &ListQuery,
+    pipeline_uuid: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.page()?;
+    let with_counts = query.include_run_count()?;
+    let listing =
+        web::block(move || fetch_listing(&state, pipeline_uuid.as_deref(), page, with_counts))
+            .await??;
+    let no_runs = RunStatusCounts::new();
+    let rows: Vec<BackfillJson> = listing
+        .backfills
+        .iter()
+        .map(|b| {
+            BackfillJson::new(
+                b,
+                listing
+                    .counts
+                    .as_ref()
+                    .map(|c| c.get(&b.id).unwrap_or(&no_runs)),
+            )
+        })
+        .collect();
+    let next = page.offset.saturating_add(rows.len() as u64) < listing.total;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "backfills": rows,
+        "metadata": Metadata { count: listing.total, next },
+    })))
+}
+
+/// `GET /api/backfills`
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = query.pipeline_uuid().map(str::to_string);
+    respond_with_listing(state, &query, filter).await
+}
+
+/// `GET /api/pipelines/{pipeline_uuid}/backfills`: that pipeline's backfills only (Mage
+/// ignores the pipeline here; see the README's differences).
+pub async fn list_for_pipeline(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    respond_with_listing(state, &query, Some(path.into_inner())).await
+}

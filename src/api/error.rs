@@ -1,0 +1,137 @@
+//! `ApiError`: every way a request can fail, and the contract's error envelope for each.
+//!
+//! `{"error": {"code", "type", "message", "errors"}, "status"}` with the HTTP status equal to
+//! `code` (Mage sends most errors with HTTP 200; backfilld does not). An internal error logs
+//! its whole cause chain here, once, and the client gets a generic message.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::model::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No such record (404 `record_not_found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// No such route (404 `record_not_found`, as Mage answers an unknown resource).
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    /// The route exists, the method does not (405).
+    #[error("{method} is not allowed on {path}; allowed: {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    /// A record's field is invalid (400 `record_invalid`).
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    /// A malformed request: a bad query parameter, a body that is not JSON (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is well-formed but the record's state forbids it (409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("the API key is missing or not valid")]
+    InvalidApiKey,
+    #[error("the OAuth token is not valid")]
+    InvalidOauthToken,
+    #[error("the OAuth token has expired")]
+    ExpiredOauthToken,
+    #[error("an OAuth token is required")]
+    UnauthorizedAccess,
+    /// Anything else: logged in full, answered as a generic 500.
+    #[error("internal error: {0}")]
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) | ApiError::RouteNotFound { .. } => "record_not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Invalid(_) => "record_invalid",
+            ApiError::BadRequest(_) => "api_resource_error",
+            ApiError::Conflict(_) => "record_conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::InvalidApiKey => "invalid_api_key",
+            ApiError::InvalidOauthToken => "invalid_oauth_token",
+            ApiError::ExpiredOauthToken => "expired_oauth_token",
+            ApiError::UnauthorizedAccess => "unauthorized_access",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Field-level details for `errors`.
+    fn details(&self) -> Vec<String> {
+        match self {
+            ApiError::Invalid(e) => vec![e.to_string()],
+            _ => vec![],
+        }
+    }
+}
+
+macro_rules! internal_from {
+    ($($t:ty),+) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                ApiError::Internal(Box::new(e))
+            }
+        }
+    )+};
+}
+
+internal_from!(
+    rusqlite::Error,
+    r2d2::Error,
+    actix_web::error::BlockingError
+);
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidApiKey | ApiError::InvalidOauthToken | ApiError::ExpiredOauthToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::UnauthorizedAccess => StatusCode::FORBIDDEN,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let message = match self {
+            ApiError::Internal(cause) => {
+                let mut chain = cause.to_string();
+                let mut source = cause.source();
+                while let Some(s) = source {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    source = s.source();
+                }
+                log::error!("internal error: {chain}");
+                "Unexpected error: the server could not answer this request; its log has the cause."
+                    .to_string()
+            }
+            other => other.to_string(),
+        };
+        let code = status.as_u16();
+        let mut response = HttpResponse::build(status);
+        if let ApiError::MethodNotAllowed { allowed, .. } = self {
+            response.insert_header((header::ALLOW, *allowed));
+        }
+        response.json(json!({
+            "error": {"code": code, "type": self.kind(), "message": message, "errors": self.details()},
+            "status": code,
+        }))
+    }
+}

@@ -1,0 +1,124 @@
+//! The command line. Every flag can also come from the environment variable `--help` names;
+//! this is the only module that reads the environment.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// backfilld serves Mage's backfills REST API from an embedded SQLite file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "backfilld",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// With no subcommand, backfilld serves.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (what a bare `backfilld` does).
+    Serve(ServeArgs),
+    /// Load backfills and pipeline runs from a JSON file, all or nothing.
+    Import(ImportArgs),
+    /// Manage the OAuth tokens that `--require-auth` asks for.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArg {
+    /// The SQLite data file; created, with its folder, when missing.
+    #[arg(long, env = "BACKFILLD_DB", default_value = "backfilld.db")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The address to listen on. A non-loopback address implies --require-auth.
+    #[arg(long, env = "BACKFILLD_BIND", default_value = "127.0.0.1:6789")]
+    pub bind: String,
+    /// An API key that clients may present (X-API-KEY or api_key). Repeat for several; the
+    /// environment variable takes a comma-separated list.
+    #[arg(
+        long = "api-key",
+        env = "BACKFILLD_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Require an API key and an OAuth token on every /api request.
+    #[arg(long, env = "BACKFILLD_REQUIRE_AUTH")]
+    pub require_auth: bool,
+    /// HTTP worker threads [default: the number of CPUs].
+    #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The JSON file to load, or - for standard input.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new token and print it (alone, on standard output). Only its hash is stored.
+    Create {
+        #[command(flatten)]
+        db: DbArg,
+        /// A unique name to list and revoke the token by.
+        #[arg(long)]
+        name: String,
+        /// How long the token is valid: 30d, 12h, 90m, 45s or 2w. Without it, it never expires.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List the tokens by name, with when they were made and when they expire.
+    List {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Delete the token NAME; requests that present it are refused from then on.
+    Revoke {
+        #[command(flatten)]
+        db: DbArg,
+        /// The token's name.
+        name: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bare_invocation_serves_with_the_defaults() {
+        let cli = Cli::try_parse_from(["backfilld"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.bind, "127.0.0.1:6789");
+        assert_eq!(cli.serve.db.db, PathBuf::from("backfilld.db"));
+        let cli = Cli::try_parse_from(["backfilld", "serve", "--api-key", "a", "--api-key", "b"])
+            .unwrap();
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.api_keys, ["a", "b"]);
+    }
+}

@@ -1,0 +1,204 @@
+//! Connection policy: opening the SQLite file, per-connection pragmas, and the schema.
+//!
+//! Owns how a connection is set up and nothing else; every query lives in `store`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+pub type Conn = r2d2::PooledConnection<SqliteConnectionManager>;
+
+/// The schema version this build writes; `PRAGMA user_version` holds a file's.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = include_str!("../schema.sql");
+
+/// How long a connection waits for another's write lock before giving up with SQLITE_BUSY.
+/// Writes here are short transactions; five seconds rides out any burst of them.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the database could not be opened. Each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the folder {path} for the database: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a backfilld database (not a SQLite file, or damaged): {source}")]
+    NotADatabase {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{path} has schema version {found}, newer than this backfilld understands ({SCHEMA_VERSION}); \
+         use a newer backfilld with this file"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("cannot open {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot open a connection pool on {path}: {source}")]
+    Pool { path: PathBuf, source: r2d2::Error },
+}
+
+/// Pragmas every connection needs, pooled or not.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // SQLite leaves foreign keys off unless each connection asks.
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits,
+    // which a backfill server can afford for far cheaper writes (no fsync per commit).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+fn is_not_a_database(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Opens (creating when missing, with its parent folder) the database at `path`, checks its
+/// version, applies the schema, and returns a configured connection. `backfilld import` and
+/// `token` use it directly; `open_pool` uses it once before handing out pooled connections.
+pub fn open(path: &Path) -> Result<Connection, OpenError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let sqlite = |source: rusqlite::Error| {
+        if is_not_a_database(&source) {
+            OpenError::NotADatabase {
+                path: path.to_path_buf(),
+                source,
+            }
+        } else {
+            OpenError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite)?;
+    // Reading the header is the first thing that fails on a file that is not SQLite.
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sqlite)?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::TooNew {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    // WAL lets readers go on while a writer commits; the mode is stored in the file, so once
+    // is enough. It also makes a killed writer's partial transaction invisible after restart.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sqlite)?;
+    configure(&conn).map_err(sqlite)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    tx.execute_batch(SCHEMA).map_err(sqlite)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sqlite)?;
+    tx.commit().map_err(sqlite)?;
+    Ok(conn)
+}
+
+/// A pool of `size` connections to the database at `path`, schema applied.
+pub fn open_pool(path: &Path, size: u32) -> Result<Pool, OpenError> {
+    drop(open(path)?);
+    let manager = SqliteConnectionManager::file(path).with_init(|c| configure(c));
+    r2d2::Pool::builder()
+        .max_size(size.max(1))
+        // Tests and CLI runs start many short-lived servers: no idle connections to prefill.
+        .min_idle(Some(1))
+        .build(manager)
+        .map_err(|source| OpenError::Pool {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_twice_is_idempotent_and_sets_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/folder/b.db");
+        drop(open(&path).unwrap());
+        let conn = open(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let fk: i64 = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let e = open(&path).unwrap_err();
+        assert!(matches!(e, OpenError::TooNew { .. }), "{e}");
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        std::fs::write(
+            &path,
+            b"this is a text file, not a database, and it is long enough to have a header",
+        )
+        .unwrap();
+        let e = open(&path).unwrap_err();
+        assert!(matches!(e, OpenError::NotADatabase { .. }), "{e}");
+    }
+
+    #[test]
+    fn pooled_connections_enforce_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_pool(&dir.path().join("b.db"), 2).unwrap();
+        let conn = pool.get().unwrap();
+        let e = conn
+            .execute(
+                "INSERT INTO pipeline_run (pipeline_uuid, backfill_id, created_at, updated_at) VALUES ('p', 999, 0, 0)",
+                [],
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation)
+        );
+    }
+}

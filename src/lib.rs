@@ -1,0 +1,86 @@
+//! backfilld: Mage's backfills REST API served from an embedded SQLite file.
+//!
+//! Layout: `schedule` and `datetime` hold the pure run-date and datetime logic; `model` the
+//! domain types and their validation; `store` all SQL; `db` the connection policy; `api` the
+//! HTTP layer; `import` and `token` the other subcommands; `cli` the command line. `run`
+//! builds the server on an already-bound listener, so tests can bind port 0.
+
+pub mod api;
+pub mod cli;
+pub mod commands;
+pub mod datetime;
+pub mod db;
+pub mod import;
+pub mod model;
+pub mod schedule;
+pub mod store;
+pub mod token;
+
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, ServiceRequest};
+use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
+use actix_web::{web, App, HttpServer};
+
+pub use api::auth::AuthConfig;
+pub use api::AppState;
+
+/// The current time as a UTC datetime, truncated to microseconds like every stored one.
+pub fn now() -> datetime::DateTime {
+    let now = time::OffsetDateTime::now_utc();
+    let now = time::PrimitiveDateTime::new(now.date(), now.time());
+    now.replace_nanosecond(now.microsecond() * 1000)
+        .unwrap_or(now)
+}
+
+/// The request line for the access log, with the value of any `api_key` parameter replaced,
+/// so that keys never reach a log file.
+fn redacted_request_line(req: &ServiceRequest) -> String {
+    let query = req.query_string();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                // Decoded as the auth middleware decodes it, so `api%5Fkey` is caught too.
+                let is_key = web::Query::<Vec<(String, String)>>::from_query(pair)
+                    .is_ok_and(|q| q.first().is_some_and(|(k, _)| k == "api_key"));
+                match pair.split_once('=') {
+                    Some((k, _)) if is_key => format!("{k}=[redacted]"),
+                    _ => pair.to_string(),
+                }
+            })
+            .collect();
+        format!("?{}", parts.join("&"))
+    };
+    format!(
+        "{} {}{} {:?}",
+        req.method(),
+        req.path(),
+        query,
+        req.version()
+    )
+}
+
+/// Starts serving `state` on `listener` with `workers` worker threads. The returned server
+/// runs when awaited (or spawned); its handle stops it.
+pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            // One access line per request: peer, request line (keys redacted), status,
+            // body bytes, milliseconds.
+            .wrap(
+                Logger::new(r#"%a "%{request}xi" %s %b %Dms"#)
+                    .custom_request_replace("request", redacted_request_line),
+            )
+            .app_data(state.clone())
+            .configure(api::configure)
+    })
+    .workers(workers.max(1))
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

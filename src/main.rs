@@ -1,0 +1,30 @@
+//! The `backfilld` binary: parse the command line, start logging, run the subcommand.
+
+use std::process::ExitCode;
+
+use backfilld::cli::{Cli, Command};
+use backfilld::commands;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        None => commands::serve(cli.serve).map(|()| String::new()),
+        Some(Command::Serve(args)) => commands::serve(args).map(|()| String::new()),
+        Some(Command::Import(args)) => commands::import(args),
+        Some(Command::Token(cmd)) => commands::token(cmd),
+    };
+    match outcome {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("backfilld: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

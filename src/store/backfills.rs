@@ -1,0 +1,302 @@
+//! The `backfill` table, and the run counts shown beside each backfill.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime, Page};
+use crate::model::{Backfill, BackfillFields, NewBackfill, RunStatus, RunStatusCounts};
+
+const COLUMNS: &str = "id, name, pipeline_uuid, block_uuid, start_datetime, end_datetime, \
+    interval_type, interval_units, status, variables, settings, metrics, pipeline_schedule_id, \
+    started_at, completed_at, failed_at, created_at, updated_at";
+
+fn from_row(row: &Row) -> rusqlite::Result<Backfill> {
+    Ok(Backfill {
+        id: row.get("id")?,
+        pipeline_uuid: row.get("pipeline_uuid")?,
+        fields: BackfillFields {
+            name: row.get("name")?,
+            block_uuid: row.get("block_uuid")?,
+            start_datetime: opt_datetime(row, "start_datetime")?,
+            end_datetime: opt_datetime(row, "end_datetime")?,
+            interval_type: opt_parsed(row, "interval_type")?,
+            interval_units: row.get("interval_units")?,
+            variables: opt_object(row, "variables")?,
+            settings: opt_object(row, "settings")?,
+        },
+        status: opt_parsed(row, "status")?,
+        metrics: opt_object(row, "metrics")?,
+        pipeline_schedule_id: row.get("pipeline_schedule_id")?,
+        started_at: opt_datetime(row, "started_at")?,
+        completed_at: opt_datetime(row, "completed_at")?,
+        failed_at: opt_datetime(row, "failed_at")?,
+        created_at: req_datetime(row, "created_at")?,
+        updated_at: req_datetime(row, "updated_at")?,
+    })
+}
+
+/// Inserts `b` and returns its id (the given one, or a new one).
+pub fn insert_backfill(conn: &Connection, b: &NewBackfill) -> rusqlite::Result<i64> {
+    let f = &b.fields;
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO backfill ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    ))?;
+    stmt.execute(params![
+        b.id,
+        f.name,
+        b.pipeline_uuid,
+        f.block_uuid,
+        micros(f.start_datetime),
+        micros(f.end_datetime),
+        f.interval_type.map(|t| t.as_str()),
+        f.interval_units,
+        b.status.map(|s| s.as_str()),
+        json_text(&f.variables),
+        json_text(&f.settings),
+        json_text(&b.metrics),
+        b.pipeline_schedule_id,
+        micros(b.started_at),
+        micros(b.completed_at),
+        micros(b.failed_at),
+        micros(Some(b.created_at)),
+        micros(Some(b.updated_at)),
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn get_backfill(conn: &Connection, id: i64) -> rusqlite::Result<Option<Backfill>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()
+}
+
+/// One page of backfills, newest `created_at` first and, among equal ones, the higher id
+/// first; only `pipeline_uuid`'s when given. Each variant walks its own index
+/// (schema.sql: backfill_listing, backfill_pipeline_listing) with no sort step.
+pub fn list_backfills(
+    conn: &Connection,
+    pipeline_uuid: Option<&str>,
+    page: Page,
+) -> rusqlite::Result<Vec<Backfill>> {
+    // SQLite takes LIMIT and OFFSET as i64; the API caps both well below i64::MAX.
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+    match pipeline_uuid {
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM backfill ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
+            ))?
+            .query_map(params![limit, offset], from_row)?
+            .collect(),
+        Some(uuid) => conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM backfill WHERE pipeline_uuid = ?1 \
+                 ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+            ))?
+            .query_map(params![uuid, limit, offset], from_row)?
+            .collect(),
+    }
+}
+
+/// How many backfills `list_backfills` pages through.
+pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqlite::Result<u64> {
+    let n: i64 = match pipeline_uuid {
+        None => conn
+            .prepare_cached("SELECT COUNT(*) FROM backfill")?
+            .query_row([], |r| r.get(0))?,
+        Some(uuid) => conn
+            .prepare_cached("SELECT COUNT(*) FROM backfill WHERE pipeline_uuid = ?1")?
+            .query_row([uuid], |r| r.get(0))?,
+    };
+    Ok(n.unsigned_abs())
+}
+
+/// Per-status run counts of each backfill in `ids`, in one statement whatever their number.
+/// Only the newest run (highest id) of each execution date counts, as in Mage, where a
+/// retried date's earlier runs no longer say how that date went. A backfill without runs is
+/// absent from the map.
+pub fn count_runs_by_status(
+    conn: &Connection,
+    ids: &[i64],
+) -> rusqlite::Result<HashMap<i64, RunStatusCounts>> {
+    let mut counts: HashMap<i64, RunStatusCounts> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(counts);
+    }
+    // The ids travel as one JSON array, so the statement text (and its cached plan) does not
+    // depend on the page size.
+    let ids_json = serde_json::to_string(ids).unwrap_or_default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.backfill_id, r.status, COUNT(*) FROM json_each(?1) AS page \
+         JOIN pipeline_run AS r ON r.backfill_id = page.value \
+         WHERE NOT EXISTS (SELECT 1 FROM pipeline_run AS newer \
+             WHERE newer.backfill_id = r.backfill_id \
+               AND newer.execution_date IS r.execution_date AND newer.id > r.id) \
+         GROUP BY r.backfill_id, r.status",
+    )?;
+    let rows = stmt.query_map([ids_json], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            opt_parsed::<RunStatus>(row, "status")?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, status, n) = row?;
+        if let Some(status) = status {
+            counts
+                .entry(id)
+                .or_default()
+                .insert(status, n.unsigned_abs());
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewPipelineRun;
+    use crate::schedule::IntervalType;
+    use crate::store::pipeline_runs::insert_pipeline_run;
+    use time::macros::datetime;
+
+    fn new_backfill(name: &str, pipeline: &str, created: crate::datetime::DateTime) -> NewBackfill {
+        NewBackfill {
+            id: None,
+            pipeline_uuid: pipeline.into(),
+            fields: BackfillFields {
+                name: name.into(),
+                block_uuid: None,
+                start_datetime: Some(datetime!(2023-03-01 00:00)),
+                end_datetime: Some(datetime!(2023-03-05 00:00)),
+                interval_type: Some(IntervalType::Hour),
+                interval_units: Some(4),
+                variables: None,
+                settings: None,
+            },
+            status: None,
+            metrics: None,
+            pipeline_schedule_id: None,
+            started_at: None,
+            completed_at: None,
+            failed_at: None,
+            created_at: created,
+            updated_at: created,
+        }
+    }
+
+    fn run(backfill_id: i64, date: crate::datetime::DateTime, status: RunStatus) -> NewPipelineRun {
+        NewPipelineRun {
+            id: None,
+            pipeline_schedule_id: None,
+            pipeline_uuid: "p".into(),
+            backfill_id: Some(backfill_id),
+            execution_date: Some(date),
+            status,
+            variables: None,
+            event_variables: None,
+            metrics: None,
+            passed_sla: false,
+            executor_type: None,
+            started_at: None,
+            completed_at: None,
+            created_at: date,
+            updated_at: date,
+        }
+    }
+
+    #[test]
+    fn a_backfill_round_trips_through_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
+        let mut b = new_backfill("x", "p", datetime!(2023-03-23 18:27:58.848959));
+        b.fields.variables = Some(
+            serde_json::json!({"k": [1, 2]})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let id = insert_backfill(&conn, &b).unwrap();
+        let got = get_backfill(&conn, id).unwrap().unwrap();
+        assert_eq!(got.fields, b.fields);
+        assert_eq!(got.created_at, b.created_at);
+        assert_eq!(get_backfill(&conn, id + 1).unwrap(), None);
+    }
+
+    #[test]
+    fn listing_orders_by_created_at_then_id_and_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
+        let t0 = datetime!(2023-01-01 00:00);
+        let t1 = datetime!(2023-01-02 00:00);
+        let a = insert_backfill(&conn, &new_backfill("a", "p1", t1)).unwrap();
+        let b = insert_backfill(&conn, &new_backfill("b", "p2", t0)).unwrap();
+        let c = insert_backfill(&conn, &new_backfill("c", "p1", t0)).unwrap();
+        let all = Page {
+            limit: 10,
+            offset: 0,
+        };
+        let ids: Vec<i64> = list_backfills(&conn, None, all)
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(ids, vec![a, c, b]);
+        let ids: Vec<i64> = list_backfills(&conn, Some("p1"), all)
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(ids, vec![a, c]);
+        let ids: Vec<i64> = list_backfills(
+            &conn,
+            None,
+            Page {
+                limit: 1,
+                offset: 1,
+            },
+        )
+        .unwrap()
+        .iter()
+        .map(|b| b.id)
+        .collect();
+        assert_eq!(ids, vec![c]);
+        assert_eq!(count_backfills(&conn, None).unwrap(), 3);
+        assert_eq!(count_backfills(&conn, Some("p2")).unwrap(), 1);
+        assert_eq!(count_backfills(&conn, Some("none")).unwrap(), 0);
+    }
+
+    #[test]
+    fn run_counts_take_the_newest_run_of_each_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
+        let t = datetime!(2023-01-01 00:00);
+        let b1 = insert_backfill(&conn, &new_backfill("a", "p", t)).unwrap();
+        let b2 = insert_backfill(&conn, &new_backfill("b", "p", t)).unwrap();
+        let b3 = insert_backfill(&conn, &new_backfill("c", "p", t)).unwrap();
+        let d1 = datetime!(2023-03-01 00:00);
+        let d2 = datetime!(2023-03-01 04:00);
+        for r in [
+            run(b1, d1, RunStatus::Failed),
+            run(b1, d1, RunStatus::Completed), // the retry of d1 wins
+            run(b1, d2, RunStatus::Initial),
+            run(b2, d1, RunStatus::Running),
+        ] {
+            insert_pipeline_run(&conn, &r).unwrap();
+        }
+        let counts = count_runs_by_status(&conn, &[b1, b2, b3]).unwrap();
+        assert_eq!(
+            counts[&b1],
+            RunStatusCounts::from([(RunStatus::Completed, 1), (RunStatus::Initial, 1)])
+        );
+        assert_eq!(
+            counts[&b2],
+            RunStatusCounts::from([(RunStatus::Running, 1)])
+        );
+        assert!(!counts.contains_key(&b3));
+        assert!(count_runs_by_status(&conn, &[]).unwrap().is_empty());
+    }
+}

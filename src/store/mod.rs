@@ -1,0 +1,83 @@
+//! All SQL lives here. Functions take a `&Connection` (a `Transaction` derefs to one), so the
+//! caller chooses the transaction scope; none of them reads the clock or logs.
+//!
+//! Row mapping reads columns by name and turns the stored text and integers back into domain
+//! types; a value the schema's CHECKs should have kept out surfaces as a conversion error.
+
+pub mod backfills;
+pub mod pipeline_runs;
+pub mod schedules;
+pub mod tokens;
+
+use std::str::FromStr;
+
+use rusqlite::types::Type;
+use rusqlite::Row;
+
+use crate::datetime::{self, DateTime};
+use crate::model::Object;
+
+/// One page of a listing: at most `limit` rows after skipping `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u64,
+    pub offset: u64,
+}
+
+fn conversion_error(col: &str, ty: Type, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, ty, format!("column {col}: {message}").into())
+}
+
+fn opt_datetime(row: &Row, col: &str) -> rusqlite::Result<Option<DateTime>> {
+    row.get::<_, Option<i64>>(col)?
+        .map(|m| {
+            datetime::from_micros(m).ok_or_else(|| {
+                conversion_error(
+                    col,
+                    Type::Integer,
+                    format!("{m} is outside the years 1 to 9999"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn req_datetime(row: &Row, col: &str) -> rusqlite::Result<DateTime> {
+    opt_datetime(row, col)?.ok_or(rusqlite::Error::InvalidColumnType(
+        0,
+        col.into(),
+        Type::Null,
+    ))
+}
+
+fn opt_object(row: &Row, col: &str) -> rusqlite::Result<Option<Object>> {
+    row.get::<_, Option<String>>(col)?
+        .map(|text| match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(o)) => Ok(o),
+            _ => Err(conversion_error(
+                col,
+                Type::Text,
+                "not a JSON object".into(),
+            )),
+        })
+        .transpose()
+}
+
+fn opt_parsed<T: FromStr<Err = String>>(row: &Row, col: &str) -> rusqlite::Result<Option<T>> {
+    row.get::<_, Option<String>>(col)?
+        .map(|text| {
+            text.parse()
+                .map_err(|e: String| conversion_error(col, Type::Text, e))
+        })
+        .transpose()
+}
+
+fn micros(dt: Option<DateTime>) -> Option<i64> {
+    dt.map(datetime::to_micros)
+}
+
+fn json_text(o: &Option<Object>) -> Option<String> {
+    // Serialising a map of JSON values cannot fail.
+    o.as_ref()
+        .map(|o| serde_json::to_string(o).unwrap_or_default())
+}

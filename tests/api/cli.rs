@@ -1,0 +1,294 @@
+//! The real binary: serving, restarting, refusing bad start-ups, import and tokens.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{agent, assert_error, backfill, import_file, reply, BIN};
+
+/// A `backfilld serve` child process on a free loopback port; killed when dropped.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(db: &Path, extra: &[&str]) -> Served {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--workers",
+            "1",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--db",
+        ])
+        .arg(db)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let served = Served {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    served
+}
+
+fn run(args: &[&str], db: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/nested/backfilld.db");
+    {
+        let _server = serve(&db, &[]);
+        let out = import_file(
+            &db,
+            &dir.path().join("in.json"),
+            &json!({"backfills": [backfill(7, "p", "2023-01-01")]}),
+        );
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!(
+                "imported 1 backfill(s) and 0 pipeline run(s) into {}",
+                db.display()
+            )
+        );
+    }
+    let server = serve(&db, &[]);
+    let r = reply(
+        agent()
+            .get(format!(
+                "{}/api/backfills?include_run_count=true",
+                server.base
+            ))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(r.body["backfills"][0]["id"], 7);
+    assert_eq!(r.body["backfills"][0]["total_run_count"], 25);
+}
+
+#[test]
+fn the_access_log_has_a_line_per_request_and_never_the_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(&dir.path().join("b.db"), &[]);
+    let secret = "sekrit-key-value";
+    let r = reply(
+        agent()
+            .get(format!(
+                "{}/api/backfills?_limit=3&api_key={secret}",
+                server.base
+            ))
+            .call()
+            .unwrap(),
+    );
+    assert_eq!(r.status, 200);
+    let url = format!("{}/api/backfills?api%5Fkey={secret}", server.base);
+    assert_eq!(reply(agent().get(url).call().unwrap()).status, 200);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let mut log = String::new();
+    for line in BufReader::new(server.child.stderr.take().unwrap()).lines() {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    assert!(
+        log.contains("GET /api/backfills?_limit=3&api_key=[redacted] HTTP/1.1\" 200"),
+        "{log}"
+    );
+    assert!(
+        log.contains("GET /api/backfills?api%5Fkey=[redacted] HTTP/1.1\" 200"),
+        "{log}"
+    );
+    assert!(!log.contains(secret), "{log}");
+}
+
+#[test]
+fn auth_without_a_key_is_refused_at_start_with_a_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    for args in [
+        vec!["serve", "--bind", "0.0.0.0:0"],
+        vec!["serve", "--bind", "127.0.0.1:0", "--require-auth"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg("--db")
+            .arg(&db)
+            .env_remove("BACKFILLD_API_KEY")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--api-key") && err.contains("BACKFILLD_API_KEY"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("notes.txt");
+    std::fs::write(&db, "These are my notes. They are long enough to fill a SQLite header, and then some more text.").unwrap();
+    for args in [
+        vec!["serve", "--bind", "127.0.0.1:0"],
+        vec!["token", "list"],
+    ] {
+        let out = run(&args, &db);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not a backfilld database"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn a_newer_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let out = run(&["serve", "--bind", "127.0.0.1:0"], &db);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("schema version 99, newer"));
+}
+
+#[test]
+fn import_reads_stdin_and_a_bad_record_loads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let mut child = Command::new(BIN)
+        .args(["import", "-", "--db"])
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let doc =
+        json!({"backfills": [backfill(1, "p", "2023-01-01"), backfill(2, "p", "2023-01-02")]});
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("imported 2 backfill(s)"));
+
+    let mut bad = backfill(4, "p", "2023-01-04");
+    bad["interval_type"] = json!("fortnight");
+    let doc = json!({"backfills": [backfill(3, "p", "2023-01-03"), bad]});
+    let out = import_file(&db, &dir.path().join("bad.json"), &doc);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("backfills[1].interval_type: unknown interval type 'fortnight'"),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM backfill", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2, "the bad file loaded nothing");
+}
+
+#[test]
+fn tokens_are_created_listed_used_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let out = run(
+        &["token", "create", "--name", "ci", "--expires-in", "30d"],
+        &db,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.len(), 64);
+    let raw = std::fs::read(&db).unwrap();
+    assert!(
+        !raw.windows(token.len()).any(|w| w == token.as_bytes()),
+        "the token itself is not stored"
+    );
+
+    let dup = run(&["token", "create", "--name", "ci"], &db);
+    assert_eq!(dup.status.code(), Some(1));
+    let bad = run(
+        &["token", "create", "--name", "x", "--expires-in", "soon"],
+        &db,
+    );
+    assert_eq!(bad.status.code(), Some(1));
+
+    let list = String::from_utf8(run(&["token", "list"], &db).stdout).unwrap();
+    assert!(
+        list.starts_with("ci\tcreated ") && list.contains("expires "),
+        "{list}"
+    );
+
+    let server = serve(&db, &["--require-auth", "--api-key", "k1"]);
+    let call = || {
+        reply(
+            agent()
+                .get(format!("{}/api/backfills", server.base))
+                .header("X-API-KEY", "k1")
+                .header("OAUTH-TOKEN", &token)
+                .call()
+                .unwrap(),
+        )
+    };
+    assert_eq!(call().status, 200);
+    let revoke = run(&["token", "revoke", "ci"], &db);
+    assert!(revoke.status.success());
+    assert_error(&call(), 401, "invalid_oauth_token");
+    assert_eq!(run(&["token", "revoke", "ci"], &db).status.code(), Some(1));
+}

@@ -1,0 +1,109 @@
+//! Every failure answers the contract's envelope, with the HTTP status equal to its code.
+
+use crate::helpers::{assert_error, backfill, spawn_app};
+use serde_json::json;
+
+#[test]
+fn bad_query_values_are_400s_that_name_the_parameter() {
+    let app = spawn_app();
+    // (query, the parameter the message must name, why it is bad)
+    let cases = [
+        ("_limit=abc", "_limit", "not a number"),
+        ("_limit=-1", "_limit", "negative"),
+        ("_limit=100000", "_limit", "over the maximum of 1000"),
+        ("_limit=1001", "_limit", "just over the maximum"),
+        ("_limit=2.5", "_limit", "a fraction"),
+        ("_limit=", "_limit", "empty"),
+        ("_offset=x", "_offset", "not a number"),
+        ("_offset=-1", "_offset", "negative"),
+        ("_offset=99999999999999999999", "_offset", "past i64"),
+        (
+            "include_run_count=maybe",
+            "include_run_count",
+            "not a boolean",
+        ),
+        (
+            "include_run_count=2",
+            "include_run_count",
+            "not a boolean digit",
+        ),
+    ];
+    for (query, param, why) in cases {
+        for path in ["/api/backfills", "/api/pipelines/p/backfills"] {
+            let reply = app.get(&format!("{path}?{query}"));
+            let message = assert_error(&reply, 400, "api_resource_error");
+            assert!(message.contains(param), "{why}: {query} -> {message}");
+        }
+    }
+}
+
+#[test]
+fn unknown_parameters_are_ignored() {
+    let app = spawn_app();
+    let reply = app.get("/api/backfills?_http_error_codes=true&cache=123&api_key=whatever");
+    assert_eq!(reply.status, 200);
+}
+
+#[test]
+fn a_malformed_query_string_is_a_400() {
+    let app = spawn_app();
+    let reply = app.get("/api/backfills?_limit=1&_limit=2");
+    let message = assert_error(&reply, 400, "api_resource_error");
+    assert!(message.contains("_limit"), "{message}");
+}
+
+#[test]
+fn unknown_paths_are_404s() {
+    let app = spawn_app();
+    for path in [
+        "/api/nothing",
+        "/api",
+        "/",
+        "/favicon.ico",
+        "/api/backfills/extra/segments",
+    ] {
+        let message = assert_error(&app.get(path), 404, "record_not_found");
+        assert!(message.contains("no route"), "{path}: {message}");
+    }
+}
+
+#[test]
+fn wrong_methods_are_405s_with_an_allow_header() {
+    let app = spawn_app();
+    for (method, path) in [
+        ("DELETE", "/api/backfills"),
+        ("PATCH", "/api/backfills"),
+        ("POST", "/api/backfills"),
+        ("PUT", "/api/pipelines/p/backfills"),
+    ] {
+        let reply = app.request(method, path);
+        let message = assert_error(&reply, 405, "method_not_allowed");
+        assert!(message.contains(method), "{message}");
+        assert_eq!(reply.allow.as_deref(), Some("GET"));
+    }
+}
+
+#[test]
+fn an_internal_error_is_a_generic_500_that_hides_its_cause() {
+    // Arrange: break the schema behind the server's back.
+    let app = spawn_app();
+    app.import(&json!({"backfills": [backfill(1, "p", "2023-01-01")]}));
+    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
+    conn.execute_batch("ALTER TABLE backfill RENAME TO backfill_gone")
+        .unwrap();
+
+    // Act
+    let reply = app.get("/api/backfills");
+
+    // Assert
+    let message = assert_error(&reply, 500, "internal_error");
+    let body = reply.body.to_string();
+    assert!(
+        !body.contains("backfill_gone") && !body.contains("no such table"),
+        "{body}"
+    );
+    assert!(message.contains("Unexpected error"), "{message}");
+
+    // The worker survived: the next request is answered too.
+    assert_eq!(app.get("/api/nothing").status, 404);
+}

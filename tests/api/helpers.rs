@@ -1,0 +1,187 @@
+//! `spawn_app()`: the real server on 127.0.0.1:0 over a temporary database file, and a client.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use backfilld::datetime::DateTime;
+use backfilld::store::tokens::TokenRecord;
+use backfilld::{db, store, token, AppState, AuthConfig};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_backfilld");
+
+pub struct TestApp {
+    pub base: String,
+    pub db_path: PathBuf,
+    pub dir: tempfile::TempDir,
+    handle: actix_web::dev::ServerHandle,
+    agent: ureq::Agent,
+}
+
+/// An answer: status, headers we look at, and the body parsed as JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub allow: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Value,
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(AuthConfig::default())
+}
+
+pub fn spawn_app_with(auth: AuthConfig) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("backfilld.db");
+    let pool = db::open_pool(&db_path, 4).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let system = actix_web::rt::System::new();
+        let server = backfilld::run(listener, AppState { pool, auth }, 1).unwrap();
+        tx.send(server.handle()).unwrap();
+        system.block_on(server).unwrap();
+    });
+    let handle = rx.recv().unwrap();
+    TestApp {
+        base,
+        db_path,
+        dir,
+        handle,
+        agent: agent(),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; the returned future only reports completion.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub fn reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let allow = header("allow");
+    let content_type = header("content-type");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
+    Reply {
+        status,
+        allow,
+        content_type,
+        body,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        reply(self.agent.get(self.url(path)).call().unwrap())
+    }
+
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(req.call().unwrap())
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> Reply {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .body(())
+            .unwrap();
+        reply(self.agent.run(req).unwrap())
+    }
+
+    /// Loads `doc` with the real `backfilld import`, as a user would.
+    pub fn import(&self, doc: &Value) {
+        let out = import_file(&self.db_path, &self.dir.path().join("import.json"), doc);
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stores a token named `name` that expires at `expires_at`, and returns it.
+    pub fn add_token(&self, name: &str, expires_at: Option<DateTime>) -> String {
+        let conn = db::open(&self.db_path).unwrap();
+        let secret = token::generate().unwrap();
+        let record = TokenRecord {
+            name: name.into(),
+            created_at: backfilld::now(),
+            expires_at,
+        };
+        assert!(store::tokens::insert_token(&conn, &record, &token::hash(&secret)).unwrap());
+        secret
+    }
+}
+
+pub fn import_file(db_path: &Path, file: &Path, doc: &Value) -> Output {
+    std::fs::write(file, serde_json::to_vec(doc).unwrap()).unwrap();
+    Command::new(BIN)
+        .args(["import", "--db"])
+        .arg(db_path)
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A backfill record in the API's shape, for import: the seed's dates every `units` hours.
+pub fn backfill(id: i64, pipeline: &str, created_at: &str) -> Value {
+    serde_json::json!({
+        "id": id,
+        "name": format!("backfill {id}"),
+        "pipeline_uuid": pipeline,
+        "start_datetime": "2023-03-01 00:00:00+00:00",
+        "end_datetime": "2023-03-05 00:00:00+00:00",
+        "interval_type": "hour",
+        "interval_units": 4,
+        "created_at": created_at,
+    })
+}
+
+pub fn ids(reply: &Reply) -> Vec<i64> {
+    reply.body["backfills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Asserts the contract's error envelope with `status` and `kind`; returns the message.
+pub fn assert_error(reply: &Reply, status: u16, kind: &str) -> String {
+    assert_eq!(reply.status, status, "{:?}", reply.body);
+    let e = &reply.body["error"];
+    assert_eq!(e["code"], status, "{:?}", reply.body);
+    assert_eq!(reply.body["status"], status, "{:?}", reply.body);
+    assert_eq!(e["type"], kind, "{:?}", reply.body);
+    assert!(e["errors"].is_array(), "{:?}", reply.body);
+    assert_eq!(reply.content_type.as_deref(), Some("application/json"));
+    e["message"].as_str().unwrap().to_string()
+}

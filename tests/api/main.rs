@@ -1,0 +1,8 @@
+//! Black-box tests: each starts the real server on a free port over a fresh SQLite file and
+//! speaks HTTP to it; the `cli` tests run the real binary.
+
+mod auth;
+mod backfills;
+mod cli;
+mod errors;
+mod helpers;
