@@ -107,3 +107,43 @@ fn an_internal_error_is_a_generic_500_that_hides_its_cause() {
     // The worker survived: the next request is answered too.
     assert_eq!(app.get("/api/nothing").status, 404);
 }
+
+#[test]
+fn odd_input_never_gets_a_500_or_a_dropped_connection() {
+    let app = spawn_app();
+    app.import(&json!({"backfills": [backfill(1, "p", "2023-01-01")]}));
+    let long = "9".repeat(5000);
+    // Clients percent-encode non-ASCII; raw non-ASCII bytes in a request line are not HTTP,
+    // and actix's parser refuses them before any of our code runs.
+    let wide = "%C3%A9".repeat(3000);
+    let queries = [
+        format!("_limit={long}"),
+        format!("_offset={long}"),
+        format!("pipeline_uuid={wide}"),
+        "pipeline_uuid=%00%01%02".to_string(),
+        "_limit=%20%2040%20".to_string(),
+        "_limit=+40".to_string(),
+        "_limit=0x10".to_string(),
+        "include_run_count=%E2%80%8Btrue".to_string(),
+        "include_run_count=TRUE&_limit=1000&_offset=0".to_string(),
+        "&&&=&=x&_limit".to_string(),
+        "_limit=%D9%A1%D9%A0".to_string(),
+    ];
+    for q in queries {
+        for path in [
+            "/api/backfills",
+            "/api/pipelines/p/backfills",
+            "/api/pipelines/%E2%9C%93/backfills",
+        ] {
+            let reply = app.get(&format!("{path}?{q}"));
+            assert!(
+                matches!(reply.status, 200 | 400),
+                "{path}?{q}: {:?}",
+                reply.body
+            );
+            if reply.status == 400 {
+                assert_error(&reply, 400, "api_resource_error");
+            }
+        }
+    }
+}
