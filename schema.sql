@@ -75,7 +75,13 @@ CREATE TABLE IF NOT EXISTS pipeline_run (
 -- found by walking this index alone.
 CREATE INDEX IF NOT EXISTS pipeline_run_backfill
     ON pipeline_run (backfill_id, execution_date, id, status);
-CREATE INDEX IF NOT EXISTS pipeline_run_schedule ON pipeline_run (pipeline_schedule_id);
+-- The run listing: newest created_at first, ties by higher id; and the same per backfill and
+-- per pipeline (a status filter rides on whichever of these applies).
+CREATE INDEX IF NOT EXISTS pipeline_run_listing ON pipeline_run (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS pipeline_run_backfill_listing
+    ON pipeline_run (backfill_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS pipeline_run_pipeline_listing
+    ON pipeline_run (pipeline_uuid, created_at DESC, id DESC);
 
 -- OAuth tokens: only the SHA-256 of a token is stored, so a copy of the file yields none.
 CREATE TABLE IF NOT EXISTS oauth_token (

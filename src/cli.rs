@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Require an API key and an OAuth token on every /api request.
     #[arg(long, env = "BACKFILLD_REQUIRE_AUTH")]
     pub require_auth: bool,
+    /// The most pipeline runs that starting one backfill may create; a larger backfill is
+    /// refused with a 400 before anything is written.
+    #[arg(long, env = "BACKFILLD_MAX_RUNS", default_value_t = 100_000)]
+    pub max_runs: u64,
     /// HTTP worker threads [default: the number of CPUs].
     #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,

@@ -51,6 +51,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         if required { "required" } else { "off" }
     );
     let state = AppState {
+        limits: crate::lifecycle::Limits {
+            max_runs: args.max_runs,
+        },
         pool,
         auth: AuthConfig { required, api_keys },
     };

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod datetime;
 pub mod db;
 pub mod import;
+pub mod lifecycle;
 pub mod model;
 pub mod schedule;
 pub mod store;

@@ -290,6 +290,22 @@ impl Schedule {
         }
     }
 
+    /// Calls `f` with every run date in order, streaming: memory stays constant however
+    /// many dates there are. Stops at the first error and returns it.
+    pub fn try_for_each_run_date<E>(
+        &self,
+        mut f: impl FnMut(RunDate) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let single = self.nth(1).is_none();
+        let mut dates = self.dates_from(0).peekable();
+        let mut prev = None;
+        while let Some(date) = dates.next() {
+            f(RunDate::new(date, prev, dates.peek().copied(), single))?;
+            prev = Some(date);
+        }
+        Ok(())
+    }
+
     /// The run dates `offset..offset + limit` with the variables Mage gives each run (see
     /// `RunDate`). Costs what positioning at `offset - 1` costs, plus the page.
     pub fn run_dates(&self, offset: u64, limit: u64) -> Vec<RunDate> {
@@ -731,6 +747,26 @@ mod tests {
         assert_eq!(s.run_dates(24, 5), all[24..].to_vec());
         assert_eq!(s.run_dates(25, 5), vec![]);
         assert_eq!(s.run_dates(3, 0), vec![]);
+    }
+
+    #[test]
+    fn streaming_run_dates_match_the_paged_ones() {
+        for (t, units) in [(Hour, 4), (Month, 1), (Week, 3)] {
+            let s = sched(
+                datetime!(2023-01-31 00:00),
+                datetime!(2024-03-05 00:00),
+                t,
+                units,
+            );
+            let mut streamed = vec![];
+            s.try_for_each_run_date(|rd| {
+                streamed.push(rd);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert_eq!(streamed, s.run_dates(0, u64::MAX));
+            assert_eq!(streamed.len() as u64, s.count());
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Off (the default on a loopback address) every request passes and credentials are ignored.
 //! On (`--require-auth`, implied by a non-loopback bind), every `/api` request needs a
-//! configured API key (`X-API-KEY` header or `api_key` query parameter) and a known,
+//! configured API key (`X-API-KEY` header, `api_key` query parameter, or a top-level
+//! `api_key` in a POST or PUT body) and a known,
 //! unexpired OAuth token (`OAUTH-TOKEN` header, `Authorization: Bearer`, or the `oauth_token`
 //! cookie). Keys are compared in constant time; tokens are looked up by their SHA-256.
 //! Neither is ever logged (the access log redacts `api_key`, see `lib.rs`).

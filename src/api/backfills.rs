@@ -6,9 +6,10 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::params::ListQuery;
-use super::AppState;
+use super::params::{parse_id, ListQuery};
+use super::{body, read, write, AppState};
 use crate::datetime::{api_format, DateTime};
+use crate::lifecycle;
 use crate::model::{Backfill, Object, RunStatusCounts};
 use crate::store::{self, Page};
 
@@ -30,6 +31,8 @@ pub struct BackfillJson<'a> {
     interval_units: Option<i64>,
     metrics: &'a Option<Object>,
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline_run_dates: Option<Vec<Object>>,
     pipeline_schedule_id: Option<i64>,
     pipeline_uuid: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +66,7 @@ impl<'a> BackfillJson<'a> {
             interval_units: f.interval_units,
             metrics: &b.metrics,
             name: &f.name,
+            pipeline_run_dates: None,
             pipeline_schedule_id: b.pipeline_schedule_id,
             pipeline_uuid: &b.pipeline_uuid,
             run_status_counts: total
@@ -166,4 +170,112 @@ pub async fn list_for_pipeline(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     respond_with_listing(state, &query, Some(path.into_inner())).await
+}
+
+/// `{"backfill": ...}`, with the run counts and the preview page when asked for.
+async fn respond_with_one(
+    state: web::Data<AppState>,
+    backfill: Backfill,
+    query: &ListQuery,
+) -> Result<HttpResponse, ApiError> {
+    let counts = if query.include_run_count()? {
+        let id = backfill.id;
+        let mut counts = read(state, move |conn| {
+            Ok(store::backfills::count_runs_by_status(conn, &[id])?)
+        })
+        .await?;
+        Some(counts.remove(&id).unwrap_or_default())
+    } else {
+        None
+    };
+    let mut json = BackfillJson::new(&backfill, counts.as_ref());
+    if query.include_preview_runs()? {
+        let page = query.page()?;
+        // A block_uuid backfill has no run dates; nor has one with incomplete settings.
+        let dates = match (backfill.fields.schedule(), &backfill.fields.block_uuid) {
+            (Some(schedule), None) => schedule.run_dates(page.offset, page.limit),
+            _ => vec![],
+        };
+        json.pipeline_run_dates = Some(dates.iter().map(|d| d.variables()).collect());
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfill": json })))
+}
+
+/// `GET /api/backfills/{id}`
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    // Parameters are checked before any work, so a bad one is a 400 even for a missing id.
+    query.include_run_count()?;
+    if query.include_preview_runs()? {
+        query.page()?;
+    }
+    let backfill = read(state.clone(), move |conn| lifecycle::get(conn, id, None)).await?;
+    respond_with_one(state, backfill, &query).await
+}
+
+/// `POST /api/pipelines/{pipeline_uuid}/backfills`
+pub async fn create(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let fields = body::record(payload, "backfill").await?;
+    let pipeline_uuid = path.into_inner();
+    let backfill = write(state, move |conn, now| {
+        lifecycle::create(conn, &pipeline_uuid, &fields, now)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
+}
+
+async fn respond_to_update(
+    state: web::Data<AppState>,
+    id: &str,
+    pipeline_uuid: Option<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(id)?;
+    let fields = body::record(payload, "backfill").await?;
+    let limits = state.limits;
+    let backfill = write(state, move |conn, now| {
+        lifecycle::update(conn, id, pipeline_uuid.as_deref(), &fields, limits, now)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
+}
+
+/// `PUT /api/backfills/{id}`: update; `"status": "initial"` starts, `"cancelled"` cancels.
+pub async fn update(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    respond_to_update(state, &path, None, payload).await
+}
+
+/// `PUT /api/pipelines/{pipeline_uuid}/backfills/{id}`: the same, for that pipeline's backfill.
+pub async fn update_in_pipeline(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (pipeline_uuid, id) = path.into_inner();
+    respond_to_update(state, &id, Some(pipeline_uuid), payload).await
+}
+
+/// `DELETE /api/backfills/{id}`: answers the deleted record.
+pub async fn delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    let backfill = write(state, move |conn, _| lifecycle::delete(conn, id)).await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
 }

@@ -91,6 +91,18 @@ internal_from!(
     actix_web::error::BlockingError
 );
 
+impl From<crate::lifecycle::Error> for ApiError {
+    fn from(e: crate::lifecycle::Error) -> Self {
+        use crate::lifecycle::Error;
+        match e {
+            Error::NotFound(m) => ApiError::NotFound(m),
+            Error::Invalid(f) => ApiError::Invalid(f),
+            Error::Conflict(m) => ApiError::Conflict(m),
+            Error::Db(e) => e.into(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

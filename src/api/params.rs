@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::model::RunStatus;
 use crate::store::Page;
 
 pub const DEFAULT_LIMIT: u64 = 40;
@@ -20,6 +21,8 @@ pub struct ListQuery {
     pub pipeline_uuid: Option<String>,
     pub include_run_count: Option<String>,
     pub include_preview_runs: Option<String>,
+    pub backfill_id: Option<String>,
+    pub status: Option<String>,
 }
 
 fn whole_number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
@@ -55,6 +58,27 @@ impl ListQuery {
         self.pipeline_uuid.as_deref().filter(|s| !s.is_empty())
     }
 
+    /// The `backfill_id` filter of the run listing.
+    pub fn backfill_id(&self) -> Result<Option<i64>, ApiError> {
+        match self.backfill_id.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::BadRequest(format!("backfill_id must be a whole number, got '{v}'"))
+            }),
+        }
+    }
+
+    /// The `status` filter of the run listing.
+    pub fn run_status(&self) -> Result<Option<RunStatus>, ApiError> {
+        match self.status.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|e| ApiError::BadRequest(format!("status: {e}"))),
+        }
+    }
+
     pub fn include_run_count(&self) -> Result<bool, ApiError> {
         flag("include_run_count", self.include_run_count.as_deref())
     }
@@ -62,6 +86,13 @@ impl ListQuery {
     pub fn include_preview_runs(&self) -> Result<bool, ApiError> {
         flag("include_preview_runs", self.include_preview_runs.as_deref())
     }
+}
+
+/// A record id from the path: a whole number, else a 400 (a missing record is a 404 later).
+pub fn parse_id(value: &str) -> Result<i64, ApiError> {
+    value
+        .parse::<i64>()
+        .map_err(|_| ApiError::BadRequest(format!("the id must be a whole number, got '{value}'")))
 }
 
 /// `true`/`1`/`yes`/`on` and `false`/`0`/`no`/`off`/empty, in any case; absent is false.

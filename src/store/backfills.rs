@@ -66,6 +66,46 @@ pub fn insert_backfill(conn: &Connection, b: &NewBackfill) -> rusqlite::Result<i
     Ok(conn.last_insert_rowid())
 }
 
+/// Writes every column of `b` but `id` and `created_at`; `false` when no row has its id.
+pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool> {
+    let f = &b.fields;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE backfill SET name = ?2, pipeline_uuid = ?3, block_uuid = ?4, start_datetime = ?5, \
+             end_datetime = ?6, interval_type = ?7, interval_units = ?8, status = ?9, variables = ?10, \
+             settings = ?11, metrics = ?12, pipeline_schedule_id = ?13, started_at = ?14, \
+             completed_at = ?15, failed_at = ?16, updated_at = ?17 WHERE id = ?1",
+        )?
+        .execute(params![
+            b.id,
+            f.name,
+            b.pipeline_uuid,
+            f.block_uuid,
+            micros(f.start_datetime),
+            micros(f.end_datetime),
+            f.interval_type.map(|t| t.as_str()),
+            f.interval_units,
+            b.status.map(|s| s.as_str()),
+            json_text(&f.variables),
+            json_text(&f.settings),
+            json_text(&b.metrics),
+            b.pipeline_schedule_id,
+            micros(b.started_at),
+            micros(b.completed_at),
+            micros(b.failed_at),
+            micros(Some(b.updated_at)),
+        ])?;
+    Ok(changed == 1)
+}
+
+/// Deletes the backfill; its runs stay, with `backfill_id` set to null by the foreign key.
+pub fn delete_backfill(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("DELETE FROM backfill WHERE id = ?1")?
+        .execute([id])?
+        == 1)
+}
+
 pub fn get_backfill(conn: &Connection, id: i64) -> rusqlite::Result<Option<Backfill>> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id = ?1"))?
         .query_row([id], from_row)

@@ -48,7 +48,16 @@ pub fn spawn_app_with(auth: AuthConfig) -> TestApp {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let system = actix_web::rt::System::new();
-        let server = backfilld::run(listener, AppState { pool, auth }, 1).unwrap();
+        let server = backfilld::run(
+            listener,
+            AppState {
+                pool,
+                auth,
+                limits: Default::default(),
+            },
+            1,
+        )
+        .unwrap();
         tx.send(server.handle()).unwrap();
         system.block_on(server).unwrap();
     });

@@ -1,0 +1,120 @@
+//! Pipeline run handlers: the listing a dashboard follows, and the status reports of an
+//! outside worker, which move the run's backfill along.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::params::{parse_id, ListQuery};
+use super::{body, read, write, AppState};
+use crate::datetime::{api_format, DateTime};
+use crate::lifecycle;
+use crate::model::{Fields, Object, PipelineRun, RunStatus};
+use crate::store;
+use crate::store::pipeline_runs::RunFilter;
+
+/// A pipeline run as the API shows it, keys in alphabetical order.
+#[derive(Serialize)]
+pub struct PipelineRunJson<'a> {
+    backfill_id: Option<i64>,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    completed_at: Option<DateTime>,
+    #[serde(serialize_with = "api_format::serialize")]
+    created_at: DateTime,
+    event_variables: &'a Option<Object>,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    execution_date: Option<DateTime>,
+    executor_type: &'a Option<String>,
+    id: i64,
+    metrics: &'a Option<Object>,
+    passed_sla: bool,
+    pipeline_schedule_id: Option<i64>,
+    pipeline_uuid: &'a str,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    started_at: Option<DateTime>,
+    status: &'static str,
+    #[serde(serialize_with = "api_format::serialize")]
+    updated_at: DateTime,
+    variables: &'a Option<Object>,
+}
+
+impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
+    fn from(r: &'a PipelineRun) -> Self {
+        PipelineRunJson {
+            backfill_id: r.backfill_id,
+            completed_at: r.completed_at,
+            created_at: r.created_at,
+            event_variables: &r.event_variables,
+            execution_date: r.execution_date,
+            executor_type: &r.executor_type,
+            id: r.id,
+            metrics: &r.metrics,
+            passed_sla: r.passed_sla,
+            pipeline_schedule_id: r.pipeline_schedule_id,
+            pipeline_uuid: &r.pipeline_uuid,
+            started_at: r.started_at,
+            status: r.status.as_str(),
+            updated_at: r.updated_at,
+            variables: &r.variables,
+        }
+    }
+}
+
+/// `GET /api/pipeline_runs`: filters `backfill_id`, `pipeline_uuid`, `status`; paged like
+/// the backfills; newest first.
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.page()?;
+    let filter = RunFilter {
+        backfill_id: query.backfill_id()?,
+        pipeline_uuid: query.pipeline_uuid().map(str::to_string),
+        status: query.run_status()?,
+    };
+    let (runs, count) = read(state, move |conn| {
+        Ok((
+            store::pipeline_runs::list_pipeline_runs(conn, &filter, page)?,
+            store::pipeline_runs::count_pipeline_runs(conn, &filter)?,
+        ))
+    })
+    .await?;
+    let next = page.offset.saturating_add(runs.len() as u64) < count;
+    let rows: Vec<PipelineRunJson> = runs.iter().map(PipelineRunJson::from).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "pipeline_runs": rows,
+        "metadata": {"count": count, "next": next},
+    })))
+}
+
+/// `GET /api/pipeline_runs/{id}`
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    let run = read(state, move |conn| {
+        store::pipeline_runs::get_pipeline_run(conn, id)?
+            .ok_or_else(|| lifecycle::Error::NotFound(format!("no pipeline run has id {id}")))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "pipeline_run": PipelineRunJson::from(&run) })))
+}
+
+/// `PUT /api/pipeline_runs/{id}` with `{"pipeline_run": {"status": ...}}`: a worker reports.
+pub async fn update(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    let fields = body::record(payload, "pipeline_run").await?;
+    let status = Fields(&fields)
+        .parsed::<RunStatus>("status")?
+        .ok_or_else(|| ApiError::Invalid(crate::model::FieldError::new("status", "is required")))?;
+    let run = write(state, move |conn, now| {
+        lifecycle::report_run(conn, id, status, now)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "pipeline_run": PipelineRunJson::from(&run) })))
+}

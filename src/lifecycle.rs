@@ -1,0 +1,371 @@
+//! The backfill lifecycle: create, update, start, cancel, delete, and the backfill following
+//! its runs as a worker reports them. Each function does one request's whole work on the
+//! connection it is given; the caller wraps it in one (immediate) transaction, so a request
+//! either writes everything or nothing. No clock reads (`now` is passed in), no HTTP.
+
+use serde_json::Value;
+
+use crate::datetime::{self, DateTime};
+use crate::model::{
+    Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, NewPipelineRun,
+    Object, PipelineRun, RunStatus,
+};
+use crate::store;
+use crate::store::schedules::NewPipelineSchedule;
+
+/// Limits a server applies to writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most pipeline runs one start may create.
+    pub max_runs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_runs: 100_000 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Db(#[from] rusqlite::Error),
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// The keys of a backfill a client may write; the rest of a body is ignored, as in Mage.
+pub const WRITABLE_KEYS: [&str; 8] = [
+    "name",
+    "block_uuid",
+    "start_datetime",
+    "end_datetime",
+    "interval_type",
+    "interval_units",
+    "variables",
+    "settings",
+];
+
+fn not_found(id: i64) -> Error {
+    Error::NotFound(format!("no backfill has id {id}"))
+}
+
+/// The writable fields as the API shows them, so that a body's keys can be laid over them
+/// and the result validated by the same `BackfillFields::parse` as a create.
+fn fields_object(f: &BackfillFields) -> Object {
+    let dt =
+        |d: Option<DateTime>| d.map_or(Value::Null, |d| Value::String(datetime::format_api(d)));
+    let obj = |o: &Option<Object>| o.clone().map_or(Value::Null, Value::Object);
+    let mut m = Object::new();
+    m.insert("name".into(), f.name.clone().into());
+    m.insert(
+        "block_uuid".into(),
+        f.block_uuid.clone().map_or(Value::Null, Value::String),
+    );
+    m.insert("start_datetime".into(), dt(f.start_datetime));
+    m.insert("end_datetime".into(), dt(f.end_datetime));
+    m.insert(
+        "interval_type".into(),
+        f.interval_type.map_or(Value::Null, |t| t.as_str().into()),
+    );
+    m.insert(
+        "interval_units".into(),
+        f.interval_units.map_or(Value::Null, Value::from),
+    );
+    m.insert("variables".into(), obj(&f.variables));
+    m.insert("settings".into(), obj(&f.settings));
+    m
+}
+
+/// `POST /api/pipelines/:pipeline_uuid/backfills`.
+pub fn create(
+    conn: &rusqlite::Connection,
+    pipeline_uuid: &str,
+    body: &Object,
+    now: DateTime,
+) -> Result<Backfill> {
+    if pipeline_uuid.trim().is_empty() {
+        return Err(FieldError::new("pipeline_uuid", "must not be blank").into());
+    }
+    let fields = BackfillFields::parse(body)?;
+    let id = store::backfills::insert_backfill(
+        conn,
+        &NewBackfill {
+            id: None,
+            pipeline_uuid: pipeline_uuid.to_string(),
+            fields,
+            status: None,
+            metrics: None,
+            pipeline_schedule_id: None,
+            started_at: None,
+            completed_at: None,
+            failed_at: None,
+            created_at: now,
+            updated_at: now,
+        },
+    )?;
+    store::backfills::get_backfill(conn, id)?.ok_or_else(|| not_found(id))
+}
+
+/// The backfill `id`, when it exists (under `pipeline_uuid`, when one is given).
+pub fn get(conn: &rusqlite::Connection, id: i64, pipeline_uuid: Option<&str>) -> Result<Backfill> {
+    store::backfills::get_backfill(conn, id)?
+        .filter(|b| pipeline_uuid.is_none_or(|p| p == b.pipeline_uuid))
+        .ok_or_else(|| not_found(id))
+}
+
+/// `PUT /api/backfills/:id`: the writable keys present in `body` replace the stored ones
+/// (validated together, as a create is); then `"status": "initial"` starts the backfill and
+/// `"status": "cancelled"` cancels it.
+pub fn update(
+    conn: &rusqlite::Connection,
+    id: i64,
+    pipeline_uuid: Option<&str>,
+    body: &Object,
+    limits: Limits,
+    now: DateTime,
+) -> Result<Backfill> {
+    let mut b = get(conn, id, pipeline_uuid)?;
+    let status = Fields(body).parsed::<BackfillStatus>("status")?;
+
+    let mut merged = fields_object(&b.fields);
+    for key in WRITABLE_KEYS {
+        if let Some(v) = body.get(key) {
+            merged.insert(key.to_string(), v.clone());
+        }
+    }
+    let fields = BackfillFields::parse(&merged)?;
+    if b.started_at.is_some() {
+        let old = &b.fields;
+        let moved = [
+            (
+                "start_datetime",
+                old.start_datetime != fields.start_datetime,
+            ),
+            ("end_datetime", old.end_datetime != fields.end_datetime),
+            ("interval_type", old.interval_type != fields.interval_type),
+            (
+                "interval_units",
+                old.interval_units != fields.interval_units,
+            ),
+            ("block_uuid", old.block_uuid != fields.block_uuid),
+        ];
+        if let Some((key, _)) = moved.iter().find(|(_, changed)| *changed) {
+            return Err(Error::Conflict(format!(
+                "backfill {id} has been started, so its {key} can no longer change: its pipeline runs \
+                 exist already; create a new backfill instead"
+            )));
+        }
+    }
+    b.fields = fields;
+    b.updated_at = now;
+
+    match status {
+        None => {}
+        Some(BackfillStatus::Initial) => start(conn, &mut b, limits, now)?,
+        Some(BackfillStatus::Cancelled) => cancel(conn, &mut b, now)?,
+        Some(other) => {
+            return Err(FieldError::new(
+                "status",
+                format!(
+                    "cannot be set to '{other}': set 'initial' to start the backfill or 'cancelled' to cancel it; \
+                     the rest follows its pipeline runs"
+                ),
+            )
+            .into())
+        }
+    }
+    store::backfills::update_backfill(conn, &b)?;
+    Ok(b)
+}
+
+/// Creates the `@once` schedule and one run per run date, and marks the backfill started.
+/// A started backfill is left as it is: starting again creates nothing.
+fn start(
+    conn: &rusqlite::Connection,
+    b: &mut Backfill,
+    limits: Limits,
+    now: DateTime,
+) -> Result<()> {
+    if b.started_at.is_some() {
+        return Ok(());
+    }
+    if b.fields.block_uuid.is_some() {
+        return Err(FieldError::new(
+            "block_uuid",
+            "is set: such a backfill takes its run dates from custom code, which backfilld does not run, \
+             so it cannot start it",
+        )
+        .into());
+    }
+    let f = &b.fields;
+    let missing = [
+        ("start_datetime", f.start_datetime.is_none()),
+        ("end_datetime", f.end_datetime.is_none()),
+        ("interval_type", f.interval_type.is_none()),
+        ("interval_units", f.interval_units.is_none()),
+    ];
+    if let Some((key, _)) = missing.iter().find(|(_, absent)| *absent) {
+        return Err(FieldError::new(key, "is required to start a backfill").into());
+    }
+    let Some(schedule) = f.schedule() else {
+        return Err(FieldError::new("interval_units", "does not make a valid schedule").into());
+    };
+    let count = schedule.count();
+    if count > limits.max_runs {
+        return Err(FieldError::new(
+            "total_run_count",
+            format!(
+                "this backfill has {count} run dates, more than the {} one start may create \
+                 (the server's --max-runs); split it into smaller backfills",
+                limits.max_runs
+            ),
+        )
+        .into());
+    }
+
+    let schedule_id = store::schedules::insert_pipeline_schedule(
+        conn,
+        &NewPipelineSchedule {
+            id: None,
+            name: format!("Backfill {}", f.name),
+            pipeline_uuid: b.pipeline_uuid.clone(),
+            schedule_interval: "@once".into(),
+            created_at: now,
+        },
+    )?;
+    let base = f.variables.clone().unwrap_or_default();
+    let mut run = NewPipelineRun {
+        id: None,
+        pipeline_schedule_id: Some(schedule_id),
+        pipeline_uuid: b.pipeline_uuid.clone(),
+        backfill_id: Some(b.id),
+        execution_date: None,
+        status: RunStatus::Initial,
+        variables: None,
+        event_variables: None,
+        metrics: None,
+        passed_sla: false,
+        executor_type: None,
+        started_at: None,
+        completed_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    schedule.try_for_each_run_date(|rd| {
+        let mut variables = base.clone();
+        variables.extend(rd.variables());
+        run.execution_date = Some(rd.execution_date);
+        run.variables = Some(variables);
+        store::pipeline_runs::insert_pipeline_run(conn, &run).map(drop)
+    })?;
+
+    b.pipeline_schedule_id = Some(schedule_id);
+    b.started_at = Some(now);
+    b.status = Some(BackfillStatus::Initial);
+    Ok(())
+}
+
+/// Cancels every unfinished run and the backfill; a never-started one is simply marked.
+fn cancel(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Result<()> {
+    if b.status == Some(BackfillStatus::Completed) {
+        return Err(Error::Conflict(format!(
+            "backfill {} has completed: every run date is done, so there is nothing to cancel",
+            b.id
+        )));
+    }
+    store::pipeline_runs::cancel_unfinished_runs(conn, b.id, now)?;
+    b.status = Some(BackfillStatus::Cancelled);
+    Ok(())
+}
+
+/// `DELETE /api/backfills/:id`: returns the deleted record. Its runs stay, unlinked.
+pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
+    let b = get(conn, id, None)?;
+    store::backfills::delete_backfill(conn, id)?;
+    Ok(b)
+}
+
+/// `PUT /api/pipeline_runs/:id`: a worker reports a run's status. `running` sets
+/// `started_at`; `completed` and `failed` set `completed_at`; a finished run cannot go back
+/// to `initial` or `running`. The run's backfill then follows (see `follow_runs`).
+pub fn report_run(
+    conn: &rusqlite::Connection,
+    run_id: i64,
+    status: RunStatus,
+    now: DateTime,
+) -> Result<PipelineRun> {
+    let mut run = store::pipeline_runs::get_pipeline_run(conn, run_id)?
+        .ok_or_else(|| Error::NotFound(format!("no pipeline run has id {run_id}")))?;
+    if run.status == status {
+        return Ok(run);
+    }
+    let finished = matches!(
+        run.status,
+        RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+    );
+    if finished && matches!(status, RunStatus::Initial | RunStatus::Running) {
+        return Err(Error::Conflict(format!(
+            "pipeline run {run_id} is {} and cannot go back to {status}; a new attempt is a new run",
+            run.status
+        )));
+    }
+    run.status = status;
+    match status {
+        RunStatus::Running => {
+            run.started_at.get_or_insert(now);
+        }
+        RunStatus::Completed | RunStatus::Failed => run.completed_at = Some(now),
+        RunStatus::Initial | RunStatus::Cancelled => {}
+    }
+    run.updated_at = now;
+    store::pipeline_runs::update_pipeline_run_status(conn, &run)?;
+    if let Some(backfill_id) = run.backfill_id {
+        follow_runs(conn, backfill_id, now)?;
+    }
+    Ok(run)
+}
+
+/// Mage's scheduler rules for a started backfill, over the newest run of each execution
+/// date: any failed makes it `failed` (with `failed_at`, which Mage forgets); all completed
+/// makes it `completed`; otherwise a run that has begun makes it `running`. A backfill that
+/// was never started, or has finished or been cancelled, is left alone.
+fn follow_runs(conn: &rusqlite::Connection, backfill_id: i64, now: DateTime) -> Result<()> {
+    let Some(mut b) = store::backfills::get_backfill(conn, backfill_id)? else {
+        return Ok(());
+    };
+    if !matches!(
+        b.status,
+        Some(BackfillStatus::Initial | BackfillStatus::Running)
+    ) {
+        return Ok(());
+    }
+    let counts = store::backfills::count_runs_by_status(conn, &[backfill_id])?
+        .remove(&backfill_id)
+        .unwrap_or_default();
+    let n = |s: RunStatus| counts.get(&s).copied().unwrap_or(0);
+    let total: u64 = counts.values().sum();
+    let next = if n(RunStatus::Failed) > 0 {
+        b.failed_at = Some(now);
+        BackfillStatus::Failed
+    } else if total > 0 && n(RunStatus::Completed) == total {
+        b.completed_at = Some(now);
+        BackfillStatus::Completed
+    } else if n(RunStatus::Running) + n(RunStatus::Completed) > 0 {
+        BackfillStatus::Running
+    } else {
+        return Ok(());
+    };
+    if b.status != Some(next) {
+        b.status = Some(next);
+        b.updated_at = now;
+        store::backfills::update_backfill(conn, &b)?;
+    }
+    Ok(())
+}
