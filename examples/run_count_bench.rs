@@ -12,11 +12,7 @@ use backfilld::model::BackfillFields;
 use backfilld::schedule::IntervalType;
 use time::macros::datetime;
 
-fn fields(
-    start: time::PrimitiveDateTime,
-    end: time::PrimitiveDateTime,
-    t: IntervalType,
-) -> BackfillFields {
+fn fields(start: time::PrimitiveDateTime, end: time::PrimitiveDateTime, t: IntervalType) -> BackfillFields {
     BackfillFields {
         name: "bench".into(),
         block_uuid: None,
@@ -48,47 +44,28 @@ fn main() {
     let cases = [
         (
             "one hour over one day (baseline)",
-            fields(
-                datetime!(2023-03-01 00:00),
-                datetime!(2023-03-02 00:00),
-                IntervalType::Hour,
-            ),
+            fields(datetime!(2023-03-01 00:00), datetime!(2023-03-02 00:00), IntervalType::Hour),
             200_000,
         ),
         (
             "one second over 100 years",
-            fields(
-                datetime!(1925-01-01 00:00),
-                datetime!(2024-12-31 23:59:59),
-                IntervalType::Second,
-            ),
+            fields(datetime!(1925-01-01 00:00), datetime!(2024-12-31 23:59:59), IntervalType::Second),
             200_000,
         ),
         (
             "one minute over one year (Mage: 8 s)",
-            fields(
-                datetime!(2023-01-01 00:00),
-                datetime!(2023-12-31 23:59),
-                IntervalType::Minute,
-            ),
+            fields(datetime!(2023-01-01 00:00), datetime!(2023-12-31 23:59), IntervalType::Minute),
             200_000,
         ),
         (
             "one month over years 1-9999 (clamp search)",
-            fields(
-                datetime!(0001-01-31 00:00),
-                datetime!(9999-12-31 00:00),
-                IntervalType::Month,
-            ),
+            fields(datetime!(0001-01-31 00:00), datetime!(9999-12-31 00:00), IntervalType::Month),
             20,
         ),
     ];
     let rounds = 21;
     let mut baseline = None;
-    println!(
-        "{:<40} {:>16} {:>14} {:>10}",
-        "case", "runs", "ns per count", "ratio"
-    );
+    println!("{:<40} {:>16} {:>14} {:>10}", "case", "runs", "ns per count", "ratio");
     for (name, f, iters) in cases {
         let (ns, count) = measure(&f, iters, rounds);
         let base = *baseline.get_or_insert(ns);

@@ -7,12 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// backfilld serves Mage's backfills REST API from an embedded SQLite file.
 #[derive(Debug, Parser)]
-#[command(
-    name = "backfilld",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "backfilld", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -48,12 +43,7 @@ pub struct ServeArgs {
     pub bind: String,
     /// An API key that clients may present (X-API-KEY or api_key). Repeat for several; the
     /// environment variable takes a comma-separated list.
-    #[arg(
-        long = "api-key",
-        env = "BACKFILLD_API_KEY",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long = "api-key", env = "BACKFILLD_API_KEY", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
     /// Require an API key and an OAuth token on every /api request.
     #[arg(long, env = "BACKFILLD_REQUIRE_AUTH")]
@@ -118,11 +108,8 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.bind, "127.0.0.1:6789");
         assert_eq!(cli.serve.db.db, PathBuf::from("backfilld.db"));
-        let cli = Cli::try_parse_from(["backfilld", "serve", "--api-key", "a", "--api-key", "b"])
-            .unwrap();
-        let Some(Command::Serve(args)) = cli.command else {
-            panic!("not serve")
-        };
+        let cli = Cli::try_parse_from(["backfilld", "serve", "--api-key", "a", "--api-key", "b"]).unwrap();
+        let Some(Command::Serve(args)) = cli.command else { panic!("not serve") };
         assert_eq!(args.api_keys, ["a", "b"]);
     }
 }

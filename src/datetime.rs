@@ -38,11 +38,7 @@ impl Scanner<'_> {
             return None;
         }
         self.pos += n;
-        Some(
-            slice
-                .iter()
-                .fold(0, |acc, b| acc * 10 + u32::from(b - b'0')),
-        )
+        Some(slice.iter().fold(0, |acc, b| acc * 10 + u32::from(b - b'0')))
     }
 
     fn eat(&mut self, options: &[u8]) -> Option<u8> {
@@ -66,17 +62,13 @@ impl Scanner<'_> {
 /// microsecond are dropped, as Python's `fromisoformat` does. The result is converted to UTC.
 pub fn parse(input: &str) -> Result<DateTime, ParseError> {
     let trimmed = input.trim();
-    let mut s = Scanner {
-        bytes: trimmed.as_bytes(),
-        pos: 0,
-    };
+    let mut s = Scanner { bytes: trimmed.as_bytes(), pos: 0 };
     let Some(parsed) = parse_parts(&mut s) else {
         return err(input);
     };
     let (naive, offset_seconds) = parsed;
     let micros = to_micros(naive) - i64::from(offset_seconds) * MICROS_PER_SECOND;
-    from_micros(micros)
-        .ok_or_else(|| ParseError(format!("'{input}' is outside the years 1 to 9999")))
+    from_micros(micros).ok_or_else(|| ParseError(format!("'{input}' is outside the years 1 to 9999")))
 }
 
 fn parse_parts(s: &mut Scanner) -> Option<(DateTime, i32)> {
@@ -86,8 +78,7 @@ fn parse_parts(s: &mut Scanner) -> Option<(DateTime, i32)> {
     s.eat(b"-")?;
     let day = s.digits(2)?;
     let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
-    let date =
-        Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
     if year == 0 {
         return None;
     }
@@ -115,13 +106,9 @@ fn parse_parts(s: &mut Scanner) -> Option<(DateTime, i32)> {
             }
         }
     }
-    let time = Time::from_hms_micro(
-        u8::try_from(hour).ok()?,
-        u8::try_from(minute).ok()?,
-        u8::try_from(second).ok()?,
-        micro,
-    )
-    .ok()?;
+    let time =
+        Time::from_hms_micro(u8::try_from(hour).ok()?, u8::try_from(minute).ok()?, u8::try_from(second).ok()?, micro)
+            .ok()?;
     let offset = if s.done() || s.eat(b"Zz").is_some() {
         0
     } else {
@@ -149,9 +136,7 @@ pub fn to_micros(dt: DateTime) -> i64 {
 /// The inverse of `to_micros`; `None` outside the years 1 to 9999.
 pub fn from_micros(micros: i64) -> Option<DateTime> {
     let odt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
-    (1..=9999)
-        .contains(&odt.year())
-        .then(|| PrimitiveDateTime::new(odt.date(), odt.time()))
+    (1..=9999).contains(&odt.year()).then(|| PrimitiveDateTime::new(odt.date(), odt.time()))
 }
 
 /// `datetime + micros`, or `None` when the result leaves the years 1 to 9999.
@@ -162,11 +147,7 @@ pub fn add_micros(dt: DateTime, micros: i128) -> Option<DateTime> {
 
 fn write_parts(dt: DateTime, separator: char) -> String {
     let micro = dt.microsecond();
-    let fraction = if micro == 0 {
-        String::new()
-    } else {
-        format!(".{micro:06}")
-    };
+    let fraction = if micro == 0 { String::new() } else { format!(".{micro:06}") };
     format!(
         "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}{fraction}+00:00",
         dt.year(),
@@ -225,25 +206,16 @@ mod tests {
             ("2023-03-01T00:00:00-0100", datetime!(2023-03-01 01:00:00)),
             ("2023-03-01T00:00:00+01", datetime!(2023-02-28 23:00:00)),
             ("2023-03-05 00:00:00+00:00", datetime!(2023-03-05 00:00:00)),
-            (
-                "2023-03-23 18:27:58.848959+00:00",
-                datetime!(2023-03-23 18:27:58.848959),
-            ),
+            ("2023-03-23 18:27:58.848959+00:00", datetime!(2023-03-23 18:27:58.848959)),
             ("2023-07-17 23:56:05", datetime!(2023-07-17 23:56:05)),
             ("2023-07-17 23:56", datetime!(2023-07-17 23:56:00)),
             ("2023-07-17", datetime!(2023-07-17 00:00:00)),
             ("  2023-07-17  ", datetime!(2023-07-17 00:00:00)),
             ("2023-07-17T01:02:03.5", datetime!(2023-07-17 01:02:03.5)),
-            (
-                "2023-07-17T01:02:03.123456789",
-                datetime!(2023-07-17 01:02:03.123456),
-            ),
+            ("2023-07-17T01:02:03.123456789", datetime!(2023-07-17 01:02:03.123456)),
             ("2024-02-29", datetime!(2024-02-29 00:00:00)),
             ("0001-01-01", datetime!(0001-01-01 00:00:00)),
-            (
-                "9999-12-31T23:59:59.999999Z",
-                datetime!(9999-12-31 23:59:59.999999),
-            ),
+            ("9999-12-31T23:59:59.999999Z", datetime!(9999-12-31 23:59:59.999999)),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input), Ok(want), "{input}");
@@ -280,22 +252,10 @@ mod tests {
 
     #[test]
     fn formats_like_python() {
-        assert_eq!(
-            format_api(datetime!(2023-03-05 00:00:00)),
-            "2023-03-05 00:00:00+00:00"
-        );
-        assert_eq!(
-            format_api(datetime!(2023-03-23 18:27:58.848959)),
-            "2023-03-23 18:27:58.848959+00:00"
-        );
-        assert_eq!(
-            format_api(datetime!(0001-01-01 00:00:00.000001)),
-            "0001-01-01 00:00:00.000001+00:00"
-        );
-        assert_eq!(
-            format_iso(datetime!(2023-03-01 04:00:00)),
-            "2023-03-01T04:00:00+00:00"
-        );
+        assert_eq!(format_api(datetime!(2023-03-05 00:00:00)), "2023-03-05 00:00:00+00:00");
+        assert_eq!(format_api(datetime!(2023-03-23 18:27:58.848959)), "2023-03-23 18:27:58.848959+00:00");
+        assert_eq!(format_api(datetime!(0001-01-01 00:00:00.000001)), "0001-01-01 00:00:00.000001+00:00");
+        assert_eq!(format_iso(datetime!(2023-03-01 04:00:00)), "2023-03-01T04:00:00+00:00");
     }
 
     #[test]
@@ -309,14 +269,8 @@ mod tests {
             assert_eq!(from_micros(to_micros(dt)), Some(dt));
         }
         assert_eq!(to_micros(datetime!(1970-01-01 00:00:01)), 1_000_000);
-        assert_eq!(
-            from_micros(to_micros(datetime!(9999-12-31 23:59:59.999999)) + 1),
-            None
-        );
-        assert_eq!(
-            from_micros(to_micros(datetime!(0001-01-01 00:00:00)) - 1),
-            None
-        );
+        assert_eq!(from_micros(to_micros(datetime!(9999-12-31 23:59:59.999999)) + 1), None);
+        assert_eq!(from_micros(to_micros(datetime!(0001-01-01 00:00:00)) - 1), None);
         assert_eq!(from_micros(i64::MAX), None);
         assert_eq!(from_micros(i64::MIN), None);
         assert_eq!(add_micros(datetime!(2023-01-01 00:00:00), i128::MAX), None);

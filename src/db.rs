@@ -24,25 +24,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create the folder {path} for the database: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a backfilld database (not a SQLite file, or damaged): {source}")]
-    NotADatabase {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    NotADatabase { path: PathBuf, source: rusqlite::Error },
     #[error(
         "{path} has schema version {found}, newer than this backfilld understands ({SCHEMA_VERSION}); \
          use a newer backfilld with this file"
     )]
     TooNew { path: PathBuf, found: i64 },
     #[error("cannot open {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("cannot open a connection pool on {path}: {source}")]
     Pool { path: PathBuf, source: r2d2::Error },
 }
@@ -59,10 +50,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 fn is_not_a_database(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-    )
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt))
 }
 
 /// Opens (creating when missing, with its parent folder) the database at `path`, checks its
@@ -70,52 +58,33 @@ fn is_not_a_database(e: &rusqlite::Error) -> bool {
 /// `token` use it directly; `open_pool` uses it once before handing out pooled connections.
 pub fn open(path: &Path) -> Result<Connection, OpenError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(parent)
+            .map_err(|source| OpenError::CreateDir { path: parent.to_path_buf(), source })?;
     }
     let sqlite = |source: rusqlite::Error| {
         if is_not_a_database(&source) {
-            OpenError::NotADatabase {
-                path: path.to_path_buf(),
-                source,
-            }
+            OpenError::NotADatabase { path: path.to_path_buf(), source }
         } else {
-            OpenError::Sqlite {
-                path: path.to_path_buf(),
-                source,
-            }
+            OpenError::Sqlite { path: path.to_path_buf(), source }
         }
     };
     let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(sqlite)?;
     // Reading the header is the first thing that fails on a file that is not SQLite.
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sqlite)?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
     if found > SCHEMA_VERSION {
-        return Err(OpenError::TooNew {
-            path: path.to_path_buf(),
-            found,
-        });
+        return Err(OpenError::TooNew { path: path.to_path_buf(), found });
     }
     // WAL lets readers go on while a writer commits; the mode is stored in the file, so once
     // is enough. It also makes a killed writer's partial transaction invisible after restart.
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sqlite)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
     configure(&conn).map_err(sqlite)?;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sqlite)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
     tx.execute_batch(SCHEMA).map_err(sqlite)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(sqlite)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite)?;
     tx.commit().map_err(sqlite)?;
     Ok(conn)
 }
@@ -129,10 +98,7 @@ pub fn open_pool(path: &Path, size: u32) -> Result<Pool, OpenError> {
         // Tests and CLI runs start many short-lived servers: no idle connections to prefill.
         .min_idle(Some(1))
         .build(manager)
-        .map_err(|source| OpenError::Pool {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| OpenError::Pool { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -145,17 +111,11 @@ mod tests {
         let path = dir.path().join("nested/folder/b.db");
         drop(open(&path).unwrap());
         let conn = open(&path).unwrap();
-        let v: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(v, SCHEMA_VERSION);
-        let fk: i64 = conn
-            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-            .unwrap();
+        let fk: i64 = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0)).unwrap();
         assert_eq!(fk, 1);
-        let mode: String = conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -164,8 +124,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let conn = open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         let e = open(&path).unwrap_err();
         assert!(matches!(e, OpenError::TooNew { .. }), "{e}");
@@ -176,11 +135,7 @@ mod tests {
     fn a_file_that_is_not_sqlite_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        std::fs::write(
-            &path,
-            b"this is a text file, not a database, and it is long enough to have a header",
-        )
-        .unwrap();
+        std::fs::write(&path, b"this is a text file, not a database, and it is long enough to have a header").unwrap();
         let e = open(&path).unwrap_err();
         assert!(matches!(e, OpenError::NotADatabase { .. }), "{e}");
     }
@@ -196,9 +151,6 @@ mod tests {
                 [],
             )
             .unwrap_err();
-        assert_eq!(
-            e.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::ConstraintViolation)
-        );
+        assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::ConstraintViolation));
     }
 }

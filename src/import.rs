@@ -13,8 +13,7 @@ use serde_json::Value;
 
 use crate::datetime::DateTime;
 use crate::model::{
-    BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, NewPipelineRun, Object,
-    RunStatus,
+    BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, NewPipelineRun, Object, RunStatus,
 };
 use crate::store;
 use crate::store::schedules::NewPipelineSchedule;
@@ -90,10 +89,7 @@ fn check_keys(obj: &Object, known: &[&str]) -> Result<(), FieldError> {
 
 fn positive_id(f: &Fields, key: &str) -> Result<Option<i64>, FieldError> {
     match f.integer(key)? {
-        Some(id) if id < 1 => Err(FieldError::new(
-            key,
-            format!("must be at least 1, got {id}"),
-        )),
+        Some(id) if id < 1 => Err(FieldError::new(key, format!("must be at least 1, got {id}"))),
         other => Ok(other),
     }
 }
@@ -136,9 +132,7 @@ fn parse_run(obj: &Object, now: DateTime) -> Result<NewPipelineRun, FieldError> 
         pipeline_uuid: f.string("pipeline_uuid")?.unwrap_or_default(),
         backfill_id: positive_id(&f, "backfill_id")?,
         execution_date: f.datetime("execution_date")?,
-        status: f
-            .parsed::<RunStatus>("status")?
-            .unwrap_or(RunStatus::Initial),
+        status: f.parsed::<RunStatus>("status")?.unwrap_or(RunStatus::Initial),
         variables: f.object("variables")?,
         event_variables: f.object("event_variables")?,
         metrics: f.object("metrics")?,
@@ -158,12 +152,8 @@ fn records<'a>(doc: &'a Object, key: &str) -> Result<Vec<&'a Object>, ImportErro
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_object().ok_or_else(|| {
-                    ImportError::Record(FieldError::new(
-                        &format!("{key}[{i}]"),
-                        "must be an object",
-                    ))
-                })
+                v.as_object()
+                    .ok_or_else(|| ImportError::Record(FieldError::new(&format!("{key}[{i}]"), "must be an object")))
             })
             .collect(),
         Some(_) => Err(ImportError::Shape(format!("\"{key}\" is not an array"))),
@@ -197,24 +187,15 @@ fn ensure_schedule(
 /// Parses and loads `input` into `conn` in one transaction; nothing is written on error.
 pub fn import(conn: &mut Connection, input: &str, now: DateTime) -> Result<Summary, ImportError> {
     let doc: Value = serde_json::from_str(input)?;
-    let doc = doc
-        .as_object()
-        .ok_or_else(|| ImportError::Shape("the top level is not an object".into()))?;
-    if let Some(k) = doc
-        .keys()
-        .find(|k| *k != "backfills" && *k != "pipeline_runs")
-    {
+    let doc = doc.as_object().ok_or_else(|| ImportError::Shape("the top level is not an object".into()))?;
+    if let Some(k) = doc.keys().find(|k| *k != "backfills" && *k != "pipeline_runs") {
         return Err(ImportError::Shape(format!("unknown key \"{k}\"")));
     }
     let backfills = records(doc, "backfills")?;
     let runs = records(doc, "pipeline_runs")?;
 
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut summary = Summary {
-        backfills: 0,
-        pipeline_runs: 0,
-        pipeline_schedules: 0,
-    };
+    let mut summary = Summary { backfills: 0, pipeline_runs: 0, pipeline_schedules: 0 };
     // The pipeline of every backfill loaded or referenced, for the runs' checks.
     let mut pipelines: HashMap<i64, String> = HashMap::new();
 
@@ -223,17 +204,12 @@ pub fn import(conn: &mut Connection, input: &str, now: DateTime) -> Result<Summa
         let b = parse_backfill(obj, now).map_err(at)?;
         if let Some(id) = b.id {
             if store::backfills::get_backfill(&tx, id)?.is_some() {
-                return Err(at(FieldError::new(
-                    "id",
-                    format!("a backfill with id {id} exists already"),
-                ))
-                .into());
+                return Err(at(FieldError::new("id", format!("a backfill with id {id} exists already"))).into());
             }
         }
         if let Some(sid) = b.pipeline_schedule_id {
             let name = format!("Backfill {}", b.fields.name);
-            summary.pipeline_schedules +=
-                usize::from(ensure_schedule(&tx, sid, name, &b.pipeline_uuid, now)?);
+            summary.pipeline_schedules += usize::from(ensure_schedule(&tx, sid, name, &b.pipeline_uuid, now)?);
         }
         let id = store::backfills::insert_backfill(&tx, &b)?;
         pipelines.insert(id, b.pipeline_uuid);
@@ -248,13 +224,7 @@ pub fn import(conn: &mut Connection, input: &str, now: DateTime) -> Result<Summa
                 Some(p) => p.clone(),
                 None => match store::backfills::get_backfill(&tx, bid)? {
                     Some(b) => pipelines.entry(bid).or_insert(b.pipeline_uuid).clone(),
-                    None => {
-                        return Err(at(FieldError::new(
-                            "backfill_id",
-                            format!("no backfill has id {bid}"),
-                        ))
-                        .into())
-                    }
+                    None => return Err(at(FieldError::new("backfill_id", format!("no backfill has id {bid}"))).into()),
                 },
             };
             if r.pipeline_uuid.is_empty() {
@@ -262,34 +232,22 @@ pub fn import(conn: &mut Connection, input: &str, now: DateTime) -> Result<Summa
             } else if r.pipeline_uuid != pipeline {
                 return Err(at(FieldError::new(
                     "pipeline_uuid",
-                    format!(
-                        "is '{}' but backfill {bid} belongs to '{pipeline}'",
-                        r.pipeline_uuid
-                    ),
+                    format!("is '{}' but backfill {bid} belongs to '{pipeline}'", r.pipeline_uuid),
                 ))
                 .into());
             }
         }
         if r.pipeline_uuid.trim().is_empty() {
-            return Err(at(FieldError::new(
-                "pipeline_uuid",
-                "is required when backfill_id is not given",
-            ))
-            .into());
+            return Err(at(FieldError::new("pipeline_uuid", "is required when backfill_id is not given")).into());
         }
         if let Some(id) = r.id {
             if store::pipeline_runs::get_pipeline_run(&tx, id)?.is_some() {
-                return Err(at(FieldError::new(
-                    "id",
-                    format!("a pipeline run with id {id} exists already"),
-                ))
-                .into());
+                return Err(at(FieldError::new("id", format!("a pipeline run with id {id} exists already"))).into());
             }
         }
         if let Some(sid) = r.pipeline_schedule_id {
             let name = format!("Imported schedule {sid}");
-            summary.pipeline_schedules +=
-                usize::from(ensure_schedule(&tx, sid, name, &r.pipeline_uuid, now)?);
+            summary.pipeline_schedules += usize::from(ensure_schedule(&tx, sid, name, &r.pipeline_uuid, now)?);
         }
         store::pipeline_runs::insert_pipeline_run(&tx, &r)?;
         summary.pipeline_runs += 1;
@@ -312,8 +270,7 @@ mod tests {
     }
 
     fn count(conn: &Connection, table: &str) -> i64 {
-        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap()
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
     }
 
     #[test]
@@ -339,10 +296,7 @@ mod tests {
             {"name": "bad", "pipeline_uuid": "p", "interval_units": 0}
         ], "pipeline_runs": []}"#;
         let e = import(&mut conn, input, NOW).unwrap_err().to_string();
-        assert!(
-            e.starts_with("backfills[1].interval_units: must be at least 1"),
-            "{e}"
-        );
+        assert!(e.starts_with("backfills[1].interval_units: must be at least 1"), "{e}");
         assert_eq!(count(&conn, "backfill"), 0);
     }
 
@@ -350,14 +304,8 @@ mod tests {
     fn runs_need_an_existing_backfill_and_its_pipeline() {
         let (_dir, mut conn) = db();
         let cases = [
-            (
-                r#"{"pipeline_runs": [{"backfill_id": 5}]}"#,
-                "pipeline_runs[0].backfill_id: no backfill has id 5",
-            ),
-            (
-                r#"{"pipeline_runs": [{"status": "initial"}]}"#,
-                "pipeline_runs[0].pipeline_uuid: is required",
-            ),
+            (r#"{"pipeline_runs": [{"backfill_id": 5}]}"#, "pipeline_runs[0].backfill_id: no backfill has id 5"),
+            (r#"{"pipeline_runs": [{"status": "initial"}]}"#, "pipeline_runs[0].pipeline_uuid: is required"),
             (
                 r#"{"backfills": [{"id": 1, "name": "a", "pipeline_uuid": "p"}],
                     "pipeline_runs": [{"backfill_id": 1, "pipeline_uuid": "q"}]}"#,
@@ -367,14 +315,8 @@ mod tests {
                 r#"{"pipeline_runs": [{"pipeline_uuid": "p", "status": "done"}]}"#,
                 "pipeline_runs[0].status: unknown status",
             ),
-            (
-                r#"{"pipeline_runs": [{"pipeline_uuid": "p", "colour": 1}]}"#,
-                "pipeline_runs[0].colour: is not a field",
-            ),
-            (
-                r#"{"backfills": [{"name": "a", "pipeline_uuid": "p", "id": 0}]}"#,
-                "backfills[0].id: must be at least 1",
-            ),
+            (r#"{"pipeline_runs": [{"pipeline_uuid": "p", "colour": 1}]}"#, "pipeline_runs[0].colour: is not a field"),
+            (r#"{"backfills": [{"name": "a", "pipeline_uuid": "p", "id": 0}]}"#, "backfills[0].id: must be at least 1"),
             (r#"{"backfills": [3]}"#, "backfills[0]: must be an object"),
             (r#"{"backfills": {}}"#, "the file must be an object"),
             (r#"{"backfill": []}"#, "the file must be an object"),
@@ -398,24 +340,11 @@ mod tests {
                           {"id": 40, "pipeline_uuid": "other", "pipeline_schedule_id": 8}
                         ]}"#;
         let s = import(&mut conn, input, NOW).unwrap();
-        assert_eq!(
-            s,
-            Summary {
-                backfills: 1,
-                pipeline_runs: 2,
-                pipeline_schedules: 2
-            }
-        );
-        let run = store::pipeline_runs::get_pipeline_run(&conn, 40)
-            .unwrap()
-            .unwrap();
+        assert_eq!(s, Summary { backfills: 1, pipeline_runs: 2, pipeline_schedules: 2 });
+        let run = store::pipeline_runs::get_pipeline_run(&conn, 40).unwrap().unwrap();
         assert_eq!(run.pipeline_uuid, "other");
         assert_eq!(run.created_at, NOW);
-        let name: String = conn
-            .query_row("SELECT name FROM pipeline_schedule WHERE id = 7", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let name: String = conn.query_row("SELECT name FROM pipeline_schedule WHERE id = 7", [], |r| r.get(0)).unwrap();
         assert_eq!(name, "Backfill a");
     }
 }

@@ -30,8 +30,7 @@ pub use api::AppState;
 pub fn now() -> datetime::DateTime {
     let now = time::OffsetDateTime::now_utc();
     let now = time::PrimitiveDateTime::new(now.date(), now.time());
-    now.replace_nanosecond(now.microsecond() * 1000)
-        .unwrap_or(now)
+    now.replace_nanosecond(now.microsecond() * 1000).unwrap_or(now)
 }
 
 /// The request line for the access log, with the value of any `api_key` parameter replaced,
@@ -55,13 +54,7 @@ fn redacted_request_line(req: &ServiceRequest) -> String {
             .collect();
         format!("?{}", parts.join("&"))
     };
-    format!(
-        "{} {}{} {:?}",
-        req.method(),
-        req.path(),
-        query,
-        req.version()
-    )
+    format!("{} {}{} {:?}", req.method(), req.path(), query, req.version())
 }
 
 /// Starts serving `state` on `listener` with `workers` worker threads. The returned server
@@ -74,8 +67,7 @@ pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::R
             // One access line per request: peer, request line (keys redacted), status,
             // body bytes, milliseconds.
             .wrap(
-                Logger::new(r#"%a "%{request}xi" %s %b %Dms"#)
-                    .custom_request_replace("request", redacted_request_line),
+                Logger::new(r#"%a "%{request}xi" %s %b %Dms"#).custom_request_replace("request", redacted_request_line),
             )
             .app_data(state.clone())
             .configure(api::configure)

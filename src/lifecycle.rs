@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use crate::datetime::{self, DateTime};
 use crate::model::{
-    Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, NewPipelineRun,
-    Object, PipelineRun, RunStatus,
+    Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, NewPipelineRun, Object, PipelineRun,
+    RunStatus,
 };
 use crate::store;
 use crate::store::schedules::NewPipelineSchedule;
@@ -59,37 +59,22 @@ fn not_found(id: i64) -> Error {
 /// The writable fields as the API shows them, so that a body's keys can be laid over them
 /// and the result validated by the same `BackfillFields::parse` as a create.
 fn fields_object(f: &BackfillFields) -> Object {
-    let dt =
-        |d: Option<DateTime>| d.map_or(Value::Null, |d| Value::String(datetime::format_api(d)));
+    let dt = |d: Option<DateTime>| d.map_or(Value::Null, |d| Value::String(datetime::format_api(d)));
     let obj = |o: &Option<Object>| o.clone().map_or(Value::Null, Value::Object);
     let mut m = Object::new();
     m.insert("name".into(), f.name.clone().into());
-    m.insert(
-        "block_uuid".into(),
-        f.block_uuid.clone().map_or(Value::Null, Value::String),
-    );
+    m.insert("block_uuid".into(), f.block_uuid.clone().map_or(Value::Null, Value::String));
     m.insert("start_datetime".into(), dt(f.start_datetime));
     m.insert("end_datetime".into(), dt(f.end_datetime));
-    m.insert(
-        "interval_type".into(),
-        f.interval_type.map_or(Value::Null, |t| t.as_str().into()),
-    );
-    m.insert(
-        "interval_units".into(),
-        f.interval_units.map_or(Value::Null, Value::from),
-    );
+    m.insert("interval_type".into(), f.interval_type.map_or(Value::Null, |t| t.as_str().into()));
+    m.insert("interval_units".into(), f.interval_units.map_or(Value::Null, Value::from));
     m.insert("variables".into(), obj(&f.variables));
     m.insert("settings".into(), obj(&f.settings));
     m
 }
 
 /// `POST /api/pipelines/:pipeline_uuid/backfills`.
-pub fn create(
-    conn: &rusqlite::Connection,
-    pipeline_uuid: &str,
-    body: &Object,
-    now: DateTime,
-) -> Result<Backfill> {
+pub fn create(conn: &rusqlite::Connection, pipeline_uuid: &str, body: &Object, now: DateTime) -> Result<Backfill> {
     if pipeline_uuid.trim().is_empty() {
         return Err(FieldError::new("pipeline_uuid", "must not be blank").into());
     }
@@ -144,16 +129,10 @@ pub fn update(
     if b.started_at.is_some() {
         let old = &b.fields;
         let moved = [
-            (
-                "start_datetime",
-                old.start_datetime != fields.start_datetime,
-            ),
+            ("start_datetime", old.start_datetime != fields.start_datetime),
             ("end_datetime", old.end_datetime != fields.end_datetime),
             ("interval_type", old.interval_type != fields.interval_type),
-            (
-                "interval_units",
-                old.interval_units != fields.interval_units,
-            ),
+            ("interval_units", old.interval_units != fields.interval_units),
             ("block_uuid", old.block_uuid != fields.block_uuid),
         ];
         if let Some((key, _)) = moved.iter().find(|(_, changed)| *changed) {
@@ -187,12 +166,7 @@ pub fn update(
 
 /// Creates the `@once` schedule and one run per run date, and marks the backfill started.
 /// A started backfill is left as it is: starting again creates nothing.
-fn start(
-    conn: &rusqlite::Connection,
-    b: &mut Backfill,
-    limits: Limits,
-    now: DateTime,
-) -> Result<()> {
+fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: DateTime) -> Result<()> {
     if b.started_at.is_some() {
         return Ok(());
     }
@@ -295,21 +269,13 @@ pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
 /// `PUT /api/pipeline_runs/:id`: a worker reports a run's status. `running` sets
 /// `started_at`; `completed` and `failed` set `completed_at`; a finished run cannot go back
 /// to `initial` or `running`. The run's backfill then follows (see `follow_runs`).
-pub fn report_run(
-    conn: &rusqlite::Connection,
-    run_id: i64,
-    status: RunStatus,
-    now: DateTime,
-) -> Result<PipelineRun> {
+pub fn report_run(conn: &rusqlite::Connection, run_id: i64, status: RunStatus, now: DateTime) -> Result<PipelineRun> {
     let mut run = store::pipeline_runs::get_pipeline_run(conn, run_id)?
         .ok_or_else(|| Error::NotFound(format!("no pipeline run has id {run_id}")))?;
     if run.status == status {
         return Ok(run);
     }
-    let finished = matches!(
-        run.status,
-        RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
-    );
+    let finished = matches!(run.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled);
     if finished && matches!(status, RunStatus::Initial | RunStatus::Running) {
         return Err(Error::Conflict(format!(
             "pipeline run {run_id} is {} and cannot go back to {status}; a new attempt is a new run",
@@ -340,15 +306,10 @@ fn follow_runs(conn: &rusqlite::Connection, backfill_id: i64, now: DateTime) -> 
     let Some(mut b) = store::backfills::get_backfill(conn, backfill_id)? else {
         return Ok(());
     };
-    if !matches!(
-        b.status,
-        Some(BackfillStatus::Initial | BackfillStatus::Running)
-    ) {
+    if !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running)) {
         return Ok(());
     }
-    let counts = store::backfills::count_runs_by_status(conn, &[backfill_id])?
-        .remove(&backfill_id)
-        .unwrap_or_default();
+    let counts = store::backfills::count_runs_by_status(conn, &[backfill_id])?.remove(&backfill_id).unwrap_or_default();
     let n = |s: RunStatus| counts.get(&s).copied().unwrap_or(0);
     let total: u64 = counts.values().sum();
     let next = if n(RunStatus::Failed) > 0 {

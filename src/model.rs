@@ -85,18 +85,12 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.to_string(),
-            message: message.into(),
-        }
+        FieldError { field: field.to_string(), message: message.into() }
     }
 
     /// The same error under a path prefix, e.g. `backfills[3].`.
     pub fn within(self, prefix: &str) -> FieldError {
-        FieldError {
-            field: format!("{prefix}{}", self.field),
-            message: self.message,
-        }
+        FieldError { field: format!("{prefix}{}", self.field), message: self.message }
     }
 }
 
@@ -143,14 +137,7 @@ impl Fields<'_> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
-                FieldError::new(
-                    key,
-                    format!(
-                        "must be a whole number from {} to {}, got {n}",
-                        i64::MIN,
-                        i64::MAX
-                    ),
-                )
+                FieldError::new(key, format!("must be a whole number from {} to {}, got {n}", i64::MIN, i64::MAX))
             }),
             Some(Value::String(s)) => s
                 .trim()
@@ -172,9 +159,7 @@ impl Fields<'_> {
     pub fn datetime(&self, key: &str) -> Result<Option<DateTime>, FieldError> {
         match self.string(key)? {
             None => Ok(None),
-            Some(s) => datetime::parse(&s)
-                .map(Some)
-                .map_err(|e| FieldError::new(key, e.to_string())),
+            Some(s) => datetime::parse(&s).map(Some).map_err(|e| FieldError::new(key, e.to_string())),
         }
     }
 
@@ -231,20 +216,13 @@ impl BackfillFields {
     /// The cross-field rules; `parse` calls it, and so must anything that merges fields.
     pub fn check(&self) -> Result<(), FieldError> {
         if let Some(units) = self.interval_units.filter(|u| *u < 1) {
-            return Err(FieldError::new(
-                "interval_units",
-                format!("must be at least 1, got {units}"),
-            ));
+            return Err(FieldError::new("interval_units", format!("must be at least 1, got {units}")));
         }
         if let (Some(start), Some(end)) = (self.start_datetime, self.end_datetime) {
             if end < start {
                 return Err(FieldError::new(
                     "end_datetime",
-                    format!(
-                        "{} is before start_datetime {}",
-                        datetime::format_api(end),
-                        datetime::format_api(start)
-                    ),
+                    format!("{} is before start_datetime {}", datetime::format_api(end), datetime::format_api(start)),
                 ));
             }
         }
@@ -253,24 +231,14 @@ impl BackfillFields {
 
     /// The run-date schedule, when all four date settings are set.
     pub fn schedule(&self) -> Option<Schedule> {
-        Schedule::new(
-            self.start_datetime?,
-            self.end_datetime?,
-            self.interval_type?,
-            self.interval_units?,
-        )
-        .ok()
+        Schedule::new(self.start_datetime?, self.end_datetime?, self.interval_type?, self.interval_units?).ok()
     }
 
     /// Mage's `total_run_count`: `None` without complete date settings, 0 with a `block_uuid`
     /// (custom code drives such a backfill, so it has no run dates).
     pub fn total_run_count(&self) -> Option<u64> {
         let schedule = self.schedule()?;
-        Some(if self.block_uuid.is_some() {
-            0
-        } else {
-            schedule.count()
-        })
+        Some(if self.block_uuid.is_some() { 0 } else { schedule.count() })
     }
 }
 
@@ -343,22 +311,8 @@ mod tests {
         .unwrap();
         assert_eq!(f.total_run_count(), Some(25));
         assert_eq!(f.variables, Some(obj(json!({"a": 1}))));
-        assert_eq!(
-            BackfillFields {
-                block_uuid: Some("b".into()),
-                ..f.clone()
-            }
-            .total_run_count(),
-            Some(0)
-        );
-        assert_eq!(
-            BackfillFields {
-                interval_units: None,
-                ..f
-            }
-            .total_run_count(),
-            None
-        );
+        assert_eq!(BackfillFields { block_uuid: Some("b".into()), ..f.clone() }.total_run_count(), Some(0));
+        assert_eq!(BackfillFields { interval_units: None, ..f }.total_run_count(), None);
     }
 
     #[test]
@@ -367,76 +321,24 @@ mod tests {
             (json!({}), "name", "a name is required"),
             (json!({"name": "  "}), "name", "a blank name"),
             (json!({"name": 5}), "name", "a number as name"),
-            (
-                json!({"name": "x", "interval_type": "fortnight"}),
-                "interval_type",
-                "unknown type",
-            ),
-            (
-                json!({"name": "x", "interval_type": 3}),
-                "interval_type",
-                "not a string",
-            ),
-            (
-                json!({"name": "x", "interval_units": 0}),
-                "interval_units",
-                "zero units",
-            ),
-            (
-                json!({"name": "x", "interval_units": -4}),
-                "interval_units",
-                "negative units",
-            ),
-            (
-                json!({"name": "x", "interval_units": 1.5}),
-                "interval_units",
-                "a fraction",
-            ),
-            (
-                json!({"name": "x", "interval_units": 1e300}),
-                "interval_units",
-                "too large",
-            ),
-            (
-                json!({"name": "x", "interval_units": "four"}),
-                "interval_units",
-                "a word",
-            ),
-            (
-                json!({"name": "x", "interval_units": true}),
-                "interval_units",
-                "a boolean",
-            ),
-            (
-                json!({"name": "x", "start_datetime": "soon"}),
-                "start_datetime",
-                "not a date",
-            ),
-            (
-                json!({"name": "x", "end_datetime": 20230101}),
-                "end_datetime",
-                "a number as date",
-            ),
+            (json!({"name": "x", "interval_type": "fortnight"}), "interval_type", "unknown type"),
+            (json!({"name": "x", "interval_type": 3}), "interval_type", "not a string"),
+            (json!({"name": "x", "interval_units": 0}), "interval_units", "zero units"),
+            (json!({"name": "x", "interval_units": -4}), "interval_units", "negative units"),
+            (json!({"name": "x", "interval_units": 1.5}), "interval_units", "a fraction"),
+            (json!({"name": "x", "interval_units": 1e300}), "interval_units", "too large"),
+            (json!({"name": "x", "interval_units": "four"}), "interval_units", "a word"),
+            (json!({"name": "x", "interval_units": true}), "interval_units", "a boolean"),
+            (json!({"name": "x", "start_datetime": "soon"}), "start_datetime", "not a date"),
+            (json!({"name": "x", "end_datetime": 20230101}), "end_datetime", "a number as date"),
             (
                 json!({"name": "x", "start_datetime": "2023-01-02", "end_datetime": "2023-01-01"}),
                 "end_datetime",
                 "end before start",
             ),
-            (
-                json!({"name": "x", "variables": [1]}),
-                "variables",
-                "an array",
-            ),
-            (
-                json!({"name": "x", "settings": "{}"}),
-                "settings",
-                "a string",
-            ),
-            (
-                json!({"name": "x", "block_uuid": {}}),
-                "block_uuid",
-                "an object",
-            ),
+            (json!({"name": "x", "variables": [1]}), "variables", "an array"),
+            (json!({"name": "x", "settings": "{}"}), "settings", "a string"),
+            (json!({"name": "x", "block_uuid": {}}), "block_uuid", "an object"),
         ];
         for (input, field, why) in cases {
             let e = BackfillFields::parse(&obj(input)).unwrap_err();
@@ -453,10 +355,7 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(f.interval_units, Some(12));
-        assert_eq!(
-            f.start_datetime,
-            Some(time::macros::datetime!(2023-03-01 00:00))
-        );
+        assert_eq!(f.start_datetime, Some(time::macros::datetime!(2023-03-01 00:00)));
     }
 
     #[test]

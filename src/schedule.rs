@@ -84,16 +84,10 @@ impl FromStr for IntervalType {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IntervalType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                let known: Vec<_> = IntervalType::ALL.iter().map(|t| t.as_str()).collect();
-                format!(
-                    "unknown interval type '{s}': expected one of {}",
-                    known.join(", ")
-                )
-            })
+        IntervalType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let known: Vec<_> = IntervalType::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown interval type '{s}': expected one of {}", known.join(", "))
+        })
     }
 }
 
@@ -143,9 +137,7 @@ fn month_index(d: DateTime) -> i128 {
 
 /// The year and month of a month index; `None` outside the years 1 to 9999.
 fn split_month_index(index: i128) -> Option<(i32, Month)> {
-    let year = i32::try_from(index.div_euclid(12))
-        .ok()
-        .filter(|y| (1..=9999).contains(y))?;
+    let year = i32::try_from(index.div_euclid(12)).ok().filter(|y| (1..=9999).contains(y))?;
     let month = Month::try_from(u8::try_from(index.rem_euclid(12) + 1).ok()?).ok()?;
     Some((year, month))
 }
@@ -159,12 +151,7 @@ fn gcd(a: i128, b: i128) -> i128 {
 }
 
 impl Schedule {
-    pub fn new(
-        start: DateTime,
-        end: DateTime,
-        interval: IntervalType,
-        units: i64,
-    ) -> Result<Schedule, ScheduleError> {
+    pub fn new(start: DateTime, end: DateTime, interval: IntervalType, units: i64) -> Result<Schedule, ScheduleError> {
         if units < 1 {
             return Err(ScheduleError::UnitsBelowOne(units));
         }
@@ -190,8 +177,7 @@ impl Schedule {
     pub fn count(&self) -> u64 {
         match self.step {
             Step::Micros(step) => {
-                let span =
-                    i128::from(datetime::to_micros(self.end) - datetime::to_micros(self.start));
+                let span = i128::from(datetime::to_micros(self.end) - datetime::to_micros(self.start));
                 // span < 3.2e17 and step >= 1e6, so the quotient fits u64 comfortably.
                 (span / step + 1) as u64
             }
@@ -201,10 +187,7 @@ impl Schedule {
                 let m0 = month_index(self.start);
                 let span = month_index(self.end) - m0;
                 let before = if span == 0 { 0 } else { (span - 1) / step + 1 };
-                let in_end_month = span % step == 0
-                    && self
-                        .calendar_date(span / step)
-                        .is_some_and(|d| d <= self.end);
+                let in_end_month = span % step == 0 && self.calendar_date(span / step).is_some_and(|d| d <= self.end);
                 (before + i128::from(in_end_month)) as u64
             }
         }
@@ -240,13 +223,9 @@ impl Schedule {
         let Step::Months(step) = self.step else {
             return None;
         };
-        let (year, month) =
-            split_month_index(month_index(self.start).checked_add(step.checked_mul(k)?)?)?;
+        let (year, month) = split_month_index(month_index(self.start).checked_add(step.checked_mul(k)?)?)?;
         let day = self.clamped_day(step, k)?;
-        Some(PrimitiveDateTime::new(
-            Date::from_calendar_date(year, month, day).ok()?,
-            self.start.time(),
-        ))
+        Some(PrimitiveDateTime::new(Date::from_calendar_date(year, month, day).ok()?, self.start.time()))
     }
 
     /// The k-th date (0-based), or `None` past the last.
@@ -270,32 +249,19 @@ impl Schedule {
                     .zip(self.clamped_day(step, k))
                     .filter(|(month, _)| split_month_index(*month).is_some());
                 match position {
-                    Some((month, day)) => DatesState::Calendar {
-                        month,
-                        day,
-                        step,
-                        time: self.start.time(),
-                        started: false,
-                    },
-                    None => DatesState::Fixed {
-                        next: None,
-                        step: 1,
-                    },
+                    Some((month, day)) => {
+                        DatesState::Calendar { month, day, step, time: self.start.time(), started: false }
+                    }
+                    None => DatesState::Fixed { next: None, step: 1 },
                 }
             }
         };
-        Dates {
-            end: self.end,
-            state,
-        }
+        Dates { end: self.end, state }
     }
 
     /// Calls `f` with every run date in order, streaming: memory stays constant however
     /// many dates there are. Stops at the first error and returns it.
-    pub fn try_for_each_run_date<E>(
-        &self,
-        mut f: impl FnMut(RunDate) -> Result<(), E>,
-    ) -> Result<(), E> {
+    pub fn try_for_each_run_date<E>(&self, mut f: impl FnMut(RunDate) -> Result<(), E>) -> Result<(), E> {
         let single = self.nth(1).is_none();
         let mut dates = self.dates_from(0).peekable();
         let mut prev = None;
@@ -314,10 +280,7 @@ impl Schedule {
         // Dates first..=offset+limit: one before the page and one after, for the gaps.
         let window: Vec<DateTime> = self
             .dates_from(first)
-            .take(
-                usize::try_from((offset - first).saturating_add(limit).saturating_add(1))
-                    .unwrap_or(usize::MAX),
-            )
+            .take(usize::try_from((offset - first).saturating_add(limit).saturating_add(1)).unwrap_or(usize::MAX))
             .collect();
         let lead = usize::try_from(offset - first).unwrap_or(0);
         (lead..window.len())
@@ -365,13 +328,7 @@ impl Iterator for Dates {
                 *next = datetime::add_micros(current, *step);
                 Some(current)
             }
-            DatesState::Calendar {
-                month,
-                day,
-                step,
-                time,
-                started,
-            } => {
+            DatesState::Calendar { month, day, step, time, started } => {
                 if *started {
                     *month = month.checked_add(*step)?;
                     let (year, m) = split_month_index(*month)?;
@@ -379,8 +336,7 @@ impl Iterator for Dates {
                 }
                 *started = true;
                 let (year, m) = split_month_index(*month)?;
-                let date =
-                    PrimitiveDateTime::new(Date::from_calendar_date(year, m, *day).ok()?, *time);
+                let date = PrimitiveDateTime::new(Date::from_calendar_date(year, m, *day).ok()?, *time);
                 (date <= self.end).then_some(date)
             }
         }
@@ -400,12 +356,7 @@ pub struct RunDate {
 }
 
 impl RunDate {
-    fn new(
-        date: DateTime,
-        prev: Option<DateTime>,
-        next: Option<DateTime>,
-        single: bool,
-    ) -> RunDate {
+    fn new(date: DateTime, prev: Option<DateTime>, next: Option<DateTime>, single: bool) -> RunDate {
         if single {
             return RunDate {
                 execution_date: date,
@@ -414,8 +365,7 @@ impl RunDate {
                 interval_start_previous: None,
             };
         }
-        let micros =
-            |a: DateTime, b: DateTime| i128::from(datetime::to_micros(b) - datetime::to_micros(a));
+        let micros = |a: DateTime, b: DateTime| i128::from(datetime::to_micros(b) - datetime::to_micros(a));
         // A schedule with two or more dates always has a neighbour on one side.
         let gap = match (prev, next) {
             (_, Some(n)) => micros(date, n),
@@ -432,26 +382,16 @@ impl RunDate {
 
     /// The variables as Mage stores them on the run and shows them in `pipeline_run_dates`.
     pub fn variables(&self) -> Map<String, Value> {
-        let iso =
-            |d: Option<DateTime>| d.map_or(Value::Null, |d| Value::String(datetime::format_iso(d)));
+        let iso = |d: Option<DateTime>| d.map_or(Value::Null, |d| Value::String(datetime::format_iso(d)));
         let d = self.execution_date;
         let mut map = Map::new();
-        map.insert(
-            "ds".into(),
-            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()).into(),
-        );
+        map.insert("ds".into(), format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()).into());
         map.insert("hr".into(), format!("{:02}", d.hour()).into());
         map.insert("execution_date".into(), iso(Some(d)));
         map.insert("interval_start_datetime".into(), iso(Some(d)));
         map.insert("interval_end_datetime".into(), iso(self.interval_end));
-        map.insert(
-            "interval_seconds".into(),
-            self.interval_seconds.map_or(Value::Null, Value::from),
-        );
-        map.insert(
-            "interval_start_datetime_previous".into(),
-            iso(self.interval_start_previous),
-        );
+        map.insert("interval_seconds".into(), self.interval_seconds.map_or(Value::Null, Value::from));
+        map.insert("interval_start_datetime_previous".into(), iso(self.interval_start_previous));
         map
     }
 }
@@ -489,25 +429,15 @@ mod tests {
     /// dateutil's relativedelta(months=n): clamp the day to the target month's length.
     fn add_months_clamped(d: DateTime, months: i128) -> Option<DateTime> {
         let idx = month_index(d) + months;
-        let year = i32::try_from(idx.div_euclid(12))
-            .ok()
-            .filter(|y| *y <= 9999)?;
+        let year = i32::try_from(idx.div_euclid(12)).ok().filter(|y| *y <= 9999)?;
         let m = time::Month::try_from((idx.rem_euclid(12) + 1) as u8).ok()?;
         let day = d.day().min(m.length(year));
-        Some(PrimitiveDateTime::new(
-            Date::from_calendar_date(year, m, day).ok()?,
-            d.time(),
-        ))
+        Some(PrimitiveDateTime::new(Date::from_calendar_date(year, m, day).ok()?, d.time()))
     }
 
     #[test]
     fn the_seed_example_has_25_runs() {
-        let s = sched(
-            datetime!(2023-03-01 00:00),
-            datetime!(2023-03-05 00:00),
-            Hour,
-            4,
-        );
+        let s = sched(datetime!(2023-03-01 00:00), datetime!(2023-03-05 00:00), Hour, 4);
         assert_eq!(s.count(), 25);
         assert_eq!(s.nth(24), Some(datetime!(2023-03-05 00:00)));
         assert_eq!(s.nth(25), None);
@@ -516,60 +446,27 @@ mod tests {
     #[test]
     fn a_single_date_when_start_equals_end() {
         for t in IntervalType::ALL {
-            let s = sched(
-                datetime!(2023-03-01 12:00),
-                datetime!(2023-03-01 12:00),
-                t,
-                1,
-            );
+            let s = sched(datetime!(2023-03-01 12:00), datetime!(2023-03-01 12:00), t, 1);
             assert_eq!(s.count(), 1, "{t}");
-            assert_eq!(
-                s.dates_from(0).collect::<Vec<_>>(),
-                vec![datetime!(2023-03-01 12:00)]
-            );
+            assert_eq!(s.dates_from(0).collect::<Vec<_>>(), vec![datetime!(2023-03-01 12:00)]);
         }
     }
 
     #[test]
     fn both_ends_are_included_and_a_partial_step_is_not() {
-        let s = sched(
-            datetime!(2023-01-01 00:00),
-            datetime!(2023-01-01 00:10),
-            Minute,
-            5,
-        );
+        let s = sched(datetime!(2023-01-01 00:00), datetime!(2023-01-01 00:10), Minute, 5);
         assert_eq!(s.count(), 3);
-        let s = sched(
-            datetime!(2023-01-01 00:00),
-            datetime!(2023-01-01 00:09:59.999999),
-            Minute,
-            5,
-        );
+        let s = sched(datetime!(2023-01-01 00:00), datetime!(2023-01-01 00:09:59.999999), Minute, 5);
         assert_eq!(s.count(), 2);
-        let s = sched(
-            datetime!(2023-01-01 00:00),
-            datetime!(2023-01-01 00:00:10),
-            Custom,
-            3,
-        );
+        let s = sched(datetime!(2023-01-01 00:00), datetime!(2023-01-01 00:00:10), Custom, 3);
         assert_eq!(s.count(), 4);
-        let s = sched(
-            datetime!(2023-01-01 00:00),
-            datetime!(2023-01-29 00:00),
-            Week,
-            2,
-        );
+        let s = sched(datetime!(2023-01-01 00:00), datetime!(2023-01-29 00:00), Week, 2);
         assert_eq!(s.count(), 3);
     }
 
     #[test]
     fn monthly_from_jan_31_clamps_and_the_clamp_sticks() {
-        let s = sched(
-            datetime!(2023-01-31 06:00),
-            datetime!(2023-05-31 06:00),
-            Month,
-            1,
-        );
+        let s = sched(datetime!(2023-01-31 06:00), datetime!(2023-05-31 06:00), Month, 1);
         let dates: Vec<_> = s.dates_from(0).collect();
         assert_eq!(
             dates,
@@ -581,34 +478,19 @@ mod tests {
                 datetime!(2023-05-28 06:00),
             ]
         );
-        let leap = sched(
-            datetime!(2024-01-31 00:00),
-            datetime!(2024-03-31 00:00),
-            Month,
-            1,
-        );
+        let leap = sched(datetime!(2024-01-31 00:00), datetime!(2024-03-31 00:00), Month, 1);
         assert_eq!(leap.nth(1), Some(datetime!(2024-02-29 00:00)));
         assert_eq!(leap.nth(2), Some(datetime!(2024-03-29 00:00)));
     }
 
     #[test]
     fn yearly_from_feb_29_stays_on_feb_28() {
-        let s = sched(
-            datetime!(2024-02-29 00:00),
-            datetime!(2032-03-01 00:00),
-            Year,
-            1,
-        );
+        let s = sched(datetime!(2024-02-29 00:00), datetime!(2032-03-01 00:00), Year, 1);
         let dates: Vec<_> = s.dates_from(0).collect();
         assert_eq!(dates.len(), 9);
         assert_eq!(dates[1], datetime!(2025-02-28 00:00));
         assert_eq!(dates[4], datetime!(2028-02-28 00:00));
-        let every_four = sched(
-            datetime!(2024-02-29 00:00),
-            datetime!(2032-02-29 00:00),
-            Year,
-            4,
-        );
+        let every_four = sched(datetime!(2024-02-29 00:00), datetime!(2032-02-29 00:00), Year, 4);
         assert_eq!(every_four.dates_from(0).count(), 3);
         assert_eq!(every_four.nth(2), Some(datetime!(2032-02-29 00:00)));
     }
@@ -636,11 +518,7 @@ mod tests {
                     let reference = mage_walk(start, end, t, units);
                     assert_eq!(s.count(), reference.len() as u64, "{start} {t} {units}");
                     for k in [0, 1, reference.len() / 2, reference.len() - 1] {
-                        assert_eq!(
-                            s.nth(k as u64),
-                            Some(reference[k]),
-                            "{start} {t} {units} #{k}"
-                        );
+                        assert_eq!(s.nth(k as u64), Some(reference[k]), "{start} {t} {units} #{k}");
                     }
                 }
             }
@@ -650,19 +528,9 @@ mod tests {
     #[test]
     fn a_clamped_date_past_the_end_day_is_still_counted_in_the_end_month() {
         // Jan 31 + 1 month = Feb 28, which is before an end of Feb 28 12:00.
-        let s = sched(
-            datetime!(2023-01-31 00:00),
-            datetime!(2023-02-28 12:00),
-            Month,
-            1,
-        );
+        let s = sched(datetime!(2023-01-31 00:00), datetime!(2023-02-28 12:00), Month, 1);
         assert_eq!(s.count(), 2);
-        let s = sched(
-            datetime!(2023-01-31 13:00),
-            datetime!(2023-02-28 12:00),
-            Month,
-            1,
-        );
+        let s = sched(datetime!(2023-01-31 13:00), datetime!(2023-02-28 12:00), Month, 1);
         assert_eq!(s.count(), 1);
     }
 
@@ -683,12 +551,7 @@ mod tests {
         let months = sched(first, last, Month, 1);
         assert_eq!(months.count(), 9999 * 12);
         assert_eq!(months.nth(9999 * 12 - 1), Some(datetime!(9999-12-01 00:00)));
-        let s = sched(
-            datetime!(9999-12-31 00:00),
-            datetime!(9999-12-31 00:00),
-            Day,
-            1,
-        );
+        let s = sched(datetime!(9999-12-31 00:00), datetime!(9999-12-31 00:00), Day, 1);
         assert_eq!(s.run_dates(0, 10).len(), 1);
     }
 
@@ -696,18 +559,9 @@ mod tests {
     fn invalid_schedules_are_refused_with_the_field() {
         let a = datetime!(2023-01-02 00:00);
         let b = datetime!(2023-01-01 00:00);
-        assert_eq!(
-            Schedule::new(b, a, Hour, 0).unwrap_err().field(),
-            "interval_units"
-        );
-        assert_eq!(
-            Schedule::new(b, a, Hour, i64::MIN).unwrap_err().field(),
-            "interval_units"
-        );
-        assert_eq!(
-            Schedule::new(a, b, Hour, 1).unwrap_err().field(),
-            "end_datetime"
-        );
+        assert_eq!(Schedule::new(b, a, Hour, 0).unwrap_err().field(), "interval_units");
+        assert_eq!(Schedule::new(b, a, Hour, i64::MIN).unwrap_err().field(), "interval_units");
+        assert_eq!(Schedule::new(a, b, Hour, 1).unwrap_err().field(), "end_datetime");
         assert!("fortnight".parse::<IntervalType>().is_err());
         assert!("Hour".parse::<IntervalType>().is_err());
         assert_eq!("week".parse::<IntervalType>(), Ok(Week));
@@ -715,12 +569,7 @@ mod tests {
 
     #[test]
     fn run_date_variables_follow_mage() {
-        let s = sched(
-            datetime!(2023-03-01 00:00),
-            datetime!(2023-03-05 00:00),
-            Hour,
-            4,
-        );
+        let s = sched(datetime!(2023-03-01 00:00), datetime!(2023-03-05 00:00), Hour, 4);
         let all = s.run_dates(0, 100);
         assert_eq!(all.len(), 25);
         let first = Value::Object(all[0].variables());
@@ -738,10 +587,7 @@ mod tests {
         );
         let last = all[24].variables();
         assert_eq!(last["interval_end_datetime"], "2023-03-05T04:00:00+00:00");
-        assert_eq!(
-            last["interval_start_datetime_previous"],
-            "2023-03-04T20:00:00+00:00"
-        );
+        assert_eq!(last["interval_start_datetime_previous"], "2023-03-04T20:00:00+00:00");
         // A page in the middle sees the same values as the whole list.
         assert_eq!(s.run_dates(10, 5), all[10..15].to_vec());
         assert_eq!(s.run_dates(24, 5), all[24..].to_vec());
@@ -752,12 +598,7 @@ mod tests {
     #[test]
     fn streaming_run_dates_match_the_paged_ones() {
         for (t, units) in [(Hour, 4), (Month, 1), (Week, 3)] {
-            let s = sched(
-                datetime!(2023-01-31 00:00),
-                datetime!(2024-03-05 00:00),
-                t,
-                units,
-            );
+            let s = sched(datetime!(2023-01-31 00:00), datetime!(2024-03-05 00:00), t, units);
             let mut streamed = vec![];
             s.try_for_each_run_date(|rd| {
                 streamed.push(rd);
@@ -771,12 +612,7 @@ mod tests {
 
     #[test]
     fn a_single_run_date_has_no_gap_values() {
-        let s = sched(
-            datetime!(2023-03-01 07:00),
-            datetime!(2023-03-01 07:30),
-            Hour,
-            1,
-        );
+        let s = sched(datetime!(2023-03-01 07:00), datetime!(2023-03-01 07:30), Hour, 1);
         let v = s.run_dates(0, 10)[0].variables();
         assert_eq!(v["hr"], "07");
         assert_eq!(v["interval_end_datetime"], Value::Null);
@@ -786,12 +622,7 @@ mod tests {
 
     #[test]
     fn monthly_gaps_are_the_real_calendar_gaps() {
-        let s = sched(
-            datetime!(2023-01-31 00:00),
-            datetime!(2023-03-31 00:00),
-            Month,
-            1,
-        );
+        let s = sched(datetime!(2023-01-31 00:00), datetime!(2023-03-31 00:00), Month, 1);
         let rd = s.run_dates(0, 3);
         assert_eq!(rd[0].interval_seconds, Some(28.0 * 86_400.0));
         assert_eq!(rd[1].interval_end, Some(datetime!(2023-03-28 00:00)));
@@ -799,15 +630,7 @@ mod tests {
     }
 
     fn arb_datetime(max_years: i32) -> impl Strategy<Value = DateTime> {
-        (
-            1i32..=max_years,
-            1u8..=12,
-            1u8..=31,
-            0u8..24,
-            0u8..60,
-            0u8..60,
-            prop_oneof![Just(0u32), 0u32..1_000_000],
-        )
+        (1i32..=max_years, 1u8..=12, 1u8..=31, 0u8..24, 0u8..60, 0u8..60, prop_oneof![Just(0u32), 0u32..1_000_000])
             .prop_map(|(y, m, d, h, mi, s, us)| {
                 let month = time::Month::try_from(m).unwrap();
                 let day = d.min(month.length(y));

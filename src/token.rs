@@ -20,19 +20,13 @@ pub fn hash(token: &str) -> [u8; 32] {
 /// Every key is compared (no early exit), so the time does not tell which one matched either.
 pub fn key_matches(presented: &str, keys: &[String]) -> bool {
     let presented = hash(presented);
-    keys.iter().fold(false, |found, key| {
-        found | bool::from(hash(key).ct_eq(&presented))
-    })
+    keys.iter().fold(false, |found, key| found | bool::from(hash(key).ct_eq(&presented)))
 }
 
 /// Reads a lifetime like `30d`, `12h`, `90m`, `45s` or `2w` into seconds.
 pub fn parse_lifetime(s: &str) -> Result<i64, String> {
     let s = s.trim();
-    let err = || {
-        format!(
-            "'{s}' is not a lifetime: expected a number and a unit, e.g. 30d, 12h, 90m, 45s or 2w"
-        )
-    };
+    let err = || format!("'{s}' is not a lifetime: expected a number and a unit, e.g. 30d, 12h, 90m, 45s or 2w");
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
     let (digits, unit) = s.split_at(split);
     let n: i64 = digits.parse().map_err(|_| err())?;
@@ -46,9 +40,7 @@ pub fn parse_lifetime(s: &str) -> Result<i64, String> {
     };
     match n.checked_mul(unit_seconds) {
         Some(secs) if secs > 0 && secs <= 100 * 365 * 86_400 => Ok(secs),
-        _ => Err(format!(
-            "'{s}' must be more than nothing and at most 100 years"
-        )),
+        _ => Err(format!("'{s}' must be more than nothing and at most 100 years")),
     }
 }
 
@@ -82,17 +74,7 @@ mod tests {
         assert_eq!(parse_lifetime("12h"), Ok(12 * 3600));
         assert_eq!(parse_lifetime("2w"), Ok(14 * 86_400));
         assert_eq!(parse_lifetime("45s"), Ok(45));
-        for bad in [
-            "",
-            "d",
-            "30",
-            "30x",
-            "-1d",
-            "0d",
-            "1.5h",
-            "99999999999999999999d",
-            "36501d",
-        ] {
+        for bad in ["", "d", "30", "30x", "-1d", "0d", "1.5h", "99999999999999999999d", "36501d"] {
             assert!(parse_lifetime(bad).is_err(), "{bad}");
         }
     }

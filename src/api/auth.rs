@@ -26,11 +26,7 @@ pub struct AuthConfig {
 }
 
 fn header_value<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
 fn query_value(req: &ServiceRequest, name: &str) -> Option<String> {
@@ -52,15 +48,26 @@ fn presented_token(req: &ServiceRequest) -> Option<String> {
             return Some(rest.trim().to_string());
         }
     }
-    req.cookie("oauth_token")
-        .map(|c| c.value().to_string())
-        .filter(|v| !v.is_empty())
+    req.cookie("oauth_token").map(|c| c.value().to_string()).filter(|v| !v.is_empty())
 }
 
-async fn check(req: &ServiceRequest, state: &web::Data<AppState>) -> Result<(), ApiError> {
-    let key = header_value(req, "X-API-KEY")
-        .map(str::to_string)
-        .or_else(|| query_value(req, "api_key"));
+/// The top-level `api_key` of a JSON body, which Mage also accepts. The body is read (within
+/// the usual limit) and put back for the handler.
+async fn body_api_key(req: &mut ServiceRequest) -> Option<String> {
+    let payload = req.extract::<web::Payload>().await.ok()?;
+    let bytes = payload.to_bytes_limited(super::body::BODY_LIMIT).await.ok()?.ok()?;
+    req.set_payload(actix_web::dev::Payload::from(bytes.clone()));
+    match super::body::object(&bytes).ok()?.remove("api_key") {
+        Some(serde_json::Value::String(key)) => Some(key),
+        _ => None,
+    }
+}
+
+async fn check(req: &mut ServiceRequest, state: &web::Data<AppState>) -> Result<(), ApiError> {
+    let mut key = header_value(req, "X-API-KEY").map(str::to_string).or_else(|| query_value(req, "api_key"));
+    if key.is_none() && matches!(req.method().as_str(), "POST" | "PUT") {
+        key = body_api_key(req).await;
+    }
     match key {
         Some(key) if token::key_matches(&key, &state.auth.api_keys) => {}
         _ => return Err(ApiError::InvalidApiKey),
@@ -82,14 +89,11 @@ async fn check(req: &ServiceRequest, state: &web::Data<AppState>) -> Result<(), 
 
 /// Middleware for the `/api` scope.
 pub async fn authenticate(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if let Some(state) = req
-        .app_data::<web::Data<AppState>>()
-        .filter(|s| s.auth.required)
-    {
-        check(&req, state).await?;
+    if let Some(state) = req.app_data::<web::Data<AppState>>().filter(|s| s.auth.required).cloned() {
+        check(&mut req, &state).await?;
     }
     next.call(req).await
 }

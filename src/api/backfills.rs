@@ -69,9 +69,7 @@ impl<'a> BackfillJson<'a> {
             pipeline_run_dates: None,
             pipeline_schedule_id: b.pipeline_schedule_id,
             pipeline_uuid: &b.pipeline_uuid,
-            run_status_counts: total
-                .and(counts)
-                .map(|c| c.iter().map(|(status, n)| (status.as_str(), *n)).collect()),
+            run_status_counts: total.and(counts).map(|c| c.iter().map(|(status, n)| (status.as_str(), *n)).collect()),
             settings: &f.settings,
             start_datetime: f.start_datetime,
             started_at: b.started_at,
@@ -115,11 +113,7 @@ fn fetch_listing(
         None
     };
     tx.finish()?;
-    Ok(Listing {
-        backfills,
-        counts,
-        total,
-    })
+    Ok(Listing { backfills, counts, total })
 }
 
 async fn respond_with_listing(
@@ -129,22 +123,12 @@ async fn respond_with_listing(
 ) -> Result<HttpResponse, ApiError> {
     let page = query.page()?;
     let with_counts = query.include_run_count()?;
-    let listing =
-        web::block(move || fetch_listing(&state, pipeline_uuid.as_deref(), page, with_counts))
-            .await??;
+    let listing = web::block(move || fetch_listing(&state, pipeline_uuid.as_deref(), page, with_counts)).await??;
     let no_runs = RunStatusCounts::new();
     let rows: Vec<BackfillJson> = listing
         .backfills
         .iter()
-        .map(|b| {
-            BackfillJson::new(
-                b,
-                listing
-                    .counts
-                    .as_ref()
-                    .map(|c| c.get(&b.id).unwrap_or(&no_runs)),
-            )
-        })
+        .map(|b| BackfillJson::new(b, listing.counts.as_ref().map(|c| c.get(&b.id).unwrap_or(&no_runs))))
         .collect();
     let next = page.offset.saturating_add(rows.len() as u64) < listing.total;
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -154,10 +138,7 @@ async fn respond_with_listing(
 }
 
 /// `GET /api/backfills`
-pub async fn list(
-    state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let filter = query.pipeline_uuid().map(str::to_string);
     respond_with_listing(state, &query, filter).await
 }
@@ -180,10 +161,7 @@ async fn respond_with_one(
 ) -> Result<HttpResponse, ApiError> {
     let counts = if query.include_run_count()? {
         let id = backfill.id;
-        let mut counts = read(state, move |conn| {
-            Ok(store::backfills::count_runs_by_status(conn, &[id])?)
-        })
-        .await?;
+        let mut counts = read(state, move |conn| Ok(store::backfills::count_runs_by_status(conn, &[id])?)).await?;
         Some(counts.remove(&id).unwrap_or_default())
     } else {
         None
@@ -225,12 +203,8 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let fields = body::record(payload, "backfill").await?;
     let pipeline_uuid = path.into_inner();
-    let backfill = write(state, move |conn, now| {
-        lifecycle::create(conn, &pipeline_uuid, &fields, now)
-    })
-    .await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
+    let backfill = write(state, move |conn, now| lifecycle::create(conn, &pipeline_uuid, &fields, now)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
 }
 
 async fn respond_to_update(
@@ -242,12 +216,10 @@ async fn respond_to_update(
     let id = parse_id(id)?;
     let fields = body::record(payload, "backfill").await?;
     let limits = state.limits;
-    let backfill = write(state, move |conn, now| {
-        lifecycle::update(conn, id, pipeline_uuid.as_deref(), &fields, limits, now)
-    })
-    .await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
+    let backfill =
+        write(state, move |conn, now| lifecycle::update(conn, id, pipeline_uuid.as_deref(), &fields, limits, now))
+            .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
 }
 
 /// `PUT /api/backfills/{id}`: update; `"status": "initial"` starts, `"cancelled"` cancels.
@@ -270,12 +242,8 @@ pub async fn update_in_pipeline(
 }
 
 /// `DELETE /api/backfills/{id}`: answers the deleted record.
-pub async fn delete(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let backfill = write(state, move |conn, _| lifecycle::delete(conn, id)).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
 }

@@ -13,12 +13,8 @@ pub const BODY_LIMIT: usize = 1 << 20;
 pub async fn read(payload: web::Payload) -> Result<Bytes, ApiError> {
     match payload.to_bytes_limited(BODY_LIMIT).await {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(ApiError::BadRequest(format!(
-            "the request body could not be read: {e}"
-        ))),
-        Err(_) => Err(ApiError::PayloadTooLarge(format!(
-            "the request body is larger than {BODY_LIMIT} bytes"
-        ))),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!("the request body could not be read: {e}"))),
+        Err(_) => Err(ApiError::PayloadTooLarge(format!("the request body is larger than {BODY_LIMIT} bytes"))),
     }
 }
 
@@ -26,12 +22,8 @@ pub async fn read(payload: web::Payload) -> Result<Bytes, ApiError> {
 pub fn object(bytes: &[u8]) -> Result<Object, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(ApiError::BadRequest(
-            "the request body must be a JSON object".into(),
-        )),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "the request body is not valid JSON: {e}"
-        ))),
+        Ok(_) => Err(ApiError::BadRequest("the request body must be a JSON object".into())),
+        Err(e) => Err(ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))),
     }
 }
 
@@ -40,9 +32,7 @@ pub async fn record(payload: web::Payload, key: &str) -> Result<Object, ApiError
     let bytes = read(payload).await?;
     match object(&bytes)?.remove(key) {
         Some(Value::Object(o)) => Ok(o),
-        Some(_) => Err(ApiError::BadRequest(format!(
-            "\"{key}\" in the request body must be an object"
-        ))),
+        Some(_) => Err(ApiError::BadRequest(format!("\"{key}\" in the request body must be an object"))),
         None => Err(ApiError::BadRequest(format!(
             "the request body must be {{\"{key}\": {{...}}}}, with the fields inside \"{key}\""
         ))),

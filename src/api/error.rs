@@ -20,11 +20,7 @@ pub enum ApiError {
     RouteNotFound { method: String, path: String },
     /// The route exists, the method does not (405).
     #[error("{method} is not allowed on {path}; allowed: {allowed}")]
-    MethodNotAllowed {
-        method: String,
-        path: String,
-        allowed: &'static str,
-    },
+    MethodNotAllowed { method: String, path: String, allowed: &'static str },
     /// A record's field is invalid (400 `record_invalid`).
     #[error("{0}")]
     Invalid(#[from] FieldError),
@@ -85,11 +81,7 @@ macro_rules! internal_from {
     )+};
 }
 
-internal_from!(
-    rusqlite::Error,
-    r2d2::Error,
-    actix_web::error::BlockingError
-);
+internal_from!(rusqlite::Error, r2d2::Error, actix_web::error::BlockingError);
 
 impl From<crate::lifecycle::Error> for ApiError {
     fn from(e: crate::lifecycle::Error) -> Self {
@@ -131,8 +123,7 @@ impl ResponseError for ApiError {
                     source = s.source();
                 }
                 log::error!("internal error: {chain}");
-                "Unexpected error: the server could not answer this request; its log has the cause."
-                    .to_string()
+                "Unexpected error: the server could not answer this request; its log has the cause.".to_string()
             }
             other => other.to_string(),
         };

@@ -62,13 +62,13 @@ pub async fn write<T: Send + 'static>(
 /// The whole route table, with the contract's envelope for every failure actix itself
 /// would otherwise answer in plain text (bad query strings and paths; unknown routes).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::BadRequest(format!("the query string is malformed: {e}")).into()
-    }))
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::BadRequest(format!("the query string is malformed: {e}")).into()),
+    )
     .app_data(
-        web::PathConfig::default().error_handler(|e, _| {
-            ApiError::BadRequest(format!("the path is malformed: {e}")).into()
-        }),
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::BadRequest(format!("the path is malformed: {e}")).into()),
     )
     .service(
         web::scope("/api")
@@ -112,8 +112,5 @@ fn resource(path: &str, allowed: &'static str) -> Resource {
 }
 
 async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-    })
+    Err(ApiError::RouteNotFound { method: req.method().to_string(), path: req.path().to_string() })
 }

@@ -31,11 +31,7 @@ fn whole_number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
         .parse::<u64>()
         .ok()
         .filter(|n| *n <= max)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "{name} must be a whole number from 0 to {max}, got '{value}'"
-            ))
-        })
+        .ok_or_else(|| ApiError::BadRequest(format!("{name} must be a whole number from 0 to {max}, got '{value}'")))
 }
 
 impl ListQuery {
@@ -62,9 +58,10 @@ impl ListQuery {
     pub fn backfill_id(&self) -> Result<Option<i64>, ApiError> {
         match self.backfill_id.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::BadRequest(format!("backfill_id must be a whole number, got '{v}'"))
-            }),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::BadRequest(format!("backfill_id must be a whole number, got '{v}'"))),
         }
     }
 
@@ -72,10 +69,7 @@ impl ListQuery {
     pub fn run_status(&self) -> Result<Option<RunStatus>, ApiError> {
         match self.status.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|e| ApiError::BadRequest(format!("status: {e}"))),
+            Some(v) => v.parse().map(Some).map_err(|e| ApiError::BadRequest(format!("status: {e}"))),
         }
     }
 
@@ -90,9 +84,7 @@ impl ListQuery {
 
 /// A record id from the path: a whole number, else a 400 (a missing record is a 404 later).
 pub fn parse_id(value: &str) -> Result<i64, ApiError> {
-    value
-        .parse::<i64>()
-        .map_err(|_| ApiError::BadRequest(format!("the id must be a whole number, got '{value}'")))
+    value.parse::<i64>().map_err(|_| ApiError::BadRequest(format!("the id must be a whole number, got '{value}'")))
 }
 
 /// `true`/`1`/`yes`/`on` and `false`/`0`/`no`/`off`/empty, in any case; absent is false.
@@ -101,9 +93,9 @@ pub fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err(ApiError::BadRequest(format!(
-            "{name} must be true or false (also 1/0, yes/no, on/off), got '{value}'"
-        ))),
+        _ => {
+            Err(ApiError::BadRequest(format!("{name} must be true or false (also 1/0, yes/no, on/off), got '{value}'")))
+        }
     }
 }
 
@@ -112,29 +104,13 @@ mod tests {
     use super::*;
 
     fn query(limit: Option<&str>, offset: Option<&str>) -> ListQuery {
-        ListQuery {
-            limit: limit.map(Into::into),
-            offset: offset.map(Into::into),
-            ..Default::default()
-        }
+        ListQuery { limit: limit.map(Into::into), offset: offset.map(Into::into), ..Default::default() }
     }
 
     #[test]
     fn pages_default_and_bound() {
-        assert_eq!(
-            query(None, None).page().unwrap(),
-            Page {
-                limit: 40,
-                offset: 0
-            }
-        );
-        assert_eq!(
-            query(Some("0"), Some("7")).page().unwrap(),
-            Page {
-                limit: 0,
-                offset: 7
-            }
-        );
+        assert_eq!(query(None, None).page().unwrap(), Page { limit: 40, offset: 0 });
+        assert_eq!(query(Some("0"), Some("7")).page().unwrap(), Page { limit: 0, offset: 7 });
         assert_eq!(query(Some("1000"), None).page().unwrap().limit, 1000);
         for (limit, offset, name) in [
             (Some("abc"), None, "_limit"),
@@ -161,9 +137,6 @@ mod tests {
             assert!(!flag("f", Some(v)).unwrap(), "{v}");
         }
         assert!(!flag("f", None).unwrap());
-        assert!(flag("include_run_count", Some("maybe"))
-            .unwrap_err()
-            .to_string()
-            .contains("include_run_count"));
+        assert!(flag("include_run_count", Some("maybe")).unwrap_err().to_string().contains("include_run_count"));
     }
 }

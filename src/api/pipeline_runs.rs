@@ -62,10 +62,7 @@ impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
 
 /// `GET /api/pipeline_runs`: filters `backfill_id`, `pipeline_uuid`, `status`; paged like
 /// the backfills; newest first.
-pub async fn list(
-    state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let page = query.page()?;
     let filter = RunFilter {
         backfill_id: query.backfill_id()?,
@@ -88,10 +85,7 @@ pub async fn list(
 }
 
 /// `GET /api/pipeline_runs/{id}`
-pub async fn get(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let run = read(state, move |conn| {
         store::pipeline_runs::get_pipeline_run(conn, id)?
@@ -112,9 +106,6 @@ pub async fn update(
     let status = Fields(&fields)
         .parsed::<RunStatus>("status")?
         .ok_or_else(|| ApiError::Invalid(crate::model::FieldError::new("status", "is required")))?;
-    let run = write(state, move |conn, now| {
-        lifecycle::report_run(conn, id, status, now)
-    })
-    .await?;
+    let run = write(state, move |conn, now| lifecycle::report_run(conn, id, status, now)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "pipeline_run": PipelineRunJson::from(&run) })))
 }

@@ -100,26 +100,17 @@ pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool
 
 /// Deletes the backfill; its runs stay, with `backfill_id` set to null by the foreign key.
 pub fn delete_backfill(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
-    Ok(conn
-        .prepare_cached("DELETE FROM backfill WHERE id = ?1")?
-        .execute([id])?
-        == 1)
+    Ok(conn.prepare_cached("DELETE FROM backfill WHERE id = ?1")?.execute([id])? == 1)
 }
 
 pub fn get_backfill(conn: &Connection, id: i64) -> rusqlite::Result<Option<Backfill>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id = ?1"))?
-        .query_row([id], from_row)
-        .optional()
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id = ?1"))?.query_row([id], from_row).optional()
 }
 
 /// One page of backfills, newest `created_at` first and, among equal ones, the higher id
 /// first; only `pipeline_uuid`'s when given. Each variant walks its own index
 /// (schema.sql: backfill_listing, backfill_pipeline_listing) with no sort step.
-pub fn list_backfills(
-    conn: &Connection,
-    pipeline_uuid: Option<&str>,
-    page: Page,
-) -> rusqlite::Result<Vec<Backfill>> {
+pub fn list_backfills(conn: &Connection, pipeline_uuid: Option<&str>, page: Page) -> rusqlite::Result<Vec<Backfill>> {
     // SQLite takes LIMIT and OFFSET as i64; the API caps both well below i64::MAX.
     let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
     let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
@@ -143,9 +134,7 @@ pub fn list_backfills(
 /// How many backfills `list_backfills` pages through.
 pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqlite::Result<u64> {
     let n: i64 = match pipeline_uuid {
-        None => conn
-            .prepare_cached("SELECT COUNT(*) FROM backfill")?
-            .query_row([], |r| r.get(0))?,
+        None => conn.prepare_cached("SELECT COUNT(*) FROM backfill")?.query_row([], |r| r.get(0))?,
         Some(uuid) => conn
             .prepare_cached("SELECT COUNT(*) FROM backfill WHERE pipeline_uuid = ?1")?
             .query_row([uuid], |r| r.get(0))?,
@@ -157,10 +146,7 @@ pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqli
 /// Only the newest run (highest id) of each execution date counts, as in Mage, where a
 /// retried date's earlier runs no longer say how that date went. A backfill without runs is
 /// absent from the map.
-pub fn count_runs_by_status(
-    conn: &Connection,
-    ids: &[i64],
-) -> rusqlite::Result<HashMap<i64, RunStatusCounts>> {
+pub fn count_runs_by_status(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, RunStatusCounts>> {
     let mut counts: HashMap<i64, RunStatusCounts> = HashMap::new();
     if ids.is_empty() {
         return Ok(counts);
@@ -177,19 +163,12 @@ pub fn count_runs_by_status(
          GROUP BY r.backfill_id, r.status",
     )?;
     let rows = stmt.query_map([ids_json], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            opt_parsed::<RunStatus>(row, "status")?,
-            row.get::<_, i64>(2)?,
-        ))
+        Ok((row.get::<_, i64>(0)?, opt_parsed::<RunStatus>(row, "status")?, row.get::<_, i64>(2)?))
     })?;
     for row in rows {
         let (id, status, n) = row?;
         if let Some(status) = status {
-            counts
-                .entry(id)
-                .or_default()
-                .insert(status, n.unsigned_abs());
+            counts.entry(id).or_default().insert(status, n.unsigned_abs());
         }
     }
     Ok(counts)
@@ -253,12 +232,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
         let mut b = new_backfill("x", "p", datetime!(2023-03-23 18:27:58.848959));
-        b.fields.variables = Some(
-            serde_json::json!({"k": [1, 2]})
-                .as_object()
-                .unwrap()
-                .clone(),
-        );
+        b.fields.variables = Some(serde_json::json!({"k": [1, 2]}).as_object().unwrap().clone());
         let id = insert_backfill(&conn, &b).unwrap();
         let got = get_backfill(&conn, id).unwrap().unwrap();
         assert_eq!(got.fields, b.fields);
@@ -275,34 +249,13 @@ mod tests {
         let a = insert_backfill(&conn, &new_backfill("a", "p1", t1)).unwrap();
         let b = insert_backfill(&conn, &new_backfill("b", "p2", t0)).unwrap();
         let c = insert_backfill(&conn, &new_backfill("c", "p1", t0)).unwrap();
-        let all = Page {
-            limit: 10,
-            offset: 0,
-        };
-        let ids: Vec<i64> = list_backfills(&conn, None, all)
-            .unwrap()
-            .iter()
-            .map(|b| b.id)
-            .collect();
+        let all = Page { limit: 10, offset: 0 };
+        let ids: Vec<i64> = list_backfills(&conn, None, all).unwrap().iter().map(|b| b.id).collect();
         assert_eq!(ids, vec![a, c, b]);
-        let ids: Vec<i64> = list_backfills(&conn, Some("p1"), all)
-            .unwrap()
-            .iter()
-            .map(|b| b.id)
-            .collect();
+        let ids: Vec<i64> = list_backfills(&conn, Some("p1"), all).unwrap().iter().map(|b| b.id).collect();
         assert_eq!(ids, vec![a, c]);
-        let ids: Vec<i64> = list_backfills(
-            &conn,
-            None,
-            Page {
-                limit: 1,
-                offset: 1,
-            },
-        )
-        .unwrap()
-        .iter()
-        .map(|b| b.id)
-        .collect();
+        let ids: Vec<i64> =
+            list_backfills(&conn, None, Page { limit: 1, offset: 1 }).unwrap().iter().map(|b| b.id).collect();
         assert_eq!(ids, vec![c]);
         assert_eq!(count_backfills(&conn, None).unwrap(), 3);
         assert_eq!(count_backfills(&conn, Some("p2")).unwrap(), 1);
@@ -328,14 +281,8 @@ mod tests {
             insert_pipeline_run(&conn, &r).unwrap();
         }
         let counts = count_runs_by_status(&conn, &[b1, b2, b3]).unwrap();
-        assert_eq!(
-            counts[&b1],
-            RunStatusCounts::from([(RunStatus::Completed, 1), (RunStatus::Initial, 1)])
-        );
-        assert_eq!(
-            counts[&b2],
-            RunStatusCounts::from([(RunStatus::Running, 1)])
-        );
+        assert_eq!(counts[&b1], RunStatusCounts::from([(RunStatus::Completed, 1), (RunStatus::Initial, 1)]));
+        assert_eq!(counts[&b2], RunStatusCounts::from([(RunStatus::Running, 1)]));
         assert!(!counts.contains_key(&b3));
         assert!(count_runs_by_status(&conn, &[]).unwrap().is_empty());
     }

@@ -31,44 +31,28 @@ fn conversion_error(col: &str, ty: Type, message: String) -> rusqlite::Error {
 fn opt_datetime(row: &Row, col: &str) -> rusqlite::Result<Option<DateTime>> {
     row.get::<_, Option<i64>>(col)?
         .map(|m| {
-            datetime::from_micros(m).ok_or_else(|| {
-                conversion_error(
-                    col,
-                    Type::Integer,
-                    format!("{m} is outside the years 1 to 9999"),
-                )
-            })
+            datetime::from_micros(m)
+                .ok_or_else(|| conversion_error(col, Type::Integer, format!("{m} is outside the years 1 to 9999")))
         })
         .transpose()
 }
 
 fn req_datetime(row: &Row, col: &str) -> rusqlite::Result<DateTime> {
-    opt_datetime(row, col)?.ok_or(rusqlite::Error::InvalidColumnType(
-        0,
-        col.into(),
-        Type::Null,
-    ))
+    opt_datetime(row, col)?.ok_or(rusqlite::Error::InvalidColumnType(0, col.into(), Type::Null))
 }
 
 fn opt_object(row: &Row, col: &str) -> rusqlite::Result<Option<Object>> {
     row.get::<_, Option<String>>(col)?
         .map(|text| match serde_json::from_str(&text) {
             Ok(serde_json::Value::Object(o)) => Ok(o),
-            _ => Err(conversion_error(
-                col,
-                Type::Text,
-                "not a JSON object".into(),
-            )),
+            _ => Err(conversion_error(col, Type::Text, "not a JSON object".into())),
         })
         .transpose()
 }
 
 fn opt_parsed<T: FromStr<Err = String>>(row: &Row, col: &str) -> rusqlite::Result<Option<T>> {
     row.get::<_, Option<String>>(col)?
-        .map(|text| {
-            text.parse()
-                .map_err(|e: String| conversion_error(col, Type::Text, e))
-        })
+        .map(|text| text.parse().map_err(|e: String| conversion_error(col, Type::Text, e)))
         .transpose()
 }
 
@@ -78,6 +62,5 @@ fn micros(dt: Option<DateTime>) -> Option<i64> {
 
 fn json_text(o: &Option<Object>) -> Option<String> {
     // Serialising a map of JSON values cannot fail.
-    o.as_ref()
-        .map(|o| serde_json::to_string(o).unwrap_or_default())
+    o.as_ref().map(|o| serde_json::to_string(o).unwrap_or_default())
 }

@@ -33,17 +33,12 @@ impl RunFilter {
             terms.push("status = ?");
             values.push(SqlValue::Text(status.as_str().into()));
         }
-        let clause = if terms.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", terms.join(" AND "))
-        };
+        let clause = if terms.is_empty() { String::new() } else { format!("WHERE {}", terms.join(" AND ")) };
         (clause, values)
     }
 }
 
-const COLUMNS: &str =
-    "id, pipeline_schedule_id, pipeline_uuid, backfill_id, execution_date, status, \
+const COLUMNS: &str = "id, pipeline_schedule_id, pipeline_uuid, backfill_id, execution_date, status, \
     variables, event_variables, metrics, passed_sla, executor_type, started_at, completed_at, \
     created_at, updated_at";
 
@@ -100,18 +95,10 @@ pub fn get_pipeline_run(conn: &Connection, id: i64) -> rusqlite::Result<Option<P
 }
 
 /// One page of runs, newest `created_at` first and, among equal ones, the higher id first.
-pub fn list_pipeline_runs(
-    conn: &Connection,
-    filter: &RunFilter,
-    page: Page,
-) -> rusqlite::Result<Vec<PipelineRun>> {
+pub fn list_pipeline_runs(conn: &Connection, filter: &RunFilter, page: Page) -> rusqlite::Result<Vec<PipelineRun>> {
     let (clause, mut values) = filter.clause();
-    values.push(SqlValue::Integer(
-        i64::try_from(page.limit).unwrap_or(i64::MAX),
-    ));
-    values.push(SqlValue::Integer(
-        i64::try_from(page.offset).unwrap_or(i64::MAX),
-    ));
+    values.push(SqlValue::Integer(i64::try_from(page.limit).unwrap_or(i64::MAX)));
+    values.push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM pipeline_run {clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
     ))?
@@ -143,11 +130,7 @@ pub fn update_pipeline_run_status(conn: &Connection, run: &PipelineRun) -> rusql
 }
 
 /// Cancels every run of the backfill that has not finished; returns how many.
-pub fn cancel_unfinished_runs(
-    conn: &Connection,
-    backfill_id: i64,
-    now: DateTime,
-) -> rusqlite::Result<usize> {
+pub fn cancel_unfinished_runs(conn: &Connection, backfill_id: i64, now: DateTime) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "UPDATE pipeline_run SET status = 'cancelled', updated_at = ?2 \
          WHERE backfill_id = ?1 AND status IN ('initial', 'running')",

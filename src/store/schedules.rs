@@ -16,10 +16,7 @@ pub struct NewPipelineSchedule {
     pub created_at: DateTime,
 }
 
-pub fn insert_pipeline_schedule(
-    conn: &Connection,
-    s: &NewPipelineSchedule,
-) -> rusqlite::Result<i64> {
+pub fn insert_pipeline_schedule(conn: &Connection, s: &NewPipelineSchedule) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO pipeline_schedule (id, name, pipeline_uuid, schedule_interval, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -29,6 +26,5 @@ pub fn insert_pipeline_schedule(
 }
 
 pub fn pipeline_schedule_exists(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM pipeline_schedule WHERE id = ?1)")?
-        .query_row([id], |r| r.get(0))
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM pipeline_schedule WHERE id = ?1)")?.query_row([id], |r| r.get(0))
 }

@@ -22,11 +22,7 @@ fn from_row(row: &Row) -> rusqlite::Result<TokenRecord> {
 }
 
 /// Whether the name was free: `false` when a token of that name exists already.
-pub fn insert_token(
-    conn: &Connection,
-    record: &TokenRecord,
-    hash: &[u8; 32],
-) -> rusqlite::Result<bool> {
+pub fn insert_token(conn: &Connection, record: &TokenRecord, hash: &[u8; 32]) -> rusqlite::Result<bool> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO oauth_token (name, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
@@ -36,15 +32,10 @@ pub fn insert_token(
     Ok(inserted == 1)
 }
 
-pub fn find_token_by_hash(
-    conn: &Connection,
-    hash: &[u8; 32],
-) -> rusqlite::Result<Option<TokenRecord>> {
-    conn.prepare_cached(
-        "SELECT name, created_at, expires_at FROM oauth_token WHERE token_hash = ?1",
-    )?
-    .query_row([&hash[..]], from_row)
-    .optional()
+pub fn find_token_by_hash(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<TokenRecord>> {
+    conn.prepare_cached("SELECT name, created_at, expires_at FROM oauth_token WHERE token_hash = ?1")?
+        .query_row([&hash[..]], from_row)
+        .optional()
 }
 
 pub fn list_tokens(conn: &Connection) -> rusqlite::Result<Vec<TokenRecord>> {
@@ -55,8 +46,5 @@ pub fn list_tokens(conn: &Connection) -> rusqlite::Result<Vec<TokenRecord>> {
 
 /// Whether a token of that name existed.
 pub fn delete_token(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    Ok(conn
-        .prepare_cached("DELETE FROM oauth_token WHERE name = ?1")?
-        .execute([name])?
-        == 1)
+    Ok(conn.prepare_cached("DELETE FROM oauth_token WHERE name = ?1")?.execute([name])? == 1)
 }

@@ -8,48 +8,24 @@ use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp};
 const KEY: &str = "zkWlN0PkIKSN0C11CfUHUj84OT5XOJ6tDZ6bDRO2";
 
 fn secured() -> TestApp {
-    spawn_app_with(AuthConfig {
-        required: true,
-        api_keys: vec!["other-key".into(), KEY.into()],
-    })
+    spawn_app_with(AuthConfig { required: true, api_keys: vec!["other-key".into(), KEY.into()] })
 }
 
 #[test]
 fn without_require_auth_no_credentials_are_needed_and_bad_ones_are_ignored() {
     let app = spawn_app();
     assert_eq!(app.get("/api/backfills").status, 200);
-    assert_eq!(
-        app.get_with(
-            "/api/backfills?api_key=wrong",
-            &[("OAUTH-TOKEN", "nonsense")]
-        )
-        .status,
-        200
-    );
+    assert_eq!(app.get_with("/api/backfills?api_key=wrong", &[("OAUTH-TOKEN", "nonsense")]).status, 200);
 }
 
 #[test]
 fn a_missing_or_unknown_api_key_is_401_invalid_api_key() {
     let app = secured();
     let token = app.add_token("t", None);
+    assert_error(&app.get_with("/api/backfills", &[("OAUTH-TOKEN", &token)]), 401, "invalid_api_key");
+    assert_error(&app.get_with("/api/backfills?api_key=wrong", &[("OAUTH-TOKEN", &token)]), 401, "invalid_api_key");
     assert_error(
-        &app.get_with("/api/backfills", &[("OAUTH-TOKEN", &token)]),
-        401,
-        "invalid_api_key",
-    );
-    assert_error(
-        &app.get_with("/api/backfills?api_key=wrong", &[("OAUTH-TOKEN", &token)]),
-        401,
-        "invalid_api_key",
-    );
-    assert_error(
-        &app.get_with(
-            "/api/backfills",
-            &[
-                ("X-API-KEY", &KEY[..KEY.len() - 1]),
-                ("OAUTH-TOKEN", &token),
-            ],
-        ),
+        &app.get_with("/api/backfills", &[("X-API-KEY", &KEY[..KEY.len() - 1]), ("OAUTH-TOKEN", &token)]),
         401,
         "invalid_api_key",
     );
@@ -60,21 +36,10 @@ fn a_missing_or_unknown_api_key_is_401_invalid_api_key() {
 #[test]
 fn a_valid_key_without_a_token_is_403_unauthorized_access() {
     let app = secured();
+    assert_error(&app.get_with("/api/backfills", &[("X-API-KEY", KEY)]), 403, "unauthorized_access");
+    assert_error(&app.get(&format!("/api/backfills?api_key={KEY}")), 403, "unauthorized_access");
     assert_error(
-        &app.get_with("/api/backfills", &[("X-API-KEY", KEY)]),
-        403,
-        "unauthorized_access",
-    );
-    assert_error(
-        &app.get(&format!("/api/backfills?api_key={KEY}")),
-        403,
-        "unauthorized_access",
-    );
-    assert_error(
-        &app.get_with(
-            "/api/backfills",
-            &[("X-API-KEY", KEY), ("Authorization", "Basic abc")],
-        ),
+        &app.get_with("/api/backfills", &[("X-API-KEY", KEY), ("Authorization", "Basic abc")]),
         403,
         "unauthorized_access",
     );
@@ -84,13 +49,7 @@ fn a_valid_key_without_a_token_is_403_unauthorized_access() {
 fn an_unknown_token_is_401_invalid_oauth_token() {
     let app = secured();
     app.add_token("real", None);
-    let reply = app.get_with(
-        "/api/backfills",
-        &[
-            ("X-API-KEY", KEY),
-            ("OAUTH-TOKEN", "some_really_long_string"),
-        ],
-    );
+    let reply = app.get_with("/api/backfills", &[("X-API-KEY", KEY), ("OAUTH-TOKEN", "some_really_long_string")]);
     assert_error(&reply, 401, "invalid_oauth_token");
 }
 
@@ -98,10 +57,7 @@ fn an_unknown_token_is_401_invalid_oauth_token() {
 fn an_expired_token_is_401_expired_oauth_token() {
     let app = secured();
     let token = app.add_token("old", Some(backfilld::now() - Duration::seconds(1)));
-    let reply = app.get_with(
-        "/api/backfills",
-        &[("X-API-KEY", KEY), ("OAUTH-TOKEN", &token)],
-    );
+    let reply = app.get_with("/api/backfills", &[("X-API-KEY", KEY), ("OAUTH-TOKEN", &token)]);
     assert_error(&reply, 401, "expired_oauth_token");
 }
 
@@ -120,15 +76,9 @@ fn a_valid_key_and_token_pass_through_every_carrier() {
         let reply = app.get_with("/api/backfills", &headers);
         assert_eq!(reply.status, 200, "{headers:?}: {:?}", reply.body);
     }
-    let reply = app.get_with(
-        &format!("/api/backfills?_limit=1&api_key={KEY}"),
-        &[("OAUTH-TOKEN", &token)],
-    );
+    let reply = app.get_with(&format!("/api/backfills?_limit=1&api_key={KEY}"), &[("OAUTH-TOKEN", &token)]);
     assert_eq!(reply.status, 200);
     // Past authentication, the usual answers.
-    let reply = app.get_with(
-        "/api/nothing",
-        &[("X-API-KEY", KEY), ("OAUTH-TOKEN", &token)],
-    );
+    let reply = app.get_with("/api/nothing", &[("X-API-KEY", KEY), ("OAUTH-TOKEN", &token)]);
     assert_error(&reply, 404, "record_not_found");
 }

@@ -11,8 +11,7 @@ const SEED_URL: &str = "/api/backfills?_limit=20&_offset=0&include_run_count=tru
 fn the_seed_example_fetched_with_the_seeds_url_gives_the_seeds_values() {
     // Arrange
     let app = spawn_app();
-    let example: Value =
-        serde_json::from_str(include_str!("../../examples/seed-example.json")).unwrap();
+    let example: Value = serde_json::from_str(include_str!("../../examples/seed-example.json")).unwrap();
     app.import(&example);
 
     // Act
@@ -46,12 +45,7 @@ fn the_seed_example_fetched_with_the_seeds_url_gives_the_seeds_values() {
     }
     let mut keys: Vec<&String> = row.as_object().unwrap().keys().collect();
     keys.sort();
-    let mut want_keys: Vec<&str> = seed
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut want_keys: Vec<&str> = seed.as_object().unwrap().keys().map(String::as_str).collect();
     want_keys.extend(["run_status_counts", "settings"]);
     want_keys.sort();
     assert_eq!(keys, want_keys);
@@ -70,19 +64,11 @@ fn keys_are_sent_in_alphabetical_order() {
         .body_mut()
         .read_to_string()
         .unwrap();
-    let positions: Vec<usize> = [
-        "\"block_uuid\"",
-        "\"id\"",
-        "\"run_status_counts\"",
-        "\"total_run_count\"",
-        "\"variables\"",
-    ]
-    .iter()
-    .map(|k| {
-        text.find(k)
-            .unwrap_or_else(|| panic!("{k} missing in {text}"))
-    })
-    .collect();
+    let positions: Vec<usize> =
+        ["\"block_uuid\"", "\"id\"", "\"run_status_counts\"", "\"total_run_count\"", "\"variables\""]
+            .iter()
+            .map(|k| text.find(k).unwrap_or_else(|| panic!("{k} missing in {text}")))
+            .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
 }
 
@@ -102,9 +88,7 @@ fn the_listing_is_newest_first_with_ties_by_higher_id() {
 #[test]
 fn pagination_holds_at_its_edges() {
     let app = spawn_app();
-    let records: Vec<Value> = (1..=45)
-        .map(|i| backfill(i, "p", &format!("2023-01-01 00:00:{:02}", i)))
-        .collect();
+    let records: Vec<Value> = (1..=45).map(|i| backfill(i, "p", &format!("2023-01-01 00:00:{:02}", i))).collect();
     app.import(&json!({ "backfills": records }));
 
     let first = app.get("/api/backfills");
@@ -145,24 +129,14 @@ fn the_pipeline_filter_and_the_nested_route_list_one_pipeline() {
     ]}));
     let filtered = app.get("/api/backfills?pipeline_uuid=alpha");
     assert_eq!(ids(&filtered), vec![3, 1]);
-    assert_eq!(
-        filtered.body["metadata"],
-        json!({"count": 2, "next": false})
-    );
+    assert_eq!(filtered.body["metadata"], json!({"count": 2, "next": false}));
     assert_eq!(ids(&app.get("/api/pipelines/beta/backfills")), vec![2]);
     let nested = app.get("/api/pipelines/alpha/backfills?_limit=1");
     assert_eq!(ids(&nested), vec![3]);
     assert_eq!(nested.body["metadata"], json!({"count": 2, "next": true}));
     let none = app.get("/api/pipelines/gamma/backfills");
-    assert_eq!(
-        none.body,
-        json!({"backfills": [], "metadata": {"count": 0, "next": false}})
-    );
-    assert_eq!(
-        ids(&app.get("/api/backfills?pipeline_uuid=")).len(),
-        3,
-        "an empty filter filters nothing"
-    );
+    assert_eq!(none.body, json!({"backfills": [], "metadata": {"count": 0, "next": false}}));
+    assert_eq!(ids(&app.get("/api/backfills?pipeline_uuid=")).len(), 3, "an empty filter filters nothing");
 }
 
 #[test]
@@ -187,28 +161,16 @@ fn run_counts_appear_only_when_asked_and_count_the_newest_run_per_date() {
 
     let plain = app.get("/api/backfills");
     for row in plain.body["backfills"].as_array().unwrap() {
-        assert!(
-            row.get("total_run_count").is_none() && row.get("run_status_counts").is_none(),
-            "{row}"
-        );
+        assert!(row.get("total_run_count").is_none() && row.get("run_status_counts").is_none(), "{row}");
     }
 
     let counted = app.get("/api/backfills?include_run_count=true");
     let rows = counted.body["backfills"].as_array().unwrap();
     assert_eq!(rows[0]["total_run_count"], 25);
-    assert_eq!(
-        rows[0]["run_status_counts"],
-        json!({"running": 1, "completed": 1, "failed": 1})
-    );
-    assert_eq!(
-        rows[1]["total_run_count"], 0,
-        "a block_uuid backfill has no run dates"
-    );
+    assert_eq!(rows[0]["run_status_counts"], json!({"running": 1, "completed": 1, "failed": 1}));
+    assert_eq!(rows[1]["total_run_count"], 0, "a block_uuid backfill has no run dates");
     assert_eq!(rows[1]["run_status_counts"], json!({}));
-    assert!(
-        rows[2].get("total_run_count").is_none(),
-        "incomplete dates give no counts"
-    );
+    assert!(rows[2].get("total_run_count").is_none(), "incomplete dates give no counts");
 
     let off = app.get("/api/backfills?include_run_count=0");
     assert!(off.body["backfills"][0].get("total_run_count").is_none());
@@ -229,14 +191,7 @@ fn huge_spans_are_counted_without_enumerating() {
          "interval_type": "week", "interval_units": 9223372036854775807i64},
     ]}));
     let rows = app.get("/api/backfills?include_run_count=yes").body["backfills"].clone();
-    let count = |id: i64| {
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .unwrap()["total_run_count"]
-            .clone()
-    };
+    let count = |id: i64| rows.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["total_run_count"].clone();
     assert_eq!(count(1), 3_155_760_000u64);
     assert_eq!(count(2), 9999 * 12);
     assert_eq!(count(3), 1);

@@ -24,24 +24,13 @@ impl Drop for Served {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn serve(db: &Path, extra: &[&str]) -> Served {
     let port = free_port();
     let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--workers",
-            "1",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--db",
-        ])
+        .args(["serve", "--workers", "1", "--bind", &format!("127.0.0.1:{port}"), "--db"])
         .arg(db)
         .args(extra)
         .env("RUST_LOG", "info")
@@ -50,10 +39,7 @@ fn serve(db: &Path, extra: &[&str]) -> Served {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let served = Served {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let served = Served { child, base: format!("http://127.0.0.1:{port}") };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the server did not start");
@@ -63,13 +49,7 @@ fn serve(db: &Path, extra: &[&str]) -> Served {
 }
 
 fn run(args: &[&str], db: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    Command::new(BIN).args(args).arg("--db").arg(db).stdin(Stdio::null()).output().unwrap()
 }
 
 #[test]
@@ -78,30 +58,16 @@ fn data_survives_a_restart() {
     let db = dir.path().join("data/nested/backfilld.db");
     {
         let _server = serve(&db, &[]);
-        let out = import_file(
-            &db,
-            &dir.path().join("in.json"),
-            &json!({"backfills": [backfill(7, "p", "2023-01-01")]}),
-        );
+        let out =
+            import_file(&db, &dir.path().join("in.json"), &json!({"backfills": [backfill(7, "p", "2023-01-01")]}));
         assert!(out.status.success());
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            format!(
-                "imported 1 backfill(s) and 0 pipeline run(s) into {}",
-                db.display()
-            )
+            format!("imported 1 backfill(s) and 0 pipeline run(s) into {}", db.display())
         );
     }
     let server = serve(&db, &[]);
-    let r = reply(
-        agent()
-            .get(format!(
-                "{}/api/backfills?include_run_count=true",
-                server.base
-            ))
-            .call()
-            .unwrap(),
-    );
+    let r = reply(agent().get(format!("{}/api/backfills?include_run_count=true", server.base)).call().unwrap());
     assert_eq!(r.body["backfills"][0]["id"], 7);
     assert_eq!(r.body["backfills"][0]["total_run_count"], 25);
 }
@@ -111,15 +77,7 @@ fn the_access_log_has_a_line_per_request_and_never_the_api_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = serve(&dir.path().join("b.db"), &[]);
     let secret = "sekrit-key-value";
-    let r = reply(
-        agent()
-            .get(format!(
-                "{}/api/backfills?_limit=3&api_key={secret}",
-                server.base
-            ))
-            .call()
-            .unwrap(),
-    );
+    let r = reply(agent().get(format!("{}/api/backfills?_limit=3&api_key={secret}", server.base)).call().unwrap());
     assert_eq!(r.status, 200);
     let url = format!("{}/api/backfills?api%5Fkey={secret}", server.base);
     assert_eq!(reply(agent().get(url).call().unwrap()).status, 200);
@@ -130,14 +88,8 @@ fn the_access_log_has_a_line_per_request_and_never_the_api_key() {
         log.push_str(&line.unwrap());
         log.push('\n');
     }
-    assert!(
-        log.contains("GET /api/backfills?_limit=3&api_key=[redacted] HTTP/1.1\" 200"),
-        "{log}"
-    );
-    assert!(
-        log.contains("GET /api/backfills?api%5Fkey=[redacted] HTTP/1.1\" 200"),
-        "{log}"
-    );
+    assert!(log.contains("GET /api/backfills?_limit=3&api_key=[redacted] HTTP/1.1\" 200"), "{log}");
+    assert!(log.contains("GET /api/backfills?api%5Fkey=[redacted] HTTP/1.1\" 200"), "{log}");
     assert!(!log.contains(secret), "{log}");
 }
 
@@ -145,23 +97,11 @@ fn the_access_log_has_a_line_per_request_and_never_the_api_key() {
 fn auth_without_a_key_is_refused_at_start_with_a_way_out() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
-    for args in [
-        vec!["serve", "--bind", "0.0.0.0:0"],
-        vec!["serve", "--bind", "127.0.0.1:0", "--require-auth"],
-    ] {
-        let out = Command::new(BIN)
-            .args(&args)
-            .arg("--db")
-            .arg(&db)
-            .env_remove("BACKFILLD_API_KEY")
-            .output()
-            .unwrap();
+    for args in [vec!["serve", "--bind", "0.0.0.0:0"], vec!["serve", "--bind", "127.0.0.1:0", "--require-auth"]] {
+        let out = Command::new(BIN).args(&args).arg("--db").arg(&db).env_remove("BACKFILLD_API_KEY").output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("--api-key") && err.contains("BACKFILLD_API_KEY"),
-            "{err}"
-        );
+        assert!(err.contains("--api-key") && err.contains("BACKFILLD_API_KEY"), "{err}");
     }
 }
 
@@ -169,11 +109,9 @@ fn auth_without_a_key_is_refused_at_start_with_a_way_out() {
 fn a_file_that_is_not_a_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("notes.txt");
-    std::fs::write(&db, "These are my notes. They are long enough to fill a SQLite header, and then some more text.").unwrap();
-    for args in [
-        vec!["serve", "--bind", "127.0.0.1:0"],
-        vec!["token", "list"],
-    ] {
+    std::fs::write(&db, "These are my notes. They are long enough to fill a SQLite header, and then some more text.")
+        .unwrap();
+    for args in [vec!["serve", "--bind", "127.0.0.1:0"], vec!["token", "list"]] {
         let out = run(&args, &db);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
@@ -186,10 +124,7 @@ fn a_file_that_is_not_a_database_is_a_clear_error() {
 fn a_newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .pragma_update(None, "user_version", 99)
-        .unwrap();
+    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let out = run(&["serve", "--bind", "127.0.0.1:0"], &db);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("schema version 99, newer"));
@@ -207,20 +142,10 @@ fn import_reads_stdin_and_a_bad_record_loads_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let doc =
-        json!({"backfills": [backfill(1, "p", "2023-01-01"), backfill(2, "p", "2023-01-02")]});
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.to_string().as_bytes())
-        .unwrap();
+    let doc = json!({"backfills": [backfill(1, "p", "2023-01-01"), backfill(2, "p", "2023-01-02")]});
+    child.stdin.take().unwrap().write_all(doc.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("imported 2 backfill(s)"));
 
     let mut bad = backfill(4, "p", "2023-01-04");
@@ -229,14 +154,9 @@ fn import_reads_stdin_and_a_bad_record_loads_nothing() {
     let out = import_file(&db, &dir.path().join("bad.json"), &doc);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("backfills[1].interval_type: unknown interval type 'fortnight'"),
-        "{err}"
-    );
+    assert!(err.contains("backfills[1].interval_type: unknown interval type 'fortnight'"), "{err}");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM backfill", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM backfill", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 2, "the bad file loaded nothing");
 }
 
@@ -244,36 +164,20 @@ fn import_reads_stdin_and_a_bad_record_loads_nothing() {
 fn tokens_are_created_listed_used_and_revoked() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
-    let out = run(
-        &["token", "create", "--name", "ci", "--expires-in", "30d"],
-        &db,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&["token", "create", "--name", "ci", "--expires-in", "30d"], &db);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(token.len(), 64);
     let raw = std::fs::read(&db).unwrap();
-    assert!(
-        !raw.windows(token.len()).any(|w| w == token.as_bytes()),
-        "the token itself is not stored"
-    );
+    assert!(!raw.windows(token.len()).any(|w| w == token.as_bytes()), "the token itself is not stored");
 
     let dup = run(&["token", "create", "--name", "ci"], &db);
     assert_eq!(dup.status.code(), Some(1));
-    let bad = run(
-        &["token", "create", "--name", "x", "--expires-in", "soon"],
-        &db,
-    );
+    let bad = run(&["token", "create", "--name", "x", "--expires-in", "soon"], &db);
     assert_eq!(bad.status.code(), Some(1));
 
     let list = String::from_utf8(run(&["token", "list"], &db).stdout).unwrap();
-    assert!(
-        list.starts_with("ci\tcreated ") && list.contains("expires "),
-        "{list}"
-    );
+    assert!(list.starts_with("ci\tcreated ") && list.contains("expires "), "{list}");
 
     let server = serve(&db, &["--require-auth", "--api-key", "k1"]);
     let call = || {
@@ -291,4 +195,55 @@ fn tokens_are_created_listed_used_and_revoked() {
     assert!(revoke.status.success());
     assert_error(&call(), 401, "invalid_oauth_token");
     assert_eq!(run(&["token", "revoke", "ci"], &db).status.code(), Some(1));
+}
+
+#[test]
+fn a_serve_killed_while_starting_a_100000_run_backfill_keeps_all_runs_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let wal = dir.path().join("b.db-wal");
+    let mut server = serve(&db, &[]);
+    let client = agent();
+    // Every minute from 2023-01-01 00:00 to 2023-03-11 10:39: exactly 100,000 run dates.
+    let created = reply(
+        client
+            .post(format!("{}/api/pipelines/p/backfills", server.base))
+            .send_json(json!({"backfill": {"name": "big", "start_datetime": "2023-01-01T00:00:00Z",
+                "end_datetime": "2023-03-11T10:39:00Z", "interval_type": "minute", "interval_units": 1}}))
+            .unwrap(),
+    );
+    let id = created.body["backfill"]["id"].as_i64().unwrap();
+    let wal_before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+
+    // Start it, and kill the server (SIGKILL) once the transaction is visibly writing.
+    let url = format!("{}/api/backfills/{id}", server.base);
+    let start = std::thread::spawn(move || {
+        agent().put(url).send_json(json!({"backfill": {"status": "initial"}})).map(|r| r.status().as_u16()).ok()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) < wal_before + (4 << 20) {
+        assert!(Instant::now() < deadline, "the start never began writing");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let answered = start.join().unwrap();
+
+    // After a restart the backfill has all of its runs or none, and agrees with itself.
+    let server = serve(&db, &[]);
+    let runs =
+        reply(client.get(format!("{}/api/pipeline_runs?backfill_id={id}&_limit=0", server.base)).call().unwrap());
+    let count = runs.body["metadata"]["count"].as_u64().unwrap();
+    let b = reply(client.get(format!("{}/api/backfills/{id}", server.base)).call().unwrap()).body["backfill"].clone();
+    match count {
+        0 => {
+            assert_eq!(b["started_at"], serde_json::Value::Null);
+            assert_eq!(answered, None, "a start answered 200 must have committed");
+        }
+        100_000 => assert!(b["started_at"].is_string()),
+        other => panic!("a partial start survived: {other} runs"),
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
 }

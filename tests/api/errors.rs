@@ -17,16 +17,8 @@ fn bad_query_values_are_400s_that_name_the_parameter() {
         ("_offset=x", "_offset", "not a number"),
         ("_offset=-1", "_offset", "negative"),
         ("_offset=99999999999999999999", "_offset", "past i64"),
-        (
-            "include_run_count=maybe",
-            "include_run_count",
-            "not a boolean",
-        ),
-        (
-            "include_run_count=2",
-            "include_run_count",
-            "not a boolean digit",
-        ),
+        ("include_run_count=maybe", "include_run_count", "not a boolean"),
+        ("include_run_count=2", "include_run_count", "not a boolean digit"),
     ];
     for (query, param, why) in cases {
         for path in ["/api/backfills", "/api/pipelines/p/backfills"] {
@@ -55,13 +47,7 @@ fn a_malformed_query_string_is_a_400() {
 #[test]
 fn unknown_paths_are_404s() {
     let app = spawn_app();
-    for path in [
-        "/api/nothing",
-        "/api",
-        "/",
-        "/favicon.ico",
-        "/api/backfills/extra/segments",
-    ] {
+    for path in ["/api/nothing", "/api", "/", "/favicon.ico", "/api/backfills/extra/segments"] {
         let message = assert_error(&app.get(path), 404, "record_not_found");
         assert!(message.contains("no route"), "{path}: {message}");
     }
@@ -70,16 +56,20 @@ fn unknown_paths_are_404s() {
 #[test]
 fn wrong_methods_are_405s_with_an_allow_header() {
     let app = spawn_app();
-    for (method, path) in [
-        ("DELETE", "/api/backfills"),
-        ("PATCH", "/api/backfills"),
-        ("POST", "/api/backfills"),
-        ("PUT", "/api/pipelines/p/backfills"),
+    for (method, path, allow) in [
+        ("DELETE", "/api/backfills", "GET"),
+        ("PATCH", "/api/backfills", "GET"),
+        ("POST", "/api/backfills", "GET"),
+        ("PUT", "/api/pipelines/p/backfills", "GET, POST"),
+        ("POST", "/api/backfills/1", "GET, PUT, DELETE"),
+        ("GET", "/api/pipelines/p/backfills/1", "PUT"),
+        ("DELETE", "/api/pipeline_runs/1", "GET, PUT"),
+        ("POST", "/api/pipeline_runs", "GET"),
     ] {
         let reply = app.request(method, path);
         let message = assert_error(&reply, 405, "method_not_allowed");
         assert!(message.contains(method), "{message}");
-        assert_eq!(reply.allow.as_deref(), Some("GET"));
+        assert_eq!(reply.allow.as_deref(), Some(allow));
     }
 }
 
@@ -89,8 +79,7 @@ fn an_internal_error_is_a_generic_500_that_hides_its_cause() {
     let app = spawn_app();
     app.import(&json!({"backfills": [backfill(1, "p", "2023-01-01")]}));
     let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.execute_batch("ALTER TABLE backfill RENAME TO backfill_gone")
-        .unwrap();
+    conn.execute_batch("ALTER TABLE backfill RENAME TO backfill_gone").unwrap();
 
     // Act
     let reply = app.get("/api/backfills");
@@ -98,10 +87,7 @@ fn an_internal_error_is_a_generic_500_that_hides_its_cause() {
     // Assert
     let message = assert_error(&reply, 500, "internal_error");
     let body = reply.body.to_string();
-    assert!(
-        !body.contains("backfill_gone") && !body.contains("no such table"),
-        "{body}"
-    );
+    assert!(!body.contains("backfill_gone") && !body.contains("no such table"), "{body}");
     assert!(message.contains("Unexpected error"), "{message}");
 
     // The worker survived: the next request is answered too.
@@ -130,17 +116,9 @@ fn odd_input_never_gets_a_500_or_a_dropped_connection() {
         "_limit=%D9%A1%D9%A0".to_string(),
     ];
     for q in queries {
-        for path in [
-            "/api/backfills",
-            "/api/pipelines/p/backfills",
-            "/api/pipelines/%E2%9C%93/backfills",
-        ] {
+        for path in ["/api/backfills", "/api/pipelines/p/backfills", "/api/pipelines/%E2%9C%93/backfills"] {
             let reply = app.get(&format!("{path}?{q}"));
-            assert!(
-                matches!(reply.status, 200 | 400),
-                "{path}?{q}: {:?}",
-                reply.body
-            );
+            assert!(matches!(reply.status, 200 | 400), "{path}?{q}: {:?}", reply.body);
             if reply.status == 400 {
                 assert_error(&reply, 400, "api_resource_error");
             }

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use backfilld::datetime::DateTime;
+use backfilld::lifecycle::Limits;
 use backfilld::store::tokens::TokenRecord;
 use backfilld::{db, store, token, AppState, AuthConfig};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_backfilld");
 
@@ -29,10 +30,7 @@ pub struct Reply {
 }
 
 pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
 
 pub fn spawn_app() -> TestApp {
@@ -40,6 +38,10 @@ pub fn spawn_app() -> TestApp {
 }
 
 pub fn spawn_app_with(auth: AuthConfig) -> TestApp {
+    spawn_app_limited(auth, Limits::default())
+}
+
+pub fn spawn_app_limited(auth: AuthConfig, limits: Limits) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("backfilld.db");
     let pool = db::open_pool(&db_path, 4).unwrap();
@@ -48,27 +50,12 @@ pub fn spawn_app_with(auth: AuthConfig) -> TestApp {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let system = actix_web::rt::System::new();
-        let server = backfilld::run(
-            listener,
-            AppState {
-                pool,
-                auth,
-                limits: Default::default(),
-            },
-            1,
-        )
-        .unwrap();
+        let server = backfilld::run(listener, AppState { pool, auth, limits }, 1).unwrap();
         tx.send(server.handle()).unwrap();
         system.block_on(server).unwrap();
     });
     let handle = rx.recv().unwrap();
-    TestApp {
-        base,
-        db_path,
-        dir,
-        handle,
-        agent: agent(),
-    }
+    TestApp { base, db_path, dir, handle, agent: agent() }
 }
 
 impl Drop for TestApp {
@@ -79,24 +66,13 @@ impl Drop for TestApp {
 }
 
 pub fn reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let allow = header("allow");
     let content_type = header("content-type");
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap();
-    let body =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
-    Reply {
-        status,
-        allow,
-        content_type,
-        body,
-    }
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
+    Reply { status, allow, content_type, body }
 }
 
 impl TestApp {
@@ -116,34 +92,61 @@ impl TestApp {
         reply(req.call().unwrap())
     }
 
+    /// `method path` with a JSON body.
+    pub fn send(&self, method: &str, path: &str, body: &Value) -> Reply {
+        self.send_raw(method, path, &[("Content-Type", "application/json")], serde_json::to_vec(body).unwrap())
+    }
+
+    pub fn send_raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        let mut req = ureq::http::Request::builder().method(method).uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(self.agent.run(req.body(body).unwrap()).unwrap())
+    }
+
+    /// Creates a backfill in `pipeline` through the API and returns its id.
+    pub fn create_backfill(&self, pipeline: &str, fields: Value) -> i64 {
+        let r = self.send("POST", &format!("/api/pipelines/{pipeline}/backfills"), &json!({ "backfill": fields }));
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["backfill"]["id"].as_i64().unwrap()
+    }
+
+    /// `PUT /api/backfills/{id}` with `{"backfill": fields}`.
+    pub fn put_backfill(&self, id: i64, fields: Value) -> Reply {
+        self.send("PUT", &format!("/api/backfills/{id}"), &json!({ "backfill": fields }))
+    }
+
+    /// A worker's report: `PUT /api/pipeline_runs/{id}`.
+    pub fn report_run(&self, id: i64, status: &str) -> Reply {
+        self.send("PUT", &format!("/api/pipeline_runs/{id}"), &json!({"pipeline_run": {"status": status}}))
+    }
+
+    /// The ids of a backfill's runs, in execution order.
+    pub fn run_ids(&self, backfill_id: i64) -> Vec<i64> {
+        let r = self.get(&format!("/api/pipeline_runs?backfill_id={backfill_id}&_limit=1000"));
+        let mut ids: Vec<i64> =
+            r.body["pipeline_runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        ids.sort();
+        ids
+    }
+
     pub fn request(&self, method: &str, path: &str) -> Reply {
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(self.url(path))
-            .body(())
-            .unwrap();
+        let req = ureq::http::Request::builder().method(method).uri(self.url(path)).body(()).unwrap();
         reply(self.agent.run(req).unwrap())
     }
 
     /// Loads `doc` with the real `backfilld import`, as a user would.
     pub fn import(&self, doc: &Value) {
         let out = import_file(&self.db_path, &self.dir.path().join("import.json"), doc);
-        assert!(
-            out.status.success(),
-            "import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Stores a token named `name` that expires at `expires_at`, and returns it.
     pub fn add_token(&self, name: &str, expires_at: Option<DateTime>) -> String {
         let conn = db::open(&self.db_path).unwrap();
         let secret = token::generate().unwrap();
-        let record = TokenRecord {
-            name: name.into(),
-            created_at: backfilld::now(),
-            expires_at,
-        };
+        let record = TokenRecord { name: name.into(), created_at: backfilld::now(), expires_at };
         assert!(store::tokens::insert_token(&conn, &record, &token::hash(&secret)).unwrap());
         secret
     }
@@ -151,13 +154,18 @@ impl TestApp {
 
 pub fn import_file(db_path: &Path, file: &Path, doc: &Value) -> Output {
     std::fs::write(file, serde_json::to_vec(doc).unwrap()).unwrap();
-    Command::new(BIN)
-        .args(["import", "--db"])
-        .arg(db_path)
-        .arg(file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    Command::new(BIN).args(["import", "--db"]).arg(db_path).arg(file).stdin(Stdio::null()).output().unwrap()
+}
+
+/// The writable fields of the seed's backfill: 25 runs, every 4 hours.
+pub fn seed_fields(name: &str) -> Value {
+    json!({
+        "name": name,
+        "start_datetime": "2023-03-01T00:00:00Z",
+        "end_datetime": "2023-03-05T00:00:00Z",
+        "interval_type": "hour",
+        "interval_units": 4,
+    })
 }
 
 /// A backfill record in the API's shape, for import: the seed's dates every `units` hours.
@@ -175,12 +183,7 @@ pub fn backfill(id: i64, pipeline: &str, created_at: &str) -> Value {
 }
 
 pub fn ids(reply: &Reply) -> Vec<i64> {
-    reply.body["backfills"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_i64().unwrap())
-        .collect()
+    reply.body["backfills"].as_array().unwrap().iter().map(|b| b["id"].as_i64().unwrap()).collect()
 }
 
 /// Asserts the contract's error envelope with `status` and `kind`; returns the message.

@@ -6,3 +6,4 @@ mod backfills;
 mod cli;
 mod errors;
 mod helpers;
+mod lifecycle;
