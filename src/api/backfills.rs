@@ -1,17 +1,17 @@
 //! Backfill handlers: parse the request, call the store in `web::block`, present the answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::params::{parse_id, ListQuery};
+use super::params::{encode_cursor, parse_id, ListQuery};
 use super::{body, read, write, AppState};
 use crate::datetime::{api_format, DateTime};
 use crate::lifecycle;
 use crate::model::{Backfill, Object, RunStatusCounts};
-use crate::store::{self, Page};
+use crate::store::{self, ListingKey, Start};
 
 /// A backfill as the API shows it. Fields are in alphabetical order, as Mage sends them;
 /// the two count keys appear only when counts were asked for and the dates are complete.
@@ -85,35 +85,36 @@ impl<'a> BackfillJson<'a> {
 struct Metadata {
     count: u64,
     next: bool,
+    /// Where the next page starts, for `_cursor`; only when `next` is true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
 }
 
 /// A page of backfills with everything needed to present it.
 struct Listing {
     backfills: Vec<Backfill>,
-    counts: Option<std::collections::HashMap<i64, RunStatusCounts>>,
+    counts: Option<HashMap<i64, RunStatusCounts>>,
     total: u64,
+    next: bool,
 }
 
-/// Three statements whatever the page size: the page, the count, and (when asked) the run
-/// counts of every backfill on the page at once. One read transaction, so they agree.
+/// A fixed number of statements whatever the page size: the page's ids (one more than asked,
+/// to know whether more follow), their rows, the count, and (when asked) the run counts of
+/// every backfill on the page at once. One read transaction, so they agree.
 fn fetch_listing(
-    state: &AppState,
+    conn: &rusqlite::Connection,
     pipeline_uuid: Option<&str>,
-    page: Page,
+    limit: u64,
+    start: Start,
     with_counts: bool,
-) -> Result<Listing, ApiError> {
-    let mut conn = state.pool.get()?;
-    let tx = conn.transaction()?;
-    let backfills = store::backfills::list_backfills(&tx, pipeline_uuid, page)?;
-    let total = store::backfills::count_backfills(&tx, pipeline_uuid)?;
-    let counts = if with_counts {
-        let ids: Vec<i64> = backfills.iter().map(|b| b.id).collect();
-        Some(store::backfills::count_runs_by_status(&tx, &ids)?)
-    } else {
-        None
-    };
-    tx.finish()?;
-    Ok(Listing { backfills, counts, total })
+) -> Result<Listing, lifecycle::Error> {
+    let mut ids = store::backfills::list_backfill_ids(conn, pipeline_uuid, limit.saturating_add(1), start)?;
+    let next = ids.len() as u64 > limit;
+    ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let backfills = store::backfills::get_backfills(conn, &ids)?;
+    let total = store::backfills::count_backfills(conn, pipeline_uuid)?;
+    let counts = if with_counts { Some(store::backfills::count_runs_by_status(conn, &ids)?) } else { None };
+    Ok(Listing { backfills, counts, total, next })
 }
 
 async fn respond_with_listing(
@@ -121,19 +122,25 @@ async fn respond_with_listing(
     query: &ListQuery,
     pipeline_uuid: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let page = query.page()?;
+    let limit = query.page()?.limit;
+    let start = query.start()?;
     let with_counts = query.include_run_count()?;
-    let listing = web::block(move || fetch_listing(&state, pipeline_uuid.as_deref(), page, with_counts)).await??;
+    let listing =
+        read(state, move |conn| fetch_listing(conn, pipeline_uuid.as_deref(), limit, start, with_counts)).await?;
     let no_runs = RunStatusCounts::new();
     let rows: Vec<BackfillJson> = listing
         .backfills
         .iter()
         .map(|b| BackfillJson::new(b, listing.counts.as_ref().map(|c| c.get(&b.id).unwrap_or(&no_runs))))
         .collect();
-    let next = page.offset.saturating_add(rows.len() as u64) < listing.total;
+    let cursor = listing
+        .backfills
+        .last()
+        .filter(|_| listing.next)
+        .map(|b| encode_cursor(ListingKey { created_at: b.created_at, id: b.id }));
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "backfills": rows,
-        "metadata": Metadata { count: listing.total, next },
+        "metadata": Metadata { count: listing.total, next: listing.next, cursor },
     })))
 }
 

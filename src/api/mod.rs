@@ -9,6 +9,7 @@ pub mod body;
 pub mod error;
 pub mod params;
 pub mod pipeline_runs;
+pub mod status;
 
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
@@ -70,6 +71,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|e, _| ApiError::BadRequest(format!("the path is malformed: {e}")).into()),
     )
+    // A health check outside authentication: it tells only the version and whether
+    // authentication is required, and touches no database.
+    .service(resource("/api/status", "GET").route(web::get().to(status::get)))
     .service(
         web::scope("/api")
             .wrap(from_fn(auth::authenticate))

@@ -4,8 +4,9 @@
 use serde::Deserialize;
 
 use super::error::ApiError;
+use crate::datetime;
 use crate::model::RunStatus;
-use crate::store::Page;
+use crate::store::{ListingKey, Page, Start};
 
 pub const DEFAULT_LIMIT: u64 = 40;
 pub const MAX_LIMIT: u64 = 1000;
@@ -18,6 +19,8 @@ pub struct ListQuery {
     pub limit: Option<String>,
     #[serde(rename = "_offset")]
     pub offset: Option<String>,
+    #[serde(rename = "_cursor")]
+    pub cursor: Option<String>,
     pub pipeline_uuid: Option<String>,
     pub include_run_count: Option<String>,
     pub include_preview_runs: Option<String>,
@@ -47,6 +50,21 @@ impl ListQuery {
             Some(v) => whole_number("_offset", v, i64::MAX as u64)?,
         };
         Ok(Page { limit, offset })
+    }
+
+    /// Where the page starts: `_cursor` (from a previous page's `metadata.cursor`) or
+    /// `_offset`; not both.
+    pub fn start(&self) -> Result<Start, ApiError> {
+        let page = self.page()?;
+        match self.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => Ok(Start::Offset(page.offset)),
+            Some(_) if page.offset > 0 => {
+                Err(ApiError::BadRequest("_cursor and _offset cannot be combined: a cursor already says where".into()))
+            }
+            Some(c) => decode_cursor(c)
+                .map(Start::After)
+                .ok_or_else(|| ApiError::BadRequest(format!("_cursor '{c}' is not a cursor this server gave"))),
+        }
     }
 
     /// The `pipeline_uuid` filter; an empty value filters nothing.
@@ -80,6 +98,21 @@ impl ListQuery {
     pub fn include_preview_runs(&self) -> Result<bool, ApiError> {
         flag("include_preview_runs", self.include_preview_runs.as_deref())
     }
+}
+
+/// The opaque cursor for a page that ends at `key`: its position in the listing, which the
+/// next request continues after. Versioned, so that its form can change.
+pub fn encode_cursor(key: ListingKey) -> String {
+    format!("1.{:x}.{:x}", datetime::to_micros(key.created_at) as u64, key.id as u64)
+}
+
+fn decode_cursor(s: &str) -> Option<ListingKey> {
+    let mut parts = s.split('.');
+    let (Some("1"), Some(created), Some(id), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let created_at = datetime::from_micros(u64::from_str_radix(created, 16).ok()? as i64)?;
+    Some(ListingKey { created_at, id: u64::from_str_radix(id, 16).ok()? as i64 })
 }
 
 /// A record id from the path: a whole number, else a 400 (a missing record is a 404 later).
@@ -126,6 +159,19 @@ mod tests {
             let e = query(limit, offset).page().unwrap_err().to_string();
             assert!(e.starts_with(name), "{e}");
         }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_forgeries() {
+        let key = ListingKey { created_at: time::macros::datetime!(1969-12-31 23:59:59.5), id: 42 };
+        let q = ListQuery { cursor: Some(encode_cursor(key)), ..Default::default() };
+        assert_eq!(q.start().unwrap(), Start::After(key));
+        for bad in ["x", "1.2", "2.1.1", "1.zz.1", "1.1.1.1", "1.7fffffffffffffff.1"] {
+            let q = ListQuery { cursor: Some(bad.into()), ..Default::default() };
+            assert!(q.start().unwrap_err().to_string().contains("_cursor"), "{bad}");
+        }
+        let both = ListQuery { cursor: Some(encode_cursor(key)), offset: Some("3".into()), ..Default::default() };
+        assert!(both.start().is_err());
     }
 
     #[test]

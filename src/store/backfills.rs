@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
-use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime, Page};
+use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime, Start};
 use crate::model::{Backfill, BackfillFields, NewBackfill, RunStatus, RunStatusCounts};
 
 const COLUMNS: &str = "id, name, pipeline_uuid, block_uuid, start_datetime, end_datetime, \
@@ -107,45 +107,69 @@ pub fn get_backfill(conn: &Connection, id: i64) -> rusqlite::Result<Option<Backf
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id = ?1"))?.query_row([id], from_row).optional()
 }
 
-/// One page of backfills, newest `created_at` first and, among equal ones, the higher id
-/// first; only `pipeline_uuid`'s when given. Each variant walks its own index
-/// (schema.sql: backfill_listing, backfill_pipeline_listing) with no sort step.
-pub fn list_backfills(conn: &Connection, pipeline_uuid: Option<&str>, page: Page) -> rusqlite::Result<Vec<Backfill>> {
+/// The ids of one page of backfills, newest `created_at` first and, among equal ones, the
+/// higher id first; only `pipeline_uuid`'s when given. Each variant reads its own index alone
+/// (schema.sql: backfill_listing, backfill_pipeline_listing), with no sort step and no table
+/// row touched, so even a deep `Start::Offset` only walks narrow index entries.
+pub fn list_backfill_ids(
+    conn: &Connection,
+    pipeline_uuid: Option<&str>,
+    limit: u64,
+    start: Start,
+) -> rusqlite::Result<Vec<i64>> {
     // SQLite takes LIMIT and OFFSET as i64; the API caps both well below i64::MAX.
-    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
-    let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
-    match pipeline_uuid {
-        None => conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM backfill ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
-            ))?
-            .query_map(params![limit, offset], from_row)?
-            .collect(),
-        Some(uuid) => conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM backfill WHERE pipeline_uuid = ?1 \
-                 ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3"
-            ))?
-            .query_map(params![uuid, limit, offset], from_row)?
-            .collect(),
-    }
-}
-
-/// How many backfills `list_backfills` pages through.
-pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqlite::Result<u64> {
-    let n: i64 = match pipeline_uuid {
-        None => conn.prepare_cached("SELECT COUNT(*) FROM backfill")?.query_row([], |r| r.get(0))?,
-        Some(uuid) => conn
-            .prepare_cached("SELECT COUNT(*) FROM backfill WHERE pipeline_uuid = ?1")?
-            .query_row([uuid], |r| r.get(0))?,
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let order = "ORDER BY created_at DESC, id DESC LIMIT ?";
+    let (sql, values): (String, Vec<rusqlite::types::Value>) = match (pipeline_uuid, start) {
+        (None, Start::Offset(offset)) => (
+            format!("SELECT id FROM backfill {order} OFFSET ?"),
+            vec![limit.into(), i64::try_from(offset).unwrap_or(i64::MAX).into()],
+        ),
+        (Some(uuid), Start::Offset(offset)) => (
+            format!("SELECT id FROM backfill WHERE pipeline_uuid = ? {order} OFFSET ?"),
+            vec![uuid.to_string().into(), limit.into(), i64::try_from(offset).unwrap_or(i64::MAX).into()],
+        ),
+        (None, Start::After(key)) => (
+            format!("SELECT id FROM backfill WHERE (created_at, id) < (?, ?) {order}"),
+            vec![micros(Some(key.created_at)).into(), key.id.into(), limit.into()],
+        ),
+        (Some(uuid), Start::After(key)) => (
+            format!("SELECT id FROM backfill WHERE pipeline_uuid = ? AND (created_at, id) < (?, ?) {order}"),
+            vec![uuid.to_string().into(), micros(Some(key.created_at)).into(), key.id.into(), limit.into()],
+        ),
     };
-    Ok(n.unsigned_abs())
+    conn.prepare_cached(&sql)?.query_map(params_from_iter(values), |r| r.get(0))?.collect()
 }
 
-/// Per-status run counts of each backfill in `ids`, in one statement whatever their number.
-/// Only the newest run (highest id) of each execution date counts, as in Mage, where a
-/// retried date's earlier runs no longer say how that date went. A backfill without runs is
-/// absent from the map.
+/// The backfills with these ids, in the order of `ids` (missing ones left out).
+pub fn get_backfills(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<Backfill>> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids_json = serde_json::to_string(ids).unwrap_or_default();
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id IN (SELECT value FROM json_each(?1))"))?;
+    let mut rows = stmt.query_map([ids_json], from_row)?.collect::<rusqlite::Result<Vec<Backfill>>>()?;
+    let position: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    rows.sort_by_key(|b| position.get(&b.id).copied());
+    Ok(rows)
+}
+
+/// How many backfills `list_backfills` pages through: one row of `backfill_count`, which
+/// triggers keep (schema.sql), instead of a scan of every matching row.
+pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqlite::Result<u64> {
+    let n: Option<i64> = conn
+        .prepare_cached("SELECT n FROM backfill_count WHERE pipeline_uuid = ?1")?
+        .query_row([pipeline_uuid.unwrap_or("")], |r| r.get(0))
+        .optional()?;
+    Ok(n.unwrap_or(0).unsigned_abs())
+}
+
+/// Per-status run counts of each backfill in `ids`, in one statement whatever their number,
+/// read from `backfill_run_count` (kept by triggers, schema.sql): the cost does not grow
+/// with the number of runs. Only the newest run (highest id) of each execution date counts,
+/// as in Mage, where a retried date's earlier runs no longer say how that date went. A
+/// backfill without runs is absent from the map.
 pub fn count_runs_by_status(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, RunStatusCounts>> {
     let mut counts: HashMap<i64, RunStatusCounts> = HashMap::new();
     if ids.is_empty() {
@@ -155,12 +179,8 @@ pub fn count_runs_by_status(conn: &Connection, ids: &[i64]) -> rusqlite::Result<
     // depend on the page size.
     let ids_json = serde_json::to_string(ids).unwrap_or_default();
     let mut stmt = conn.prepare_cached(
-        "SELECT r.backfill_id, r.status, COUNT(*) FROM json_each(?1) AS page \
-         JOIN pipeline_run AS r ON r.backfill_id = page.value \
-         WHERE NOT EXISTS (SELECT 1 FROM pipeline_run AS newer \
-             WHERE newer.backfill_id = r.backfill_id \
-               AND newer.execution_date IS r.execution_date AND newer.id > r.id) \
-         GROUP BY r.backfill_id, r.status",
+        "SELECT c.backfill_id, c.status, c.n FROM json_each(?1) AS page \
+         JOIN backfill_run_count AS c ON c.backfill_id = page.value WHERE c.n > 0",
     )?;
     let rows = stmt.query_map([ids_json], |row| {
         Ok((row.get::<_, i64>(0)?, opt_parsed::<RunStatus>(row, "status")?, row.get::<_, i64>(2)?))
@@ -180,6 +200,7 @@ mod tests {
     use crate::model::NewPipelineRun;
     use crate::schedule::IntervalType;
     use crate::store::pipeline_runs::insert_pipeline_run;
+    use crate::store::ListingKey;
     use time::macros::datetime;
 
     fn new_backfill(name: &str, pipeline: &str, created: crate::datetime::DateTime) -> NewBackfill {
@@ -249,17 +270,91 @@ mod tests {
         let a = insert_backfill(&conn, &new_backfill("a", "p1", t1)).unwrap();
         let b = insert_backfill(&conn, &new_backfill("b", "p2", t0)).unwrap();
         let c = insert_backfill(&conn, &new_backfill("c", "p1", t0)).unwrap();
-        let all = Page { limit: 10, offset: 0 };
-        let ids: Vec<i64> = list_backfills(&conn, None, all).unwrap().iter().map(|b| b.id).collect();
-        assert_eq!(ids, vec![a, c, b]);
-        let ids: Vec<i64> = list_backfills(&conn, Some("p1"), all).unwrap().iter().map(|b| b.id).collect();
-        assert_eq!(ids, vec![a, c]);
-        let ids: Vec<i64> =
-            list_backfills(&conn, None, Page { limit: 1, offset: 1 }).unwrap().iter().map(|b| b.id).collect();
-        assert_eq!(ids, vec![c]);
+        let ids = |filter, limit, start| list_backfill_ids(&conn, filter, limit, start).unwrap();
+        assert_eq!(ids(None, 10, Start::Offset(0)), vec![a, c, b]);
+        assert_eq!(ids(Some("p1"), 10, Start::Offset(0)), vec![a, c]);
+        assert_eq!(ids(None, 1, Start::Offset(1)), vec![c]);
+        // Keyset: right after c (t0, c) come the rows older than it, or as old with lower ids.
+        assert_eq!(ids(None, 10, Start::After(ListingKey { created_at: t0, id: c })), vec![b]);
+        assert_eq!(ids(None, 10, Start::After(ListingKey { created_at: t1, id: a })), vec![c, b]);
+        assert_eq!(ids(Some("p1"), 10, Start::After(ListingKey { created_at: t1, id: a })), vec![c]);
+        let names: Vec<String> = get_backfills(&conn, &[b, a]).unwrap().into_iter().map(|x| x.fields.name).collect();
+        assert_eq!(names, ["b", "a"]);
         assert_eq!(count_backfills(&conn, None).unwrap(), 3);
         assert_eq!(count_backfills(&conn, Some("p2")).unwrap(), 1);
         assert_eq!(count_backfills(&conn, Some("none")).unwrap(), 0);
+        delete_backfill(&conn, a).unwrap();
+        assert_eq!(count_backfills(&conn, None).unwrap(), 2);
+        assert_eq!(count_backfills(&conn, Some("p1")).unwrap(), 1);
+    }
+
+    /// The triggers' counts against a recount by the definition, after random inserts
+    /// (with older ids arriving late), status changes, deletes, and a deleted backfill.
+    #[test]
+    fn kept_run_counts_always_equal_a_recount() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
+        let t = datetime!(2023-01-01 00:00);
+        let backfills: Vec<i64> = (0..3).map(|_| insert_backfill(&conn, &new_backfill("x", "p", t)).unwrap()).collect();
+        let dates = [datetime!(2023-03-01 00:00), datetime!(2023-03-02 00:00), datetime!(2023-03-03 00:00)];
+        let mut seed = 7u64;
+        let mut rand = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let recount = |conn: &Connection| -> Vec<(i64, String, i64)> {
+            conn.prepare(
+                "SELECT r.backfill_id, r.status, COUNT(*) FROM pipeline_run r WHERE r.backfill_id IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM pipeline_run n WHERE n.backfill_id = r.backfill_id \
+                 AND n.execution_date IS r.execution_date AND n.id > r.id) GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let kept = |conn: &Connection| -> Vec<(i64, String, i64)> {
+            conn.prepare("SELECT backfill_id, status, n FROM backfill_run_count WHERE n > 0 ORDER BY 1, 2")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let statuses = RunStatus::ALL;
+        for step in 0..400 {
+            match rand(4) {
+                0 | 1 => {
+                    let mut r = run(backfills[rand(3) as usize], dates[rand(3) as usize], statuses[rand(5) as usize]);
+                    if rand(4) == 0 {
+                        r.execution_date = None;
+                    }
+                    // Now and then an explicit id below the newest, as an import may give.
+                    r.id = (rand(3) == 0).then(|| 100_000 - step);
+                    insert_pipeline_run(&conn, &r).unwrap();
+                }
+                2 => {
+                    let status = statuses[rand(5) as usize].as_str();
+                    conn.execute(
+                        "UPDATE pipeline_run SET status = ?1 WHERE id = (SELECT id FROM pipeline_run ORDER BY random() LIMIT 1)",
+                        [status],
+                    )
+                    .unwrap();
+                }
+                _ => {
+                    conn.execute(
+                        "DELETE FROM pipeline_run WHERE id = (SELECT id FROM pipeline_run ORDER BY random() LIMIT 1)",
+                        [],
+                    )
+                    .unwrap();
+                }
+            }
+            assert_eq!(kept(&conn), recount(&conn), "after step {step}");
+        }
+        delete_backfill(&conn, backfills[0]).unwrap();
+        assert_eq!(kept(&conn), recount(&conn));
+        assert!(kept(&conn).iter().all(|(b, _, _)| *b != backfills[0]));
     }
 
     #[test]
@@ -281,6 +376,7 @@ mod tests {
             insert_pipeline_run(&conn, &r).unwrap();
         }
         let counts = count_runs_by_status(&conn, &[b1, b2, b3]).unwrap();
+        assert_eq!(counts.len(), 2);
         assert_eq!(counts[&b1], RunStatusCounts::from([(RunStatus::Completed, 1), (RunStatus::Initial, 1)]));
         assert_eq!(counts[&b2], RunStatusCounts::from([(RunStatus::Running, 1)]));
         assert!(!counts.contains_key(&b3));

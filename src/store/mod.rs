@@ -24,6 +24,23 @@ pub struct Page {
     pub offset: u64,
 }
 
+/// Where a page of a listing starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// After skipping this many rows (Mage's `_offset`): costs a walk over the skipped index
+    /// entries.
+    Offset(u64),
+    /// Right after this row in the listing's order (a keyset cursor): costs what page 0 does.
+    After(ListingKey),
+}
+
+/// A row's position in a newest-first listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingKey {
+    pub created_at: DateTime,
+    pub id: i64,
+}
+
 fn conversion_error(col: &str, ty: Type, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, ty, format!("column {col}: {message}").into())
 }

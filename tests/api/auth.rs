@@ -82,3 +82,15 @@ fn a_valid_key_and_token_pass_through_every_carrier() {
     let reply = app.get_with("/api/nothing", &[("X-API-KEY", KEY), ("OAUTH-TOKEN", &token)]);
     assert_error(&reply, 404, "record_not_found");
 }
+
+#[test]
+fn the_status_health_check_needs_no_credentials_and_says_whether_others_do() {
+    let open = spawn_app();
+    let r = open.get("/api/status");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["statuses"][0]["require_user_authentication"], false);
+    assert_eq!(r.body["statuses"][0]["backfilld_version"], env!("CARGO_PKG_VERSION"));
+    let r = secured().get("/api/status");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["statuses"][0]["require_user_authentication"], true);
+}

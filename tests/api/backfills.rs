@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{backfill, ids, spawn_app};
+use crate::helpers::{assert_error, backfill, ids, spawn_app};
 
 /// The exact request of the seed page (../shared/seed/).
 const SEED_URL: &str = "/api/backfills?_limit=20&_offset=0&include_run_count=true&pipeline_uuid=example_pipeline&api_key=zkWlN0PkIKSN0C11CfUHUj84OT5XOJ6tDZ6bDRO2";
@@ -94,7 +94,8 @@ fn pagination_holds_at_its_edges() {
     let first = app.get("/api/backfills");
     assert_eq!(ids(&first).len(), 40, "the default limit is 40");
     assert_eq!(ids(&first)[0], 45);
-    assert_eq!(first.body["metadata"], json!({"count": 45, "next": true}));
+    assert_eq!(first.body["metadata"]["count"], 45);
+    assert_eq!(first.body["metadata"]["next"], true);
 
     let last = app.get("/api/backfills?_offset=40");
     assert_eq!(ids(&last), vec![5, 4, 3, 2, 1]);
@@ -108,7 +109,7 @@ fn pagination_holds_at_its_edges() {
 
     let empty = app.get("/api/backfills?_limit=0");
     assert_eq!(ids(&empty), Vec::<i64>::new());
-    assert_eq!(empty.body["metadata"], json!({"count": 45, "next": true}));
+    assert_eq!(empty.body["metadata"], json!({"count": 45, "next": true}), "no rows, so no cursor");
 
     let beyond = app.get("/api/backfills?_offset=1000");
     assert_eq!(ids(&beyond), Vec::<i64>::new());
@@ -133,7 +134,7 @@ fn the_pipeline_filter_and_the_nested_route_list_one_pipeline() {
     assert_eq!(ids(&app.get("/api/pipelines/beta/backfills")), vec![2]);
     let nested = app.get("/api/pipelines/alpha/backfills?_limit=1");
     assert_eq!(ids(&nested), vec![3]);
-    assert_eq!(nested.body["metadata"], json!({"count": 2, "next": true}));
+    assert_eq!((&nested.body["metadata"]["count"], &nested.body["metadata"]["next"]), (&json!(2), &json!(true)));
     let none = app.get("/api/pipelines/gamma/backfills");
     assert_eq!(none.body, json!({"backfills": [], "metadata": {"count": 0, "next": false}}));
     assert_eq!(ids(&app.get("/api/backfills?pipeline_uuid=")).len(), 3, "an empty filter filters nothing");
@@ -215,4 +216,36 @@ fn a_trailing_slash_reaches_the_same_listing() {
     let app = spawn_app();
     app.import(&json!({"backfills": [backfill(1, "p", "2023-01-01")]}));
     assert_eq!(ids(&app.get("/api/backfills/")), vec![1]);
+}
+
+#[test]
+fn a_keyset_cursor_walks_the_same_pages_as_offsets() {
+    let app = spawn_app();
+    // Ties in created_at on purpose: the cursor must order them by id too.
+    let records: Vec<Value> = (1..=23)
+        .map(|i| backfill(i, if i % 3 == 0 { "q" } else { "p" }, &format!("2023-01-01 00:00:{:02}", i / 2)))
+        .collect();
+    app.import(&json!({ "backfills": records }));
+    for filter in ["", "&pipeline_uuid=p"] {
+        let by_offset: Vec<i64> = ids(&app.get(&format!("/api/backfills?_limit=1000{filter}")));
+        let mut walked = vec![];
+        let mut page = app.get(&format!("/api/backfills?_limit=5{filter}"));
+        loop {
+            walked.extend(ids(&page));
+            let meta = &page.body["metadata"];
+            assert_eq!(meta["count"], by_offset.len());
+            if meta["next"] == false {
+                assert!(meta.get("cursor").is_none(), "{meta}");
+                break;
+            }
+            let cursor = meta["cursor"].as_str().expect("a cursor while next is true");
+            page = app.get(&format!("/api/backfills?_limit=5&_cursor={cursor}{filter}"));
+        }
+        assert_eq!(walked, by_offset, "filter {filter:?}");
+    }
+    let cursor = app.get("/api/backfills?_limit=5").body["metadata"]["cursor"].as_str().unwrap().to_string();
+    assert_eq!(ids(&app.get(&format!("/api/pipelines/p/backfills?_limit=2&_cursor={cursor}"))).len(), 2);
+    assert_error(&app.get(&format!("/api/backfills?_cursor={cursor}&_offset=5")), 400, "api_resource_error");
+    let forged = assert_error(&app.get("/api/backfills?_cursor=yesterday"), 400, "api_resource_error");
+    assert!(forged.contains("_cursor"), "{forged}");
 }
