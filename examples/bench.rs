@@ -39,6 +39,8 @@ struct Options {
     seconds: f64,
     data: PathBuf,
     quick: bool,
+    /// Only the scenarios whose name contains this (and the baseline).
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -49,6 +51,7 @@ fn options() -> Options {
         seconds: 8.0,
         data: PathBuf::from("target/bench-data"),
         quick: false,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -60,6 +63,7 @@ fn options() -> Options {
             "--seconds" => o.seconds = value().parse().expect("--seconds S"),
             "--data" => o.data = PathBuf::from(value()),
             "--quick" => o.quick = true,
+            "--only" => o.only = Some(value()),
             other => panic!("unknown option {other}; see the header of examples/bench.rs"),
         }
     }
@@ -166,10 +170,17 @@ fn build(o: &Options) -> PathBuf {
     tx.commit().expect("commit the backfills");
     println!("  {} backfills in {:.1}s", o.backfills, t.elapsed().as_secs_f64());
 
-    // The million-run backfill: one run a minute, started, so it has its runs.
+    // The million-run backfill: one run a minute, started, so it has its runs; the newest of
+    // a pipeline of its own, whose other 60 backfills are ordinary, and older than page 0.
     let mega_runs = o.runs / 2;
-    let now = datetime!(2024-01-01 00:00);
     let tx = conn.transaction().expect("a transaction");
+    for k in 0..60 {
+        let fields = json!({"name": format!("neighbour {k}"), "start_datetime": "2023-01-01", "end_datetime": "2023-01-02",
+            "interval_type": "hour", "interval_units": 1, "variables": {"team": "mega"}});
+        let at = add_seconds(datetime!(2023-04-01 00:00), k);
+        lifecycle::create(&tx, MEGA_PIPELINE, fields.as_object().unwrap(), at).expect("create");
+    }
+    let now = datetime!(2023-05-01 00:00);
     let start = datetime!(2022-01-01 00:00);
     let fields = json!({"name": "every minute", "start_datetime": datetime::format_api(start),
         "end_datetime": datetime::format_api(add_seconds(start, (mega_runs as i64 - 1) * 60)),
@@ -442,7 +453,11 @@ fn main() {
     let seconds = o.seconds;
     let c = o.connections;
     let mut rows: Vec<(String, Measured)> = vec![];
+    let only = o.only.clone();
     let mut run = |name: &str, connections: usize, max: u64, make: Arc<MakeRequest>| {
+        if !(rows.is_empty() || only.as_ref().is_none_or(|o| name.contains(o.as_str()))) {
+            return;
+        }
         let m = drive(&server, connections, seconds, max, make);
         rows.push((name.to_string(), m));
     };

@@ -46,6 +46,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits,
     // which a backfill server can afford for far cheaper writes (no fsync per commit).
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 

@@ -232,13 +232,27 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
         created_at: now,
         updated_at: now,
     };
+    // Runs are inserted uncounted and added up once at the end: a fresh start's runs are all
+    // the newest of their dates. Runs the backfill already had (an import may bring some)
+    // could be superseded, so then the backfill is counted afresh.
+    let had_runs = store::pipeline_runs::backfill_has_runs(conn, b.id)?;
     schedule.try_for_each_run_date(|rd| {
         let mut variables = base.clone();
         variables.extend(rd.variables());
         run.execution_date = Some(rd.execution_date);
         run.variables = Some(variables);
-        store::pipeline_runs::insert_pipeline_run(conn, &run).map(drop)
+        store::pipeline_runs::insert_uncounted(conn, &run).map(drop)
     })?;
+    if had_runs {
+        store::pipeline_runs::recount_runs(conn, b.id)?;
+    } else {
+        store::pipeline_runs::add_to_run_count(
+            conn,
+            b.id,
+            RunStatus::Initial,
+            i64::try_from(count).unwrap_or(i64::MAX),
+        )?;
+    }
 
     b.pipeline_schedule_id = Some(schedule_id);
     b.started_at = Some(now);
@@ -282,6 +296,7 @@ pub fn report_run(conn: &rusqlite::Connection, run_id: i64, status: RunStatus, n
             run.status
         )));
     }
+    let previous = run.status;
     run.status = status;
     match status {
         RunStatus::Running => {
@@ -291,7 +306,7 @@ pub fn report_run(conn: &rusqlite::Connection, run_id: i64, status: RunStatus, n
         RunStatus::Initial | RunStatus::Cancelled => {}
     }
     run.updated_at = now;
-    store::pipeline_runs::update_pipeline_run_status(conn, &run)?;
+    store::pipeline_runs::update_pipeline_run_status(conn, &run, previous)?;
     if let Some(backfill_id) = run.backfill_id {
         follow_runs(conn, backfill_id, now)?;
     }

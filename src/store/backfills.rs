@@ -288,10 +288,12 @@ mod tests {
         assert_eq!(count_backfills(&conn, Some("p1")).unwrap(), 1);
     }
 
-    /// The triggers' counts against a recount by the definition, after random inserts
-    /// (with older ids arriving late), status changes, deletes, and a deleted backfill.
+    /// The kept counts against a recount by the definition, after random inserts (with older
+    /// ids arriving late, as an import may bring them), status changes, cancels, and a
+    /// deleted backfill: every write goes through the store functions that keep them.
     #[test]
     fn kept_run_counts_always_equal_a_recount() {
+        use crate::store::pipeline_runs::{cancel_unfinished_runs, get_pipeline_run, update_pipeline_run_status};
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
         let t = datetime!(2023-01-01 00:00);
@@ -302,52 +304,45 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) % n
         };
-        let recount = |conn: &Connection| -> Vec<(i64, String, i64)> {
-            conn.prepare(
-                "SELECT r.backfill_id, r.status, COUNT(*) FROM pipeline_run r WHERE r.backfill_id IS NOT NULL \
-                 AND NOT EXISTS (SELECT 1 FROM pipeline_run n WHERE n.backfill_id = r.backfill_id \
-                 AND n.execution_date IS r.execution_date AND n.id > r.id) GROUP BY 1, 2 ORDER BY 1, 2",
-            )
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-        };
-        let kept = |conn: &Connection| -> Vec<(i64, String, i64)> {
-            conn.prepare("SELECT backfill_id, status, n FROM backfill_run_count WHERE n > 0 ORDER BY 1, 2")
+        let rows = |conn: &Connection, sql: &str| -> Vec<(i64, String, i64)> {
+            conn.prepare(sql)
                 .unwrap()
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap()
         };
+        let recount = |conn: &Connection| {
+            rows(
+                conn,
+                "SELECT r.backfill_id, r.status, COUNT(*) FROM pipeline_run r WHERE r.backfill_id IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM pipeline_run n WHERE n.backfill_id = r.backfill_id \
+                 AND n.execution_date IS r.execution_date AND n.id > r.id) GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+        };
+        let kept = |conn: &Connection| {
+            rows(conn, "SELECT backfill_id, status, n FROM backfill_run_count WHERE n <> 0 ORDER BY 1, 2")
+        };
         let statuses = RunStatus::ALL;
+        let mut ids = vec![];
         for step in 0..400 {
-            match rand(4) {
-                0 | 1 => {
+            match rand(6) {
+                0..=2 => {
                     let mut r = run(backfills[rand(3) as usize], dates[rand(3) as usize], statuses[rand(5) as usize]);
                     if rand(4) == 0 {
                         r.execution_date = None;
                     }
-                    // Now and then an explicit id below the newest, as an import may give.
                     r.id = (rand(3) == 0).then(|| 100_000 - step);
-                    insert_pipeline_run(&conn, &r).unwrap();
+                    ids.push(insert_pipeline_run(&conn, &r).unwrap());
                 }
-                2 => {
-                    let status = statuses[rand(5) as usize].as_str();
-                    conn.execute(
-                        "UPDATE pipeline_run SET status = ?1 WHERE id = (SELECT id FROM pipeline_run ORDER BY random() LIMIT 1)",
-                        [status],
-                    )
-                    .unwrap();
+                3 | 4 if !ids.is_empty() => {
+                    let mut r = get_pipeline_run(&conn, ids[rand(ids.len() as u64) as usize]).unwrap().unwrap();
+                    let previous = r.status;
+                    r.status = statuses[rand(5) as usize];
+                    update_pipeline_run_status(&conn, &r, previous).unwrap();
                 }
                 _ => {
-                    conn.execute(
-                        "DELETE FROM pipeline_run WHERE id = (SELECT id FROM pipeline_run ORDER BY random() LIMIT 1)",
-                        [],
-                    )
-                    .unwrap();
+                    cancel_unfinished_runs(&conn, backfills[rand(3) as usize], t).unwrap();
                 }
             }
             assert_eq!(kept(&conn), recount(&conn), "after step {step}");
@@ -355,6 +350,8 @@ mod tests {
         delete_backfill(&conn, backfills[0]).unwrap();
         assert_eq!(kept(&conn), recount(&conn));
         assert!(kept(&conn).iter().all(|(b, _, _)| *b != backfills[0]));
+        crate::store::pipeline_runs::recount_runs(&conn, backfills[1]).unwrap();
+        assert_eq!(kept(&conn), recount(&conn));
     }
 
     #[test]

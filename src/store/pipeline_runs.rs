@@ -1,4 +1,5 @@
-//! The `pipeline_run` table.
+//! The `pipeline_run` table, and `backfill_run_count`, which every function here that
+//! writes runs keeps true in the same transaction (see schema.sql for why not triggers).
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -62,8 +63,10 @@ fn from_row(row: &Row) -> rusqlite::Result<PipelineRun> {
     })
 }
 
-/// Inserts `r` and returns its id (the given one, or a new one).
-pub fn insert_pipeline_run(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i64> {
+/// Inserts `r` and returns its id (the given one, or a new one). The caller keeps
+/// `backfill_run_count` true: `insert_pipeline_run` does so for one run, `start` adds a whole
+/// start up once (`add_to_run_count`).
+pub fn insert_uncounted(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i64> {
     conn.prepare_cached(&format!(
         "INSERT INTO pipeline_run ({COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
@@ -86,6 +89,72 @@ pub fn insert_pipeline_run(conn: &Connection, r: &NewPipelineRun) -> rusqlite::R
         micros(Some(r.updated_at)),
     ])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// Inserts `r`, counting it: it becomes the newest run of its date unless a newer one is
+/// there already (an import may bring older ids late), and the run it supersedes stops
+/// counting. Returns its id.
+pub fn insert_pipeline_run(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i64> {
+    let id = insert_uncounted(conn, r)?;
+    if let Some(backfill_id) = r.backfill_id {
+        let date = micros(r.execution_date);
+        if !newer_run_exists(conn, backfill_id, date, id)? {
+            let previous: Option<String> = conn
+                .prepare_cached(
+                    "SELECT status FROM pipeline_run WHERE backfill_id = ?1 AND execution_date IS ?2 AND id < ?3 \
+                     ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row(params![backfill_id, date, id], |row| row.get(0))
+                .optional()?;
+            if let Some(previous) = previous {
+                add_to_run_count_text(conn, backfill_id, &previous, -1)?;
+            }
+            add_to_run_count(conn, backfill_id, r.status, 1)?;
+        }
+    }
+    Ok(id)
+}
+
+fn newer_run_exists(conn: &Connection, backfill_id: i64, date: Option<i64>, id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM pipeline_run WHERE backfill_id = ?1 AND execution_date IS ?2 AND id > ?3)",
+    )?
+    .query_row(params![backfill_id, date, id], |row| row.get(0))
+}
+
+/// Adds `n` (which may be negative) to the count of the backfill's newest runs in `status`.
+pub fn add_to_run_count(conn: &Connection, backfill_id: i64, status: RunStatus, n: i64) -> rusqlite::Result<()> {
+    add_to_run_count_text(conn, backfill_id, status.as_str(), n)
+}
+
+fn add_to_run_count_text(conn: &Connection, backfill_id: i64, status: &str, n: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO backfill_run_count (backfill_id, status, n) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (backfill_id, status) DO UPDATE SET n = n + excluded.n",
+    )?
+    .execute(params![backfill_id, status, n])?;
+    Ok(())
+}
+
+/// Whether the backfill has any run at all.
+pub fn backfill_has_runs(conn: &Connection, backfill_id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM pipeline_run WHERE backfill_id = ?1)")?
+        .query_row([backfill_id], |row| row.get(0))
+}
+
+/// Counts the backfill's runs afresh, by the definition: a scan of its runs, for the rare
+/// write that cannot add its change up (a start on a backfill that already had runs).
+pub fn recount_runs(conn: &Connection, backfill_id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM backfill_run_count WHERE backfill_id = ?1")?.execute([backfill_id])?;
+    conn.prepare_cached(
+        "INSERT INTO backfill_run_count (backfill_id, status, n) \
+         SELECT r.backfill_id, r.status, COUNT(*) FROM pipeline_run AS r WHERE r.backfill_id = ?1 \
+         AND NOT EXISTS (SELECT 1 FROM pipeline_run AS newer WHERE newer.backfill_id = r.backfill_id \
+             AND newer.execution_date IS r.execution_date AND newer.id > r.id) \
+         GROUP BY r.status",
+    )?
+    .execute([backfill_id])?;
+    Ok(())
 }
 
 pub fn get_pipeline_run(conn: &Connection, id: i64) -> rusqlite::Result<Option<PipelineRun>> {
@@ -114,8 +183,15 @@ pub fn count_pipeline_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::R
     Ok(n.unsigned_abs())
 }
 
-/// Writes the status and its timestamps.
-pub fn update_pipeline_run_status(conn: &Connection, run: &PipelineRun) -> rusqlite::Result<()> {
+/// Writes the status and its timestamps, moving the run between counts when it is the
+/// newest of its date. `previous` is the status it had.
+pub fn update_pipeline_run_status(conn: &Connection, run: &PipelineRun, previous: RunStatus) -> rusqlite::Result<()> {
+    if let Some(backfill_id) = run.backfill_id.filter(|_| previous != run.status) {
+        if !newer_run_exists(conn, backfill_id, micros(run.execution_date), run.id)? {
+            add_to_run_count(conn, backfill_id, previous, -1)?;
+            add_to_run_count(conn, backfill_id, run.status, 1)?;
+        }
+    }
     conn.prepare_cached(
         "UPDATE pipeline_run SET status = ?2, started_at = ?3, completed_at = ?4, updated_at = ?5 WHERE id = ?1",
     )?
@@ -129,8 +205,20 @@ pub fn update_pipeline_run_status(conn: &Connection, run: &PipelineRun) -> rusql
     Ok(())
 }
 
-/// Cancels every run of the backfill that has not finished; returns how many.
+/// Cancels every run of the backfill that has not finished; returns how many. Every newest
+/// run that was initial or running is among them, so the counts move over whole.
 pub fn cancel_unfinished_runs(conn: &Connection, backfill_id: i64, now: DateTime) -> rusqlite::Result<usize> {
+    let moving: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(n), 0) FROM backfill_run_count \
+             WHERE backfill_id = ?1 AND status IN ('initial', 'running')",
+        )?
+        .query_row([backfill_id], |row| row.get(0))?;
+    conn.prepare_cached(
+        "UPDATE backfill_run_count SET n = 0 WHERE backfill_id = ?1 AND status IN ('initial', 'running')",
+    )?
+    .execute([backfill_id])?;
+    add_to_run_count(conn, backfill_id, RunStatus::Cancelled, moving)?;
     conn.prepare_cached(
         "UPDATE pipeline_run SET status = 'cancelled', updated_at = ?2 \
          WHERE backfill_id = ?1 AND status IN ('initial', 'running')",
