@@ -91,6 +91,52 @@ pub fn insert_uncounted(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Resu
     Ok(conn.last_insert_rowid())
 }
 
+/// What every run of one start shares.
+#[derive(Debug, Clone, Copy)]
+pub struct StartedRuns<'a> {
+    pub pipeline_schedule_id: i64,
+    pub pipeline_uuid: &'a str,
+    pub backfill_id: i64,
+    pub created_at: DateTime,
+}
+
+/// How many runs one INSERT statement of `insert_started_runs` carries: per-statement work
+/// (opening cursors on the table and its indexes, foreign-key set-up) is paid once per batch.
+pub const START_BATCH: usize = 100;
+
+fn started_runs_sql(rows: usize) -> String {
+    let values: Vec<String> =
+        (0..rows).map(|k| format!("(?1, ?2, ?3, ?{}, 'initial', ?{}, ?4, ?4)", 5 + 2 * k, 6 + 2 * k)).collect();
+    format!(
+        "INSERT INTO pipeline_run (pipeline_schedule_id, pipeline_uuid, backfill_id, execution_date, status, \
+         variables, created_at, updated_at) VALUES {}",
+        values.join(", ")
+    )
+}
+
+/// Inserts runs of a start, status `initial`, each an execution date and its variables as
+/// JSON text, uncounted (see `insert_uncounted`), up to `START_BATCH` per statement.
+pub fn insert_started_runs(
+    conn: &Connection,
+    common: &StartedRuns,
+    runs: &[(DateTime, String)],
+) -> rusqlite::Result<()> {
+    use rusqlite::types::ToSqlOutput;
+    for chunk in runs.chunks(START_BATCH) {
+        let mut stmt = conn.prepare_cached(&started_runs_sql(chunk.len()))?;
+        stmt.raw_bind_parameter(1, common.pipeline_schedule_id)?;
+        stmt.raw_bind_parameter(2, common.pipeline_uuid)?;
+        stmt.raw_bind_parameter(3, common.backfill_id)?;
+        stmt.raw_bind_parameter(4, micros(Some(common.created_at)))?;
+        for (k, (date, variables)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(5 + 2 * k, micros(Some(*date)))?;
+            stmt.raw_bind_parameter(6 + 2 * k, ToSqlOutput::from(variables.as_str()))?;
+        }
+        stmt.raw_execute()?;
+    }
+    Ok(())
+}
+
 /// Inserts `r`, counting it: it becomes the newest run of its date unless a newer one is
 /// there already (an import may bring older ids late), and the run it supersedes stops
 /// counting. Returns its id.
