@@ -27,9 +27,10 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         ));
     }
     let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
-    // Each worker runs at most one blocking store call at a time per request in flight;
-    // a few spare connections cover auth look-ups that overlap a handler's.
-    let pool_size = u32::try_from(workers * 2 + 2).unwrap_or(64);
+    // Reads hold a connection on their worker thread (one at a time per worker); writes
+    // hold one on the blocking pool while they wait for SQLite's single write lock. Enough
+    // for both, so that a queue of writes never leaves a worker waiting for a connection.
+    let pool_size = u32::try_from(workers + 8).unwrap_or(64);
     let pool = db::open_pool(&args.db.db, pool_size).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(&addrs[..]).map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;

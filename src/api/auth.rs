@@ -74,12 +74,9 @@ async fn check(req: &mut ServiceRequest, state: &web::Data<AppState>) -> Result<
     }
     let presented = presented_token(req).ok_or(ApiError::UnauthorizedAccess)?;
     let hash = token::hash(&presented);
-    let pool = state.pool.clone();
-    let found = web::block(move || -> Result<_, ApiError> {
-        let conn = pool.get()?;
-        Ok(store::tokens::find_token_by_hash(&conn, &hash)?)
-    })
-    .await??;
+    // One indexed lookup: done on the worker, as reads are (see `api::read`).
+    let conn = state.pool.get()?;
+    let found = store::tokens::find_token_by_hash(&conn, &hash)?;
     let record = found.ok_or(ApiError::InvalidOauthToken)?;
     match record.expires_at {
         Some(expires) if expires <= crate::now() => Err(ApiError::ExpiredOauthToken),

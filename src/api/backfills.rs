@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{encode_cursor, parse_id, ListQuery};
-use super::{body, read, write, AppState};
+use super::{body, collection, one, read, write, AppState, Metadata};
 use crate::datetime::{api_format, DateTime};
 use crate::lifecycle;
 use crate::model::{Backfill, Object, RunStatusCounts};
@@ -81,15 +81,6 @@ impl<'a> BackfillJson<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct Metadata {
-    count: u64,
-    next: bool,
-    /// Where the next page starts, for `_cursor`; only when `next` is true.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cursor: Option<String>,
-}
-
 /// A page of backfills with everything needed to present it.
 struct Listing {
     backfills: Vec<Backfill>,
@@ -138,10 +129,7 @@ async fn respond_with_listing(
         .last()
         .filter(|_| listing.next)
         .map(|b| encode_cursor(ListingKey { created_at: b.created_at, id: b.id }));
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "backfills": rows,
-        "metadata": Metadata { count: listing.total, next: listing.next, cursor },
-    })))
+    Ok(collection("backfills", &rows, &Metadata { count: listing.total, next: listing.next, cursor }))
 }
 
 /// `GET /api/backfills`
@@ -183,7 +171,7 @@ async fn respond_with_one(
         };
         json.pipeline_run_dates = Some(dates.iter().map(|d| d.variables()).collect());
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfill": json })))
+    Ok(one("backfill", &json))
 }
 
 /// `GET /api/backfills/{id}`
@@ -211,7 +199,7 @@ pub async fn create(
     let fields = body::record(payload, "backfill").await?;
     let pipeline_uuid = path.into_inner();
     let backfill = write(state, move |conn, now| lifecycle::create(conn, &pipeline_uuid, &fields, now)).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
+    Ok(one("backfill", &BackfillJson::new(&backfill, None)))
 }
 
 async fn respond_to_update(
@@ -226,7 +214,7 @@ async fn respond_to_update(
     let backfill =
         write(state, move |conn, now| lifecycle::update(conn, id, pipeline_uuid.as_deref(), &fields, limits, now))
             .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
+    Ok(one("backfill", &BackfillJson::new(&backfill, None)))
 }
 
 /// `PUT /api/backfills/{id}`: update; `"status": "initial"` starts, `"cancelled"` cancels.
@@ -252,5 +240,5 @@ pub async fn update_in_pipeline(
 pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let backfill = write(state, move |conn, _| lifecycle::delete(conn, id)).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "backfill": BackfillJson::new(&backfill, None) })))
+    Ok(one("backfill", &BackfillJson::new(&backfill, None)))
 }

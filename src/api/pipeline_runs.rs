@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{parse_id, ListQuery};
-use super::{body, read, write, AppState};
+use super::{body, collection, one, read, write, AppState, Metadata};
 use crate::datetime::{api_format, DateTime};
 use crate::lifecycle;
 use crate::model::{Fields, Object, PipelineRun, RunStatus};
@@ -78,10 +78,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
     .await?;
     let next = page.offset.saturating_add(runs.len() as u64) < count;
     let rows: Vec<PipelineRunJson> = runs.iter().map(PipelineRunJson::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "pipeline_runs": rows,
-        "metadata": {"count": count, "next": next},
-    })))
+    Ok(collection("pipeline_runs", &rows, &Metadata { count, next, cursor: None }))
 }
 
 /// `GET /api/pipeline_runs/{id}`
@@ -92,7 +89,7 @@ pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<
             .ok_or_else(|| lifecycle::Error::NotFound(format!("no pipeline run has id {id}")))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "pipeline_run": PipelineRunJson::from(&run) })))
+    Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
 }
 
 /// `PUT /api/pipeline_runs/{id}` with `{"pipeline_run": {"status": ...}}`: a worker reports.
@@ -107,5 +104,5 @@ pub async fn update(
         .parsed::<RunStatus>("status")?
         .ok_or_else(|| ApiError::Invalid(crate::model::FieldError::new("status", "is required")))?;
     let run = write(state, move |conn, now| lifecycle::report_run(conn, id, status, now)).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "pipeline_run": PipelineRunJson::from(&run) })))
+    Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
 }

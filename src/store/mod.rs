@@ -12,7 +12,7 @@ pub mod tokens;
 use std::str::FromStr;
 
 use rusqlite::types::Type;
-use rusqlite::Row;
+use rusqlite::{Row, RowIndex};
 
 use crate::datetime::{self, DateTime};
 use crate::model::Object;
@@ -41,11 +41,14 @@ pub struct ListingKey {
     pub id: i64,
 }
 
-fn conversion_error(col: &str, ty: Type, message: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, ty, format!("column {col}: {message}").into())
+fn conversion_error(col: impl std::fmt::Debug, ty: Type, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, ty, format!("column {col:?}: {message}").into())
 }
 
-fn opt_datetime(row: &Row, col: &str) -> rusqlite::Result<Option<DateTime>> {
+// Row readers. `col` is a column's position (the fast way, for the listing's hot rows) or its
+// name; text is read in place, without an owned copy.
+
+fn opt_datetime<I: RowIndex + Copy + std::fmt::Debug>(row: &Row, col: I) -> rusqlite::Result<Option<DateTime>> {
     row.get::<_, Option<i64>>(col)?
         .map(|m| {
             datetime::from_micros(m)
@@ -54,23 +57,28 @@ fn opt_datetime(row: &Row, col: &str) -> rusqlite::Result<Option<DateTime>> {
         .transpose()
 }
 
-fn req_datetime(row: &Row, col: &str) -> rusqlite::Result<DateTime> {
-    opt_datetime(row, col)?.ok_or(rusqlite::Error::InvalidColumnType(0, col.into(), Type::Null))
+fn req_datetime<I: RowIndex + Copy + std::fmt::Debug>(row: &Row, col: I) -> rusqlite::Result<DateTime> {
+    opt_datetime(row, col)?.ok_or_else(|| conversion_error(col, Type::Null, "must not be null".into()))
 }
 
-fn opt_object(row: &Row, col: &str) -> rusqlite::Result<Option<Object>> {
-    row.get::<_, Option<String>>(col)?
-        .map(|text| match serde_json::from_str(&text) {
+fn opt_text<'r, I: RowIndex + Copy + std::fmt::Debug>(row: &'r Row, col: I) -> rusqlite::Result<Option<&'r str>> {
+    row.get_ref(col)?.as_str_or_null().map_err(|e| conversion_error(col, Type::Text, e.to_string()))
+}
+
+fn opt_object<I: RowIndex + Copy + std::fmt::Debug>(row: &Row, col: I) -> rusqlite::Result<Option<Object>> {
+    opt_text(row, col)?
+        .map(|text| match serde_json::from_str(text) {
             Ok(serde_json::Value::Object(o)) => Ok(o),
             _ => Err(conversion_error(col, Type::Text, "not a JSON object".into())),
         })
         .transpose()
 }
 
-fn opt_parsed<T: FromStr<Err = String>>(row: &Row, col: &str) -> rusqlite::Result<Option<T>> {
-    row.get::<_, Option<String>>(col)?
-        .map(|text| text.parse().map_err(|e: String| conversion_error(col, Type::Text, e)))
-        .transpose()
+fn opt_parsed<T: FromStr<Err = String>, I: RowIndex + Copy + std::fmt::Debug>(
+    row: &Row,
+    col: I,
+) -> rusqlite::Result<Option<T>> {
+    opt_text(row, col)?.map(|text| text.parse().map_err(|e: String| conversion_error(col, Type::Text, e))).transpose()
 }
 
 fn micros(dt: Option<DateTime>) -> Option<i64> {

@@ -50,7 +50,7 @@ fn from_row(row: &Row) -> rusqlite::Result<PipelineRun> {
         pipeline_uuid: row.get("pipeline_uuid")?,
         backfill_id: row.get("backfill_id")?,
         execution_date: opt_datetime(row, "execution_date")?,
-        status: opt_parsed::<RunStatus>(row, "status")?.unwrap_or(RunStatus::Initial),
+        status: opt_parsed::<RunStatus, _>(row, "status")?.unwrap_or(RunStatus::Initial),
         variables: opt_object(row, "variables")?,
         event_variables: opt_object(row, "event_variables")?,
         metrics: opt_object(row, "metrics")?,
