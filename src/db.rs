@@ -15,25 +15,33 @@ pub type Conn = r2d2::PooledConnection<SqliteConnectionManager>;
 #[derive(Clone)]
 pub struct Pool {
     inner: r2d2::Pool<SqliteConnectionManager>,
-    writer: Arc<Mutex<()>>,
+    writer: Arc<Mutex<Connection>>,
     _checkpointer: Arc<Checkpointer>,
 }
 
 impl Pool {
-    /// A connection, waiting for one to be free (r2d2's timeout, 30 s, then an error).
+    /// A connection for reading, waiting for one to be free (r2d2's timeout, 30 s).
     pub fn get(&self) -> Result<Conn, r2d2::Error> {
         self.inner.get()
     }
 
-    /// The turn to write, to hold across a write transaction. SQLite lets one writer in at a
-    /// time and makes the others poll with growing sleeps (its busy handler: waits of 1 to
-    /// 100 ms), which under concurrent creates put 35 ms into p99; a queue in the process
-    /// hands the lock over at once. Other processes (an `import`) still meet busy_timeout.
-    pub fn write_turn(&self) -> std::sync::MutexGuard<'_, ()> {
-        // A panic in another writer leaves nothing to protect: the mutex guards no data.
+    /// The one connection that writes, held for a whole write transaction. SQLite lets one
+    /// writer in at a time and makes the others poll with growing sleeps (its busy handler:
+    /// waits of 1 to 100 ms), which under concurrent creates put 35 ms into p99; a queue in
+    /// the process hands the turn over at once. Other processes (an `import`) still meet
+    /// busy_timeout. Being one, it can have the larger cache a big start needs
+    /// (`WRITER_CACHE_KIB`) without every pooled connection having it.
+    pub fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic in another writer rolled its transaction back when it unwound (rusqlite's
+        // Transaction drops with a rollback), so the connection is fine to use.
         self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// The writer's page cache: a 100,000-run start dirties about 60 MiB of pages, and every page
+/// that does not fit is spilled to the WAL mid-transaction and often written again later.
+/// 32 MiB halves the spills and keeps the process within its 64 MiB budget.
+const WRITER_CACHE_KIB: i64 = 32 << 10;
 
 /// How often the checkpointer copies committed pages from the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -113,10 +121,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // Reads come straight from the OS page cache through a memory map, with no copy into
     // SQLite's own cache and no read() per page; the map is address space, not memory.
     conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
-    // SQLite's own cache then mostly holds a write's dirty pages. 8 MiB (2 MiB by default)
-    // lets a big start spill to the WAL less often; six pooled connections stay well within
-    // the memory budget.
-    conn.pragma_update(None, "cache_size", -8192)?;
     // Every statement the store uses stays prepared (rusqlite keeps 16 by default).
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
@@ -176,7 +180,12 @@ pub fn open_pool(path: &Path, size: u32) -> Result<Pool, OpenError> {
         .min_idle(Some(1))
         .build(manager)
         .map_err(|source| OpenError::Pool { path: path.to_path_buf(), source })?;
-    Ok(Pool { inner, writer: Arc::default(), _checkpointer: Arc::new(Checkpointer::start(path)?) })
+    let sqlite = |source| OpenError::Sqlite { path: path.to_path_buf(), source };
+    let writer = Connection::open(path).map_err(sqlite)?;
+    configure(&writer).map_err(sqlite)?;
+    writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite)?;
+    writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(sqlite)?;
+    Ok(Pool { inner, writer: Arc::new(Mutex::new(writer)), _checkpointer: Arc::new(Checkpointer::start(path)?) })
 }
 
 #[cfg(test)]

@@ -89,9 +89,9 @@ struct Listing {
     next: bool,
 }
 
-/// A fixed number of statements whatever the page size: the page's ids (one more than asked,
-/// to know whether more follow), their rows, the count, and (when asked) the run counts of
-/// every backfill on the page at once. One read transaction, so they agree.
+/// A fixed number of statements whatever the page size: the page (one row more than asked,
+/// to know whether more follow), the count, and (when asked) the run counts of every
+/// backfill on the page at once. One read transaction, so they agree.
 fn fetch_listing(
     conn: &rusqlite::Connection,
     pipeline_uuid: Option<&str>,
@@ -99,10 +99,10 @@ fn fetch_listing(
     start: Start,
     with_counts: bool,
 ) -> Result<Listing, lifecycle::Error> {
-    let mut ids = store::backfills::list_backfill_ids(conn, pipeline_uuid, limit.saturating_add(1), start)?;
-    let next = ids.len() as u64 > limit;
-    ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let backfills = store::backfills::get_backfills(conn, &ids)?;
+    let mut backfills = store::backfills::list_backfills(conn, pipeline_uuid, limit.saturating_add(1), start)?;
+    let next = backfills.len() as u64 > limit;
+    backfills.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let ids: Vec<i64> = backfills.iter().map(|b| b.id).collect();
     let total = store::backfills::count_backfills(conn, pipeline_uuid)?;
     let counts = if with_counts { Some(store::backfills::count_runs_by_status(conn, &ids)?) } else { None };
     Ok(Listing { backfills, counts, total, next })

@@ -97,8 +97,7 @@ pub async fn write<T: Send + 'static>(
     f: impl FnOnce(&Connection, DateTime) -> Result<T, lifecycle::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     web::block(move || -> Result<T, ApiError> {
-        let _turn = state.pool.write_turn();
-        let mut conn = state.pool.get()?;
+        let mut conn = state.pool.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx, crate::now())?;
         tx.commit()?;
