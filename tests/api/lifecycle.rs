@@ -385,3 +385,20 @@ fn writes_need_the_key_and_token_under_require_auth() {
     let del = app.request("DELETE", &format!("/api/backfills/{id}"));
     assert_error(&del, 401, "invalid_api_key");
 }
+
+#[test]
+fn a_runs_date_variables_win_over_the_backfills_own() {
+    let app = spawn_app();
+    let mut fields = seed_fields("x");
+    fields["variables"] = json!({"ds": "not a date", "hr": 99, "keep": [1, 2]});
+    let id = app.create_backfill("p", fields);
+    app.put_backfill(id, json!({"status": "initial"}));
+    let run = app.run_ids(id)[1];
+    let variables = app.get(&format!("/api/pipeline_runs/{run}")).body["pipeline_run"]["variables"].clone();
+    assert_eq!(variables["ds"], "2023-03-01");
+    assert_eq!(variables["hr"], "04");
+    assert_eq!(variables["keep"], json!([1, 2]));
+    assert_eq!(variables["interval_start_datetime_previous"], "2023-03-01T00:00:00+00:00");
+    // The backfill keeps its own.
+    assert_eq!(backfill(&app, id)["variables"]["ds"], "not a date");
+}
