@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use backfilld::cli::{DbArg, ServeArgs};
 use backfilld::datetime::{self, DateTime};
+use backfilld::db;
 use backfilld::lifecycle::{self, Limits};
-use backfilld::model::{BackfillFields, NewBackfill, RunStatus};
+use backfilld::model::RunStatus;
 use backfilld::schedule::IntervalType;
-use backfilld::{db, store};
 use serde_json::{json, Value};
 use time::macros::datetime;
 
@@ -140,32 +140,15 @@ fn build(o: &Options) -> PathBuf {
         let end = add_seconds(start, units * step * (1 + rng.below(200) as i64));
         let created = add_seconds(datetime!(2023-06-01 00:00), i as i64);
         let created = datetime::add_micros(created, i128::from(rng.below(1_000_000) as u32)).unwrap();
-        store::backfills::insert_backfill(
-            &tx,
-            &NewBackfill {
-                id: None,
-                pipeline_uuid: pipeline(i),
-                fields: BackfillFields {
-                    name: format!("backfill {i}"),
-                    block_uuid: None,
-                    start_datetime: Some(start),
-                    end_datetime: Some(end),
-                    interval_type: Some(t),
-                    interval_units: Some(units),
-                    variables: Some(json!({"team": format!("team {}", i % 7)}).as_object().unwrap().clone()),
-                    settings: None,
-                },
-                status: None,
-                metrics: None,
-                pipeline_schedule_id: None,
-                started_at: None,
-                completed_at: None,
-                failed_at: None,
-                created_at: created,
-                updated_at: created,
-            },
-        )
-        .expect("insert a backfill");
+        let fields = json!({
+            "name": format!("backfill {i}"),
+            "start_datetime": datetime::format_api(start),
+            "end_datetime": datetime::format_api(end),
+            "interval_type": t.as_str(),
+            "interval_units": units,
+            "variables": {"team": format!("team {}", i % 7)},
+        });
+        lifecycle::create(&tx, &pipeline(i), fields.as_object().unwrap(), created).expect("create a backfill");
     }
     tx.commit().expect("commit the backfills");
     println!("  {} backfills in {:.1}s", o.backfills, t.elapsed().as_secs_f64());

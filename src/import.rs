@@ -38,17 +38,10 @@ pub enum ImportError {
     Db(#[from] rusqlite::Error),
 }
 
+/// What a backfill record may hold besides `lifecycle::WRITABLE_KEYS`.
 const BACKFILL_KEYS: &[&str] = &[
     "id",
-    "name",
     "pipeline_uuid",
-    "block_uuid",
-    "start_datetime",
-    "end_datetime",
-    "interval_type",
-    "interval_units",
-    "variables",
-    "settings",
     "status",
     "metrics",
     "pipeline_schedule_id",
@@ -80,8 +73,8 @@ const RUN_KEYS: &[&str] = &[
     "updated_at",
 ];
 
-fn check_keys(obj: &Object, known: &[&str]) -> Result<(), FieldError> {
-    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+fn check_keys(obj: &Object, known: &[&[&str]]) -> Result<(), FieldError> {
+    match obj.keys().find(|k| !known.iter().any(|keys| keys.contains(&k.as_str()))) {
         Some(k) => Err(FieldError::new(k, "is not a field of this record")),
         None => Ok(()),
     }
@@ -103,7 +96,7 @@ fn timestamps(f: &Fields, now: DateTime) -> Result<(DateTime, DateTime), FieldEr
 }
 
 fn parse_backfill(obj: &Object, now: DateTime) -> Result<NewBackfill, FieldError> {
-    check_keys(obj, BACKFILL_KEYS)?;
+    check_keys(obj, &[BACKFILL_KEYS, &crate::lifecycle::WRITABLE_KEYS])?;
     let f = Fields(obj);
     let (created_at, updated_at) = timestamps(&f, now)?;
     Ok(NewBackfill {
@@ -122,7 +115,7 @@ fn parse_backfill(obj: &Object, now: DateTime) -> Result<NewBackfill, FieldError
 }
 
 fn parse_run(obj: &Object, now: DateTime) -> Result<NewPipelineRun, FieldError> {
-    check_keys(obj, RUN_KEYS)?;
+    check_keys(obj, &[RUN_KEYS])?;
     let f = Fields(obj);
     let (created_at, updated_at) = timestamps(&f, now)?;
     Ok(NewPipelineRun {

@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
 use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime, Start};
-use crate::model::{Backfill, BackfillFields, NewBackfill, RunStatus, RunStatusCounts};
+use crate::model::{Backfill, BackfillFields, BackfillRecord, NewBackfill, RunStatus, RunStatusCounts};
 
 const COLUMNS: &str = "id, name, pipeline_uuid, block_uuid, start_datetime, end_datetime, \
     interval_type, interval_units, status, variables, settings, metrics, pipeline_schedule_id, \
@@ -59,65 +60,53 @@ fn from_row(row: &Row) -> rusqlite::Result<Backfill> {
     })
 }
 
+/// Every column of `b` but `id`, in `COLUMNS` order.
+fn column_values<Id>(b: &BackfillRecord<Id>) -> [SqlValue; 17] {
+    let f = &b.fields;
+    let text = |t: Option<&str>| t.map_or(SqlValue::Null, |t| SqlValue::Text(t.to_string()));
+    let int = |i: Option<i64>| i.map_or(SqlValue::Null, SqlValue::Integer);
+    [
+        SqlValue::Text(f.name.clone()),
+        SqlValue::Text(b.pipeline_uuid.clone()),
+        text(f.block_uuid.as_deref()),
+        int(micros(f.start_datetime)),
+        int(micros(f.end_datetime)),
+        text(f.interval_type.map(|t| t.as_str())),
+        int(f.interval_units),
+        text(b.status.map(|s| s.as_str())),
+        text(json_text(&f.variables).as_deref()),
+        text(json_text(&f.settings).as_deref()),
+        text(json_text(&b.metrics).as_deref()),
+        int(b.pipeline_schedule_id),
+        int(micros(b.started_at)),
+        int(micros(b.completed_at)),
+        int(micros(b.failed_at)),
+        int(micros(Some(b.created_at))),
+        int(micros(Some(b.updated_at))),
+    ]
+}
+
 /// Inserts `b` and returns its id (the given one, or a new one).
 pub fn insert_backfill(conn: &Connection, b: &NewBackfill) -> rusqlite::Result<i64> {
-    let f = &b.fields;
-    let mut stmt = conn.prepare_cached(&format!(
+    let id = b.id.map_or(SqlValue::Null, SqlValue::Integer);
+    conn.prepare_cached(&format!(
         "INSERT INTO backfill ({COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
-    ))?;
-    stmt.execute(params![
-        b.id,
-        f.name,
-        b.pipeline_uuid,
-        f.block_uuid,
-        micros(f.start_datetime),
-        micros(f.end_datetime),
-        f.interval_type.map(|t| t.as_str()),
-        f.interval_units,
-        b.status.map(|s| s.as_str()),
-        json_text(&f.variables),
-        json_text(&f.settings),
-        json_text(&b.metrics),
-        b.pipeline_schedule_id,
-        micros(b.started_at),
-        micros(b.completed_at),
-        micros(b.failed_at),
-        micros(Some(b.created_at)),
-        micros(Some(b.updated_at)),
-    ])?;
+    ))?
+    .execute(params_from_iter(std::iter::once(id).chain(column_values(b))))?;
     Ok(conn.last_insert_rowid())
 }
 
-/// Writes every column of `b` but `id` and `created_at`; `false` when no row has its id.
+/// Writes every column of `b` but `id`; `false` when no row has its id.
 pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool> {
-    let f = &b.fields;
     let changed = conn
         .prepare_cached(
             "UPDATE backfill SET name = ?2, pipeline_uuid = ?3, block_uuid = ?4, start_datetime = ?5, \
              end_datetime = ?6, interval_type = ?7, interval_units = ?8, status = ?9, variables = ?10, \
              settings = ?11, metrics = ?12, pipeline_schedule_id = ?13, started_at = ?14, \
-             completed_at = ?15, failed_at = ?16, updated_at = ?17 WHERE id = ?1",
+             completed_at = ?15, failed_at = ?16, created_at = ?17, updated_at = ?18 WHERE id = ?1",
         )?
-        .execute(params![
-            b.id,
-            f.name,
-            b.pipeline_uuid,
-            f.block_uuid,
-            micros(f.start_datetime),
-            micros(f.end_datetime),
-            f.interval_type.map(|t| t.as_str()),
-            f.interval_units,
-            b.status.map(|s| s.as_str()),
-            json_text(&f.variables),
-            json_text(&f.settings),
-            json_text(&b.metrics),
-            b.pipeline_schedule_id,
-            micros(b.started_at),
-            micros(b.completed_at),
-            micros(b.failed_at),
-            micros(Some(b.updated_at)),
-        ])?;
+        .execute(params_from_iter(std::iter::once(SqlValue::Integer(b.id)).chain(column_values(b))))?;
     Ok(changed == 1)
 }
 
