@@ -82,11 +82,14 @@ pub async fn read<T: Send + 'static>(
     state: web::Data<AppState>,
     f: impl FnOnce(&Connection) -> Result<T, lifecycle::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let mut conn = state.pool.get()?;
-    let tx = conn.transaction()?;
-    let out = f(&tx)?;
-    tx.finish()?;
-    Ok(out)
+    let conn = state.pool.get()?;
+    // BEGIN and COMMIT as cached statements: rusqlite's `transaction()` parses them anew
+    // each time, which cost more than a listing's own queries.
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let out = f(&conn);
+    // A read-only transaction: COMMIT and ROLLBACK are the same, and either ends it.
+    conn.prepare_cached(if out.is_ok() { "COMMIT" } else { "ROLLBACK" })?.execute([])?;
+    Ok(out?)
 }
 
 /// Runs `f` inside one immediate write transaction, committed only when `f` succeeds: a

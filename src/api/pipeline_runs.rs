@@ -61,7 +61,7 @@ impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
 }
 
 /// `GET /api/pipeline_runs`: filters `backfill_id`, `pipeline_uuid`, `status`; paged like
-/// the backfills; newest first.
+/// the backfills; newest (highest id) first.
 pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let page = query.page()?;
     let filter = RunFilter {

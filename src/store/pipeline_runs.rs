@@ -209,16 +209,14 @@ pub fn get_pipeline_run(conn: &Connection, id: i64) -> rusqlite::Result<Option<P
         .optional()
 }
 
-/// One page of runs, newest `created_at` first and, among equal ones, the higher id first.
+/// One page of runs, newest (highest id) first.
 pub fn list_pipeline_runs(conn: &Connection, filter: &RunFilter, page: Page) -> rusqlite::Result<Vec<PipelineRun>> {
     let (clause, mut values) = filter.clause();
     values.push(SqlValue::Integer(i64::try_from(page.limit).unwrap_or(i64::MAX)));
     values.push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM pipeline_run {clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-    ))?
-    .query_map(params_from_iter(values), from_row)?
-    .collect()
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM pipeline_run {clause} ORDER BY id DESC LIMIT ? OFFSET ?"))?
+        .query_map(params_from_iter(values), from_row)?
+        .collect()
 }
 
 pub fn count_pipeline_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::Result<u64> {
