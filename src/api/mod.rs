@@ -85,6 +85,10 @@ pub async fn read<T: Send + 'static>(
     let conn = state.pool.get()?;
     // BEGIN and COMMIT as cached statements: rusqlite's `transaction()` parses them anew
     // each time, which cost more than a listing's own queries.
+    if !conn.is_autocommit() {
+        // Only if an earlier COMMIT failed: end what it left open rather than fail forever.
+        conn.prepare_cached("ROLLBACK")?.execute([])?;
+    }
     conn.prepare_cached("BEGIN")?.execute([])?;
     let out = f(&conn);
     // A read-only transaction: COMMIT and ROLLBACK are the same, and either ends it.
