@@ -175,10 +175,9 @@ pub fn get_backfills(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<Bac
     if ids.is_empty() {
         return Ok(vec![]);
     }
-    let ids_json = serde_json::to_string(ids).unwrap_or_default();
     let mut stmt =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id IN (SELECT value FROM json_each(?1))"))?;
-    let mut rows = stmt.query_map([ids_json], from_row)?.collect::<rusqlite::Result<Vec<Backfill>>>()?;
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id IN ({})", placeholders(ids.len())))?;
+    let mut rows = stmt.query_map(params_from_iter(ids), from_row)?.collect::<rusqlite::Result<Vec<Backfill>>>()?;
     let position: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     rows.sort_by_key(|b| position.get(&b.id).copied());
     Ok(rows)
@@ -194,9 +193,15 @@ pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqli
     Ok(n.unwrap_or(0).unsigned_abs())
 }
 
+/// `?, ?, ?` for an `IN` list of `n` values. One statement whatever the page size; the
+/// statement cache keeps one per size in use (in practice, the default page of 40).
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
 /// Per-status run counts of each backfill in `ids`, in one statement whatever their number,
-/// read from `backfill_run_count` (kept by triggers, schema.sql): the cost does not grow
-/// with the number of runs. Only the newest run (highest id) of each execution date counts,
+/// read from `backfill_run_count` (kept by store::pipeline_runs, see schema.sql): the cost
+/// does not grow with the number of runs. Only the newest run (highest id) of each execution date counts,
 /// as in Mage, where a retried date's earlier runs no longer say how that date went. A
 /// backfill without runs is absent from the map.
 pub fn count_runs_by_status(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, RunStatusCounts>> {
@@ -204,14 +209,11 @@ pub fn count_runs_by_status(conn: &Connection, ids: &[i64]) -> rusqlite::Result<
     if ids.is_empty() {
         return Ok(counts);
     }
-    // The ids travel as one JSON array, so the statement text (and its cached plan) does not
-    // depend on the page size.
-    let ids_json = serde_json::to_string(ids).unwrap_or_default();
-    let mut stmt = conn.prepare_cached(
-        "SELECT c.backfill_id, c.status, c.n FROM json_each(?1) AS page \
-         JOIN backfill_run_count AS c ON c.backfill_id = page.value WHERE c.n > 0",
-    )?;
-    let rows = stmt.query_map([ids_json], |row| {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT backfill_id, status, n FROM backfill_run_count WHERE backfill_id IN ({}) AND n > 0",
+        placeholders(ids.len())
+    ))?;
+    let rows = stmt.query_map(params_from_iter(ids), |row| {
         Ok((row.get::<_, i64>(0)?, opt_parsed::<RunStatus, _>(row, 1)?, row.get::<_, i64>(2)?))
     })?;
     for row in rows {
