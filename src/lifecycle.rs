@@ -90,22 +90,7 @@ pub fn create(conn: &rusqlite::Connection, pipeline_uuid: &str, body: &Object, n
         return Err(FieldError::new("pipeline_uuid", "must not be blank").into());
     }
     let fields = BackfillFields::parse(body)?;
-    let id = store::backfills::insert_backfill(
-        conn,
-        &NewBackfill {
-            id: None,
-            pipeline_uuid: pipeline_uuid.to_string(),
-            fields,
-            status: None,
-            metrics: None,
-            pipeline_schedule_id: None,
-            started_at: None,
-            completed_at: None,
-            failed_at: None,
-            created_at: now,
-            updated_at: now,
-        },
-    )?;
+    let id = store::backfills::insert_backfill(conn, &NewBackfill::new(pipeline_uuid.to_string(), fields, now))?;
     store::backfills::get_backfill(conn, id)?.ok_or_else(|| not_found(id))
 }
 

@@ -262,6 +262,25 @@ pub struct BackfillRecord<Id> {
 pub type Backfill = BackfillRecord<i64>;
 pub type NewBackfill = BackfillRecord<Option<i64>>;
 
+impl NewBackfill {
+    /// A backfill as a create makes it: never started, created and updated `now`.
+    pub fn new(pipeline_uuid: String, fields: BackfillFields, now: DateTime) -> NewBackfill {
+        BackfillRecord {
+            id: None,
+            pipeline_uuid,
+            fields,
+            status: None,
+            metrics: None,
+            pipeline_schedule_id: None,
+            started_at: None,
+            completed_at: None,
+            failed_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A pipeline run as stored; `Id` as for `BackfillRecord`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineRunRecord<Id> {

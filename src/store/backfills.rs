@@ -235,28 +235,17 @@ mod tests {
     use time::macros::datetime;
 
     fn new_backfill(name: &str, pipeline: &str, created: crate::datetime::DateTime) -> NewBackfill {
-        NewBackfill {
-            id: None,
-            pipeline_uuid: pipeline.into(),
-            fields: BackfillFields {
-                name: name.into(),
-                block_uuid: None,
-                start_datetime: Some(datetime!(2023-03-01 00:00)),
-                end_datetime: Some(datetime!(2023-03-05 00:00)),
-                interval_type: Some(IntervalType::Hour),
-                interval_units: Some(4),
-                variables: None,
-                settings: None,
-            },
-            status: None,
-            metrics: None,
-            pipeline_schedule_id: None,
-            started_at: None,
-            completed_at: None,
-            failed_at: None,
-            created_at: created,
-            updated_at: created,
-        }
+        let fields = BackfillFields {
+            name: name.into(),
+            block_uuid: None,
+            start_datetime: Some(datetime!(2023-03-01 00:00)),
+            end_datetime: Some(datetime!(2023-03-05 00:00)),
+            interval_type: Some(IntervalType::Hour),
+            interval_units: Some(4),
+            variables: None,
+            settings: None,
+        };
+        NewBackfill::new(pipeline.into(), fields, created)
     }
 
     fn run(backfill_id: i64, date: crate::datetime::DateTime, status: RunStatus) -> NewPipelineRun {
