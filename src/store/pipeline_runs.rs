@@ -63,10 +63,9 @@ fn from_row(row: &Row) -> rusqlite::Result<PipelineRun> {
     })
 }
 
-/// Inserts `r` and returns its id (the given one, or a new one). The caller keeps
-/// `backfill_run_count` true: `insert_pipeline_run` does so for one run, `start` adds a whole
-/// start up once (`add_to_run_count`).
-pub fn insert_uncounted(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i64> {
+/// Inserts `r` and returns its id (the given one, or a new one), leaving
+/// `backfill_run_count` to the caller, `insert_pipeline_run`.
+fn insert_uncounted(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i64> {
     conn.prepare_cached(&format!(
         "INSERT INTO pipeline_run ({COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
@@ -115,7 +114,8 @@ fn started_runs_sql(rows: usize) -> String {
 }
 
 /// Inserts runs of a start, status `initial`, each an execution date and its variables as
-/// JSON text, uncounted (see `insert_uncounted`), up to `START_BATCH` per statement.
+/// JSON text, up to `START_BATCH` per statement, uncounted: the caller (`start`) adds them to
+/// `backfill_run_count` once (`add_to_run_count`), or recounts.
 pub fn insert_started_runs(
     conn: &Connection,
     common: &StartedRuns,
