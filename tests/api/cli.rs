@@ -247,3 +247,26 @@ fn a_serve_killed_while_starting_a_100000_run_backfill_keeps_all_runs_or_none() 
     let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
 }
+
+#[test]
+fn a_listing_imports_back_into_an_identical_listing() {
+    // Arrange: backfills made through the API, one started with its runs progressed.
+    let source = crate::helpers::spawn_app();
+    let id = source.create_backfill("p", crate::helpers::seed_fields("started"));
+    source.put_backfill(id, json!({"status": "initial"}));
+    source.report_run(source.run_ids(id)[0], "running");
+    let mut fields = crate::helpers::seed_fields("draft");
+    fields["variables"] = json!({"region": "eu"});
+    fields["settings"] = json!({"skip": true});
+    source.create_backfill("q", fields);
+    let listing = source.get("/api/backfills?include_run_count=true").body;
+    let runs = source.get("/api/pipeline_runs?_limit=1000").body;
+
+    // Act: import the listing's own output into a fresh file.
+    let target = crate::helpers::spawn_app();
+    target.import(&json!({"backfills": listing["backfills"], "pipeline_runs": runs["pipeline_runs"]}));
+
+    // Assert: the same listing, run counts included, and the same runs.
+    assert_eq!(target.get("/api/backfills?include_run_count=true").body, listing);
+    assert_eq!(target.get("/api/pipeline_runs?_limit=1000").body, runs);
+}
