@@ -42,7 +42,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let state = AppState {
         limits: crate::lifecycle::Limits { max_runs: args.max_runs },
         pool,
-        auth: AuthConfig { required, api_keys },
+        auth: AuthConfig::new(required, &api_keys),
     };
     let server = crate::run(listener, state, workers).map_err(|e| e.to_string())?;
     actix_web::rt::System::new().block_on(server).map_err(|e| e.to_string())

@@ -229,7 +229,7 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
     // could be superseded, so then the backfill is counted afresh.
     let had_runs = store::pipeline_runs::backfill_has_runs(conn, b.id)?;
     let mut batch: Vec<(DateTime, String)> = Vec::with_capacity(store::pipeline_runs::START_BATCH);
-    schedule.try_for_each_run_date(|rd| {
+    for rd in schedule.run_dates_from(0) {
         let mut variables = String::with_capacity(prefix.len() + 360);
         variables.push_str(&prefix);
         rd.push_variables_json(&mut variables);
@@ -239,8 +239,7 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
             store::pipeline_runs::insert_started_runs(conn, &common, &batch)?;
             batch.clear();
         }
-        Ok::<(), rusqlite::Error>(())
-    })?;
+    }
     store::pipeline_runs::insert_started_runs(conn, &common, &batch)?;
     if had_runs {
         store::pipeline_runs::recount_runs(conn, b.id)?;

@@ -169,10 +169,6 @@ impl Schedule {
         Ok(Schedule { start, end, step })
     }
 
-    pub fn start(&self) -> DateTime {
-        self.start
-    }
-
     /// How many dates the schedule emits: Mage's `total_run_count`. At least 1.
     pub fn count(&self) -> u64 {
         match self.step {
@@ -259,39 +255,39 @@ impl Schedule {
         Dates { end: self.end, state }
     }
 
-    /// Calls `f` with every run date in order, streaming: memory stays constant however
-    /// many dates there are. Stops at the first error and returns it.
-    pub fn try_for_each_run_date<E>(&self, mut f: impl FnMut(RunDate) -> Result<(), E>) -> Result<(), E> {
-        let single = self.nth(1).is_none();
-        let mut dates = self.dates_from(0).peekable();
-        let mut prev = None;
-        while let Some(date) = dates.next() {
-            f(RunDate::new(date, prev, dates.peek().copied(), single))?;
-            prev = Some(date);
+    /// The run dates from the k-th (0-based) on, each with the variables Mage gives its run
+    /// (see `RunDate`), streaming: memory stays constant however many there are. Positioning
+    /// costs what `nth` does.
+    pub fn run_dates_from(&self, k: u64) -> RunDates {
+        RunDates {
+            dates: self.dates_from(k).peekable(),
+            prev: k.checked_sub(1).and_then(|p| self.nth(p)),
+            single: self.nth(1).is_none(),
         }
-        Ok(())
     }
 
-    /// The run dates `offset..offset + limit` with the variables Mage gives each run (see
-    /// `RunDate`). Costs what positioning at `offset - 1` costs, plus the page.
+    /// The run dates `offset..offset + limit`: a preview page.
     pub fn run_dates(&self, offset: u64, limit: u64) -> Vec<RunDate> {
-        let single = self.nth(1).is_none();
-        let first = offset.saturating_sub(1);
-        // Dates first..=offset+limit: one before the page and one after, for the gaps.
-        let window: Vec<DateTime> = self
-            .dates_from(first)
-            .take(usize::try_from((offset - first).saturating_add(limit).saturating_add(1)).unwrap_or(usize::MAX))
-            .collect();
-        let lead = usize::try_from(offset - first).unwrap_or(0);
-        (lead..window.len())
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .map(|i| {
-                let date = window[i];
-                let prev = (i > 0).then(|| window[i - 1]);
-                let next = window.get(i + 1).copied();
-                RunDate::new(date, prev, next, single)
-            })
-            .collect()
+        self.run_dates_from(offset).take(usize::try_from(limit).unwrap_or(usize::MAX)).collect()
+    }
+}
+
+/// Iterator over run dates with their neighbours; see `Schedule::run_dates_from`.
+#[derive(Debug, Clone)]
+pub struct RunDates {
+    dates: std::iter::Peekable<Dates>,
+    prev: Option<DateTime>,
+    single: bool,
+}
+
+impl Iterator for RunDates {
+    type Item = RunDate;
+
+    fn next(&mut self) -> Option<RunDate> {
+        let date = self.dates.next()?;
+        let run_date = RunDate::new(date, self.prev, self.dates.peek().copied(), self.single);
+        self.prev = Some(date);
+        Some(run_date)
     }
 }
 
@@ -635,12 +631,7 @@ mod tests {
     fn streaming_run_dates_match_the_paged_ones() {
         for (t, units) in [(Hour, 4), (Month, 1), (Week, 3)] {
             let s = sched(datetime!(2023-01-31 00:00), datetime!(2024-03-05 00:00), t, units);
-            let mut streamed = vec![];
-            s.try_for_each_run_date(|rd| {
-                streamed.push(rd);
-                Ok::<(), ()>(())
-            })
-            .unwrap();
+            let streamed: Vec<RunDate> = s.run_dates_from(0).collect();
             assert_eq!(streamed, s.run_dates(0, u64::MAX));
             assert_eq!(streamed.len() as u64, s.count());
         }

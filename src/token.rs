@@ -16,11 +16,12 @@ pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Whether `presented` is one of `keys`, in time that does not depend on where they differ.
-/// Every key is compared (no early exit), so the time does not tell which one matched either.
-pub fn key_matches(presented: &str, keys: &[String]) -> bool {
+/// Whether `presented` hashes to one of `key_hashes` (`hash` of each configured key, made
+/// once at start-up), in time that does not depend on where they differ. Every key is
+/// compared (no early exit), so the time does not tell which one matched either.
+pub fn key_matches(presented: &str, key_hashes: &[[u8; 32]]) -> bool {
     let presented = hash(presented);
-    keys.iter().fold(false, |found, key| found | bool::from(hash(key).ct_eq(&presented)))
+    key_hashes.iter().fold(false, |found, key| found | bool::from(key.ct_eq(&presented)))
 }
 
 /// Reads a lifetime like `30d`, `12h`, `90m`, `45s` or `2w` into seconds.
@@ -61,7 +62,7 @@ mod tests {
 
     #[test]
     fn keys_match_only_exactly() {
-        let keys = vec!["alpha".to_string(), "beta".to_string()];
+        let keys = [hash("alpha"), hash("beta")];
         assert!(key_matches("beta", &keys));
         assert!(!key_matches("bet", &keys));
         assert!(!key_matches("", &keys));

@@ -18,11 +18,18 @@ use super::error::ApiError;
 use super::AppState;
 use crate::{store, token};
 
-/// Who may call the API.
+/// Who may call the API. The default is authentication off.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
     pub required: bool,
-    pub api_keys: Vec<String>,
+    /// The configured API keys, hashed once here rather than on every request.
+    key_hashes: Vec<[u8; 32]>,
+}
+
+impl AuthConfig {
+    pub fn new(required: bool, api_keys: &[String]) -> AuthConfig {
+        AuthConfig { required, key_hashes: api_keys.iter().map(|k| token::hash(k)).collect() }
+    }
 }
 
 fn header_value<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
@@ -69,7 +76,7 @@ async fn check(req: &mut ServiceRequest, state: &web::Data<AppState>) -> Result<
         key = body_api_key(req).await;
     }
     match key {
-        Some(key) if token::key_matches(&key, &state.auth.api_keys) => {}
+        Some(key) if token::key_matches(&key, &state.auth.key_hashes) => {}
         _ => return Err(ApiError::InvalidApiKey),
     }
     let presented = presented_token(req).ok_or(ApiError::UnauthorizedAccess)?;

@@ -148,22 +148,26 @@ pub async fn list_for_pipeline(
     respond_with_listing(state, &query, Some(path.into_inner())).await
 }
 
-/// `{"backfill": ...}`, with the run counts and the preview page when asked for.
-async fn respond_with_one(
+/// `GET /api/backfills/{id}`: with the run counts and the preview page when asked for.
+pub async fn get(
     state: web::Data<AppState>,
-    backfill: Backfill,
-    query: &ListQuery,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let counts = if query.include_run_count()? {
-        let id = backfill.id;
-        let mut counts = read(state, move |conn| Ok(store::backfills::count_runs_by_status(conn, &[id])?)).await?;
-        Some(counts.remove(&id).unwrap_or_default())
-    } else {
-        None
-    };
+    // Parameters are checked before any work, so a bad one is a 400 even for a missing id.
+    let id = parse_id(&path)?;
+    let with_counts = query.include_run_count()?;
+    let preview = if query.include_preview_runs()? { Some(query.page()?) } else { None };
+    // The record and its counts in one read transaction.
+    let (backfill, counts) = read(state, move |conn| {
+        let backfill = lifecycle::get(conn, id, None)?;
+        let counts = if with_counts { Some(store::backfills::count_runs_by_status(conn, &[id])?) } else { None };
+        Ok((backfill, counts))
+    })
+    .await?;
+    let counts = counts.map(|mut c| c.remove(&id).unwrap_or_default());
     let mut json = BackfillJson::new(&backfill, counts.as_ref());
-    if query.include_preview_runs()? {
-        let page = query.page()?;
+    if let Some(page) = preview {
         // A block_uuid backfill has no run dates; nor has one with incomplete settings.
         let dates = match (backfill.fields.schedule(), &backfill.fields.block_uuid) {
             (Some(schedule), None) => schedule.run_dates(page.offset, page.limit),
@@ -172,22 +176,6 @@ async fn respond_with_one(
         json.pipeline_run_dates = Some(dates.iter().map(|d| d.variables()).collect());
     }
     Ok(one("backfill", &json))
-}
-
-/// `GET /api/backfills/{id}`
-pub async fn get(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path)?;
-    // Parameters are checked before any work, so a bad one is a 400 even for a missing id.
-    query.include_run_count()?;
-    if query.include_preview_runs()? {
-        query.page()?;
-    }
-    let backfill = read(state.clone(), move |conn| lifecycle::get(conn, id, None)).await?;
-    respond_with_one(state, backfill, &query).await
 }
 
 /// `POST /api/pipelines/{pipeline_uuid}/backfills`

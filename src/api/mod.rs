@@ -84,7 +84,7 @@ pub async fn read<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let conn = state.pool.get()?;
     // BEGIN and COMMIT as cached statements: rusqlite's `transaction()` parses them anew
-    // each time, which cost more than a listing's own queries.
+    // on every request.
     if !conn.is_autocommit() {
         // Only if an earlier COMMIT failed: end what it left open rather than fail forever.
         conn.prepare_cached("ROLLBACK")?.execute([])?;

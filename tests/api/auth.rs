@@ -8,7 +8,7 @@ use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp};
 const KEY: &str = "zkWlN0PkIKSN0C11CfUHUj84OT5XOJ6tDZ6bDRO2";
 
 fn secured() -> TestApp {
-    spawn_app_with(AuthConfig { required: true, api_keys: vec!["other-key".into(), KEY.into()] })
+    spawn_app_with(AuthConfig::new(true, &["other-key".into(), KEY.into()]))
 }
 
 #[test]

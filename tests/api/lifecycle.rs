@@ -360,7 +360,7 @@ fn pipeline_runs_filter_and_refuse_bad_reports() {
 #[test]
 fn writes_need_the_key_and_token_under_require_auth() {
     const KEY: &str = "write-key";
-    let app = spawn_app_limited(AuthConfig { required: true, api_keys: vec![KEY.into()] }, Limits::default());
+    let app = spawn_app_limited(AuthConfig::new(true, &[KEY.into()]), Limits::default());
     let token = app.add_token("w", None);
     let body = json!({"backfill": seed_fields("x")});
     let bytes = serde_json::to_vec(&body).unwrap();
