@@ -1,5 +1,7 @@
 -- backfilld's schema: the only DDL. Applied at every start (every statement is idempotent),
--- inside one transaction; `PRAGMA user_version` records the version (src/db.rs).
+-- inside one transaction; `PRAGMA user_version` records the version and
+-- `PRAGMA application_id` marks the file as backfilld's (src/db.rs, which also fills what a
+-- new version adds to an older file).
 --
 -- Datetimes are INTEGER microseconds since 1970-01-01 UTC: compact, exact to the microsecond
 -- as Mage's are, and ordered like the instants they stand for. `datetime(x / 1e6, 'unixepoch')`
@@ -74,8 +76,8 @@ CREATE TABLE IF NOT EXISTS pipeline_run (
     updated_at           INTEGER NOT NULL
 );
 
--- The runs of one backfill and execution date, newest (highest id) last: what the run-count
--- triggers below look up.
+-- The runs of one backfill and execution date, newest (highest id) last: what
+-- store::pipeline_runs looks up to keep backfill_run_count.
 CREATE INDEX IF NOT EXISTS pipeline_run_backfill ON pipeline_run (backfill_id, execution_date, id);
 -- The run listing, newest (highest id: ids only grow) first: the table itself when
 -- unfiltered, these per backfill and per pipeline (a status filter rides on whichever
@@ -83,6 +85,11 @@ CREATE INDEX IF NOT EXISTS pipeline_run_backfill ON pipeline_run (backfill_id, e
 -- 100,000 inserts of a start, and ids need no index of their own.
 CREATE INDEX IF NOT EXISTS pipeline_run_backfill_listing ON pipeline_run (backfill_id, id);
 CREATE INDEX IF NOT EXISTS pipeline_run_pipeline_listing ON pipeline_run (pipeline_uuid, id);
+-- The same listings filtered by status, so that a page of a rare status (`failed`) reads its
+-- own rows instead of walking past every other run.
+CREATE INDEX IF NOT EXISTS pipeline_run_status_listing ON pipeline_run (status, id);
+CREATE INDEX IF NOT EXISTS pipeline_run_backfill_status_listing ON pipeline_run (backfill_id, status, id);
+CREATE INDEX IF NOT EXISTS pipeline_run_pipeline_status_listing ON pipeline_run (pipeline_uuid, status, id);
 
 -- Counts kept in the same transaction as every write, so that a listing reads a few rows
 -- instead of scanning every matching one (a million-row COUNT(*) walks a million index
@@ -126,6 +133,26 @@ CREATE TABLE IF NOT EXISTS backfill_run_count (
 -- A deleted backfill's runs stay, unlinked (backfill_id set to null): its counts go.
 CREATE TRIGGER IF NOT EXISTS run_count_backfill_delete AFTER DELETE ON backfill BEGIN
     DELETE FROM backfill_run_count WHERE backfill_id = OLD.id;
+END;
+
+-- How many runs (all of them, not only the newest of each date) each status has, for every
+-- filter of the run listing: pipeline_uuid '' means any pipeline and backfill_id 0 any
+-- backfill or none (ids start at 1), so each run is counted in ('', 0), (its pipeline, 0)
+-- and, when it has a backfill, ('', backfill) and (pipeline, backfill). Kept by
+-- store::pipeline_runs in each write's transaction, as backfill_run_count is.
+CREATE TABLE IF NOT EXISTS run_tally (
+    pipeline_uuid TEXT    NOT NULL,
+    backfill_id   INTEGER NOT NULL,
+    status        TEXT    NOT NULL,
+    n             INTEGER NOT NULL,
+    PRIMARY KEY (pipeline_uuid, backfill_id, status)
+) WITHOUT ROWID;
+
+-- A deleted backfill's runs are unlinked: they no longer count under its id.
+CREATE TRIGGER IF NOT EXISTS run_tally_backfill_delete AFTER DELETE ON backfill BEGIN
+    -- (A backfill's runs are all of its pipeline: import refuses a mismatch, and a backfill's
+    -- pipeline never changes.)
+    DELETE FROM run_tally WHERE pipeline_uuid IN ('', OLD.pipeline_uuid) AND backfill_id = OLD.id;
 END;
 
 -- OAuth tokens: only the SHA-256 of a token is stored, so a copy of the file yields none.

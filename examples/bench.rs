@@ -2,9 +2,21 @@
 //! code, starts the real server (this binary re-executed as `backfilld serve`, the function
 //! the real binary runs) on a free port, drives it over HTTP with C concurrent keep-alive
 //! connections for a fixed time per scenario, and prints per scenario requests per second,
-//! p50, p99 and max latency, errors, and the server's peak anonymous RSS (page cache and
-//! mmap excluded), with each throughput also as a ratio to `GET /api/status` measured in
-//! the same run.
+//! p50, p99 and max latency, errors, the server's peak anonymous RSS (page cache and mmap
+//! excluded) and the peak size of the database's `-wal` file (both sampled every 10 ms), with
+//! each throughput also as a ratio to `GET /api/status` measured in the same run.
+//!
+//! After the read scenarios, "mixed slow reads" runs two groups of connections at once over
+//! the same time: 4 looping the slowest reads (a deep offset into the runs, failed runs,
+//! one pipeline's completed runs at an offset, a deep page of backfills with run counts) and
+//! 4 looping cheap requests (`GET /api/status` and page 0 with run counts), reported as two
+//! rows. The server may shed slow reads with 503 when its queue is full: those are counted
+//! in the "shed" column, not as errors (and not in req/s or latencies); the cheap group's
+//! p99 is compared with its target (10 ms) in a line after the table, without failing the
+//! run. The RSS and WAL peaks of those two rows are the server's over the whole scenario.
+//! After the last scenario the bench waits idle (11 s; 2 s with --quick) and prints the WAL
+//! size then (the server is expected to have truncated it to at most 64 MiB). Only errors
+//! and scenarios with no answered request fail the run.
 //!
 //!     cargo run --release --example bench                 # 1,000,000 backfills, 2,000,000 runs
 //!     cargo run --release --example bench -- --quick      # a small smoke run, as CI does
@@ -17,7 +29,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backfilld::cli::{DbArg, ServeArgs};
@@ -30,6 +42,13 @@ use serde_json::{json, Value};
 use time::macros::datetime;
 
 const PIPELINES: u64 = 20;
+
+/// The mixed scenario and its two rows.
+const MIXED: &str = "mixed slow reads";
+const MIXED_CHEAP: &str = "mixed: cheap requests (4 conns)";
+const MIXED_SLOW: &str = "mixed: slow reads (4 conns)";
+/// The cheap group's p99 target in the mixed scenario, in ms (reported, not enforced).
+const MIXED_CHEAP_P99_MS: f64 = 10.0;
 
 struct Options {
     backfills: u64,
@@ -218,7 +237,9 @@ impl Conn {
         Ok(Conn { reader: std::io::BufReader::new(s.try_clone()?), writer: s })
     }
 
-    fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    /// Sends a request; returns the status, the body, and whether the server will close the
+    /// connection after it (`Connection: close`).
+    fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>, bool)> {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -230,6 +251,7 @@ impl Conn {
         self.reader.read_line(&mut line)?;
         let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let mut length = 0usize;
+        let mut close = false;
         loop {
             line.clear();
             self.reader.read_line(&mut line)?;
@@ -239,12 +261,18 @@ impl Conn {
             if let Some((k, v)) = line.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
                     length = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("connection") {
+                    close = v.trim().eq_ignore_ascii_case("close");
                 }
             }
         }
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body)?;
-        Ok((status, body))
+        Ok((status, body, close))
+    }
+
+    fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        self.exchange(method, path, body).map(|(status, body, _)| (status, body))
     }
 }
 
@@ -256,9 +284,20 @@ fn rss_anon_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The size of a file in bytes, 0 if it is missing.
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn mib(bytes_or_kib: u64, unit: u64) -> f64 {
+    (bytes_or_kib * unit) as f64 / (1024.0 * 1024.0)
+}
+
 struct Server {
     child: Child,
     port: u16,
+    /// The database's write-ahead log, `<db>-wal`.
+    wal: PathBuf,
 }
 
 impl Drop for Server {
@@ -279,7 +318,7 @@ fn start_server(db: &Path) -> (Server, Duration) {
         .stdin(Stdio::null())
         .spawn()
         .expect("the server process");
-    let server = Server { child, port };
+    let server = Server { child, port, wal: PathBuf::from(format!("{}-wal", db.display())) };
     loop {
         if let Ok(mut c) = Conn::open(port) {
             if matches!(c.send("GET", "/api/status", b""), Ok((200, _))) {
@@ -295,9 +334,12 @@ fn start_server(db: &Path) -> (Server, Duration) {
 struct Measured {
     requests: u64,
     errors: u64,
+    /// Answered 503 where the group allows it (slow reads the server shed).
+    shed: u64,
     seconds: f64,
     latencies_us: Vec<u64>,
     peak_rss_kib: u64,
+    peak_wal_bytes: u64,
 }
 
 impl Measured {
@@ -316,70 +358,154 @@ impl Measured {
 
 type MakeRequest = dyn Fn(u64) -> (&'static str, String, Vec<u8>) + Send + Sync;
 
-/// Drives the server with `connections` connections for `seconds` (or `max_requests` in
-/// all), each connection sending `make(i)` for its i-th request.
-fn drive(server: &Server, connections: usize, seconds: f64, max_requests: u64, make: Arc<MakeRequest>) -> Measured {
+/// One group of connections driving the server: `connections` connections, each sending
+/// `make(i)` for the group's i-th request, `max_requests` in all at most; with `shed_ok`,
+/// 503 answers are counted as shed rather than as errors.
+struct Group {
+    connections: usize,
+    max_requests: u64,
+    make: Arc<MakeRequest>,
+    shed_ok: bool,
+}
+
+impl Group {
+    fn new(connections: usize, max_requests: u64, make: Arc<MakeRequest>) -> Group {
+        Group { connections, max_requests, make, shed_ok: false }
+    }
+}
+
+/// What one connection measured.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    shed: u64,
+}
+
+/// Drives the server with every group at once until the same deadline, `seconds` from now
+/// (or until a group has sent its `max_requests`); returns one `Measured` per group, in
+/// order. The RSS and WAL peaks, sampled every 10 ms, are the server's over the whole run,
+/// so the same in every group.
+fn drive_groups(server: &Server, seconds: f64, groups: Vec<Group>) -> Vec<Measured> {
     let stop = Arc::new(AtomicBool::new(false));
-    let issued = Arc::new(AtomicU64::new(0));
-    let peak = Arc::new(AtomicU64::new(0));
+    let peak_rss = Arc::new(AtomicU64::new(0));
+    let peak_wal = Arc::new(AtomicU64::new(0));
     let pid = server.child.id();
     let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
+        let (stop, peak_rss, peak_wal, wal) = (stop.clone(), peak_rss.clone(), peak_wal.clone(), server.wal.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 if let Some(kib) = rss_anon_kib(pid) {
-                    peak.fetch_max(kib, Ordering::Relaxed);
+                    peak_rss.fetch_max(kib, Ordering::Relaxed);
                 }
+                peak_wal.fetch_max(file_size(&wal), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         })
     };
-    let results = Arc::new(Mutex::new((Vec::new(), 0u64)));
     let t = Instant::now();
     let deadline = t + Duration::from_secs_f64(seconds);
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (make, issued, results, port) = (make.clone(), issued.clone(), results.clone(), server.port);
-            std::thread::spawn(move || {
-                let mut conn = Conn::open(port).expect("a connection");
-                let mut latencies = Vec::new();
-                let mut errors = 0;
-                while Instant::now() < deadline {
-                    let i = issued.fetch_add(1, Ordering::Relaxed);
-                    if i >= max_requests {
-                        break;
-                    }
-                    let (method, path, body) = make(i);
-                    let sent = Instant::now();
-                    match conn.send(method, &path, &body) {
-                        Ok((status, _)) if status < 400 => latencies.push(sent.elapsed().as_micros() as u64),
-                        Ok(_) => errors += 1,
-                        Err(_) => {
-                            errors += 1;
-                            conn = Conn::open(port).expect("a connection");
+    let port = server.port;
+    let workers: Vec<Vec<_>> = groups
+        .into_iter()
+        .map(|group| {
+            let issued = Arc::new(AtomicU64::new(0));
+            (0..group.connections)
+                .map(|_| {
+                    let (make, issued, max, shed_ok) =
+                        (group.make.clone(), issued.clone(), group.max_requests, group.shed_ok);
+                    std::thread::spawn(move || {
+                        let mut conn = Conn::open(port).expect("a connection");
+                        let mut tally = Tally::default();
+                        while Instant::now() < deadline {
+                            let i = issued.fetch_add(1, Ordering::Relaxed);
+                            if i >= max {
+                                break;
+                            }
+                            let (method, path, body) = make(i);
+                            let sent = Instant::now();
+                            match conn.exchange(method, &path, &body) {
+                                Ok((status, _, close)) => {
+                                    match status {
+                                        0..400 => tally.latencies_us.push(sent.elapsed().as_micros() as u64),
+                                        503 if shed_ok => tally.shed += 1,
+                                        _ => tally.errors += 1,
+                                    }
+                                    if close {
+                                        conn = Conn::open(port).expect("a connection");
+                                    }
+                                }
+                                Err(_) => {
+                                    tally.errors += 1;
+                                    conn = Conn::open(port).expect("a connection");
+                                }
+                            }
                         }
-                    }
-                }
-                let mut r = results.lock().unwrap();
-                r.0.extend(latencies);
-                r.1 += errors;
-            })
+                        (tally, t.elapsed().as_secs_f64())
+                    })
+                })
+                .collect()
         })
         .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
-    let elapsed = t.elapsed().as_secs_f64();
+    let tallies: Vec<Vec<(Tally, f64)>> =
+        workers.into_iter().map(|group| group.into_iter().map(|w| w.join().unwrap()).collect()).collect();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
-    let (mut latencies_us, errors) = std::mem::take(&mut *results.lock().unwrap());
-    latencies_us.sort_unstable();
-    Measured {
-        requests: latencies_us.len() as u64,
-        errors,
-        seconds: elapsed,
-        latencies_us,
-        peak_rss_kib: peak.load(Ordering::Relaxed),
+    tallies
+        .into_iter()
+        .map(|connections| {
+            // A group lasts until its last connection has its last answer.
+            let seconds = connections.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+            let mut all = Tally::default();
+            for (tally, _) in connections {
+                all.latencies_us.extend(tally.latencies_us);
+                all.errors += tally.errors;
+                all.shed += tally.shed;
+            }
+            all.latencies_us.sort_unstable();
+            Measured {
+                requests: all.latencies_us.len() as u64,
+                errors: all.errors,
+                shed: all.shed,
+                seconds,
+                latencies_us: all.latencies_us,
+                peak_rss_kib: peak_rss.load(Ordering::Relaxed),
+                peak_wal_bytes: peak_wal.load(Ordering::Relaxed),
+            }
+        })
+        .collect()
+}
+
+/// Runs the scenarios, keeping those `--only` selects (and always the first, the baseline).
+struct Bench<'a> {
+    server: &'a Server,
+    seconds: f64,
+    only: Option<String>,
+    rows: Vec<(String, Measured)>,
+}
+
+impl Bench<'_> {
+    fn selected(&self, names: &[&str]) -> bool {
+        self.rows.is_empty()
+            || self.only.as_ref().is_none_or(|o| o.split(',').any(|o| names.iter().any(|name| name.contains(o))))
+    }
+
+    /// One scenario of one group of connections: one row.
+    fn run(&mut self, name: &str, connections: usize, max: u64, make: Arc<MakeRequest>) {
+        self.run_groups(name, vec![(name.to_string(), Group::new(connections, max, make))]);
+    }
+
+    /// One scenario of several groups at once: a row per group. Selected by `--only` if its
+    /// name or one of its rows' names matches.
+    fn run_groups(&mut self, scenario: &str, groups: Vec<(String, Group)>) {
+        let mut names: Vec<&str> = groups.iter().map(|(name, _)| name.as_str()).collect();
+        names.push(scenario);
+        if !self.selected(&names) {
+            return;
+        }
+        let (names, groups): (Vec<String>, Vec<Group>) = groups.into_iter().unzip();
+        let measured = drive_groups(self.server, self.seconds, groups);
+        self.rows.extend(names.into_iter().zip(measured));
     }
 }
 
@@ -412,6 +538,7 @@ fn serve_child(db: &str, port: &str) {
         api_keys: vec![],
         require_auth: false,
         max_runs: Limits::default().max_runs,
+        body_timeout: 5.0,
         workers: None,
     };
     if let Err(e) = backfilld::commands::serve(args) {
@@ -441,14 +568,9 @@ fn main() {
 
     let seconds = o.seconds;
     let c = o.connections;
-    let mut rows: Vec<(String, Measured)> = vec![];
-    let only = o.only.clone();
+    let mut bench = Bench { server: &server, seconds, only: o.only.clone(), rows: vec![] };
     let mut run = |name: &str, connections: usize, max: u64, make: Arc<MakeRequest>| {
-        if !(rows.is_empty() || only.as_ref().is_none_or(|o| o.split(',').any(|o| name.contains(o)))) {
-            return;
-        }
-        let m = drive(&server, connections, seconds, max, make);
-        rows.push((name.to_string(), m));
+        bench.run(name, connections, max, make);
     };
     run("GET /api/status (baseline)", c, u64::MAX, get("/api/status".into()));
     run("page 0 with run counts", c, u64::MAX, get("/api/backfills?include_run_count=true".into()));
@@ -487,6 +609,35 @@ fn main() {
         u64::MAX,
         get(format!("/api/backfills/{mega}?include_preview_runs=true&_limit=40&_offset={preview_at}")),
     );
+
+    // Mixed slow reads: the slowest reads on 4 connections while 4 others loop cheap
+    // requests, whose latency the slow ones should not hold up.
+    let slow = [
+        format!("/api/pipeline_runs?_offset={}", o.runs * 95 / 100),
+        "/api/pipeline_runs?status=failed&_limit=40".to_string(),
+        format!("/api/pipeline_runs?status=completed&pipeline_uuid=pipeline_07&_offset={}", o.runs / 200),
+        format!("/api/backfills?include_run_count=true&_offset={deep}"),
+    ];
+    let cheap = ["/api/status", "/api/backfills?include_run_count=true"];
+    bench.run_groups(
+        MIXED,
+        vec![
+            (
+                MIXED_CHEAP.to_string(),
+                Group::new(4, u64::MAX, Arc::new(move |i| ("GET", cheap[(i % 2) as usize].to_string(), vec![]))),
+            ),
+            (
+                MIXED_SLOW.to_string(),
+                Group {
+                    shed_ok: true,
+                    ..Group::new(4, u64::MAX, Arc::new(move |i| ("GET", slow[(i % 4) as usize].clone(), vec![])))
+                },
+            ),
+        ],
+    );
+    let mut run = |name: &str, connections: usize, max: u64, make: Arc<MakeRequest>| {
+        bench.run(name, connections, max, make);
+    };
     let create_body = json!({"backfill": {"name": "bench create", "start_datetime": "2024-01-01T00:00:00Z",
         "end_datetime": "2024-01-02T00:00:00Z", "interval_type": "hour", "interval_units": 1}})
     .to_string()
@@ -529,6 +680,11 @@ fn main() {
     if o.only.as_ref().is_none_or(|o| o.split(',').any(|o| "start a 100,000-run backfill".contains(o))) {
         assert_eq!(started, starts as u64 * 100_000, "every start created its runs");
     }
+    let rows = bench.rows;
+    // Idle, the server is expected to truncate the WAL (to at most 64 MiB).
+    let idle = if o.quick { 2 } else { 11 };
+    std::thread::sleep(Duration::from_secs(idle));
+    let wal_idle = file_size(&server.wal);
     drop(server);
 
     let (base_name, base) = &rows[0];
@@ -545,13 +701,15 @@ fn main() {
     );
     println!("process start to first answered request: {:.1} ms", startup.as_secs_f64() * 1000.0);
     println!(
-        "{:<38} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>9}",
-        "scenario", "req/s", "ratio", "p50 ms", "p99 ms", "max ms", "errors", "RSS MiB"
+        "{:<38} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9}",
+        "scenario", "req/s", "ratio", "p50 ms", "p99 ms", "max ms", "errors", "shed", "RSS MiB", "WAL MiB"
     );
+    // A scenario with no answered request fails; slow reads all shed were still answered.
+    let empty = |m: &Measured| m.requests + m.shed == 0;
     let mut failures = 0;
     for (name, m) in &rows {
         println!(
-            "{:<38} {:>9.0} {:>7.3}x {:>9.2} {:>9.2} {:>9.2} {:>7} {:>9.1}",
+            "{:<38} {:>9.0} {:>7.3}x {:>9.2} {:>9.2} {:>9.2} {:>7} {:>7} {:>9.1} {:>9.1}",
             name,
             m.rps(),
             m.rps() / base_rps,
@@ -559,12 +717,20 @@ fn main() {
             m.percentile(0.99),
             m.percentile(1.0),
             m.errors,
-            m.peak_rss_kib as f64 / 1024.0
+            m.shed,
+            mib(m.peak_rss_kib, 1024),
+            mib(m.peak_wal_bytes, 1)
         );
-        failures += m.errors + u64::from(m.requests == 0);
+        failures += m.errors + u64::from(empty(m));
     }
     let _ = base_name;
-    let failed = rows.iter().filter(|(_, m)| m.errors > 0 || m.requests == 0).count();
+    if let Some((_, cheap)) = rows.iter().find(|(name, _)| name == MIXED_CHEAP) {
+        let p99 = cheap.percentile(0.99);
+        let verdict = if cheap.requests > 0 && p99 <= MIXED_CHEAP_P99_MS { "met" } else { "not met" };
+        println!("{MIXED}: cheap p99 {p99:.2} ms (target <= {MIXED_CHEAP_P99_MS:.0} ms): {verdict}");
+    }
+    println!("WAL after {idle}s idle: {:.1} MiB", mib(wal_idle, 1));
+    let failed = rows.iter().filter(|(_, m)| m.errors > 0 || empty(m)).count();
     println!("bench: {} passed, {failed} failed", rows.len() - failed);
     if failures > 0 {
         eprintln!("bench: {failures} errors or empty scenarios");

@@ -19,7 +19,7 @@ fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
     let base = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
-        let state = AppState { pool, auth: AuthConfig::default(), limits: Limits::default() };
+        let state = AppState::new(pool, AuthConfig::default(), Limits::default()).expect("the server state");
         actix_web::rt::System::new().block_on(backfilld::run(listener, state, 2).unwrap()).unwrap();
     });
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(true).build().into();

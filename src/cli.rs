@@ -52,9 +52,20 @@ pub struct ServeArgs {
     /// refused with a 400 before anything is written.
     #[arg(long, env = "BACKFILLD_MAX_RUNS", default_value_t = 100_000)]
     pub max_runs: u64,
+    /// Seconds a client has, after its request headers, to send the whole body; a slower one
+    /// is answered 408 and disconnected.
+    #[arg(long, env = "BACKFILLD_BODY_TIMEOUT", default_value_t = 5.0, value_parser = body_timeout)]
+    pub body_timeout: f64,
     /// HTTP worker threads [default: the number of CPUs].
     #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
+}
+
+fn body_timeout(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds from 0.1 to 3600")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,65 +1,135 @@
-//! What each subcommand does, for `main.rs` to call. Errors come back as one line of text
-//! for the user; the caller prints it and exits non-zero.
+//! What each subcommand does, for `main.rs` to call. Each returns what to print on standard
+//! output, or an `Error` whose one line says what went wrong and what to do; the caller
+//! prints it and exits non-zero.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::api::body::BodyLimits;
 use crate::cli::{ImportArgs, ServeArgs, TokenCommand};
 use crate::store::tokens::TokenRecord;
 use crate::{datetime, db, import, store, token, AppState, AuthConfig};
 
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--bind {bind}: not an address to listen on: {source}")]
+    Bind { bind: String, source: std::io::Error },
+    #[error("cannot listen on {bind}: {source}")]
+    Listen { bind: String, source: std::io::Error },
+    #[error(
+        "authentication is required ({why}) but no API key is configured: pass --api-key KEY (or set \
+         BACKFILLD_API_KEY=KEY), and create a token with `backfilld token create --name NAME`"
+    )]
+    NoApiKey { why: &'static str },
+    #[error(
+        "API key number {position} of --api-key / BACKFILLD_API_KEY is blank: a blank key would let anyone \
+         in; remove it"
+    )]
+    BlankApiKey { position: usize },
+    #[error(transparent)]
+    Open(#[from] db::OpenError),
+    #[error("cannot read {what}: {source}")]
+    Read { what: String, source: std::io::Error },
+    #[error("{file}: nothing was imported: {source}")]
+    Import { file: PathBuf, source: import::ImportError },
+    #[error("--name must not be blank")]
+    BlankName,
+    #[error("--expires-in {0}")]
+    Lifetime(String),
+    #[error("cannot get randomness from the system: {0}")]
+    Random(getrandom::Error),
+    #[error("a token named '{0}' exists already; revoke it first or pick another name")]
+    TokenExists(String),
+    #[error("no token is named '{0}'")]
+    NoSuchToken(String),
+    #[error("{what}: {}", describe_db_error(source))]
+    Db { what: &'static str, source: rusqlite::Error },
+    #[error("the server stopped with an error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// SQLite's "database is locked", said with what it means for a command.
+fn describe_db_error(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            "the data file stayed locked by another process (a server writing, or another command) for a whole \
+             minute; try again when it is less busy"
+                .into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn db_error(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |source| Error::Db { what, source }
+}
+
+/// The configured API keys, trimmed; a blank one is refused.
+fn api_keys(given: Vec<String>) -> Result<Vec<String>, Error> {
+    given
+        .into_iter()
+        .enumerate()
+        .map(|(k, key)| {
+            let key = key.trim();
+            if key.is_empty() {
+                Err(Error::BlankApiKey { position: k + 1 })
+            } else {
+                Ok(key.to_string())
+            }
+        })
+        .collect()
+}
+
 /// `backfilld serve`: open the file, bind, and serve until stopped.
-pub fn serve(args: ServeArgs) -> Result<(), String> {
-    let addrs: Vec<SocketAddr> = args
-        .bind
-        .to_socket_addrs()
-        .map_err(|e| format!("--bind {}: not an address to listen on: {e}", args.bind))?
-        .collect();
+pub fn serve(args: ServeArgs) -> Result<(), Error> {
+    let addrs: Vec<SocketAddr> =
+        args.bind.to_socket_addrs().map_err(|source| Error::Bind { bind: args.bind.clone(), source })?.collect();
     let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
     let required = args.require_auth || !loopback;
-    let api_keys: Vec<String> = args.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
+    let api_keys = api_keys(args.api_keys)?;
     if required && api_keys.is_empty() {
         let why = if args.require_auth { "--require-auth is set" } else { "the address is not loopback" };
-        return Err(format!(
-            "authentication is required ({why}) but no API key is configured: \
-             pass --api-key KEY (or set BACKFILLD_API_KEY=KEY), and create a token with \
-             `backfilld token create --name NAME`"
-        ));
+        return Err(Error::NoApiKey { why });
     }
     let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
-    // Reads hold a connection on their worker thread (one at a time per worker); writes
-    // hold one on the blocking pool while they wait for SQLite's single write lock. Enough
-    // for both, so that a queue of writes never leaves a worker waiting for a connection.
+    // Reads hold a connection on their worker thread (one at a time per worker), slow reads
+    // one on their thread, and token checks one each; writes use the one writer connection.
+    // Enough that no request waits for a connection.
     let pool_size = u32::try_from(workers + 8).unwrap_or(64);
-    let pool = db::open_pool(&args.db.db, pool_size).map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(&addrs[..]).map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let pool = db::open_pool(&args.db.db, pool_size)?;
+    let listener = TcpListener::bind(&addrs[..]).map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
     log::info!(
         "serving {} on http://{local} (authentication {})",
         args.db.db.display(),
         if required { "required" } else { "off" }
     );
-    let state = AppState {
-        limits: crate::lifecycle::Limits { max_runs: args.max_runs },
-        pool,
-        auth: AuthConfig::new(required, &api_keys),
-    };
-    let server = crate::run(listener, state, workers).map_err(|e| e.to_string())?;
-    actix_web::rt::System::new().block_on(server).map_err(|e| e.to_string())
+    let mut state =
+        AppState::new(pool, AuthConfig::new(required, &api_keys), crate::lifecycle::Limits { max_runs: args.max_runs })
+            .map_err(Error::Serve)?;
+    state.body = BodyLimits { deadline: Duration::from_secs_f64(args.body_timeout), ..BodyLimits::default() };
+    let server = crate::run(listener, state, workers).map_err(Error::Serve)?;
+    actix_web::rt::System::new().block_on(server).map_err(Error::Serve)
 }
 
 /// `backfilld import`: prints what it loaded.
-pub fn import(args: ImportArgs) -> Result<String, String> {
+pub fn import(args: ImportArgs) -> Result<String, Error> {
     let input = if args.file.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read standard input: {e}"))?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|source| Error::Read { what: "standard input".into(), source })?;
         s
     } else {
-        std::fs::read_to_string(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?
+        std::fs::read_to_string(&args.file)
+            .map_err(|source| Error::Read { what: args.file.display().to_string(), source })?
     };
-    let mut conn = db::open(&args.db.db).map_err(|e| e.to_string())?;
+    let mut conn = db::open(&args.db.db)?;
     let summary = import::import(&mut conn, &input, crate::now())
-        .map_err(|e| format!("{}: nothing was imported: {e}", args.file.display()))?;
+        .map_err(|source| Error::Import { file: args.file.clone(), source })?;
     Ok(format!(
         "imported {} backfill(s) and {} pipeline run(s) into {}",
         summary.backfills,
@@ -78,42 +148,42 @@ fn describe(t: &TokenRecord, now: datetime::DateTime) -> String {
 }
 
 /// `backfilld token ...`: what to print on standard output.
-pub fn token(cmd: TokenCommand) -> Result<String, String> {
+pub fn token(cmd: TokenCommand) -> Result<String, Error> {
     let now = crate::now();
     match cmd {
         TokenCommand::Create { db, name, expires_in } => {
             if name.trim().is_empty() {
-                return Err("--name must not be blank".into());
+                return Err(Error::BlankName);
             }
             let expires_at = match expires_in {
                 None => None,
                 Some(s) => {
-                    let secs = token::parse_lifetime(&s).map_err(|e| format!("--expires-in {e}"))?;
+                    let secs = token::parse_lifetime(&s).map_err(Error::Lifetime)?;
                     let at = datetime::add_micros(now, i128::from(secs) * 1_000_000)
-                        .ok_or_else(|| format!("--expires-in {s} reaches past the year 9999"))?;
+                        .ok_or_else(|| Error::Lifetime(format!("{s} reaches past the year 9999")))?;
                     Some(at)
                 }
             };
-            let conn = db::open(&db.db).map_err(|e| e.to_string())?;
-            let secret = token::generate().map_err(|e| format!("cannot get randomness from the system: {e}"))?;
+            let conn = db::open(&db.db)?;
+            let secret = token::generate().map_err(Error::Random)?;
             let record = TokenRecord { name: name.clone(), created_at: now, expires_at };
             let inserted = store::tokens::insert_token(&conn, &record, &token::hash(&secret))
-                .map_err(|e| format!("cannot store the token: {e}"))?;
+                .map_err(db_error("cannot store the token"))?;
             if !inserted {
-                return Err(format!("a token named '{name}' exists already; revoke it first or pick another name"));
+                return Err(Error::TokenExists(name));
             }
             Ok(secret)
         }
         TokenCommand::List { db } => {
-            let conn = db::open(&db.db).map_err(|e| e.to_string())?;
-            let tokens = store::tokens::list_tokens(&conn).map_err(|e| e.to_string())?;
+            let conn = db::open(&db.db)?;
+            let tokens = store::tokens::list_tokens(&conn).map_err(db_error("cannot list the tokens"))?;
             Ok(tokens.iter().map(|t| describe(t, now)).collect::<Vec<_>>().join("\n"))
         }
         TokenCommand::Revoke { db, name } => {
-            let conn = db::open(&db.db).map_err(|e| e.to_string())?;
-            match store::tokens::delete_token(&conn, &name).map_err(|e| e.to_string())? {
+            let conn = db::open(&db.db)?;
+            match store::tokens::delete_token(&conn, &name).map_err(db_error("cannot revoke the token"))? {
                 true => Ok(format!("revoked token '{name}'")),
-                false => Err(format!("no token is named '{name}'")),
+                false => Err(Error::NoSuchToken(name)),
             }
         }
     }

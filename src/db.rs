@@ -1,26 +1,35 @@
-//! Connection policy: opening the SQLite file, per-connection pragmas, and the schema.
+//! Connection policy: opening the SQLite file, per-connection pragmas, the schema, and
+//! guarding the file while a server holds it.
 //!
 //! Owns how a connection is set up and nothing else; every query lives in `store`.
 
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub type Conn = r2d2::PooledConnection<SqliteConnectionManager>;
 
-/// The server's connections, and the thread that checkpoints their write-ahead log.
+/// The server's connections, the thread that checkpoints their write-ahead log and watches
+/// the file, and the lock that keeps a second server off the file.
 #[derive(Clone)]
 pub struct Pool {
     inner: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Mutex<Connection>>,
+    watch: Arc<FileWatch>,
     _checkpointer: Arc<Checkpointer>,
+    _lock: Arc<File>,
 }
 
 impl Pool {
-    /// A connection for reading, waiting for one to be free (r2d2's timeout, 30 s).
+    /// A connection for reading (`query_only`), waiting for one to be free (r2d2's timeout,
+    /// 30 s). All of them are opened at start and kept, so none is ever opened later, when
+    /// the file might be gone.
     pub fn get(&self) -> Result<Conn, r2d2::Error> {
         self.inner.get()
     }
@@ -36,6 +45,84 @@ impl Pool {
         // Transaction drops with a rollback), so the connection is fine to use.
         self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Whether the path still names the file the server opened (one `stat`, about a
+    /// microsecond). Writes call it before they commit.
+    pub fn check_file(&self) -> Result<(), FileLost> {
+        self.watch.check()
+    }
+}
+
+/// The data file's path no longer names the file the server has open.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the data file {path} was {what} while the server had it open")]
+pub struct FileLost {
+    pub path: PathBuf,
+    pub what: &'static str,
+}
+
+/// The device and inode of the data file (and of its WAL once there is one), taken at start,
+/// and whether they were ever found changed: from then on the file is lost for good, since
+/// the server's connections hold the old, unlinked one.
+struct FileWatch {
+    path: PathBuf,
+    db: (u64, u64),
+    wal: Mutex<Option<(u64, u64)>>,
+    lost: AtomicBool,
+}
+
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+impl FileWatch {
+    fn new(path: &Path) -> std::io::Result<FileWatch> {
+        Ok(FileWatch {
+            path: path.to_path_buf(),
+            db: identity(path)?,
+            wal: Mutex::new(None),
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    fn lost(&self, what: &'static str) -> FileLost {
+        FileLost { path: self.path.clone(), what }
+    }
+
+    fn check(&self) -> Result<(), FileLost> {
+        if self.lost.load(Ordering::Acquire) {
+            return Err(self.lost("deleted or replaced"));
+        }
+        let found = match identity(&self.path) {
+            Ok(id) if id == self.db => self.check_wal(),
+            Ok(_) => Err(self.lost("replaced by another file")),
+            Err(_) => Err(self.lost("deleted or moved")),
+        };
+        if found.is_err() {
+            self.lost.store(true, Ordering::Release);
+        }
+        found
+    }
+
+    /// The WAL is SQLite's to create, and it stays (truncated, never deleted) while any
+    /// connection is open; so once seen, it must stay the same file.
+    fn check_wal(&self) -> Result<(), FileLost> {
+        let mut known = self.wal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (*known, identity(&wal_path(&self.path)).ok()) {
+            (None, found) => *known = found,
+            (Some(old), Some(new)) if old == new => {}
+            (Some(_), Some(_)) => return Err(self.lost("given a write-ahead log (-wal file) that is not its own")),
+            (Some(_), None) => return Err(self.lost("stripped of its write-ahead log (-wal file)")),
+        }
+        Ok(())
+    }
 }
 
 /// The writer's page cache: a 100,000-run start dirties about 60 MiB of pages, and every page
@@ -43,46 +130,110 @@ impl Pool {
 /// 32 MiB halves the spills and keeps the process within its 64 MiB budget.
 const WRITER_CACHE_KIB: i64 = 32 << 10;
 
-/// How often the checkpointer copies committed pages from the WAL into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// How the server keeps its files in bounds; the defaults suit a server, tests shrink them.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// How often the checkpointer copies committed pages from the WAL into the database and
+    /// checks that the file is still there.
+    pub checkpoint_every: Duration,
+    /// The WAL's size bound: SQLite truncates it to this after a checkpoint resets it
+    /// (`journal_size_limit`), and the checkpointer truncates it to nothing once the writes
+    /// have paused for `idle` with the WAL still larger than this.
+    pub wal_limit: u64,
+    pub idle: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { checkpoint_every: Duration::from_millis(200), wal_limit: 64 << 20, idle: Duration::from_secs(1) }
+    }
+}
 
 /// Checkpoints the WAL from a thread of its own. SQLite's default, a checkpoint run by the
 /// committing connection once the WAL passes 1000 pages, makes the request that commits a
 /// big write (a 100,000-run start) also copy all of it back into the database file: 13% of
 /// that request. Pooled connections turn that off and this thread does it instead, PASSIVE
-/// (it never waits for readers or writers). It stops when the last `Pool` clone is dropped.
+/// (it never waits for readers or writers). When the writes pause it truncates a WAL grown
+/// past `Tuning::wal_limit` (SQLite alone leaves a WAL at its largest size until the next
+/// write). It also checks, each time, that the data file is still the one opened, and logs
+/// an error the first time it is not. It stops when the last `Pool` clone is dropped,
+/// truncating the WAL.
 struct Checkpointer {
     _stop: Mutex<mpsc::Sender<()>>,
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, OpenError> {
+    fn start(path: &Path, tuning: Tuning, watch: Arc<FileWatch>) -> Result<Checkpointer, OpenError> {
         let conn = connect(path)?;
+        let wal = wal_path(path);
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("wal-checkpoint".into())
             .spawn(move || {
+                let mut last_frames = -1;
+                let mut unchanged_since = Instant::now();
+                let mut reported = false;
                 // Ends when the sender is dropped (Disconnected); a message never comes.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        log::warn!("WAL checkpoint failed (will retry): {e}");
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tuning.checkpoint_every) {
+                    if let Err(e) = watch.check() {
+                        if !reported {
+                            log::error!(
+                                "{e}: writes are refused from now on, since they would go to the old file and be \
+                                 lost at the next start; reads go on from the old file. Restore the file (or stop \
+                                 backfilld, put the right file in place) and restart backfilld"
+                            );
+                            reported = true;
+                        }
+                        continue;
+                    }
+                    match checkpoint(&conn, "PASSIVE") {
+                        Ok((frames, copied)) => {
+                            if frames != last_frames {
+                                last_frames = frames;
+                                unchanged_since = Instant::now();
+                            } else if frames == copied
+                                && unchanged_since.elapsed() >= tuning.idle
+                                && std::fs::metadata(&wal).is_ok_and(|m| m.len() > tuning.wal_limit)
+                            {
+                                if let Err(e) = checkpoint(&conn, "TRUNCATE") {
+                                    log::warn!("WAL truncation failed (will retry): {e}");
+                                }
+                            }
+                        }
+                        Err(e) => log::warn!("WAL checkpoint failed (will retry): {e}"),
                     }
                 }
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if !watch.lost.load(Ordering::Acquire) {
+                    let _ = checkpoint(&conn, "TRUNCATE");
+                }
             })
             .map_err(|e| OpenError::Thread(e.to_string()))?;
         Ok(Checkpointer { _stop: Mutex::new(stop) })
     }
 }
 
-/// The schema version this build writes; `PRAGMA user_version` holds a file's.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Runs a checkpoint of `mode`; returns the WAL's frames and how many of them are copied.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(1)?, r.get(2)?)))
+}
+
+/// The schema version this build writes; `PRAGMA user_version` holds a file's. Version 2
+/// added `run_tally` and the status listing indexes; a version 1 file gets them at open.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// `PRAGMA application_id` of a backfilld file: "bfld".
+pub const APPLICATION_ID: i64 = 0x6266_6C64;
 
 const SCHEMA: &str = include_str!("../schema.sql");
 
-/// How long a connection waits for another's write lock before giving up with SQLITE_BUSY.
-/// Writes here are short transactions; five seconds rides out any burst of them.
+/// How long a server connection waits for another's write lock before giving up with
+/// SQLITE_BUSY. Writes here are short transactions; five seconds rides out any burst of them.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a command (`import`, `token`) waits for the write lock of a file a server is
+/// writing: the longest write a server makes is a start, about 1 s for the default
+/// `--max-runs` of 100,000 runs (examples/start_bench.rs); 60 s covers starts of millions.
+const COMMAND_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How much of the database file is memory-mapped: 16 GiB, beyond any file backfilld makes.
 const MMAP_SIZE: i64 = 16 << 30;
@@ -95,12 +246,23 @@ pub enum OpenError {
     #[error("{path} is not a backfilld database (not a SQLite file, or damaged): {source}")]
     NotADatabase { path: PathBuf, source: rusqlite::Error },
     #[error(
+        "{path} belongs to another application ({what}); backfilld leaves it untouched: pass --db a new file \
+         or a backfilld data file"
+    )]
+    Foreign { path: PathBuf, what: String },
+    #[error(
         "{path} has schema version {found}, newer than this backfilld understands ({SCHEMA_VERSION}); \
          use a newer backfilld with this file"
     )]
     TooNew { path: PathBuf, found: i64 },
+    #[error("cannot open {path}: permission denied: {why}")]
+    PermissionDenied { path: PathBuf, why: String },
+    #[error("{path} is being served by another backfilld already (it holds the file's lock): stop that one first, or pass --db another file")]
+    Served { path: PathBuf },
     #[error("cannot open {path}: {source}")]
     Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot open {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
     #[error("cannot open a connection pool on {path}: {source}")]
     Pool { path: PathBuf, source: r2d2::Error },
     #[error("cannot start the WAL checkpoint thread: {0}")]
@@ -125,10 +287,16 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Opens an existing file, never creating it: after start-up, a missing file is an error,
+/// not a new empty database.
+fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+}
+
 /// A configured connection to an existing, schema-applied database (`open` made it so).
 fn connect(path: &Path) -> Result<Connection, OpenError> {
     let sqlite = |source| OpenError::Sqlite { path: path.to_path_buf(), source };
-    let conn = Connection::open(path).map_err(sqlite)?;
+    let conn = open_existing(path).map_err(sqlite)?;
     configure(&conn).map_err(sqlite)?;
     Ok(conn)
 }
@@ -137,9 +305,107 @@ fn is_not_a_database(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt))
 }
 
-/// Opens (creating when missing, with its parent folder) the database at `path`, checks its
-/// version, applies the schema, and returns a configured connection. `backfilld import` and
-/// `token` use it directly; `open_pool` uses it once before handing out pooled connections.
+/// What a file at the data path is, found without writing to it.
+enum Found {
+    /// Nothing there, or an empty SQLite file: backfilld makes it its own.
+    Empty,
+    /// A backfilld file (marked, or of version 1, made before files were marked) and its
+    /// schema version.
+    Ours(i64),
+}
+
+/// Looks at the file through a read-only connection, so that a file of another application
+/// is refused byte for byte untouched.
+fn inspect(path: &Path) -> Result<Found, OpenError> {
+    let sqlite = |source: rusqlite::Error| {
+        if is_not_a_database(&source) {
+            OpenError::NotADatabase { path: path.to_path_buf(), source }
+        } else {
+            OpenError::Sqlite { path: path.to_path_buf(), source }
+        }
+    };
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sqlite)?;
+    // Reading the header is the first thing that fails on a file that is not SQLite.
+    let app: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sqlite)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sqlite)?;
+    let ours = ["backfill", "oauth_token", "pipeline_run", "pipeline_schedule"];
+    match app {
+        APPLICATION_ID => Ok(Found::Ours(version)),
+        0 if tables.is_empty() && version == 0 => Ok(Found::Empty),
+        0 if version == 1 && ours.iter().all(|t| tables.iter().any(|have| have == t)) => Ok(Found::Ours(1)),
+        _ => {
+            let mut listed = tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            if tables.len() > 5 {
+                listed.push_str(", ...");
+            }
+            let what = format!(
+                "application_id {app:#x}, user_version {version}, tables: {}",
+                if listed.is_empty() { "none" } else { &listed }
+            );
+            Err(OpenError::Foreign { path: path.to_path_buf(), what })
+        }
+    }
+}
+
+/// Why a file could not be opened for writing, when the system says it is permissions: the
+/// folder (where SQLite must create the -wal and -shm files beside the database) or the file.
+fn permission_problem(path: &Path) -> Option<OpenError> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let writable = |p: &Path| {
+        let Ok(c) = CString::new(p.as_os_str().as_bytes()) else { return true };
+        // SAFETY: a valid NUL-terminated path and a plain flag.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !writable(dir) {
+        return Some(OpenError::PermissionDenied {
+            path: path.to_path_buf(),
+            why: format!(
+                "backfilld must create files in the folder {} (the database, and its -wal and -shm files), \
+                 and this user may not write there",
+                dir.display()
+            ),
+        });
+    }
+    if path.exists() && !writable(path) {
+        return Some(OpenError::PermissionDenied {
+            path: path.to_path_buf(),
+            why: "this user may not write the file".into(),
+        });
+    }
+    None
+}
+
+/// Waits for another process's write lock up to `COMMAND_BUSY_TIMEOUT`, saying so once
+/// after a second, instead of SQLite's 5 s `busy_timeout`.
+fn command_busy_handler(tries: i32) -> bool {
+    const STEP: Duration = Duration::from_millis(2);
+    let waited = STEP * u32::try_from(tries).unwrap_or(u32::MAX);
+    if tries == 500 {
+        log::warn!(
+            "waiting for the data file's write lock: a running server is writing (starting a large \
+             backfill takes about a second); waiting up to {} s",
+            COMMAND_BUSY_TIMEOUT.as_secs()
+        );
+    }
+    if waited >= COMMAND_BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(STEP);
+    true
+}
+
+/// Opens (creating when missing, with its parent folder) the database at `path`, checks that
+/// it is a backfilld file of a version it understands, brings its schema up to date, and
+/// returns a configured connection that waits up to a minute for the write lock of a
+/// running server. `backfilld import` and `token` use it directly; `open_pool` uses it once
+/// before handing out pooled connections.
 pub fn open(path: &Path) -> Result<Connection, OpenError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
@@ -148,53 +414,106 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     let sqlite = |source: rusqlite::Error| {
         if is_not_a_database(&source) {
             OpenError::NotADatabase { path: path.to_path_buf(), source }
+        } else if source.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen) {
+            permission_problem(path).unwrap_or(OpenError::Sqlite { path: path.to_path_buf(), source })
         } else {
             OpenError::Sqlite { path: path.to_path_buf(), source }
         }
     };
+    let found = if path.exists() { inspect(path)? } else { Found::Empty };
+    if let Found::Ours(v) = found {
+        if v > SCHEMA_VERSION {
+            return Err(OpenError::TooNew { path: path.to_path_buf(), found: v });
+        }
+    }
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(sqlite)?;
-    // Reading the header is the first thing that fails on a file that is not SQLite.
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
-    if found > SCHEMA_VERSION {
-        return Err(OpenError::TooNew { path: path.to_path_buf(), found });
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::CannotOpen) => permission_problem(path).unwrap_or_else(|| sqlite(e)),
+        _ => sqlite(e),
+    })?;
+    configure(&conn).map_err(sqlite)?;
+    conn.busy_handler(Some(command_busy_handler)).map_err(sqlite)?;
+    if matches!(found, Found::Ours(SCHEMA_VERSION)) {
+        // Up to date: nothing to write, so reading commands never wait for a server's lock.
+        return Ok(conn);
     }
     // WAL lets readers go on while a writer commits; the mode is stored in the file, so once
     // is enough. It also makes a killed writer's partial transaction invisible after restart.
     conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
-    configure(&conn).map_err(sqlite)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
     tx.execute_batch(SCHEMA).map_err(sqlite)?;
+    if matches!(found, Found::Ours(1)) {
+        crate::store::pipeline_runs::fill_tally(&tx).map_err(sqlite)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite)?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sqlite)?;
     tx.commit().map_err(sqlite)?;
     Ok(conn)
 }
 
-/// A pool of `size` connections to the database at `path`, schema applied, with its WAL
-/// checkpointed by a thread of its own (see `Checkpointer`).
+/// Takes the data file's lock for a server: an advisory `flock` on the file itself, which
+/// SQLite's own (`fcntl`) locks do not touch and commands (`import`, `token`) do not take.
+/// Held as long as the returned file is open.
+fn lock_for_serving(path: &Path) -> Result<File, OpenError> {
+    let file = File::open(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Served { path: path.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Io { path: path.to_path_buf(), source }),
+    }
+}
+
+/// A pool of `size` reading connections and one writer to the database at `path`, schema
+/// applied, with its WAL checkpointed by a thread of its own (see `Checkpointer`). Refused
+/// when another server holds the file.
 pub fn open_pool(path: &Path, size: u32) -> Result<Pool, OpenError> {
+    open_pool_tuned(path, size, Tuning::default())
+}
+
+/// `open_pool` with the checkpointer's timing and the WAL bound given.
+pub fn open_pool_tuned(path: &Path, size: u32, tuning: Tuning) -> Result<Pool, OpenError> {
     drop(open(path)?);
-    let manager = SqliteConnectionManager::file(path).with_init(|c| {
-        configure(c)?;
-        c.pragma_update(None, "wal_autocheckpoint", 0)
-    });
+    let lock = lock_for_serving(path)?;
+    let watch = Arc::new(FileWatch::new(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?);
+    let wal_limit = i64::try_from(tuning.wal_limit).unwrap_or(i64::MAX);
+    let manager = SqliteConnectionManager::file(path)
+        .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_init(move |c| {
+            configure(c)?;
+            c.pragma_update(None, "wal_autocheckpoint", 0)?;
+            c.pragma_update(None, "journal_size_limit", wal_limit)?;
+            // The pool's connections only read: writes go through `writer`, one at a time.
+            c.pragma_update(None, "query_only", true)
+        });
+    let size = size.max(1);
     let inner = r2d2::Pool::builder()
-        .max_size(size.max(1))
+        .max_size(size)
         // r2d2 would run a query on every checkout to test the connection; a SQLite file
         // connection does not go stale the way a network one does.
         .test_on_check_out(false)
-        // Tests and CLI runs start many short-lived servers: no idle connections to prefill.
-        .min_idle(Some(1))
+        // Every connection opened now and kept for good: one opened later could find the
+        // file gone (they never create it) and fail the request.
+        .min_idle(Some(size))
+        .idle_timeout(None)
+        .max_lifetime(None)
         .build(manager)
         .map_err(|source| OpenError::Pool { path: path.to_path_buf(), source })?;
     let sqlite = |source| OpenError::Sqlite { path: path.to_path_buf(), source };
     let writer = connect(path)?;
     writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite)?;
+    writer.pragma_update(None, "journal_size_limit", wal_limit).map_err(sqlite)?;
     writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(sqlite)?;
-    Ok(Pool { inner, writer: Arc::new(Mutex::new(writer)), _checkpointer: Arc::new(Checkpointer::start(path)?) })
+    let checkpointer = Checkpointer::start(path, tuning, watch.clone())?;
+    Ok(Pool {
+        inner,
+        writer: Arc::new(Mutex::new(writer)),
+        watch,
+        _checkpointer: Arc::new(checkpointer),
+        _lock: Arc::new(lock),
+    })
 }
 
 #[cfg(test)]
@@ -220,7 +539,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let pool = open_pool(&path, 2).unwrap();
-        let conn = pool.get().unwrap();
+        let conn = pool.writer();
         conn.execute_batch(
             "CREATE TABLE filler (x); \
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
@@ -263,7 +582,7 @@ mod tests {
     fn pooled_connections_enforce_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let pool = open_pool(&dir.path().join("b.db"), 2).unwrap();
-        let conn = pool.get().unwrap();
+        let conn = pool.writer();
         let e = conn
             .execute(
                 "INSERT INTO pipeline_run (pipeline_uuid, backfill_id, created_at, updated_at) VALUES ('p', 999, 0, 0)",
@@ -271,5 +590,142 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::ConstraintViolation));
+    }
+
+    fn sha(path: &Path) -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+    }
+
+    #[test]
+    fn a_file_of_another_application_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, setup) in [
+            ("app.db", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'x');"),
+            // Another application's `backfill` table is still not backfilld's file.
+            ("clash.db", "CREATE TABLE backfill (id INTEGER PRIMARY KEY, what TEXT); PRAGMA user_version = 3;"),
+            ("marked.db", "PRAGMA application_id = 42;"),
+        ] {
+            let path = dir.path().join(name);
+            Connection::open(&path).unwrap().execute_batch(setup).unwrap();
+            let before = sha(&path);
+            let e = open(&path).unwrap_err();
+            assert!(matches!(e, OpenError::Foreign { .. }), "{name}: {e}");
+            let message = e.to_string();
+            assert!(message.contains("belongs to another application"), "{message}");
+            assert!(!message.contains('\n') && !message.contains("CREATE"), "one line: {message}");
+            assert!(open_pool(&path, 1).is_err());
+            assert_eq!(sha(&path), before, "{name} was changed");
+            assert!(!dir.path().join(format!("{name}-wal")).exists());
+        }
+    }
+
+    #[test]
+    fn files_are_marked_and_a_version_1_file_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        let app: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).unwrap();
+        assert_eq!(app, APPLICATION_ID);
+        // A file as version 1 left it: unmarked, no run tally, runs already there.
+        conn.execute_batch(
+            "INSERT INTO pipeline_run (pipeline_uuid, status, created_at, updated_at) VALUES \
+             ('p', 'failed', 0, 0), ('p', 'failed', 0, 0), ('q', 'initial', 0, 0); \
+             DROP TABLE run_tally; PRAGMA user_version = 1; PRAGMA application_id = 0;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let failed: i64 = conn
+            .query_row(
+                "SELECT n FROM run_tally WHERE pipeline_uuid = '' AND backfill_id = 0 AND status = 'failed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(failed, 2);
+    }
+
+    #[test]
+    fn a_second_server_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let first = open_pool(&path, 1).unwrap();
+        let e = open_pool(&path, 1).err().unwrap();
+        assert!(matches!(e, OpenError::Served { .. }), "{e}");
+        // Commands still open it while it is served.
+        drop(open(&path).unwrap());
+        drop(first);
+        drop(open_pool(&path, 1).unwrap());
+    }
+
+    #[test]
+    fn pooled_connections_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_pool(&dir.path().join("b.db"), 2).unwrap();
+        let e = pool.get().unwrap().execute("DELETE FROM backfill", []).unwrap_err();
+        assert!(e.to_string().contains("readonly"), "{e}");
+    }
+
+    #[test]
+    fn a_deleted_or_replaced_file_is_noticed_and_never_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let pool = open_pool(&path, 2).unwrap();
+        pool.check_file().unwrap();
+        let read = pool.get().unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let e = pool.check_file().unwrap_err();
+        assert!(e.to_string().contains("deleted"), "{e}");
+        // Reads of the open file go on; nothing makes a new file at the path.
+        let n: i64 = read.query_row("SELECT COUNT(*) FROM backfill", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!path.exists(), "a connection created the file again");
+        // Once lost, always lost: a file put back at the path is not the one opened.
+        drop(open(&path).unwrap());
+        assert!(pool.check_file().is_err());
+
+        let other = dir.path().join("c.db");
+        let pool = open_pool(&other, 1).unwrap();
+        let fresh = dir.path().join("fresh.db");
+        drop(open(&fresh).unwrap());
+        std::fs::rename(&fresh, &other).unwrap();
+        let e = pool.check_file().unwrap_err();
+        assert!(e.to_string().contains("replaced"), "{e}");
+    }
+
+    #[test]
+    fn an_idle_wal_is_truncated_to_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let tuning = Tuning {
+            checkpoint_every: Duration::from_millis(20),
+            wal_limit: 1 << 20,
+            idle: Duration::from_millis(200),
+        };
+        let pool = open_pool_tuned(&path, 1, tuning).unwrap();
+        // 8 MB written in one transaction: the WAL grows to hold it all.
+        pool.writer()
+            .execute_batch(
+                "CREATE TABLE filler (x); \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8000) \
+                 INSERT INTO filler SELECT randomblob(1000) FROM n;",
+            )
+            .unwrap();
+        let wal = wal_path(&path);
+        assert!(std::fs::metadata(&wal).unwrap().len() > 4 << 20);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&wal).unwrap().len() > tuning.wal_limit {
+            assert!(Instant::now() < deadline, "the idle WAL was never truncated");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The data is all in the database file.
+        let n: i64 = pool.get().unwrap().query_row("SELECT COUNT(*) FROM filler", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 8000);
     }
 }

@@ -1,18 +1,24 @@
 //! backfilld: Mage's backfills REST API served from an embedded SQLite file.
 //!
-//! Layout: `schedule` and `datetime` hold the pure run-date and datetime logic; `model` the
-//! domain types and their validation; `store` all SQL; `db` the connection policy; `api` the
-//! HTTP layer; `import` and `token` the other subcommands; `cli` the command line. `run`
-//! builds the server on an already-bound listener, so tests can bind port 0.
+//! Layout, from the top: `cli` the command line and `commands` what each subcommand does;
+//! `api` the HTTP layer and `import` the JSON loader; `lifecycle` the writes a request makes
+//! and `queries` its reads, both failing with `error::Error`; `store` all SQL; `model` the
+//! domain types and their validation; `schedule` and `datetime` the pure run-date and
+//! datetime logic; `db` the connection policy; `token` token and key hashing; `logging` the
+//! log's rate limit. `run` builds the server on an already-bound listener, so tests can
+//! bind port 0.
 
 pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod datetime;
 pub mod db;
+pub mod error;
 pub mod import;
 pub mod lifecycle;
+pub mod logging;
 pub mod model;
+pub mod queries;
 pub mod schedule;
 pub mod store;
 pub mod token;

@@ -37,19 +37,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    NotFound(String),
-    #[error(transparent)]
-    Invalid(#[from] FieldError),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Db(#[from] rusqlite::Error),
-}
-
-type Result<T> = std::result::Result<T, Error>;
+pub use crate::error::{Error, Result};
 
 /// The keys of a backfill a client may write; the rest of a body is ignored, as in Mage.
 pub const WRITABLE_KEYS: [&str; 8] = [
@@ -279,8 +267,8 @@ pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
 }
 
 /// `PUT /api/pipeline_runs/:id`: a worker reports a run's status. `running` sets
-/// `started_at`; `completed` and `failed` set `completed_at`; a finished run cannot go back
-/// to `initial` or `running`. The run's backfill then follows (see `follow_runs`).
+/// `started_at`; `completed` and `failed` set `completed_at`; no run goes back to `initial`,
+/// and a finished run cannot go back to `running`. The run's backfill then follows (see `follow_runs`).
 pub fn report_run(conn: &rusqlite::Connection, run_id: i64, status: RunStatus, now: DateTime) -> Result<PipelineRun> {
     let mut run = store::pipeline_runs::get_pipeline_run(conn, run_id)?
         .ok_or_else(|| Error::NotFound(format!("no pipeline run has id {run_id}")))?;
@@ -291,6 +279,13 @@ pub fn report_run(conn: &rusqlite::Connection, run_id: i64, status: RunStatus, n
     if finished && matches!(status, RunStatus::Initial | RunStatus::Running) {
         return Err(Error::Conflict(format!(
             "pipeline run {run_id} is {} and cannot go back to {status}; a new attempt is a new run",
+            run.status
+        )));
+    }
+    if status == RunStatus::Initial {
+        return Err(Error::Conflict(format!(
+            "pipeline run {run_id} is {} and cannot go back to initial: once begun, a run is running, \
+             completed, failed or cancelled",
             run.status
         )));
     }

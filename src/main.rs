@@ -7,7 +7,7 @@ use backfilld::commands;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    backfilld::logging::init();
     let cli = Cli::parse();
     let outcome = match cli.command {
         None => commands::serve(cli.serve).map(|()| String::new()),

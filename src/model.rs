@@ -5,57 +5,19 @@
 //! `backfilld import` refuse exactly the same records, with an error that names the field.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
 use crate::datetime::{self, DateTime};
-use crate::schedule::{IntervalType, Schedule};
+use crate::schedule::{self, string_enum, IntervalType, Schedule, ScheduleError};
 
 /// A JSON object, as `variables`, `settings` and `metrics` are.
 pub type Object = Map<String, Value>;
 
-/// An enum stored and sent as one fixed lowercase string per variant.
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(format!(
-                        "unknown status '{s}': expected one of {}",
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-
 string_enum!(
     /// `status` of a backfill.
-    BackfillStatus {
+    BackfillStatus("status") {
         Initial => "initial",
         Running => "running",
         Completed => "completed",
@@ -66,7 +28,7 @@ string_enum!(
 
 string_enum!(
     /// `status` of a pipeline run.
-    RunStatus {
+    RunStatus("status") {
         Initial => "initial",
         Running => "running",
         Completed => "completed",
@@ -91,6 +53,13 @@ impl FieldError {
     /// The same error under a path prefix, e.g. `backfills[3].`.
     pub fn within(self, prefix: &str) -> FieldError {
         FieldError { field: format!("{prefix}{}", self.field), message: self.message }
+    }
+}
+
+/// A schedule rule's refusal, under the field it names.
+impl From<ScheduleError> for FieldError {
+    fn from(e: ScheduleError) -> FieldError {
+        FieldError::new(e.field(), e.to_string())
     }
 }
 
@@ -215,16 +184,11 @@ impl BackfillFields {
 
     /// The cross-field rules; `parse` calls it, and so must anything that merges fields.
     pub fn check(&self) -> Result<(), FieldError> {
-        if let Some(units) = self.interval_units.filter(|u| *u < 1) {
-            return Err(FieldError::new("interval_units", format!("must be at least 1, got {units}")));
+        if let Some(units) = self.interval_units {
+            schedule::check_units(units)?;
         }
         if let (Some(start), Some(end)) = (self.start_datetime, self.end_datetime) {
-            if end < start {
-                return Err(FieldError::new(
-                    "end_datetime",
-                    format!("{} is before start_datetime {}", datetime::format_api(end), datetime::format_api(start)),
-                ));
-            }
+            schedule::check_span(start, end)?;
         }
         Ok(())
     }
@@ -366,6 +330,25 @@ mod tests {
     }
 
     #[test]
+    fn rule_messages_are_worded_as_the_api_shows_them() {
+        let message = |input: Value| BackfillFields::parse(&obj(input)).unwrap_err().to_string();
+        assert_eq!(message(json!({"name": "x", "interval_units": -4})), "interval_units: must be at least 1, got -4");
+        assert_eq!(
+            message(json!({"name": "x", "start_datetime": "2023-01-02", "end_datetime": "2023-01-01T12:00:00Z"})),
+            "end_datetime: 2023-01-01 12:00:00+00:00 is before start_datetime 2023-01-02 00:00:00+00:00"
+        );
+        assert_eq!(
+            message(json!({"name": "x", "interval_type": "Hour"})),
+            "interval_type: unknown interval type 'Hour': expected one of \
+             second, minute, hour, day, week, month, year, custom"
+        );
+        assert_eq!(
+            "done".parse::<RunStatus>(),
+            Err("unknown status 'done': expected one of initial, running, completed, failed, cancelled".to_string())
+        );
+    }
+
+    #[test]
     fn integer_strings_and_offsets_are_accepted() {
         let f = BackfillFields::parse(&obj(json!({
             "name": "x",
@@ -380,10 +363,10 @@ mod tests {
     #[test]
     fn statuses_round_trip_through_their_strings() {
         for s in RunStatus::ALL {
-            assert_eq!(s.as_str().parse::<RunStatus>(), Ok(*s));
+            assert_eq!(s.as_str().parse::<RunStatus>(), Ok(s));
         }
         for s in BackfillStatus::ALL {
-            assert_eq!(s.as_str().parse::<BackfillStatus>(), Ok(*s));
+            assert_eq!(s.as_str().parse::<BackfillStatus>(), Ok(s));
         }
         assert!("done".parse::<RunStatus>().is_err());
     }

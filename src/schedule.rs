@@ -11,9 +11,6 @@
 //! panic for any dates in the years 1 to 9999 and any `interval_units` up to `i64::MAX`
 //! (all arithmetic is in i128).
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde_json::{Map, Value};
 use time::{Date, Month, PrimitiveDateTime};
 
@@ -21,45 +18,63 @@ use crate::datetime::{self, DateTime};
 
 const MICROS_PER_SECOND: i128 = 1_000_000;
 
-/// `interval_type` of a backfill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IntervalType {
-    Second,
-    Minute,
-    Hour,
-    Day,
-    Week,
-    Month,
-    Year,
-    /// `interval_units` seconds.
-    Custom,
+/// An enum stored and sent as one fixed lowercase string per variant: `as_str`, `ALL`,
+/// `Display`, and a `FromStr` whose error names the `$what` and the accepted strings.
+/// Defined here, the lowest layer using it, so that `model` can use it too.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident ($what:literal) { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        concat!("unknown ", $what, " '{}': expected one of {}"),
+                        s,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
 }
+pub(crate) use string_enum;
+
+string_enum!(
+    /// `interval_type` of a backfill.
+    IntervalType("interval type") {
+        Second => "second",
+        Minute => "minute",
+        Hour => "hour",
+        Day => "day",
+        Week => "week",
+        Month => "month",
+        Year => "year",
+        /// `interval_units` seconds.
+        Custom => "custom",
+    }
+);
 
 impl IntervalType {
-    pub const ALL: [IntervalType; 8] = [
-        IntervalType::Second,
-        IntervalType::Minute,
-        IntervalType::Hour,
-        IntervalType::Day,
-        IntervalType::Week,
-        IntervalType::Month,
-        IntervalType::Year,
-        IntervalType::Custom,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IntervalType::Second => "second",
-            IntervalType::Minute => "minute",
-            IntervalType::Hour => "hour",
-            IntervalType::Day => "day",
-            IntervalType::Week => "week",
-            IntervalType::Month => "month",
-            IntervalType::Year => "year",
-            IntervalType::Custom => "custom",
-        }
-    }
-
     /// The step of one unit: fixed seconds, or calendar months.
     fn unit(self) -> Unit {
         match self {
@@ -74,34 +89,18 @@ impl IntervalType {
     }
 }
 
-impl fmt::Display for IntervalType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for IntervalType {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IntervalType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = IntervalType::ALL.iter().map(|t| t.as_str()).collect();
-            format!("unknown interval type '{s}': expected one of {}", known.join(", "))
-        })
-    }
-}
-
 enum Unit {
     Seconds(i128),
     Months(i128),
 }
 
-/// Why a schedule is refused. Each names the field a client has to change.
+/// Why a schedule is refused. Each names the field a client has to change (`field`); the
+/// message (`Display`) is what is wrong with it, worded to follow the field's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("interval_units must be at least 1, got {0}")]
+    #[error("must be at least 1, got {0}")]
     UnitsBelowOne(i64),
-    #[error("end_datetime ({end}) is before start_datetime ({start})")]
+    #[error("{end} is before start_datetime {start}")]
     EndBeforeStart { start: String, end: String },
 }
 
@@ -112,6 +111,26 @@ impl ScheduleError {
             ScheduleError::EndBeforeStart { .. } => "end_datetime",
         }
     }
+}
+
+/// The rule on `interval_units` alone: at least 1. `Schedule::new` applies it, and so does
+/// `model` to a backfill whose other date settings are not all set yet.
+pub fn check_units(units: i64) -> Result<(), ScheduleError> {
+    if units < 1 {
+        return Err(ScheduleError::UnitsBelowOne(units));
+    }
+    Ok(())
+}
+
+/// The rule on the two ends alone: the end is not before the start. Applied as `check_units`.
+pub fn check_span(start: DateTime, end: DateTime) -> Result<(), ScheduleError> {
+    if end < start {
+        return Err(ScheduleError::EndBeforeStart {
+            start: datetime::format_api(start),
+            end: datetime::format_api(end),
+        });
+    }
+    Ok(())
 }
 
 /// A valid run-date schedule: `start <= end` and `units >= 1`.
@@ -152,15 +171,8 @@ fn gcd(a: i128, b: i128) -> i128 {
 
 impl Schedule {
     pub fn new(start: DateTime, end: DateTime, interval: IntervalType, units: i64) -> Result<Schedule, ScheduleError> {
-        if units < 1 {
-            return Err(ScheduleError::UnitsBelowOne(units));
-        }
-        if end < start {
-            return Err(ScheduleError::EndBeforeStart {
-                start: datetime::format_api(start),
-                end: datetime::format_api(end),
-            });
-        }
+        check_units(units)?;
+        check_span(start, end)?;
         let units = i128::from(units);
         let step = match interval.unit() {
             Unit::Seconds(s) => Step::Micros(units * s * MICROS_PER_SECOND),

@@ -3,20 +3,21 @@
 //! Off (the default on a loopback address) every request passes and credentials are ignored.
 //! On (`--require-auth`, implied by a non-loopback bind), every `/api` request needs a
 //! configured API key (`X-API-KEY` header, `api_key` query parameter, or a top-level
-//! `api_key` in a POST or PUT body) and a known,
+//! `api_key` in a small POST or PUT body) and a known,
 //! unexpired OAuth token (`OAUTH-TOKEN` header, `Authorization: Bearer`, or the `oauth_token`
 //! cookie). Keys are compared in constant time; tokens are looked up by their SHA-256.
 //! Neither is ever logged (the access log redacts `api_key`, see `lib.rs`).
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::web;
 
+use super::body::{self, Reservation};
 use super::error::ApiError;
 use super::AppState;
-use crate::{store, token};
+use crate::{queries, token};
 
 /// Who may call the API. The default is authentication off.
 #[derive(Debug, Clone, Default)]
@@ -58,46 +59,91 @@ fn presented_token(req: &ServiceRequest) -> Option<String> {
     req.cookie("oauth_token").map(|c| c.value().to_string()).filter(|v| !v.is_empty())
 }
 
-/// The top-level `api_key` of a JSON body, which Mage also accepts. The body is read (within
-/// the usual limit) and put back for the handler.
-async fn body_api_key(req: &mut ServiceRequest) -> Option<String> {
-    let payload = req.extract::<web::Payload>().await.ok()?;
-    let bytes = payload.to_bytes_limited(super::body::BODY_LIMIT).await.ok()?.ok()?;
+/// The largest body in which a top-level `api_key` is looked for. Real requests carrying the
+/// key this way are a backfill record or a run report: a few hundred bytes.
+pub const KEY_BODY_LIMIT: usize = 64 << 10;
+
+/// The top-level `api_key` of a JSON body, which Mage also accepts: looked for only in a body
+/// of declared length up to `KEY_BODY_LIMIT`, read under the usual deadline and budget and put
+/// back for the handler. The reservation covers the body until the response.
+async fn body_api_key(
+    req: &mut ServiceRequest,
+    state: &AppState,
+) -> Result<(Option<String>, Option<Reservation>), ApiError> {
+    let small = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| n <= KEY_BODY_LIMIT);
+    if !small || req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return Ok((None, None));
+    }
+    let reservation = body::buffer(req, &state.body, KEY_BODY_LIMIT).await?;
+    let payload = req.extract::<web::Payload>().await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let bytes = body::read(payload).await?;
     req.set_payload(actix_web::dev::Payload::from(bytes.clone()));
-    match super::body::object(&bytes).ok()?.remove("api_key") {
+    let key = match body::object(&bytes).ok().and_then(|mut o| o.remove("api_key")) {
         Some(serde_json::Value::String(key)) => Some(key),
         _ => None,
+    };
+    Ok((key, reservation))
+}
+
+fn check_key(key: Option<&str>, state: &AppState) -> Result<(), ApiError> {
+    match key {
+        Some(key) if token::key_matches(key, &state.auth.key_hashes) => Ok(()),
+        _ => Err(ApiError::InvalidApiKey),
     }
 }
 
-async fn check(req: &mut ServiceRequest, state: &web::Data<AppState>) -> Result<(), ApiError> {
-    let mut key = header_value(req, "X-API-KEY").map(str::to_string).or_else(|| query_value(req, "api_key"));
-    if key.is_none() && matches!(req.method().as_str(), "POST" | "PUT") {
-        key = body_api_key(req).await;
-    }
-    match key {
-        Some(key) if token::key_matches(&key, &state.auth.key_hashes) => {}
-        _ => return Err(ApiError::InvalidApiKey),
-    }
+fn check_token(req: &ServiceRequest, state: &AppState) -> Result<(), ApiError> {
     let presented = presented_token(req).ok_or(ApiError::UnauthorizedAccess)?;
-    let hash = token::hash(&presented);
     // One indexed lookup: done on the worker, as reads are (see `api::read`).
     let conn = state.pool.get()?;
-    let found = store::tokens::find_token_by_hash(&conn, &hash)?;
-    let record = found.ok_or(ApiError::InvalidOauthToken)?;
+    let record = queries::token(&conn, &token::hash(&presented))?.ok_or(ApiError::InvalidOauthToken)?;
     match record.expires_at {
         Some(expires) if expires <= crate::now() => Err(ApiError::ExpiredOauthToken),
         _ => Ok(()),
     }
 }
 
-/// Middleware for the `/api` scope.
+/// Checks the request's credentials. Those in headers, cookies and the query come first, so
+/// that a request without them is refused before a byte of its body is read; only a POST or
+/// PUT that has a valid token but no key elsewhere has its (small) body searched for one.
+async fn check(req: &mut ServiceRequest, state: &AppState) -> Result<Option<Reservation>, ApiError> {
+    let key = header_value(req, "X-API-KEY").map(str::to_string).or_else(|| query_value(req, "api_key"));
+    if key.is_some() || !matches!(req.method().as_str(), "POST" | "PUT") {
+        check_key(key.as_deref(), state)?;
+        check_token(req, state)?;
+        return Ok(None);
+    }
+    // No key outside the body: the token first, so that the body is read only for a caller
+    // that has one. With neither, the key is what is missing first, as in Mage.
+    check_token(req, state).map_err(|e| match e {
+        ApiError::UnauthorizedAccess => ApiError::InvalidApiKey,
+        other => other,
+    })?;
+    let (key, reservation) = body_api_key(req, state).await?;
+    check_key(key.as_deref(), state)?;
+    Ok(reservation)
+}
+
+/// Middleware for the `/api` scope. A refusal is answered here as a response rather than
+/// returned as an error, so that the access log (which skips errors) writes its line.
 pub async fn authenticate(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if let Some(state) = req.app_data::<web::Data<AppState>>().filter(|s| s.auth.required).cloned() {
-        check(&mut req, &state).await?;
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().filter(|s| s.auth.required).cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    match check(&mut req, &state).await {
+        Ok(reservation) => {
+            let response = next.call(req).await;
+            drop(reservation);
+            Ok(response?.map_into_left_body())
+        }
+        Err(e) => Ok(req.error_response(e).map_into_right_body()),
     }
-    next.call(req).await
 }

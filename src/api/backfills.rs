@@ -1,17 +1,19 @@
-//! Backfill handlers: parse the request, call the store in `web::block`, present the answer.
+//! Backfill handlers: parse the request, call `queries` or `lifecycle` through `read`,
+//! `read_slow` or `write`, present the answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{encode_cursor, parse_id, ListQuery};
-use super::{body, collection, one, read, write, AppState, Metadata};
+use super::slow::SLOW_OFFSET;
+use super::{body, collection, one, read, read_slow, write, AppState, Metadata};
 use crate::datetime::{api_format, DateTime};
-use crate::lifecycle;
 use crate::model::{Backfill, Object, RunStatusCounts};
-use crate::store::{self, ListingKey, Start};
+use crate::store::{ListingKey, Start};
+use crate::{lifecycle, queries};
 
 /// A backfill as the API shows it. Fields are in alphabetical order, as Mage sends them;
 /// the two count keys appear only when counts were asked for and the dates are complete.
@@ -81,33 +83,6 @@ impl<'a> BackfillJson<'a> {
     }
 }
 
-/// A page of backfills with everything needed to present it.
-struct Listing {
-    backfills: Vec<Backfill>,
-    counts: Option<HashMap<i64, RunStatusCounts>>,
-    total: u64,
-    next: bool,
-}
-
-/// A fixed number of statements whatever the page size: the page (one row more than asked,
-/// to know whether more follow), the count, and (when asked) the run counts of every
-/// backfill on the page at once. One read transaction, so they agree.
-fn fetch_listing(
-    conn: &rusqlite::Connection,
-    pipeline_uuid: Option<&str>,
-    limit: u64,
-    start: Start,
-    with_counts: bool,
-) -> Result<Listing, lifecycle::Error> {
-    let mut backfills = store::backfills::list_backfills(conn, pipeline_uuid, limit.saturating_add(1), start)?;
-    let next = backfills.len() as u64 > limit;
-    backfills.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let ids: Vec<i64> = backfills.iter().map(|b| b.id).collect();
-    let total = store::backfills::count_backfills(conn, pipeline_uuid)?;
-    let counts = if with_counts { Some(store::backfills::count_runs_by_status(conn, &ids)?) } else { None };
-    Ok(Listing { backfills, counts, total, next })
-}
-
 async fn respond_with_listing(
     state: web::Data<AppState>,
     query: &ListQuery,
@@ -116,8 +91,13 @@ async fn respond_with_listing(
     let limit = query.page()?.limit;
     let start = query.start()?;
     let with_counts = query.include_run_count()?;
-    let listing =
-        read(state, move |conn| fetch_listing(conn, pipeline_uuid.as_deref(), limit, start, with_counts)).await?;
+    let fetch = move |conn: &rusqlite::Connection| {
+        queries::backfill_listing(conn, pipeline_uuid.as_deref(), limit, start, with_counts)
+    };
+    let listing = match start {
+        Start::Offset(n) if n >= SLOW_OFFSET => read_slow(state, fetch).await?,
+        _ => read(state, fetch).await?,
+    };
     let no_runs = RunStatusCounts::new();
     let rows: Vec<BackfillJson> = listing
         .backfills
@@ -159,13 +139,7 @@ pub async fn get(
     let with_counts = query.include_run_count()?;
     let preview = if query.include_preview_runs()? { Some(query.page()?) } else { None };
     // The record and its counts in one read transaction.
-    let (backfill, counts) = read(state, move |conn| {
-        let backfill = lifecycle::get(conn, id, None)?;
-        let counts = if with_counts { Some(store::backfills::count_runs_by_status(conn, &[id])?) } else { None };
-        Ok((backfill, counts))
-    })
-    .await?;
-    let counts = counts.map(|mut c| c.remove(&id).unwrap_or_default());
+    let (backfill, counts) = read(state, move |conn| queries::backfill(conn, id, with_counts)).await?;
     let mut json = BackfillJson::new(&backfill, counts.as_ref());
     if let Some(page) = preview {
         // A block_uuid backfill has no run dates; nor has one with incomplete settings.

@@ -32,6 +32,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request body did not arrive in time (408); the connection is closed.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The server cannot take this request now (503, with `Retry-After`): its body budget is
+    /// spent, its queue of slow reads is full, or its data file is gone.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_secs: u32 },
     #[error("the API key is missing or not valid")]
     InvalidApiKey,
     #[error("the OAuth token is not valid")]
@@ -54,6 +61,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "api_resource_error",
             ApiError::Conflict(_) => "record_conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::Unavailable { .. } => "service_unavailable",
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::InvalidOauthToken => "invalid_oauth_token",
             ApiError::ExpiredOauthToken => "expired_oauth_token",
@@ -103,6 +112,8 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InvalidApiKey | ApiError::InvalidOauthToken | ApiError::ExpiredOauthToken => {
                 StatusCode::UNAUTHORIZED
             }
@@ -129,8 +140,19 @@ impl ResponseError for ApiError {
         };
         let code = status.as_u16();
         let mut response = HttpResponse::build(status);
-        if let ApiError::MethodNotAllowed { allowed, .. } = self {
-            response.insert_header((header::ALLOW, *allowed));
+        match self {
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                response.insert_header((header::ALLOW, *allowed));
+            }
+            ApiError::Unavailable { retry_after_secs, .. } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
+        }
+        // A body left unread (too large, too slow, or not admitted) must not be parsed as the
+        // connection's next request: close it.
+        if matches!(self, ApiError::PayloadTooLarge(_) | ApiError::RequestTimeout(_) | ApiError::Unavailable { .. }) {
+            response.force_close();
         }
         response.json(json!({
             "error": {"code": code, "type": self.kind(), "message": message, "errors": self.details()},

@@ -1,7 +1,8 @@
 //! The HTTP API: the route table, shared state, and how extractor failures are answered.
 //!
-//! Handlers live in one file per resource; they parse, call the store or `lifecycle` inside
-//! `web::block` (rusqlite blocks) through `read` and `write`, and present. No SQL here.
+//! Handlers live in one file per resource; they parse, call `queries` (reads) or `lifecycle`
+//! (writes) through `read`, `read_slow` and `write`, which choose the thread and the
+//! transaction, and present. No SQL here.
 
 pub mod auth;
 pub mod backfills;
@@ -9,25 +10,44 @@ pub mod body;
 pub mod error;
 pub mod params;
 pub mod pipeline_runs;
+pub mod slow;
 pub mod status;
 
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpRequest, HttpResponse, Resource};
+use actix_web::{guard, web, HttpRequest, HttpResponse, Resource, Route};
 use rusqlite::{Connection, TransactionBehavior};
 use serde::ser::SerializeMap;
 use serde::Serialize;
 
 use crate::datetime::DateTime;
 use crate::db::Pool;
-use crate::lifecycle::{self, Limits};
+use crate::error::Error;
+use crate::lifecycle::Limits;
 use auth::AuthConfig;
+use body::BodyLimits;
 use error::ApiError;
+use slow::SlowReads;
 
 /// What every handler can reach.
 pub struct AppState {
     pub pool: Pool,
     pub auth: AuthConfig,
     pub limits: Limits,
+    pub body: BodyLimits,
+    pub slow: SlowReads,
+}
+
+impl AppState {
+    /// The state with the default body limits and one slow-read thread.
+    pub fn new(pool: Pool, auth: AuthConfig, limits: Limits) -> std::io::Result<AppState> {
+        Ok(AppState {
+            pool,
+            auth,
+            limits,
+            body: BodyLimits::default(),
+            slow: SlowReads::start(slow::SLOW_THREADS, slow::SLOW_QUEUE)?,
+        })
+    }
 }
 
 /// `{"<key>": value}`, serialized straight from `value` (no intermediate JSON tree).
@@ -71,18 +91,8 @@ pub fn collection<T: Serialize>(key: &'static str, records: &[T], metadata: &Met
 
 /// Runs `f` on a pooled connection inside one read transaction, so that its statements see
 /// one snapshot.
-///
-/// Reads run right here, on the worker thread, although rusqlite blocks: every read is a
-/// few index lookups (the slowest, a deep `_offset`, tens of milliseconds), and handing each
-/// to the blocking pool and back cost more than the read itself (page 0 with run counts:
-/// 3,834 requests/s through `web::block`, 6,190 inline, examples/bench.rs). With one worker
-/// per core this is the thread-per-core model. Writes, which can take a second (a start),
-/// go through `write` and the blocking pool instead.
-pub async fn read<T: Send + 'static>(
-    state: web::Data<AppState>,
-    f: impl FnOnce(&Connection) -> Result<T, lifecycle::Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    let conn = state.pool.get()?;
+fn read_now<T>(pool: &Pool, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, ApiError> {
+    let conn = pool.get()?;
     // BEGIN and COMMIT as cached statements: rusqlite's `transaction()` parses them anew
     // on every request.
     if !conn.is_autocommit() {
@@ -96,21 +106,61 @@ pub async fn read<T: Send + 'static>(
     Ok(out?)
 }
 
+/// A read bounded by indexes and kept counts, run right here on the worker thread although
+/// rusqlite blocks: each is a few index lookups, and handing each to another thread and back
+/// cost more than the read itself (page 0 with run counts: 3,834 requests/s through
+/// `web::block`, 6,190 inline, examples/bench.rs). With one worker per core this is the
+/// thread-per-core model. Reads that can take long go through `read_slow`; writes through
+/// `write`.
+pub async fn read<T: Send + 'static>(
+    state: web::Data<AppState>,
+    f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    read_now(&state.pool, f)
+}
+
+/// A read that may take long (a deep `_offset`), run on the slow-read thread (`slow`) so
+/// that the worker threads stay free for everything else.
+pub async fn read_slow<T: Send + 'static>(
+    state: web::Data<AppState>,
+    f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let pool = state.pool.clone();
+    state.slow.run(move || read_now(&pool, f)).await?
+}
+
 /// Runs `f` inside one immediate write transaction, committed only when `f` succeeds: a
 /// request writes all of its rows or none. `f` gets the request's one `now`. Off the
 /// worker threads, since a write may wait for SQLite's write lock or take long (a start).
+/// Refused (503) once the data file has been deleted or replaced under the server: such a
+/// write would be lost at the next start.
 pub async fn write<T: Send + 'static>(
     state: web::Data<AppState>,
-    f: impl FnOnce(&Connection, DateTime) -> Result<T, lifecycle::Error> + Send + 'static,
+    f: impl FnOnce(&Connection, DateTime) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     web::block(move || -> Result<T, ApiError> {
         let mut conn = state.pool.writer();
+        state.pool.check_file().map_err(file_lost)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx, crate::now())?;
+        // Checked again at the last moment: a write committed into a replaced file is lost.
+        state.pool.check_file().map_err(file_lost)?;
         tx.commit()?;
         Ok(out)
     })
     .await?
+}
+
+fn file_lost(e: crate::db::FileLost) -> ApiError {
+    ApiError::Unavailable {
+        message: format!("{e}; writes are refused until backfilld is restarted"),
+        retry_after_secs: 60,
+    }
+}
+
+/// A GET route that also answers HEAD (health checkers use it; actix sends no body).
+fn get() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// The whole route table, with the contract's envelope for every failure actix itself
@@ -126,30 +176,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     // A health check outside authentication: it tells only the version and whether
     // authentication is required, and touches no database.
-    .service(resource("/api/status", "GET").route(web::get().to(status::get)))
+    .service(resource("/api/status", "GET, HEAD").route(get().to(status::get)))
     .service(
         web::scope("/api")
+            // Middleware runs last-added first: credentials in headers are checked before
+            // any body is read, then the body is read whole, then the handler runs.
+            .wrap(from_fn(body::buffered))
             .wrap(from_fn(auth::authenticate))
-            .service(resource("/backfills", "GET").route(web::get().to(backfills::list)))
+            .service(resource("/backfills", "GET, HEAD").route(get().to(backfills::list)))
             .service(
-                resource("/backfills/{id}", "GET, PUT, DELETE")
-                    .route(web::get().to(backfills::get))
+                resource("/backfills/{id}", "GET, HEAD, PUT, DELETE")
+                    .route(get().to(backfills::get))
                     .route(web::put().to(backfills::update))
                     .route(web::delete().to(backfills::delete)),
             )
             .service(
-                resource("/pipelines/{pipeline_uuid}/backfills", "GET, POST")
-                    .route(web::get().to(backfills::list_for_pipeline))
+                resource("/pipelines/{pipeline_uuid}/backfills", "GET, HEAD, POST")
+                    .route(get().to(backfills::list_for_pipeline))
                     .route(web::post().to(backfills::create)),
             )
             .service(
                 resource("/pipelines/{pipeline_uuid}/backfills/{id}", "PUT")
                     .route(web::put().to(backfills::update_in_pipeline)),
             )
-            .service(resource("/pipeline_runs", "GET").route(web::get().to(pipeline_runs::list)))
+            .service(resource("/pipeline_runs", "GET, HEAD").route(get().to(pipeline_runs::list)))
             .service(
-                resource("/pipeline_runs/{id}", "GET, PUT")
-                    .route(web::get().to(pipeline_runs::get))
+                resource("/pipeline_runs/{id}", "GET, HEAD, PUT")
+                    .route(get().to(pipeline_runs::get))
                     .route(web::put().to(pipeline_runs::update)),
             )
             .default_service(web::to(route_not_found)),

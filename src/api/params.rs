@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use crate::datetime;
 use crate::model::RunStatus;
+use crate::store::pipeline_runs::RunStart;
 use crate::store::{ListingKey, Page, Start};
 
 pub const DEFAULT_LIMIT: u64 = 40;
@@ -67,6 +68,21 @@ impl ListQuery {
         }
     }
 
+    /// Where a page of runs starts: `_cursor` (from a previous page's `metadata.cursor`) or
+    /// `_offset`; not both.
+    pub fn run_start(&self) -> Result<RunStart, ApiError> {
+        let page = self.page()?;
+        match self.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => Ok(RunStart::Offset(page.offset)),
+            Some(_) if page.offset > 0 => {
+                Err(ApiError::BadRequest("_cursor and _offset cannot be combined: a cursor already says where".into()))
+            }
+            Some(c) => decode_run_cursor(c)
+                .map(RunStart::Below)
+                .ok_or_else(|| ApiError::BadRequest(format!("_cursor '{c}' is not a cursor this server gave"))),
+        }
+    }
+
     /// The `pipeline_uuid` filter; an empty value filters nothing.
     pub fn pipeline_uuid(&self) -> Option<&str> {
         self.pipeline_uuid.as_deref().filter(|s| !s.is_empty())
@@ -113,6 +129,16 @@ fn decode_cursor(s: &str) -> Option<ListingKey> {
     };
     let created_at = datetime::from_micros(u64::from_str_radix(created, 16).ok()? as i64)?;
     Some(ListingKey { created_at, id: u64::from_str_radix(id, 16).ok()? as i64 })
+}
+
+/// The opaque cursor for a page of runs that ends at run `id` (runs are listed by id alone).
+pub fn encode_run_cursor(id: i64) -> String {
+    format!("r1.{:x}", id as u64)
+}
+
+fn decode_run_cursor(s: &str) -> Option<i64> {
+    let id = u64::from_str_radix(s.strip_prefix("r1.")?, 16).ok()?;
+    i64::try_from(id).ok()
 }
 
 /// A record id from the path: a whole number, else a 400 (a missing record is a 404 later).
@@ -172,6 +198,19 @@ mod tests {
         }
         let both = ListQuery { cursor: Some(encode_cursor(key)), offset: Some("3".into()), ..Default::default() };
         assert!(both.start().is_err());
+    }
+
+    #[test]
+    fn run_cursors_round_trip_and_refuse_forgeries() {
+        let q = ListQuery { cursor: Some(encode_run_cursor(4711)), ..Default::default() };
+        assert_eq!(q.run_start().unwrap(), RunStart::Below(4711));
+        let backfill_cursor = encode_cursor(ListingKey { created_at: time::macros::datetime!(2020-01-01 0:00), id: 1 });
+        for bad in ["x", "r1.", "r1.zz", "r2.1", "r1.8000000000000000", backfill_cursor.as_str()] {
+            let q = ListQuery { cursor: Some(bad.into()), ..Default::default() };
+            assert!(q.run_start().unwrap_err().to_string().contains("_cursor"), "{bad}");
+        }
+        let both = ListQuery { cursor: Some(encode_run_cursor(5)), offset: Some("3".into()), ..Default::default() };
+        assert!(both.run_start().is_err());
     }
 
     #[test]

@@ -5,13 +5,13 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::params::{parse_id, ListQuery};
-use super::{body, collection, one, read, write, AppState, Metadata};
+use super::params::{encode_run_cursor, parse_id, ListQuery};
+use super::slow::SLOW_OFFSET;
+use super::{body, collection, one, read, read_slow, write, AppState, Metadata};
 use crate::datetime::{api_format, DateTime};
-use crate::lifecycle;
 use crate::model::{Fields, Object, PipelineRun, RunStatus};
-use crate::store;
-use crate::store::pipeline_runs::RunFilter;
+use crate::store::pipeline_runs::{RunFilter, RunStart};
+use crate::{lifecycle, queries};
 
 /// A pipeline run as the API shows it, keys in alphabetical order.
 #[derive(Serialize)]
@@ -61,34 +61,32 @@ impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
 }
 
 /// `GET /api/pipeline_runs`: filters `backfill_id`, `pipeline_uuid`, `status`; paged like
-/// the backfills; newest (highest id) first.
+/// the backfills, `_cursor` included; newest (highest id) first.
 pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
-    let page = query.page()?;
+    let limit = query.page()?.limit;
+    let start = query.run_start()?;
     let filter = RunFilter {
         backfill_id: query.backfill_id()?,
         pipeline_uuid: query.pipeline_uuid().map(str::to_string),
         status: query.run_status()?,
     };
-    let (runs, count) = read(state, move |conn| {
-        Ok((
-            store::pipeline_runs::list_pipeline_runs(conn, &filter, page)?,
-            store::pipeline_runs::count_pipeline_runs(conn, &filter)?,
-        ))
-    })
-    .await?;
-    let next = page.offset.saturating_add(runs.len() as u64) < count;
+    // One row more than asked, to know whether more follow.
+    let fetch = move |conn: &rusqlite::Connection| queries::run_listing(conn, &filter, limit.saturating_add(1), start);
+    let (mut runs, count) = match start {
+        RunStart::Offset(n) if n >= SLOW_OFFSET => read_slow(state, fetch).await?,
+        _ => read(state, fetch).await?,
+    };
+    let next = runs.len() as u64 > limit;
+    runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let cursor = runs.last().filter(|_| next).map(|r| encode_run_cursor(r.id));
     let rows: Vec<PipelineRunJson> = runs.iter().map(PipelineRunJson::from).collect();
-    Ok(collection("pipeline_runs", &rows, &Metadata { count, next, cursor: None }))
+    Ok(collection("pipeline_runs", &rows, &Metadata { count, next, cursor }))
 }
 
 /// `GET /api/pipeline_runs/{id}`
 pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let run = read(state, move |conn| {
-        store::pipeline_runs::get_pipeline_run(conn, id)?
-            .ok_or_else(|| lifecycle::Error::NotFound(format!("no pipeline run has id {id}")))
-    })
-    .await?;
+    let run = read(state, move |conn| queries::run(conn, id)).await?;
     Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
 }
 

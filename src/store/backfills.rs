@@ -339,16 +339,20 @@ mod tests {
         assert_eq!(count_backfills(&conn, Some("p1")).unwrap(), 1);
     }
 
-    /// The kept counts against a recount by the definition, after random inserts (with older
-    /// ids arriving late, as an import may bring them), status changes, cancels, and a
-    /// deleted backfill: every write goes through the store functions that keep them.
+    /// The kept counts (`backfill_run_count` and `run_tally`) against a recount by the
+    /// definition, after random inserts (with older ids arriving late, as an import may bring
+    /// them, and runs of no backfill), status changes, cancels, and a deleted backfill: every
+    /// write goes through the store functions that keep them.
     #[test]
     fn kept_run_counts_always_equal_a_recount() {
         use crate::store::pipeline_runs::{cancel_unfinished_runs, get_pipeline_run, update_pipeline_run_status};
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
         let t = datetime!(2023-01-01 00:00);
-        let backfills: Vec<i64> = (0..3).map(|_| insert_backfill(&conn, &new_backfill("x", "p", t)).unwrap()).collect();
+        // Two backfills of pipeline p, one of q.
+        let pipelines = ["p", "p", "q"];
+        let backfills: Vec<i64> =
+            pipelines.iter().map(|p| insert_backfill(&conn, &new_backfill("x", p, t)).unwrap()).collect();
         let dates = [datetime!(2023-03-01 00:00), datetime!(2023-03-02 00:00), datetime!(2023-03-03 00:00)];
         let mut seed = 7u64;
         let mut rand = |n: u64| {
@@ -374,14 +378,45 @@ mod tests {
         let kept = |conn: &Connection| {
             rows(conn, "SELECT backfill_id, status, n FROM backfill_run_count WHERE n <> 0 ORDER BY 1, 2")
         };
+        let tally_rows = |conn: &Connection, sql: &str| -> Vec<(String, i64, String, i64)> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let tallied = |conn: &Connection| {
+            tally_rows(
+                conn,
+                "SELECT pipeline_uuid, backfill_id, status, n FROM run_tally WHERE n <> 0 ORDER BY 1, 2, 3",
+            )
+        };
+        let retally = |conn: &Connection| {
+            tally_rows(
+                conn,
+                "SELECT p, b, s, COUNT(*) FROM ( \
+                 SELECT '' AS p, 0 AS b, status AS s FROM pipeline_run \
+                 UNION ALL SELECT pipeline_uuid, 0, status FROM pipeline_run \
+                 UNION ALL SELECT '', backfill_id, status FROM pipeline_run WHERE backfill_id IS NOT NULL \
+                 UNION ALL SELECT pipeline_uuid, backfill_id, status FROM pipeline_run WHERE backfill_id IS NOT NULL \
+                 ) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            )
+        };
         let statuses = RunStatus::ALL;
         let mut ids = vec![];
         for step in 0..400 {
             match rand(6) {
                 0..=2 => {
-                    let mut r = run(backfills[rand(3) as usize], dates[rand(3) as usize], statuses[rand(5) as usize]);
+                    let k = rand(3) as usize;
+                    let mut r = run(backfills[k], dates[rand(3) as usize], statuses[rand(5) as usize]);
+                    r.pipeline_uuid = pipelines[k].into();
                     if rand(4) == 0 {
                         r.execution_date = None;
+                    }
+                    if rand(8) == 0 {
+                        r.backfill_id = None;
+                        r.pipeline_uuid = "r".into();
                     }
                     r.id = (rand(3) == 0).then(|| 100_000 - step);
                     ids.push(insert_pipeline_run(&conn, &r).unwrap());
@@ -397,9 +432,29 @@ mod tests {
                 }
             }
             assert_eq!(kept(&conn), recount(&conn), "after step {step}");
+            assert_eq!(tallied(&conn), retally(&conn), "after step {step}");
         }
         delete_backfill(&conn, backfills[0]).unwrap();
         assert_eq!(kept(&conn), recount(&conn));
+        assert_eq!(tallied(&conn), retally(&conn));
+        // What the tally is for: every filter of the run listing counted without a scan.
+        use crate::store::pipeline_runs::{count_pipeline_runs, RunFilter};
+        for backfill_id in [None, Some(backfills[0]), Some(backfills[1]), Some(backfills[2]), Some(0), Some(-1)] {
+            for pipeline_uuid in [None, Some("p"), Some("q"), Some("r")] {
+                for status in std::iter::once(None).chain(statuses.iter().copied().map(Some)) {
+                    let filter = RunFilter { backfill_id, pipeline_uuid: pipeline_uuid.map(Into::into), status };
+                    let want: i64 = conn
+                        .query_row(
+                            "SELECT COUNT(*) FROM pipeline_run WHERE (?1 IS NULL OR backfill_id = ?1) \
+                             AND (?2 IS NULL OR pipeline_uuid = ?2) AND (?3 IS NULL OR status = ?3)",
+                            rusqlite::params![backfill_id, pipeline_uuid, status.map(|s| s.as_str())],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(count_pipeline_runs(&conn, &filter).unwrap(), want as u64, "{filter:?}");
+                }
+            }
+        }
         assert!(kept(&conn).iter().all(|(b, _, _)| *b != backfills[0]));
         crate::store::pipeline_runs::recount_runs(&conn, backfills[1]).unwrap();
         assert_eq!(kept(&conn), recount(&conn));

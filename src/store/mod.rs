@@ -1,8 +1,10 @@
 //! All SQL lives here. Functions take a `&Connection` (a `Transaction` derefs to one), so the
 //! caller chooses the transaction scope; none of them reads the clock or logs.
 //!
-//! Row mapping reads columns by name and turns the stored text and integers back into domain
-//! types; a value the schema's CHECKs should have kept out surfaces as a conversion error.
+//! Row mapping reads columns by position where rows are hot (a listing's backfills; a test
+//! pins the positions to the column list) and by name elsewhere, and turns the stored text
+//! and integers back into domain types; a value the schema's CHECKs should have kept out
+//! surfaces as a conversion error.
 
 pub mod backfills;
 pub mod pipeline_runs;

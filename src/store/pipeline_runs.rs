@@ -1,10 +1,11 @@
-//! The `pipeline_run` table, and `backfill_run_count`, which every function here that
-//! writes runs keeps true in the same transaction (see schema.sql for why not triggers).
+//! The `pipeline_run` table, and `backfill_run_count` and `run_tally`, which every function
+//! here that writes runs keeps true in the same transaction (see schema.sql for why not
+//! triggers).
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
-use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime, Page};
+use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime};
 use crate::datetime::DateTime;
 use crate::model::{NewPipelineRun, PipelineRun, RunStatus};
 
@@ -16,12 +17,26 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
 }
 
+/// Where a page of the run listing starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStart {
+    /// After skipping this many runs (Mage's `_offset`): a walk over the skipped entries.
+    Offset(u64),
+    /// Right after the run with this id (a keyset cursor): costs what page 0 does.
+    Below(i64),
+}
+
 impl RunFilter {
-    /// The WHERE clause and its parameters. Each combination is a fixed statement text, so
-    /// the statement cache holds at most eight of them.
-    fn clause(&self) -> (String, Vec<SqlValue>) {
+    /// The WHERE clause and its parameters, `id < ?` first when the page starts below an id.
+    /// Each combination is a fixed statement text, so the statement cache holds at most
+    /// sixteen of them.
+    fn clause(&self, below: Option<i64>) -> (String, Vec<SqlValue>) {
         let mut terms = vec![];
         let mut values = vec![];
+        if let Some(id) = below {
+            terms.push("id < ?");
+            values.push(SqlValue::Integer(id));
+        }
         if let Some(id) = self.backfill_id {
             terms.push("backfill_id = ?");
             values.push(SqlValue::Integer(id));
@@ -87,7 +102,49 @@ fn insert_uncounted(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i
         micros(Some(r.created_at)),
         micros(Some(r.updated_at)),
     ])?;
+    add_to_tally(conn, &r.pipeline_uuid, r.backfill_id, r.status.as_str(), 1)?;
     Ok(conn.last_insert_rowid())
+}
+
+/// Adds `n` (which may be negative) to the runs in `status` of the pipeline and backfill,
+/// under each listing filter they fall in (see `run_tally` in schema.sql).
+fn add_to_tally(
+    conn: &Connection,
+    pipeline_uuid: &str,
+    backfill_id: Option<i64>,
+    status: &str,
+    n: i64,
+) -> rusqlite::Result<()> {
+    const UPSERT: &str = "ON CONFLICT (pipeline_uuid, backfill_id, status) DO UPDATE SET n = n + excluded.n";
+    match backfill_id {
+        Some(b) => conn
+            .prepare_cached(&format!(
+                "INSERT INTO run_tally (pipeline_uuid, backfill_id, status, n) VALUES \
+                 ('', 0, ?3, ?4), (?1, 0, ?3, ?4), ('', ?2, ?3, ?4), (?1, ?2, ?3, ?4) {UPSERT}"
+            ))?
+            .execute(params![pipeline_uuid, b, status, n])?,
+        None => conn
+            .prepare_cached(&format!(
+                "INSERT INTO run_tally (pipeline_uuid, backfill_id, status, n) VALUES \
+                 ('', 0, ?2, ?3), (?1, 0, ?2, ?3) {UPSERT}"
+            ))?
+            .execute(params![pipeline_uuid, status, n])?,
+    };
+    Ok(())
+}
+
+/// Fills `run_tally` from the runs themselves: for a file made before it existed.
+pub fn fill_tally(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "DELETE FROM run_tally;
+         INSERT INTO run_tally SELECT '', 0, status, COUNT(*) FROM pipeline_run GROUP BY status;
+         INSERT INTO run_tally SELECT pipeline_uuid, 0, status, COUNT(*) FROM pipeline_run
+             GROUP BY pipeline_uuid, status;
+         INSERT INTO run_tally SELECT '', backfill_id, status, COUNT(*) FROM pipeline_run
+             WHERE backfill_id IS NOT NULL GROUP BY backfill_id, status;
+         INSERT INTO run_tally SELECT pipeline_uuid, backfill_id, status, COUNT(*) FROM pipeline_run
+             WHERE backfill_id IS NOT NULL GROUP BY pipeline_uuid, backfill_id, status;",
+    )
 }
 
 /// What every run of one start shares.
@@ -114,8 +171,8 @@ fn started_runs_sql(rows: usize) -> String {
 }
 
 /// Inserts runs of a start, status `initial`, each an execution date and its variables as
-/// JSON text, up to `START_BATCH` per statement, uncounted: the caller (`start`) adds them to
-/// `backfill_run_count` once (`add_to_run_count`), or recounts.
+/// JSON text, up to `START_BATCH` per statement, tallied but uncounted: the caller (`start`)
+/// adds them to `backfill_run_count` once (`add_to_run_count`), or recounts.
 pub fn insert_started_runs(
     conn: &Connection,
     common: &StartedRuns,
@@ -134,7 +191,8 @@ pub fn insert_started_runs(
         }
         stmt.raw_execute()?;
     }
-    Ok(())
+    let n = i64::try_from(runs.len()).unwrap_or(i64::MAX);
+    add_to_tally(conn, common.pipeline_uuid, Some(common.backfill_id), RunStatus::Initial.as_str(), n)
 }
 
 /// Inserts `r`, counting it: it becomes the newest run of its date unless a newer one is
@@ -209,27 +267,55 @@ pub fn get_pipeline_run(conn: &Connection, id: i64) -> rusqlite::Result<Option<P
         .optional()
 }
 
-/// One page of runs, newest (highest id) first.
-pub fn list_pipeline_runs(conn: &Connection, filter: &RunFilter, page: Page) -> rusqlite::Result<Vec<PipelineRun>> {
-    let (clause, mut values) = filter.clause();
-    values.push(SqlValue::Integer(i64::try_from(page.limit).unwrap_or(i64::MAX)));
-    values.push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
+/// One page of runs, newest (highest id) first. With a status filter it reads one of the
+/// status listing indexes, so a rare status costs no more than a common one.
+pub fn list_pipeline_runs(
+    conn: &Connection,
+    filter: &RunFilter,
+    limit: u64,
+    start: RunStart,
+) -> rusqlite::Result<Vec<PipelineRun>> {
+    let (below, offset) = match start {
+        RunStart::Offset(n) => (None, n),
+        RunStart::Below(id) => (Some(id), 0),
+    };
+    let (clause, mut values) = filter.clause(below);
+    values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    values.push(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM pipeline_run {clause} ORDER BY id DESC LIMIT ? OFFSET ?"))?
         .query_map(params_from_iter(values), from_row)?
         .collect()
 }
 
+/// How many runs match: read from `run_tally` (at most five rows), never by scanning runs.
 pub fn count_pipeline_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::Result<u64> {
-    let (clause, values) = filter.clause();
-    let n: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) FROM pipeline_run {clause}"))?
-        .query_row(params_from_iter(values), |r| r.get(0))?;
+    let backfill_id = match filter.backfill_id {
+        // No backfill has such an id, and 0 is the tally's "any backfill".
+        Some(id) if id < 1 => return Ok(0),
+        Some(id) => id,
+        None => 0,
+    };
+    let pipeline_uuid = filter.pipeline_uuid.as_deref().unwrap_or("");
+    let n: i64 = match filter.status {
+        Some(status) => conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(n), 0) FROM run_tally WHERE pipeline_uuid = ?1 AND backfill_id = ?2 AND status = ?3",
+            )?
+            .query_row(params![pipeline_uuid, backfill_id, status.as_str()], |r| r.get(0))?,
+        None => conn
+            .prepare_cached("SELECT COALESCE(SUM(n), 0) FROM run_tally WHERE pipeline_uuid = ?1 AND backfill_id = ?2")?
+            .query_row(params![pipeline_uuid, backfill_id], |r| r.get(0))?,
+    };
     Ok(n.unsigned_abs())
 }
 
 /// Writes the status and its timestamps, moving the run between counts when it is the
 /// newest of its date. `previous` is the status it had.
 pub fn update_pipeline_run_status(conn: &Connection, run: &PipelineRun, previous: RunStatus) -> rusqlite::Result<()> {
+    if previous != run.status {
+        add_to_tally(conn, &run.pipeline_uuid, run.backfill_id, previous.as_str(), -1)?;
+        add_to_tally(conn, &run.pipeline_uuid, run.backfill_id, run.status.as_str(), 1)?;
+    }
     if let Some(backfill_id) = run.backfill_id.filter(|_| previous != run.status) {
         if !newer_run_exists(conn, backfill_id, micros(run.execution_date), run.id)? {
             add_to_run_count(conn, backfill_id, previous, -1)?;
@@ -263,6 +349,20 @@ pub fn cancel_unfinished_runs(conn: &Connection, backfill_id: i64, now: DateTime
     )?
     .execute([backfill_id])?;
     add_to_run_count(conn, backfill_id, RunStatus::Cancelled, moving)?;
+    // Every run moving, by status, from the tally (no scan of the runs; a backfill's runs are
+    // all of its pipeline).
+    let tallied: Vec<(String, String, i64)> = conn
+        .prepare_cached(
+            "SELECT pipeline_uuid, status, n FROM run_tally \
+             WHERE pipeline_uuid = (SELECT pipeline_uuid FROM backfill WHERE id = ?1) AND backfill_id = ?1 \
+             AND status IN ('initial', 'running') AND n <> 0",
+        )?
+        .query_map([backfill_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (pipeline_uuid, status, n) in tallied {
+        add_to_tally(conn, &pipeline_uuid, Some(backfill_id), &status, -n)?;
+        add_to_tally(conn, &pipeline_uuid, Some(backfill_id), RunStatus::Cancelled.as_str(), n)?;
+    }
     conn.prepare_cached(
         "UPDATE pipeline_run SET status = 'cancelled', updated_at = ?2 \
          WHERE backfill_id = ?1 AND status IN ('initial', 'running')",

@@ -11,9 +11,9 @@ use serde_json::json;
 use crate::helpers::{agent, assert_error, backfill, import_file, reply, BIN};
 
 /// A `backfilld serve` child process on a free loopback port; killed when dropped.
-struct Served {
-    child: Child,
-    base: String,
+pub struct Served {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Drop for Served {
@@ -23,11 +23,35 @@ impl Drop for Served {
     }
 }
 
-fn free_port() -> u16 {
+impl Served {
+    /// Stops the server and returns everything it wrote to standard error.
+    pub fn stop_and_read_log(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut log = String::new();
+        for line in BufReader::new(self.child.stderr.take().unwrap()).lines() {
+            log.push_str(&line.unwrap());
+            log.push('\n');
+        }
+        log
+    }
+
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn serve(db: &Path, extra: &[&str]) -> Served {
+pub fn serve(db: &Path, extra: &[&str]) -> Served {
+    serve_with_log(db, extra, Stdio::piped())
+}
+
+/// `serve`, its standard error going to `log` (a pipe that nobody reads fills up after
+/// some 64 KiB of access lines, and then the server blocks on its next log line).
+pub fn serve_with_log(db: &Path, extra: &[&str], log: Stdio) -> Served {
     let port = free_port();
     let child = Command::new(BIN)
         .args(["serve", "--workers", "1", "--bind", &format!("127.0.0.1:{port}"), "--db"])
@@ -36,7 +60,7 @@ fn serve(db: &Path, extra: &[&str]) -> Served {
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap();
     let served = Served { child, base: format!("http://127.0.0.1:{port}") };
@@ -48,7 +72,7 @@ fn serve(db: &Path, extra: &[&str]) -> Served {
     served
 }
 
-fn run(args: &[&str], db: &Path) -> std::process::Output {
+pub fn run(args: &[&str], db: &Path) -> std::process::Output {
     Command::new(BIN).args(args).arg("--db").arg(db).stdin(Stdio::null()).output().unwrap()
 }
 
@@ -81,13 +105,7 @@ fn the_access_log_has_a_line_per_request_and_never_the_api_key() {
     assert_eq!(r.status, 200);
     let url = format!("{}/api/backfills?api%5Fkey={secret}", server.base);
     assert_eq!(reply(agent().get(url).call().unwrap()).status, 200);
-    let _ = server.child.kill();
-    let _ = server.child.wait();
-    let mut log = String::new();
-    for line in BufReader::new(server.child.stderr.take().unwrap()).lines() {
-        log.push_str(&line.unwrap());
-        log.push('\n');
-    }
+    let log = server.stop_and_read_log();
     assert!(log.contains("GET /api/backfills?_limit=3&api_key=[redacted] HTTP/1.1\" 200"), "{log}");
     assert!(log.contains("GET /api/backfills?api%5Fkey=[redacted] HTTP/1.1\" 200"), "{log}");
     assert!(!log.contains(secret), "{log}");
@@ -124,7 +142,10 @@ fn a_file_that_is_not_a_database_is_a_clear_error() {
 fn a_newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
-    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "application_id", backfilld::db::APPLICATION_ID).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
     let out = run(&["serve", "--bind", "127.0.0.1:0"], &db);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("schema version 99, newer"));

@@ -57,14 +57,15 @@ fn unknown_paths_are_404s() {
 fn wrong_methods_are_405s_with_an_allow_header() {
     let app = spawn_app();
     for (method, path, allow) in [
-        ("DELETE", "/api/backfills", "GET"),
-        ("PATCH", "/api/backfills", "GET"),
-        ("POST", "/api/backfills", "GET"),
-        ("PUT", "/api/pipelines/p/backfills", "GET, POST"),
-        ("POST", "/api/backfills/1", "GET, PUT, DELETE"),
+        ("DELETE", "/api/backfills", "GET, HEAD"),
+        ("PATCH", "/api/backfills", "GET, HEAD"),
+        ("POST", "/api/backfills", "GET, HEAD"),
+        ("PUT", "/api/pipelines/p/backfills", "GET, HEAD, POST"),
+        ("POST", "/api/backfills/1", "GET, HEAD, PUT, DELETE"),
         ("GET", "/api/pipelines/p/backfills/1", "PUT"),
-        ("DELETE", "/api/pipeline_runs/1", "GET, PUT"),
-        ("POST", "/api/pipeline_runs", "GET"),
+        ("DELETE", "/api/pipeline_runs/1", "GET, HEAD, PUT"),
+        ("POST", "/api/pipeline_runs", "GET, HEAD"),
+        ("POST", "/api/status", "GET, HEAD"),
     ] {
         let reply = app.request(method, path);
         let message = assert_error(&reply, 405, "method_not_allowed");

@@ -42,15 +42,22 @@ pub fn spawn_app_with(auth: AuthConfig) -> TestApp {
 }
 
 pub fn spawn_app_limited(auth: AuthConfig, limits: Limits) -> TestApp {
+    spawn_app_tuned(auth, limits, |_| {})
+}
+
+/// The server with its state adjusted by `tune` (shorter deadlines, a smaller body budget).
+pub fn spawn_app_tuned(auth: AuthConfig, limits: Limits, tune: impl FnOnce(&mut AppState)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("backfilld.db");
     let pool = db::open_pool(&db_path, 4).unwrap();
+    let mut state = AppState::new(pool, auth, limits).unwrap();
+    tune(&mut state);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let system = actix_web::rt::System::new();
-        let server = backfilld::run(listener, AppState { pool, auth, limits }, 1).unwrap();
+        let server = backfilld::run(listener, state, 1).unwrap();
         tx.send(server.handle()).unwrap();
         system.block_on(server).unwrap();
     });

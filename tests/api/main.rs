@@ -5,5 +5,6 @@ mod auth;
 mod backfills;
 mod cli;
 mod errors;
+mod hardening;
 mod helpers;
 mod lifecycle;

@@ -1,0 +1,141 @@
+//! The log: env_logger, with the lines a client can provoke at will kept in bounds.
+//!
+//! actix-http writes an ERROR line ("stream error: request parse error ...") for every
+//! malformed request it refuses before any of backfilld's code runs (its own bare 400). Those
+//! are the client's errors, not the server's, and a client sending garbage in a loop would
+//! otherwise write a line per request. They are demoted to WARN and let through at most
+//! `BURST` per `WINDOW`; the next line let through says how many were left out.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use log::{Level, Log, Metadata, Record};
+
+/// How many such lines a window lets through.
+pub const BURST: u32 = 5;
+/// The window.
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// Counts lines within fixed windows.
+#[derive(Debug)]
+pub struct Limiter {
+    window_start: Option<Instant>,
+    in_window: u32,
+    suppressed: u64,
+}
+
+impl Limiter {
+    pub const fn new() -> Limiter {
+        Limiter { window_start: None, in_window: 0, suppressed: 0 }
+    }
+
+    /// Whether a line at `now` may be written: `Some(n)`, with `n` the lines left out since
+    /// the last one written, or `None` to leave it out.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.window_start.is_none_or(|start| now.duration_since(start) >= WINDOW) {
+            self.window_start = Some(now);
+            self.in_window = 0;
+        }
+        if self.in_window >= BURST {
+            self.suppressed += 1;
+            return None;
+        }
+        self.in_window += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter::new()
+    }
+}
+
+/// A logger that passes everything to `inner` except actix-http's error lines, which go
+/// through the limiter, demoted to WARN.
+pub struct Bounded<L> {
+    inner: L,
+    limiter: Mutex<Limiter>,
+}
+
+impl<L: Log> Bounded<L> {
+    pub fn new(inner: L) -> Bounded<L> {
+        Bounded { inner, limiter: Mutex::new(Limiter::new()) }
+    }
+}
+
+fn client_provoked(record: &Record) -> bool {
+    record.level() <= Level::Warn && record.target().starts_with("actix_http")
+}
+
+impl<L: Log> Log for Bounded<L> {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !client_provoked(record) {
+            return self.inner.log(record);
+        }
+        let admitted = self.limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).admit(Instant::now());
+        let Some(left_out) = admitted else { return };
+        let args = record.args();
+        let note = if left_out > 0 { format!(" ({left_out} more like it left out)") } else { String::new() };
+        self.inner.log(
+            &Record::builder()
+                .level(Level::Warn)
+                .target(record.target())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .args(format_args!("client error: {args}{note}"))
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+/// Installs env_logger (`RUST_LOG`, default `info`) behind `Bounded`.
+pub fn init() {
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(Bounded::new(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_per_window_is_let_through_and_the_rest_counted() {
+        let mut l = Limiter::new();
+        let t0 = Instant::now();
+        for k in 0..BURST {
+            assert_eq!(l.admit(t0 + Duration::from_millis(u64::from(k))), Some(0));
+        }
+        for k in 0..100 {
+            assert_eq!(l.admit(t0 + Duration::from_millis(100 + k)), None);
+        }
+        // A new window: let through again, with the count of what was left out.
+        assert_eq!(l.admit(t0 + WINDOW), Some(100));
+        assert_eq!(l.admit(t0 + WINDOW + Duration::from_millis(1)), Some(0));
+    }
+
+    #[test]
+    fn only_actix_http_warnings_and_errors_are_bounded() {
+        let rec = |level, target| {
+            let args = format_args!("x");
+            client_provoked(&Record::builder().level(level).target(target).args(args).build())
+        };
+        assert!(rec(Level::Error, "actix_http::h1::dispatcher"));
+        assert!(rec(Level::Warn, "actix_http::h1::dispatcher"));
+        assert!(!rec(Level::Info, "actix_http::h1::dispatcher"));
+        assert!(!rec(Level::Error, "backfilld::api::error"));
+        assert!(!rec(Level::Info, "actix_web::middleware::logger"));
+    }
+}

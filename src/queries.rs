@@ -1,0 +1,79 @@
+//! The reads the API makes, beside `lifecycle`'s writes: each function does one request's
+//! whole read on the connection it is given, which the caller has put in one read
+//! transaction, so that its statements see one snapshot. No clock reads, no HTTP.
+
+use std::collections::HashMap;
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+use crate::model::{Backfill, PipelineRun, RunStatusCounts};
+use crate::store::pipeline_runs::{RunFilter, RunStart};
+use crate::store::tokens::TokenRecord;
+use crate::store::{self, Start};
+
+/// A page of backfills with everything needed to present it.
+pub struct BackfillListing {
+    pub backfills: Vec<Backfill>,
+    /// Each backfill's run counts, when asked for.
+    pub counts: Option<HashMap<i64, RunStatusCounts>>,
+    /// How many backfills match.
+    pub total: u64,
+    /// Whether more follow this page.
+    pub next: bool,
+}
+
+/// A fixed number of statements whatever the page size: the page (one row more than asked,
+/// to know whether more follow), the kept count, and (when asked) the run counts of every
+/// backfill on the page at once.
+pub fn backfill_listing(
+    conn: &Connection,
+    pipeline_uuid: Option<&str>,
+    limit: u64,
+    start: Start,
+    with_counts: bool,
+) -> Result<BackfillListing> {
+    let mut backfills = store::backfills::list_backfills(conn, pipeline_uuid, limit.saturating_add(1), start)?;
+    let next = backfills.len() as u64 > limit;
+    backfills.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let ids: Vec<i64> = backfills.iter().map(|b| b.id).collect();
+    let total = store::backfills::count_backfills(conn, pipeline_uuid)?;
+    let counts = if with_counts { Some(store::backfills::count_runs_by_status(conn, &ids)?) } else { None };
+    Ok(BackfillListing { backfills, counts, total, next })
+}
+
+/// The backfill `id`, with its run counts when asked for.
+pub fn backfill(conn: &Connection, id: i64, with_counts: bool) -> Result<(Backfill, Option<RunStatusCounts>)> {
+    let backfill =
+        store::backfills::get_backfill(conn, id)?.ok_or_else(|| Error::NotFound(format!("no backfill has id {id}")))?;
+    let counts = if with_counts {
+        Some(store::backfills::count_runs_by_status(conn, &[id])?.remove(&id).unwrap_or_default())
+    } else {
+        None
+    };
+    Ok((backfill, counts))
+}
+
+/// A page of runs and how many match in all (a kept count). A filter that matches nothing
+/// (a backfill of another pipeline, say) reads no runs at all.
+pub fn run_listing(
+    conn: &Connection,
+    filter: &RunFilter,
+    limit: u64,
+    start: RunStart,
+) -> Result<(Vec<PipelineRun>, u64)> {
+    let count = store::pipeline_runs::count_pipeline_runs(conn, filter)?;
+    let runs = if count == 0 { vec![] } else { store::pipeline_runs::list_pipeline_runs(conn, filter, limit, start)? };
+    Ok((runs, count))
+}
+
+/// The pipeline run `id`.
+pub fn run(conn: &Connection, id: i64) -> Result<PipelineRun> {
+    store::pipeline_runs::get_pipeline_run(conn, id)?
+        .ok_or_else(|| Error::NotFound(format!("no pipeline run has id {id}")))
+}
+
+/// The token whose SHA-256 is `hash`, if one is stored.
+pub fn token(conn: &Connection, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
+    Ok(store::tokens::find_token_by_hash(conn, hash)?)
+}

@@ -1,0 +1,512 @@
+//! What an outsider could do to the server and must not be able to: stall it with slow
+//! bodies, split it by deleting its file, flood its log, lock its commands out, or slip
+//! past its checks with a blank key.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backfilld::api::body::{BodyLimits, Budget};
+use backfilld::lifecycle::Limits;
+use backfilld::AuthConfig;
+use serde_json::{json, Value};
+
+use crate::cli::{run, serve, serve_with_log};
+use crate::helpers::{agent, assert_error, seed_fields, spawn_app, spawn_app_tuned, TestApp, BIN};
+
+const KEY: &str = "hardening-key";
+
+/// An answer read off a raw connection: status, head, body as JSON (if any).
+struct Raw {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn port_of(app: &TestApp) -> u16 {
+    app.base.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Reads one response (until its Content-Length, or the end of the stream).
+fn read_response(s: &mut TcpStream) -> Raw {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("an answer before the read timeout");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_string();
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                let body = &buf[end + 4..end + 4 + length];
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                let body = serde_json::from_slice(body).unwrap_or(Value::Null);
+                return Raw { status, head: head.to_ascii_lowercase(), body };
+            }
+        }
+        assert!(n > 0, "the connection closed mid-answer: {:?}", String::from_utf8_lossy(&buf));
+    }
+}
+
+/// Whether the server has closed the connection (reads end of stream, or a reset).
+fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut rest = [0u8; 1024];
+    loop {
+        match s.read(&mut rest) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn post_head(path: &str, length: usize, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{extra}Content-Length: {length}\r\n\r\n"
+    )
+}
+
+fn with_body_limits(deadline: Duration, budget: usize) -> impl FnOnce(&mut backfilld::AppState) {
+    move |s| s.body = BodyLimits { deadline, budget: Budget::new(budget) }
+}
+
+#[test]
+fn a_body_that_stalls_is_answered_408_after_the_deadline_and_disconnected() {
+    let app = spawn_app_tuned(
+        AuthConfig::default(),
+        Limits::default(),
+        with_body_limits(Duration::from_millis(300), 1 << 20),
+    );
+    let mut s = connect(port_of(&app));
+    let t = Instant::now();
+    s.write_all(post_head("/api/pipelines/p/backfills", 1000, "").as_bytes()).unwrap();
+    s.write_all(br#"{"backfill": {"na"#).unwrap();
+    let r = read_response(&mut s);
+    let waited = t.elapsed();
+    assert_eq!(r.status, 408, "{:?}", r.body);
+    assert_eq!(r.body["error"]["type"], "request_timeout");
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(is_closed(&mut s), "the stalled connection stayed open");
+    // Nothing was written.
+    assert_eq!(app.get("/api/backfills").body["metadata"]["count"], 0);
+}
+
+#[test]
+fn bodies_beyond_the_shared_budget_are_503_with_retry_after_until_it_frees() {
+    let app =
+        spawn_app_tuned(AuthConfig::default(), Limits::default(), with_body_limits(Duration::from_millis(800), 4096));
+    let port = port_of(&app);
+    let mut hog = connect(port);
+    hog.write_all(post_head("/api/pipelines/p/backfills", 4000, "").as_bytes()).unwrap();
+    hog.write_all(b"{").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let body = serde_json::to_vec(&json!({"backfill": seed_fields("late")})).unwrap();
+    let mut s = connect(port);
+    s.write_all(post_head("/api/pipelines/p/backfills", body.len(), "").as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(r.body["error"]["type"], "service_unavailable");
+    assert_eq!(r.body["error"]["code"], 503);
+    assert!(r.head.contains("retry-after: 1"), "{}", r.head);
+    // Once the stalled body's deadline passes, its share comes back.
+    assert_eq!(read_response(&mut hog).status, 408);
+    let ok = app.send("POST", "/api/pipelines/p/backfills", &json!({"backfill": seed_fields("late")}));
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+}
+
+#[test]
+fn a_declared_body_over_the_limit_is_413_before_a_byte_of_it_is_read() {
+    let app =
+        spawn_app_tuned(AuthConfig::default(), Limits::default(), with_body_limits(Duration::from_secs(30), 1 << 20));
+    let mut s = connect(port_of(&app));
+    let t = Instant::now();
+    s.write_all(post_head("/api/pipelines/p/backfills", 2 << 20, "").as_bytes()).unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body["error"]["type"], "payload_too_large");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(is_closed(&mut s));
+}
+
+#[test]
+fn under_auth_credentials_outside_the_body_are_checked_before_it_is_read() {
+    // A 30 s body deadline: an answer within seconds means the body was never waited for.
+    let app = spawn_app_tuned(
+        AuthConfig::new(true, &[KEY.into()]),
+        Limits::default(),
+        with_body_limits(Duration::from_secs(30), 1 << 20),
+    );
+    let token = app.add_token("t", None);
+    let port = port_of(&app);
+    let cases = [
+        (String::new(), 401, "invalid_api_key"),
+        ("X-API-KEY: wrong\r\n".to_string(), 401, "invalid_api_key"),
+        (format!("X-API-KEY: {KEY}\r\n"), 403, "unauthorized_access"),
+        (format!("X-API-KEY: {KEY}\r\nOAUTH-TOKEN: nonsense\r\n"), 401, "invalid_oauth_token"),
+        ("OAUTH-TOKEN: nonsense\r\n".to_string(), 401, "invalid_oauth_token"),
+        // A valid token but the key only possibly in the body: a large body is not searched.
+        (format!("OAUTH-TOKEN: {token}\r\n"), 401, "invalid_api_key"),
+    ];
+    for (headers, status, kind) in cases {
+        let mut s = connect(port);
+        let t = Instant::now();
+        s.write_all(post_head("/api/pipelines/p/backfills", 1 << 20, &headers).as_bytes()).unwrap();
+        let r = read_response(&mut s);
+        assert_eq!((r.status, r.body["error"]["type"].as_str()), (status, Some(kind)), "{headers:?}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{headers:?} waited for the body");
+    }
+}
+
+/// The server's resident memory in KiB: all of it (`VmRSS`), or its heap and stacks alone
+/// (`RssAnon`, without the pages of the binary and the database file).
+fn rss_kib(pid: u32, which: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with(which)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+/// The attack of the issue, at full size against the real binary: 2,000 connections each
+/// send the head of a 1 MiB POST and nearly all of its body, then stall.
+fn stalled_bodies(extra: &[&str]) {
+    const CONNECTIONS: usize = 2000;
+    const BODY: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let server = serve_with_log(&dir.path().join("b.db"), &[&["--body-timeout", "2"], extra].concat(), log.into());
+    let port = server.port();
+    let pid = server.child.id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak_rss = Arc::new(AtomicU64::new(0));
+    let peak_anon = Arc::new(AtomicU64::new(0));
+    let idle_mib = rss_kib(pid, "VmRSS:") as f64 / 1024.0;
+    let slowest_probe_us = Arc::new(AtomicU64::new(0));
+    let probe = {
+        let (stop, peak_rss, peak_anon, slowest) =
+            (stop.clone(), peak_rss.clone(), peak_anon.clone(), slowest_probe_us.clone());
+        std::thread::spawn(move || {
+            let agent = agent();
+            let url = format!("http://127.0.0.1:{port}/api/status");
+            while !stop.load(Ordering::Relaxed) {
+                peak_rss.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                peak_anon.fetch_max(rss_kib(pid, "RssAnon:"), Ordering::Relaxed);
+                let t = Instant::now();
+                let r = agent.get(&url).call().unwrap();
+                assert_eq!(r.status(), 200);
+                slowest.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let head = post_head("/api/pipelines/p/backfills", BODY, "");
+    let filler = vec![b' '; BODY - 1];
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (head, filler) = (head.clone(), filler.clone());
+            std::thread::spawn(move || {
+                (0..CONNECTIONS / 4)
+                    .map(|_| {
+                        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                        s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+                        // Refused ones are closed by the server; a failed write is expected.
+                        let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(&filler));
+                        s
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut sockets: Vec<TcpStream> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    // Past the 2 s deadline, every stalled connection has been answered and closed.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    probe.join().unwrap();
+    let open = sockets.iter_mut().map(|s| !is_closed(s)).filter(|open| *open).count();
+    let peak_mib = peak_rss.load(Ordering::Relaxed) as f64 / 1024.0;
+    let slowest_ms = slowest_probe_us.load(Ordering::Relaxed) as f64 / 1000.0;
+    let anon_mib = peak_anon.load(Ordering::Relaxed) as f64 / 1024.0;
+    eprintln!(
+        "stalled bodies {extra:?}: RSS {idle_mib:.1} MiB idle, peak {peak_mib:.1} MiB ({anon_mib:.1} MiB heap and \
+         stacks), slowest /api/status {slowest_ms:.1} ms, {open} left open"
+    );
+    assert_eq!(open, 0, "stalled connections left open after the deadline");
+    assert!(peak_mib < 128.0, "peak RSS {peak_mib:.1} MiB");
+    assert!(slowest_ms < 100.0, "/api/status took {slowest_ms:.1} ms");
+}
+
+#[test]
+fn stalled_bodies_cannot_exhaust_memory_nor_stall_other_requests() {
+    stalled_bodies(&[]);
+}
+
+#[test]
+fn stalled_bodies_under_auth_cannot_exhaust_memory_nor_stall_other_requests() {
+    stalled_bodies(&["--require-auth", "--api-key", KEY]);
+}
+
+#[test]
+fn writes_are_refused_once_the_data_file_is_deleted_or_replaced() {
+    let app = spawn_app();
+    let id = app.create_backfill("p", seed_fields("before"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", app.db_path.display()));
+    }
+    let r = app.send("POST", "/api/pipelines/p/backfills", &json!({"backfill": seed_fields("after")}));
+    let message = assert_error(&r, 503, "service_unavailable");
+    assert!(message.contains("deleted"), "{message}");
+    assert_error(&app.put_backfill(id, json!({"name": "renamed"})), 503, "service_unavailable");
+    // Reads of the open file go on, and no empty file appears at the path.
+    for _ in 0..20 {
+        let r = app.get("/api/backfills");
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["metadata"]["count"], 1);
+    }
+    assert!(!app.db_path.exists(), "the file was created again");
+}
+
+#[test]
+fn a_replaced_data_file_is_refused_too() {
+    let app = spawn_app();
+    app.create_backfill("p", seed_fields("before"));
+    let other = app.dir.path().join("other.db");
+    drop(backfilld::db::open(&other).unwrap());
+    std::fs::rename(&other, &app.db_path).unwrap();
+    let r = app.send("POST", "/api/pipelines/p/backfills", &json!({"backfill": seed_fields("after")}));
+    let message = assert_error(&r, 503, "service_unavailable");
+    assert!(message.contains("replaced"), "{message}");
+}
+
+#[test]
+fn every_request_gets_an_access_line_rejected_or_not_and_garbage_cannot_flood_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let mut server = serve(&db, &["--require-auth", "--api-key", KEY]);
+    let url = |path: &str| format!("{}{path}", server.base);
+    let agent = agent();
+    assert_eq!(agent.get(url("/api/backfills?marker=nokey")).call().unwrap().status(), 401);
+    assert_eq!(agent.get(url("/api/backfills?marker=notoken")).header("X-API-KEY", KEY).call().unwrap().status(), 403);
+    let bad = agent.get(url("/api/backfills?marker=badtoken")).header("X-API-KEY", KEY).header("OAUTH-TOKEN", "x");
+    assert_eq!(bad.call().unwrap().status(), 401);
+    // Malformed requests actix refuses before our code: a few lines at most, none an ERROR.
+    for _ in 0..40 {
+        let mut s = connect(server.port());
+        s.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\nBad: \x01\r\n\r\n").unwrap();
+        let _ = read_response(&mut s);
+    }
+    let log = server.stop_and_read_log();
+    for (marker, status) in [("nokey", 401), ("notoken", 403), ("badtoken", 401)] {
+        let line = format!("GET /api/backfills?marker={marker} HTTP/1.1\" {status}");
+        assert_eq!(log.matches(&line).count(), 1, "no access line {line:?} in:\n{log}");
+    }
+    let client_errors = log.lines().filter(|l| l.contains("parse error")).count();
+    assert!((1..=backfilld::logging::BURST as usize).contains(&client_errors), "{client_errors} lines:\n{log}");
+    assert!(!log.contains(" ERROR "), "{log}");
+}
+
+#[test]
+fn commands_wait_for_a_servers_long_write_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    drop(backfilld::db::open(&db).unwrap());
+    // Another process's write transaction for 7 s: longer than SQLite's usual 5 s wait.
+    let mut holder = rusqlite::Connection::open(&db).unwrap();
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let hold = std::thread::spawn(move || {
+        let tx = holder.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+        tx.execute(
+            "INSERT INTO pipeline_schedule (name, pipeline_uuid, created_at, updated_at) VALUES ('x', 'p', 0, 0)",
+            [],
+        )
+        .unwrap();
+        locked.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(7));
+        tx.commit().unwrap();
+    });
+    is_locked.recv().unwrap();
+    let t = Instant::now();
+    let out = run(&["token", "create", "--name", "late"], &db);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(t.elapsed() >= Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(stderr.contains("waiting for the data file's write lock"), "{stderr}");
+    hold.join().unwrap();
+    // Reading commands take no write lock at all.
+    let list = run(&["token", "list"], &db);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("late"));
+}
+
+#[test]
+fn a_second_server_on_a_served_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let _first = serve(&db, &[]);
+    let t = Instant::now();
+    let out = run(&["serve", "--bind", "127.0.0.1:0"], &db);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("being served by another backfilld"), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn blank_api_keys_are_refused_at_start_and_keys_are_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    for keys in [" ", "a,,b", "a, "] {
+        let out = Command::new(BIN)
+            .args(["serve", "--require-auth", "--bind", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .env("BACKFILLD_API_KEY", keys)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{keys:?}: {stderr}");
+        assert!(stderr.contains("blank"), "{stderr}");
+    }
+    let token = String::from_utf8(run(&["token", "create", "--name", "t"], &db).stdout).unwrap().trim().to_string();
+    let port = crate::cli::free_port();
+    let _server = crate::cli::Served {
+        child: Command::new(BIN)
+            .args(["serve", "--require-auth", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(&db)
+            .env("BACKFILLD_API_KEY", "one , two")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let agent = agent();
+    let get = |query: &str| {
+        agent
+            .get(format!("http://127.0.0.1:{port}/api/backfills{query}"))
+            .header("OAUTH-TOKEN", &token)
+            .call()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get("?api_key=two"), 200);
+    assert_eq!(get("?api_key=one"), 200);
+    assert_eq!(get("?api_key=+"), 401);
+    assert_eq!(get("?api_key=%20two"), 401);
+}
+
+#[test]
+fn head_answers_on_every_get_route_without_a_body() {
+    let app = spawn_app();
+    let id = app.create_backfill("p", seed_fields("x"));
+    for path in ["/api/status".to_string(), "/api/backfills".into(), format!("/api/backfills/{id}")] {
+        let mut s = connect(port_of(&app));
+        s.write_all(format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        let (head, body) = all.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        assert!(body.is_empty(), "{path}: {body:?}");
+    }
+}
+
+#[test]
+fn a_run_cannot_go_back_to_initial() {
+    let app = spawn_app();
+    let id = app.create_backfill("p", seed_fields("x"));
+    assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
+    let run = app.run_ids(id)[0];
+    assert_eq!(app.report_run(run, "running").status, 200);
+    let message = assert_error(&app.report_run(run, "initial"), 409, "record_conflict");
+    assert!(message.contains("initial"), "{message}");
+    let r = app.get(&format!("/api/pipeline_runs/{run}"));
+    assert_eq!(r.body["pipeline_run"]["status"], "running");
+}
+
+#[test]
+fn runs_page_by_cursor_and_deep_offsets_answer_off_the_workers() {
+    let app = spawn_app_tuned(AuthConfig::default(), Limits::default(), |_| {});
+    // 10,081 minutely runs: deep enough for an offset past the slow-read threshold.
+    let id = app.create_backfill(
+        "p",
+        json!({"name": "deep", "start_datetime": "2023-01-01T00:00:00Z", "end_datetime": "2023-01-08T00:00:00Z",
+            "interval_type": "minute", "interval_units": 1}),
+    );
+    assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
+    let total = 7 * 24 * 60 + 1;
+    let first = app.get(&format!("/api/pipeline_runs?backfill_id={id}&_limit=1")).body;
+    let newest = first["pipeline_runs"][0]["id"].as_i64().unwrap();
+    assert_eq!(first["metadata"]["count"], total);
+    // A deep offset (a slow read) gives the same rows as the arithmetic says.
+    let deep = app.get("/api/pipeline_runs?_offset=10000&_limit=3&pipeline_uuid=p").body;
+    let ids: Vec<i64> = deep["pipeline_runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [newest - 10_000, newest - 10_001, newest - 10_002]);
+    assert_eq!(deep["metadata"]["count"], total);
+    // Cursor paging visits every run once, newest first, with the status filter too.
+    for run in app.run_ids(id).into_iter().take(3) {
+        assert_eq!(app.report_run(run, "failed").status, 200);
+    }
+    let mut seen = vec![];
+    let mut url = format!("/api/pipeline_runs?backfill_id={id}&status=initial&_limit=1000");
+    loop {
+        let page = app.get(&url).body;
+        assert_eq!(page["metadata"]["count"], total - 3);
+        seen.extend(page["pipeline_runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()));
+        match page["metadata"]["cursor"].as_str() {
+            Some(c) => url = format!("/api/pipeline_runs?backfill_id={id}&status=initial&_limit=1000&_cursor={c}"),
+            None => {
+                assert_eq!(page["metadata"]["next"], false);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen.len(), total as usize - 3);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]));
+    let failed = app.get("/api/pipeline_runs?status=failed").body;
+    assert_eq!(failed["metadata"]["count"], 3);
+    assert_eq!(failed["pipeline_runs"].as_array().unwrap().len(), 3);
+    assert_error(&app.get("/api/pipeline_runs?_cursor=r1.5&_offset=1"), 400, "api_resource_error");
+    assert_error(&app.get("/api/pipeline_runs?_cursor=1.5.5"), 400, "api_resource_error");
+}
+
+#[test]
+fn a_folder_the_user_cannot_write_is_named_as_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let db = ro.join("b.db");
+    // Root may write anywhere: run the command as an unprivileged user then.
+    // SAFETY: geteuid has no preconditions.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = cmd.args(["token", "list", "--db"]).arg(&db).stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(stderr.contains(&ro.display().to_string()), "{stderr}");
+}
