@@ -103,7 +103,13 @@ impl FileWatch {
         let found = match identity(&self.path) {
             Ok(id) if id == self.db => self.check_wal(),
             Ok(_) => Err(self.lost("replaced by another file")),
-            Err(_) => Err(self.lost("deleted or moved")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.lost("deleted or moved")),
+            // Anything else (a permission change on the folder, an I/O error) says nothing
+            // about which file the path names: asked again next time.
+            Err(e) => {
+                log::warn!("cannot check the data file {}: {e}", self.path.display());
+                Ok(())
+            }
         };
         if found.is_err() {
             self.lost.store(true, Ordering::Release);
@@ -115,7 +121,12 @@ impl FileWatch {
     /// connection is open; so once seen, it must stay the same file.
     fn check_wal(&self) -> Result<(), FileLost> {
         let mut known = self.wal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match (*known, identity(&wal_path(&self.path)).ok()) {
+        let found = match identity(&wal_path(&self.path)) {
+            Ok(id) => Some(id),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => return Ok(()),
+        };
+        match (*known, found) {
             (None, found) => *known = found,
             (Some(old), Some(new)) if old == new => {}
             (Some(_), Some(_)) => return Err(self.lost("given a write-ahead log (-wal file) that is not its own")),
@@ -153,13 +164,26 @@ impl Default for Tuning {
 /// committing connection once the WAL passes 1000 pages, makes the request that commits a
 /// big write (a 100,000-run start) also copy all of it back into the database file: 13% of
 /// that request. Pooled connections turn that off and this thread does it instead, PASSIVE
-/// (it never waits for readers or writers). When the writes pause it truncates a WAL grown
-/// past `Tuning::wal_limit` (SQLite alone leaves a WAL at its largest size until the next
-/// write). It also checks, each time, that the data file is still the one opened, and logs
-/// an error the first time it is not. It stops when the last `Pool` clone is dropped,
-/// truncating the WAL.
+/// (it never waits for readers or writers). A WAL grown past `Tuning::wal_limit` gets a
+/// RESTART checkpoint, which waits for the write lock, so that the next write starts the log
+/// over (and `journal_size_limit` cuts the file back): under a steady stream of writes a
+/// PASSIVE checkpoint never catches up with the last frame, and SQLite alone then grows the
+/// WAL without end (1.5 GB in 8 s of creates, examples/bench.rs). When the writes pause, a
+/// TRUNCATE empties it. It also checks, each time, that the data file is still the one
+/// opened, and logs an error the first time it is not. It stops, truncating the WAL, when
+/// the last `Pool` clone is dropped, which waits for it.
 struct Checkpointer {
-    _stop: Mutex<mpsc::Sender<()>>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Checkpointer {
@@ -167,7 +191,7 @@ impl Checkpointer {
         let conn = connect(path)?;
         let wal = wal_path(path);
         let (stop, stopped) = mpsc::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("wal-checkpoint".into())
             .spawn(move || {
                 let mut last_frames = -1;
@@ -191,12 +215,12 @@ impl Checkpointer {
                             if frames != last_frames {
                                 last_frames = frames;
                                 unchanged_since = Instant::now();
-                            } else if frames == copied
-                                && unchanged_since.elapsed() >= tuning.idle
-                                && std::fs::metadata(&wal).is_ok_and(|m| m.len() > tuning.wal_limit)
-                            {
-                                if let Err(e) = checkpoint(&conn, "TRUNCATE") {
-                                    log::warn!("WAL truncation failed (will retry): {e}");
+                            }
+                            if std::fs::metadata(&wal).is_ok_and(|m| m.len() > tuning.wal_limit) {
+                                let idle = frames == copied && unchanged_since.elapsed() >= tuning.idle;
+                                let mode = if idle { "TRUNCATE" } else { "RESTART" };
+                                if let Err(e) = checkpoint(&conn, mode) {
+                                    log::warn!("WAL checkpoint ({mode}) failed (will retry): {e}");
                                 }
                             }
                         }
@@ -208,7 +232,7 @@ impl Checkpointer {
                 }
             })
             .map_err(|e| OpenError::Thread(e.to_string()))?;
-        Ok(Checkpointer { _stop: Mutex::new(stop) })
+        Ok(Checkpointer { stop: Some(stop), thread: Some(thread) })
     }
 }
 
@@ -257,7 +281,7 @@ pub enum OpenError {
     TooNew { path: PathBuf, found: i64 },
     #[error("cannot open {path}: permission denied: {why}")]
     PermissionDenied { path: PathBuf, why: String },
-    #[error("{path} is being served by another backfilld already (it holds the file's lock): stop that one first, or pass --db another file")]
+    #[error("{path} is being served by another backfilld already (it holds {path}.lock): stop that one first, or pass --db another file")]
     Served { path: PathBuf },
     #[error("cannot open {path}: {source}")]
     Sqlite { path: PathBuf, source: rusqlite::Error },
@@ -317,13 +341,7 @@ enum Found {
 /// Looks at the file through a read-only connection, so that a file of another application
 /// is refused byte for byte untouched.
 fn inspect(path: &Path) -> Result<Found, OpenError> {
-    let sqlite = |source: rusqlite::Error| {
-        if is_not_a_database(&source) {
-            OpenError::NotADatabase { path: path.to_path_buf(), source }
-        } else {
-            OpenError::Sqlite { path: path.to_path_buf(), source }
-        }
-    };
+    let sqlite = |source| classify(path, source);
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(sqlite)?;
     // Reading the header is the first thing that fails on a file that is not SQLite.
@@ -349,6 +367,20 @@ fn inspect(path: &Path) -> Result<Found, OpenError> {
             );
             Err(OpenError::Foreign { path: path.to_path_buf(), what })
         }
+    }
+}
+
+/// What an error opening `path` means: not a database, permissions, or SQLite's own word.
+fn classify(path: &Path, source: rusqlite::Error) -> OpenError {
+    use rusqlite::ErrorCode::{CannotOpen, ReadOnly};
+    if is_not_a_database(&source) {
+        return OpenError::NotADatabase { path: path.to_path_buf(), source };
+    }
+    match source.sqlite_error_code() {
+        Some(CannotOpen | ReadOnly) => {
+            permission_problem(path).unwrap_or(OpenError::Sqlite { path: path.to_path_buf(), source })
+        }
+        _ => OpenError::Sqlite { path: path.to_path_buf(), source },
     }
 }
 
@@ -411,15 +443,7 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
         std::fs::create_dir_all(parent)
             .map_err(|source| OpenError::CreateDir { path: parent.to_path_buf(), source })?;
     }
-    let sqlite = |source: rusqlite::Error| {
-        if is_not_a_database(&source) {
-            OpenError::NotADatabase { path: path.to_path_buf(), source }
-        } else if source.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen) {
-            permission_problem(path).unwrap_or(OpenError::Sqlite { path: path.to_path_buf(), source })
-        } else {
-            OpenError::Sqlite { path: path.to_path_buf(), source }
-        }
-    };
+    let sqlite = |source| classify(path, source);
     let found = if path.exists() { inspect(path)? } else { Found::Empty };
     if let Found::Ours(v) = found {
         if v > SCHEMA_VERSION {
@@ -430,10 +454,14 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::CannotOpen) => permission_problem(path).unwrap_or_else(|| sqlite(e)),
-        _ => sqlite(e),
-    })?;
+    .map_err(sqlite)?;
+    // SQLite quietly opens a file it may not write read-only; backfilld must write.
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(sqlite)? {
+        return Err(permission_problem(path).unwrap_or(OpenError::PermissionDenied {
+            path: path.to_path_buf(),
+            why: "the file could only be opened for reading".into(),
+        }));
+    }
     configure(&conn).map_err(sqlite)?;
     conn.busy_handler(Some(command_busy_handler)).map_err(sqlite)?;
     if matches!(found, Found::Ours(SCHEMA_VERSION)) {
@@ -454,11 +482,26 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
-/// Takes the data file's lock for a server: an advisory `flock` on the file itself, which
-/// SQLite's own (`fcntl`) locks do not touch and commands (`import`, `token`) do not take.
-/// Held as long as the returned file is open.
+/// The file whose lock marks a data file as served: `FILE.lock` beside it. Not the data file
+/// itself: closing any descriptor of a file drops every POSIX lock the process holds on it,
+/// SQLite's included.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Takes the data file's lock for a server: an advisory `flock` on `FILE.lock`, which
+/// commands (`import`, `token`) do not take. Held as long as the returned file is open; the
+/// file itself stays (removing it would let two servers lock two different files).
 fn lock_for_serving(path: &Path) -> Result<File, OpenError> {
-    let file = File::open(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
+    let lock = lock_path(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| OpenError::Io { path: lock.clone(), source })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Served { path: path.to_path_buf() }),

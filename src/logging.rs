@@ -51,8 +51,8 @@ impl Default for Limiter {
     }
 }
 
-/// A logger that passes everything to `inner` except actix-http's error lines, which go
-/// through the limiter, demoted to WARN.
+/// A logger that passes everything to `inner` except actix-http's lines for connections it
+/// could not read, which go through the limiter, demoted to WARN.
 pub struct Bounded<L> {
     inner: L,
     limiter: Mutex<Limiter>,
@@ -64,8 +64,12 @@ impl<L: Log> Bounded<L> {
     }
 }
 
+/// actix-http's line for a connection whose request it could not parse or read: "stream
+/// error: request parse error: ...", or an I/O error of the client's connection.
 fn client_provoked(record: &Record) -> bool {
-    record.level() <= Level::Warn && record.target().starts_with("actix_http")
+    record.level() <= Level::Warn
+        && record.target().starts_with("actix_http")
+        && record.args().to_string().starts_with("stream error")
 }
 
 impl<L: Log> Log for Bounded<L> {
@@ -128,14 +132,14 @@ mod tests {
 
     #[test]
     fn only_actix_http_warnings_and_errors_are_bounded() {
-        let rec = |level, target| {
-            let args = format_args!("x");
-            client_provoked(&Record::builder().level(level).target(target).args(args).build())
+        let rec = |level, target, message: &str| {
+            client_provoked(&Record::builder().level(level).target(target).args(format_args!("{message}")).build())
         };
-        assert!(rec(Level::Error, "actix_http::h1::dispatcher"));
-        assert!(rec(Level::Warn, "actix_http::h1::dispatcher"));
-        assert!(!rec(Level::Info, "actix_http::h1::dispatcher"));
-        assert!(!rec(Level::Error, "backfilld::api::error"));
-        assert!(!rec(Level::Info, "actix_web::middleware::logger"));
+        assert!(rec(Level::Error, "actix_http::h1::dispatcher", "stream error: request parse error: x"));
+        assert!(rec(Level::Warn, "actix_http::h1::dispatcher", "stream error: x"));
+        assert!(!rec(Level::Info, "actix_http::h1::dispatcher", "stream error: x"));
+        assert!(!rec(Level::Error, "actix_http::h1::dispatcher", "Response payload stream error: x"));
+        assert!(!rec(Level::Error, "backfilld::api::error", "stream error: x"));
+        assert!(!rec(Level::Info, "actix_web::middleware::logger", "x"));
     }
 }

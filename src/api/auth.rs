@@ -144,6 +144,6 @@ pub async fn authenticate(
             drop(reservation);
             Ok(response?.map_into_left_body())
         }
-        Err(e) => Ok(req.error_response(e).map_into_right_body()),
+        Err(e) => Ok(body::refuse(req, e).map_into_right_body()),
     }
 }

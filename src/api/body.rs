@@ -18,6 +18,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::HttpMessage;
 use futures_core::Stream;
 use serde_json::Value;
 
@@ -94,13 +95,28 @@ impl Default for BodyLimits {
     }
 }
 
-/// Whether the request carries a body at all (a declared non-zero length, or chunks).
-fn has_body(req: &ServiceRequest) -> bool {
-    req.headers().contains_key(header::TRANSFER_ENCODING) || declared_length(req).is_some_and(|n| n > 0)
+/// Whether a request with these headers carries a body (a declared non-zero length, or chunks).
+pub fn has_body(headers: &header::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) || declared_length(headers).is_some_and(|n| n > 0)
 }
 
-fn declared_length(req: &ServiceRequest) -> Option<u64> {
-    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+fn declared_length(headers: &header::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Marks a request whose body `buffer` has read: it is in memory, and its share of the budget
+/// is held by whoever buffered it.
+struct Buffered;
+
+/// A refusal of a request whose body may be unread: the connection is closed after it, so
+/// that a stalled body cannot keep it open and the rest is never parsed as a request.
+pub fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse {
+    let unread = has_body(req.headers()) && req.extensions().get::<Buffered>().is_none();
+    let mut res = req.error_response(e);
+    if unread {
+        res.response_mut().head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    res
 }
 
 /// Reads the request's whole body, at most `max` bytes, into memory and puts it back for
@@ -114,10 +130,10 @@ pub async fn buffer(
     limits: &BodyLimits,
     max: usize,
 ) -> Result<Option<Reservation>, ApiError> {
-    if !has_body(req) {
+    if !has_body(req.headers()) || req.extensions().get::<Buffered>().is_some() {
         return Ok(None);
     }
-    let declared = declared_length(req);
+    let declared = declared_length(req.headers());
     if let Some(n) = declared.filter(|n| *n > max as u64) {
         return Err(ApiError::PayloadTooLarge(format!("the request body is {n} bytes, more than the {max} allowed")));
     }
@@ -145,6 +161,7 @@ pub async fn buffer(
         ))
     })??;
     req.set_payload(actix_web::dev::Payload::from(bytes));
+    req.extensions_mut().insert(Buffered);
     Ok(Some(reservation))
 }
 
@@ -164,7 +181,7 @@ pub async fn buffered(
             Ok(response?.map_into_left_body())
         }
         // Answered here, not returned as an error, so that the access log has the line.
-        Err(e) => Ok(req.error_response(e).map_into_right_body()),
+        Err(e) => Ok(refuse(req, e).map_into_right_body()),
     }
 }
 

@@ -150,7 +150,8 @@ impl ResponseError for ApiError {
             _ => {}
         }
         // A body left unread (too large, too slow, or not admitted) must not be parsed as the
-        // connection's next request: close it.
+        // connection's next request: close it. (A 503 for a full slow-read queue or a lost
+        // file closes too: the client is told to come back later anyway.)
         if matches!(self, ApiError::PayloadTooLarge(_) | ApiError::RequestTimeout(_) | ApiError::Unavailable { .. }) {
             response.force_close();
         }

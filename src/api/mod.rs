@@ -70,7 +70,7 @@ pub struct Metadata {
     pub count: u64,
     /// Whether more records follow this page.
     pub next: bool,
-    /// Where the next page starts, for `_cursor`; only when `next` is true (backfills only).
+    /// Where the next page starts, for `_cursor`; only when `next` is true.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }
@@ -210,17 +210,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(route_not_found));
 }
 
+/// The answer to a request refused without reading its body: the connection is closed after
+/// it when a body may still be coming (outside `/api` no middleware has read it).
+fn refused(req: &HttpRequest, e: ApiError) -> HttpResponse {
+    let mut res = actix_web::ResponseError::error_response(&e);
+    if body::has_body(req.headers()) {
+        res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    res
+}
+
 /// A resource whose other methods answer 405 with an `Allow` header.
 fn resource(path: &str, allowed: &'static str) -> Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
-        Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            path: req.path().to_string(),
-            allowed,
-        })
+        let e = ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.path().to_string(), allowed };
+        refused(&req, e)
     }))
 }
 
-async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound { method: req.method().to_string(), path: req.path().to_string() })
+async fn route_not_found(req: HttpRequest) -> HttpResponse {
+    let e = ApiError::RouteNotFound { method: req.method().to_string(), path: req.path().to_string() };
+    refused(&req, e)
 }

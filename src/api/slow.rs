@@ -1,8 +1,8 @@
 //! Where reads that can take long run: a thread of their own, at a lower CPU priority, behind
 //! a bounded queue, so that they never hold up the worker threads that answer everything else.
 //!
-//! Every read is bounded by an index or a kept count except a deep `_offset`, which walks the
-//! skipped index entries (about 14 ms for 900,000 backfills, more for millions of runs). Run
+//! Every read is bounded by an index or a kept count (tests in `store` check the run
+//! listing's query plans) except a deep `_offset`, which walks the skipped index entries (about 14 ms for 900,000 backfills, more for millions of runs). Run
 //! on a worker thread, two clients looping such reads took `/api/status` from sub-millisecond
 //! to a quarter of a second; here they share one thread, and a full queue answers 503.
 
@@ -67,7 +67,8 @@ fn serve(rx: &Mutex<Receiver<Job>>) {
             Ok(job) => job,
             Err(_) => return,
         };
-        job();
+        // A panicking read answers 500 (its sender is dropped) and the thread goes on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     }
 }
 

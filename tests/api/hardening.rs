@@ -491,22 +491,25 @@ fn a_folder_the_user_cannot_write_is_named_as_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let ro = dir.path().join("ro");
     std::fs::create_dir(&ro).unwrap();
+    // One file there already, one to be made.
+    drop(backfilld::db::open(&ro.join("old.db")).unwrap());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
-    let db = ro.join("b.db");
-    // Root may write anywhere: run the command as an unprivileged user then.
-    // SAFETY: geteuid has no preconditions.
-    let mut cmd = if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
-    } else {
-        Command::new(BIN)
-    };
-    let out = cmd.args(["token", "list", "--db"]).arg(&db).stdin(Stdio::null()).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("permission denied"), "{stderr}");
-    assert!(stderr.contains(&ro.display().to_string()), "{stderr}");
+    for name in ["new.db", "old.db"] {
+        // Root may write anywhere: run the command as an unprivileged user then.
+        // SAFETY: geteuid has no preconditions.
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
+        let out = cmd.args(["token", "list", "--db"]).arg(ro.join(name)).stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("permission denied"), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("the folder {}", ro.display())), "{name}: {stderr}");
+    }
 }
