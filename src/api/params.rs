@@ -53,34 +53,29 @@ impl ListQuery {
         Ok(Page { limit, offset })
     }
 
-    /// Where the page starts: `_cursor` (from a previous page's `metadata.cursor`) or
-    /// `_offset`; not both.
-    pub fn start(&self) -> Result<Start, ApiError> {
+    /// Where a page starts: at `_offset`, or after a `_cursor` (from a previous page's
+    /// `metadata.cursor`) that `decode` reads; not both.
+    fn start_with<T>(&self, at_offset: fn(u64) -> T, decode: fn(&str) -> Option<T>) -> Result<T, ApiError> {
         let page = self.page()?;
         match self.cursor.as_deref().filter(|c| !c.is_empty()) {
-            None => Ok(Start::Offset(page.offset)),
+            None => Ok(at_offset(page.offset)),
             Some(_) if page.offset > 0 => {
                 Err(ApiError::BadRequest("_cursor and _offset cannot be combined: a cursor already says where".into()))
             }
-            Some(c) => decode_cursor(c)
-                .map(Start::After)
-                .ok_or_else(|| ApiError::BadRequest(format!("_cursor '{c}' is not a cursor this server gave"))),
+            Some(c) => {
+                decode(c).ok_or_else(|| ApiError::BadRequest(format!("_cursor '{c}' is not a cursor this server gave")))
+            }
         }
     }
 
-    /// Where a page of runs starts: `_cursor` (from a previous page's `metadata.cursor`) or
-    /// `_offset`; not both.
+    /// Where a page of backfills starts.
+    pub fn start(&self) -> Result<Start, ApiError> {
+        self.start_with(Start::Offset, |c| decode_cursor(c).map(Start::After))
+    }
+
+    /// Where a page of runs starts.
     pub fn run_start(&self) -> Result<RunStart, ApiError> {
-        let page = self.page()?;
-        match self.cursor.as_deref().filter(|c| !c.is_empty()) {
-            None => Ok(RunStart::Offset(page.offset)),
-            Some(_) if page.offset > 0 => {
-                Err(ApiError::BadRequest("_cursor and _offset cannot be combined: a cursor already says where".into()))
-            }
-            Some(c) => decode_run_cursor(c)
-                .map(RunStart::Below)
-                .ok_or_else(|| ApiError::BadRequest(format!("_cursor '{c}' is not a cursor this server gave"))),
-        }
+        self.start_with(RunStart::Offset, |c| decode_run_cursor(c).map(RunStart::Below))
     }
 
     /// The `pipeline_uuid` filter; an empty value filters nothing.

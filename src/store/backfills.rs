@@ -359,10 +359,11 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) % n
         };
-        let rows = |conn: &Connection, sql: &str| -> Vec<(i64, String, i64)> {
-            conn.prepare(sql)
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        // Every row, every column, as SQLite values: what two queries must agree on.
+        let rows = |conn: &Connection, sql: &str| -> Vec<Vec<SqlValue>> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let n = stmt.column_count();
+            stmt.query_map([], |r| (0..n).map(|k| r.get::<_, SqlValue>(k)).collect())
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap()
@@ -378,22 +379,11 @@ mod tests {
         let kept = |conn: &Connection| {
             rows(conn, "SELECT backfill_id, status, n FROM backfill_run_count WHERE n <> 0 ORDER BY 1, 2")
         };
-        let tally_rows = |conn: &Connection, sql: &str| -> Vec<(String, i64, String, i64)> {
-            conn.prepare(sql)
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
         let tallied = |conn: &Connection| {
-            tally_rows(
-                conn,
-                "SELECT pipeline_uuid, backfill_id, status, n FROM run_tally WHERE n <> 0 ORDER BY 1, 2, 3",
-            )
+            rows(conn, "SELECT pipeline_uuid, backfill_id, status, n FROM run_tally WHERE n <> 0 ORDER BY 1, 2, 3")
         };
         let retally = |conn: &Connection| {
-            tally_rows(
+            rows(
                 conn,
                 "SELECT p, b, s, COUNT(*) FROM ( \
                  SELECT '' AS p, 0 AS b, status AS s FROM pipeline_run \
@@ -455,7 +445,7 @@ mod tests {
                 }
             }
         }
-        assert!(kept(&conn).iter().all(|(b, _, _)| *b != backfills[0]));
+        assert!(kept(&conn).iter().all(|row| row[0] != SqlValue::Integer(backfills[0])));
         crate::store::pipeline_runs::recount_runs(&conn, backfills[1]).unwrap();
         assert_eq!(kept(&conn), recount(&conn));
     }
