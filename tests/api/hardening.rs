@@ -115,16 +115,30 @@ fn bodies_beyond_the_shared_budget_are_503_with_retry_after_until_it_frees() {
     let mut hog = connect(port);
     hog.write_all(post_head("/api/pipelines/p/backfills", 4000, "").as_bytes()).unwrap();
     hog.write_all(b"{").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let body = serde_json::to_vec(&json!({"backfill": seed_fields("late")})).unwrap();
-    let mut s = connect(port);
-    s.write_all(post_head("/api/pipelines/p/backfills", body.len(), "").as_bytes()).unwrap();
-    s.write_all(&body).unwrap();
-    let r = read_response(&mut s);
+    // Until the server has taken the hog's head, small bodies still fit: probe with reads
+    // that carry a body (read and ignored, nothing written) until one is refused.
+    let probe = post_head("/api/backfills", 100, "").replacen("POST", "GET", 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let mut s = connect(port);
+        s.write_all(probe.as_bytes()).unwrap();
+        s.write_all(&[b' '; 100]).unwrap();
+        let r = read_response(&mut s);
+        if r.status != 200 || Instant::now() > deadline {
+            break r;
+        }
+    };
     assert_eq!(r.status, 503, "{:?}", r.body);
     assert_eq!(r.body["error"]["type"], "service_unavailable");
     assert_eq!(r.body["error"]["code"], 503);
     assert!(r.head.contains("retry-after: 1"), "{}", r.head);
+    // A write refused so writes nothing.
+    let body = serde_json::to_vec(&json!({"backfill": seed_fields("refused")})).unwrap();
+    let mut s = connect(port);
+    s.write_all(post_head("/api/pipelines/p/backfills", body.len(), "").as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    assert_eq!(read_response(&mut s).status, 503);
+    assert_eq!(app.get("/api/backfills").body["metadata"]["count"], 0);
     // Once the stalled body's deadline passes, its share comes back.
     assert_eq!(read_response(&mut hog).status, 408);
     let ok = app.send("POST", "/api/pipelines/p/backfills", &json!({"backfill": seed_fields("late")}));
