@@ -14,6 +14,9 @@
 //! in the "shed" column, not as errors (and not in req/s or latencies); the cheap group's
 //! p99 is compared with its target (10 ms) in a line after the table, without failing the
 //! run. The RSS and WAL peaks of those two rows are the server's over the whole scenario.
+//! Last, one connection loops `GET /api/status` while 2,000 others (200 with --quick) send
+//! the head and all but the last byte of a 1 MiB body each, and stall: its latencies and the
+//! server's peak memory are the row "during 2000 stalled bodies".
 //! After the last scenario the bench waits idle (11 s; 2 s with --quick) and prints the WAL
 //! size then (the server is expected to have truncated it to at most 64 MiB). Only errors
 //! and scenarios with no answered request fail the run.
@@ -526,6 +529,35 @@ fn runs_in(server: &Server, pipeline: &str) -> u64 {
         .unwrap()
 }
 
+/// `connections` connections that each send the head of a 1 MiB POST and all of its body but
+/// the last byte, then stall (the attack of tests/api/hardening.rs). Returns them, to hold open
+/// until the caller drops them.
+fn stall_bodies(port: u16, connections: usize) -> Vec<TcpStream> {
+    const BODY: usize = 1 << 20;
+    let head = format!(
+        "POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+         Content-Length: {BODY}\r\n\r\n"
+    );
+    let filler = vec![b' '; BODY - 1];
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (head, filler) = (head.clone(), filler.clone());
+            std::thread::spawn(move || {
+                (0..connections / 4)
+                    .filter_map(|_| {
+                        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                        s.set_write_timeout(Some(Duration::from_millis(500))).ok()?;
+                        // Refused ones are closed by the server; a failed write is expected.
+                        let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(&filler));
+                        Some(s)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    senders.into_iter().flat_map(|h| h.join().unwrap()).collect()
+}
+
 fn get(path: String) -> Arc<MakeRequest> {
     Arc::new(move |_| ("GET", path.clone(), vec![]))
 }
@@ -539,6 +571,7 @@ fn serve_child(db: &str, port: &str) {
         require_auth: false,
         max_runs: Limits::default().max_runs,
         body_timeout: 5.0,
+        max_connections: backfilld::DEFAULT_MAX_CONNECTIONS,
         workers: None,
     };
     if let Err(e) = backfilld::commands::serve(args) {
@@ -569,25 +602,27 @@ fn main() {
     let seconds = o.seconds;
     let c = o.connections;
     let mut bench = Bench { server: &server, seconds, only: o.only.clone(), rows: vec![] };
-    let mut run = |name: &str, connections: usize, max: u64, make: Arc<MakeRequest>| {
-        bench.run(name, connections, max, make);
-    };
-    run("GET /api/status (baseline)", c, u64::MAX, get("/api/status".into()));
-    run("page 0 with run counts", c, u64::MAX, get("/api/backfills?include_run_count=true".into()));
-    run(
+    bench.run("GET /api/status (baseline)", c, u64::MAX, get("/api/status".into()));
+    bench.run("page 0 with run counts", c, u64::MAX, get("/api/backfills?include_run_count=true".into()));
+    bench.run(
         "the same, one pipeline",
         c,
         u64::MAX,
         get("/api/backfills?include_run_count=true&pipeline_uuid=pipeline_07".into()),
     );
-    run(
+    bench.run(
         "page showing a million-run backfill",
         c,
         u64::MAX,
         get(format!("/api/backfills?include_run_count=true&pipeline_uuid={MEGA_PIPELINE}")),
     );
-    run(&format!("offset {deep}"), c, u64::MAX, get(format!("/api/backfills?include_run_count=true&_offset={deep}")));
-    run(
+    bench.run(
+        &format!("offset {deep}"),
+        c,
+        u64::MAX,
+        get(format!("/api/backfills?include_run_count=true&_offset={deep}")),
+    );
+    bench.run(
         &format!("offset {deep}, one connection"),
         1,
         u64::MAX,
@@ -595,15 +630,20 @@ fn main() {
     );
 
     if let Some(cursor) = cursor {
-        run(
+        bench.run(
             &format!("cursor after row {}", deep + 40),
             c,
             u64::MAX,
             get(format!("/api/backfills?include_run_count=true&_cursor={cursor}")),
         );
     }
-    run("preview at date 0", c, u64::MAX, get(format!("/api/backfills/{mega}?include_preview_runs=true&_limit=40")));
-    run(
+    bench.run(
+        "preview at date 0",
+        c,
+        u64::MAX,
+        get(format!("/api/backfills/{mega}?include_preview_runs=true&_limit=40")),
+    );
+    bench.run(
         &format!("preview at date {preview_at}"),
         c,
         u64::MAX,
@@ -635,14 +675,11 @@ fn main() {
             ),
         ],
     );
-    let mut run = |name: &str, connections: usize, max: u64, make: Arc<MakeRequest>| {
-        bench.run(name, connections, max, make);
-    };
     let create_body = json!({"backfill": {"name": "bench create", "start_datetime": "2024-01-01T00:00:00Z",
         "end_datetime": "2024-01-02T00:00:00Z", "interval_type": "hour", "interval_units": 1}})
     .to_string()
     .into_bytes();
-    run(
+    bench.run(
         "create",
         c,
         u64::MAX,
@@ -670,16 +707,28 @@ fn main() {
         })
         .collect();
     let start_body = json!({"backfill": {"status": "initial"}}).to_string().into_bytes();
-    run(
+    bench.run(
         "start a 100,000-run backfill",
         1,
         starts as u64,
         Arc::new(move |i| ("PUT", format!("/api/backfills/{}", ids[i as usize]), start_body.clone())),
     );
     let started = runs_in(&server, "bench_start") - started_before;
-    if o.only.as_ref().is_none_or(|o| o.split(',').any(|o| "start a 100,000-run backfill".contains(o))) {
+    if bench.selected(&["start a 100,000-run backfill"]) {
         assert_eq!(started, starts as u64 * 100_000, "every start created its runs");
     }
+    // Stalled bodies, last, since the memory the attack makes the allocator keep would show
+    // in every later row: one connection loops `/api/status` while thousands of others send
+    // 1 MiB bodies but for the last byte and stall (they start just after it has connected,
+    // so that it is a client the server already serves).
+    let stalled = if o.quick { 200 } else { 2000 };
+    let port = server.port;
+    let attack = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        stall_bodies(port, stalled)
+    });
+    bench.run(&format!("/api/status during {stalled} stalled bodies"), 1, u64::MAX, get("/api/status".into()));
+    drop(attack.join().unwrap());
     let rows = bench.rows;
     // Idle, the server is expected to truncate the WAL (to at most 64 MiB).
     let idle = if o.quick { 2 } else { 11 };

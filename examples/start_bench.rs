@@ -20,7 +20,9 @@ fn main() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         let state = AppState::new(pool, AuthConfig::default(), Limits::default()).expect("the server state");
-        actix_web::rt::System::new().block_on(backfilld::run(listener, state, 2).unwrap()).unwrap();
+        actix_web::rt::System::new()
+            .block_on(backfilld::run(listener, state, 2, backfilld::DEFAULT_MAX_CONNECTIONS as usize).unwrap())
+            .unwrap();
     });
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(true).build().into();
 

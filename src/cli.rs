@@ -56,6 +56,11 @@ pub struct ServeArgs {
     /// is answered 408 and disconnected.
     #[arg(long, env = "BACKFILLD_BODY_TIMEOUT", default_value_t = 5.0, value_parser = body_timeout)]
     pub body_timeout: f64,
+    /// The most connections served at once; more wait to be accepted. Each may cost the
+    /// server up to about 170 KiB before its request is read.
+    #[arg(long, env = "BACKFILLD_MAX_CONNECTIONS", default_value_t = crate::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
     /// HTTP worker threads [default: the number of CPUs].
     #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,

@@ -95,10 +95,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
         return Err(Error::NoApiKey { why });
     }
     let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
-    // Reads hold a connection on their worker thread (one at a time per worker), slow reads
-    // one on their thread, and token checks one each; writes use the one writer connection.
-    // Enough that no request waits for a connection.
-    let pool_size = u32::try_from(workers + 8).unwrap_or(64);
+    // A read holds a pooled connection only while it runs, without yielding: at most one per
+    // worker thread and one on the slow-read thread (a token check gives its connection back
+    // before the handler reads). Writes use the one writer connection, outside the pool.
+    let pool_size = u32::try_from(workers + 1).unwrap_or(u32::MAX);
     let pool = db::open_pool(&args.db.db, pool_size)?;
     let listener = TcpListener::bind(&addrs[..]).map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
     let local = listener.local_addr().map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
@@ -111,7 +111,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
         AppState::new(pool, AuthConfig::new(required, &api_keys), crate::lifecycle::Limits { max_runs: args.max_runs })
             .map_err(Error::Serve)?;
     state.body = BodyLimits { deadline: Duration::from_secs_f64(args.body_timeout), ..BodyLimits::default() };
-    let server = crate::run(listener, state, workers).map_err(Error::Serve)?;
+    let server = crate::run(listener, state, workers, args.max_connections as usize).map_err(Error::Serve)?;
     actix_web::rt::System::new().block_on(server).map_err(Error::Serve)
 }
 

@@ -76,10 +76,15 @@ fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
-fn wal_path(path: &Path) -> PathBuf {
+/// The file SQLite (or backfilld) keeps beside the data file: `FILE-wal`, `FILE.lock`.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
-    p.push("-wal");
+    p.push(suffix);
     PathBuf::from(p)
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    beside(path, "-wal")
 }
 
 impl FileWatch {
@@ -147,9 +152,9 @@ pub struct Tuning {
     /// How often the checkpointer copies committed pages from the WAL into the database and
     /// checks that the file is still there.
     pub checkpoint_every: Duration,
-    /// The WAL's size bound: SQLite truncates it to this after a checkpoint resets it
-    /// (`journal_size_limit`), and the checkpointer truncates it to nothing once the writes
-    /// have paused for `idle` with the WAL still larger than this.
+    /// The WAL's size bound: past it the checkpointer makes the next write start the log over
+    /// (RESTART), SQLite then cuts the file back to it (`journal_size_limit`), and once the
+    /// writes have paused for `idle` the checkpointer empties it (TRUNCATE).
     pub wal_limit: u64,
     pub idle: Duration,
 }
@@ -255,8 +260,9 @@ const SCHEMA: &str = include_str!("../schema.sql");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a command (`import`, `token`) waits for the write lock of a file a server is
-/// writing: the longest write a server makes is a start, about 1 s for the default
-/// `--max-runs` of 100,000 runs (examples/start_bench.rs); 60 s covers starts of millions.
+/// writing: the longest write a server makes is a start, 0.24 s for the default
+/// `--max-runs` of 100,000 runs on a fresh file (examples/start_bench.rs) and 0.39 s on the
+/// bench's 2,000,000-run file (examples/bench.rs); 60 s covers starts of millions.
 const COMMAND_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How much of the database file is memory-mapped: 16 GiB, beyond any file backfilld makes.
@@ -422,7 +428,7 @@ fn command_busy_handler(tries: i32) -> bool {
     if tries == 500 {
         log::warn!(
             "waiting for the data file's write lock: a running server is writing (starting a large \
-             backfill takes about a second); waiting up to {} s",
+             backfill holds it for up to a second or so); waiting up to {} s",
             COMMAND_BUSY_TIMEOUT.as_secs()
         );
     }
@@ -482,20 +488,13 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
-/// The file whose lock marks a data file as served: `FILE.lock` beside it. Not the data file
-/// itself: closing any descriptor of a file drops every POSIX lock the process holds on it,
-/// SQLite's included.
-pub fn lock_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".lock");
-    PathBuf::from(p)
-}
-
 /// Takes the data file's lock for a server: an advisory `flock` on `FILE.lock`, which
-/// commands (`import`, `token`) do not take. Held as long as the returned file is open; the
-/// file itself stays (removing it would let two servers lock two different files).
+/// commands (`import`, `token`) do not take. Not on the data file itself: closing any
+/// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
+/// Held as long as the returned file is open; the file itself stays (removing it would let
+/// two servers lock two different files).
 fn lock_for_serving(path: &Path) -> Result<File, OpenError> {
-    let lock = lock_path(path);
+    let lock = beside(path, ".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -63,9 +63,24 @@ fn redacted_request_line(req: &ServiceRequest) -> String {
     format!("{} {}{} {:?}", req.method(), req.path(), query, req.version())
 }
 
-/// Starts serving `state` on `listener` with `workers` worker threads. The returned server
-/// runs when awaited (or spawned); its handle stops it.
-pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::Result<Server> {
+/// What a connection can cost the server before any of backfilld's code has seen its
+/// request: actix-http reads up to 128 KiB ahead into its buffer, and holds up to 32 KiB
+/// more of a body nobody reads yet. 2,000 connections sending large bodies at once took the
+/// server to 250 MiB that way (tests/api/hardening.rs), whatever the body budget.
+pub const CONNECTION_KIB: usize = 170;
+
+/// `--max-connections` unless given: 256 connections cost at most about 43 MiB this way, so
+/// that with the 16 MiB body budget and a writer cache filled by a big start (32 MiB) the
+/// server stays under 128 MiB during the attack (examples/bench.rs, "stalled bodies").
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+
+/// Starts serving `state` on `listener` with `workers` worker threads, accepting at most
+/// `max_connections` connections at once (split between the workers; the rest wait in the
+/// kernel's accept queue), so that connections alone cannot cost more than
+/// `max_connections * CONNECTION_KIB`. The returned server runs when awaited (or spawned);
+/// its handle stops it.
+pub fn run(listener: TcpListener, state: AppState, workers: usize, max_connections: usize) -> std::io::Result<Server> {
+    let workers = workers.max(1);
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -78,7 +93,8 @@ pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::R
             .app_data(state.clone())
             .configure(api::configure)
     })
-    .workers(workers.max(1))
+    .workers(workers)
+    .max_connections((max_connections / workers).max(1))
     .listen(listener)?
     .run();
     Ok(server)

@@ -9,8 +9,8 @@ use crate::datetime::{self, DateTime};
 use crate::model::{
     Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, Object, PipelineRun, RunStatus,
 };
-use crate::store;
 use crate::store::schedules::NewPipelineSchedule;
+use crate::{queries, store};
 
 /// The variables each run date sets (schedule::RunDate::variables), which win over the
 /// backfill's own variables of the same name.
@@ -51,10 +51,6 @@ pub const WRITABLE_KEYS: [&str; 8] = [
     "settings",
 ];
 
-fn not_found(id: i64) -> Error {
-    Error::NotFound(format!("no backfill has id {id}"))
-}
-
 /// The writable fields as the API shows them, so that a body's keys can be laid over them
 /// and the result validated by the same `BackfillFields::parse` as a create.
 fn fields_object(f: &BackfillFields) -> Object {
@@ -79,14 +75,7 @@ pub fn create(conn: &rusqlite::Connection, pipeline_uuid: &str, body: &Object, n
     }
     let fields = BackfillFields::parse(body)?;
     let id = store::backfills::insert_backfill(conn, &NewBackfill::new(pipeline_uuid.to_string(), fields, now))?;
-    store::backfills::get_backfill(conn, id)?.ok_or_else(|| not_found(id))
-}
-
-/// The backfill `id`, when it exists (under `pipeline_uuid`, when one is given).
-pub fn get(conn: &rusqlite::Connection, id: i64, pipeline_uuid: Option<&str>) -> Result<Backfill> {
-    store::backfills::get_backfill(conn, id)?
-        .filter(|b| pipeline_uuid.is_none_or(|p| p == b.pipeline_uuid))
-        .ok_or_else(|| not_found(id))
+    queries::backfill_in(conn, id, None)
 }
 
 /// `PUT /api/backfills/:id`: the writable keys present in `body` replace the stored ones
@@ -100,7 +89,7 @@ pub fn update(
     limits: Limits,
     now: DateTime,
 ) -> Result<Backfill> {
-    let mut b = get(conn, id, pipeline_uuid)?;
+    let mut b = queries::backfill_in(conn, id, pipeline_uuid)?;
     let status = Fields(body).parsed::<BackfillStatus>("status")?;
 
     let mut merged = fields_object(&b.fields);
@@ -261,7 +250,7 @@ fn cancel(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Resul
 
 /// `DELETE /api/backfills/:id`: returns the deleted record. Its runs stay, unlinked.
 pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
-    let b = get(conn, id, None)?;
+    let b = queries::backfill_in(conn, id, None)?;
     store::backfills::delete_backfill(conn, id)?;
     Ok(b)
 }
@@ -270,8 +259,7 @@ pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
 /// `started_at`; `completed` and `failed` set `completed_at`; no run goes back to `initial`,
 /// and a finished run cannot go back to `running`. The run's backfill then follows (see `follow_runs`).
 pub fn report_run(conn: &rusqlite::Connection, run_id: i64, status: RunStatus, now: DateTime) -> Result<PipelineRun> {
-    let mut run = store::pipeline_runs::get_pipeline_run(conn, run_id)?
-        .ok_or_else(|| Error::NotFound(format!("no pipeline run has id {run_id}")))?;
+    let mut run = queries::run(conn, run_id)?;
     if run.status == status {
         return Ok(run);
     }

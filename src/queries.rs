@@ -42,10 +42,17 @@ pub fn backfill_listing(
     Ok(BackfillListing { backfills, counts, total, next })
 }
 
+/// The backfill `id`, when it exists (under `pipeline_uuid`, when one is given); the writes
+/// in `lifecycle` read it through here too.
+pub fn backfill_in(conn: &Connection, id: i64, pipeline_uuid: Option<&str>) -> Result<Backfill> {
+    store::backfills::get_backfill(conn, id)?
+        .filter(|b| pipeline_uuid.is_none_or(|p| p == b.pipeline_uuid))
+        .ok_or_else(|| Error::NotFound(format!("no backfill has id {id}")))
+}
+
 /// The backfill `id`, with its run counts when asked for.
 pub fn backfill(conn: &Connection, id: i64, with_counts: bool) -> Result<(Backfill, Option<RunStatusCounts>)> {
-    let backfill =
-        store::backfills::get_backfill(conn, id)?.ok_or_else(|| Error::NotFound(format!("no backfill has id {id}")))?;
+    let backfill = backfill_in(conn, id, None)?;
     let counts = if with_counts {
         Some(store::backfills::count_runs_by_status(conn, &[id])?.remove(&id).unwrap_or_default())
     } else {

@@ -64,30 +64,24 @@ fn presented_token(req: &ServiceRequest) -> Option<String> {
 pub const KEY_BODY_LIMIT: usize = 64 << 10;
 
 /// The top-level `api_key` of a JSON body, which Mage also accepts: looked for only in a body
-/// of declared length up to `KEY_BODY_LIMIT`, read under the usual deadline and budget and put
-/// back for the handler. The reservation covers the body until the response.
+/// of declared length up to `KEY_BODY_LIMIT`, read (by `body::buffer`, under the usual
+/// deadline and budget) and left buffered for the handler. The reservation covers the body
+/// until the response.
 async fn body_api_key(
     req: &mut ServiceRequest,
     state: &AppState,
 ) -> Result<(Option<String>, Option<Reservation>), ApiError> {
-    let small = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .is_some_and(|n| n <= KEY_BODY_LIMIT);
-    if !small || req.headers().contains_key(header::TRANSFER_ENCODING) {
+    if !body::declared_at_most(req.headers(), KEY_BODY_LIMIT) {
         return Ok((None, None));
     }
-    let reservation = body::buffer(req, &state.body, KEY_BODY_LIMIT).await?;
-    let payload = req.extract::<web::Payload>().await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let bytes = body::read(payload).await?;
-    req.set_payload(actix_web::dev::Payload::from(bytes.clone()));
+    let Some((reservation, bytes)) = body::buffer(req, &state.body, KEY_BODY_LIMIT).await? else {
+        return Ok((None, None));
+    };
     let key = match body::object(&bytes).ok().and_then(|mut o| o.remove("api_key")) {
         Some(serde_json::Value::String(key)) => Some(key),
         _ => None,
     };
-    Ok((key, reservation))
+    Ok((key, Some(reservation)))
 }
 
 fn check_key(key: Option<&str>, state: &AppState) -> Result<(), ApiError> {

@@ -1,5 +1,5 @@
 //! Backfill handlers: parse the request, call `queries` or `lifecycle` through `read`,
-//! `read_slow` or `write`, present the answer.
+//! `read_at_offset` or `write`, present the answer.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +8,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{encode_cursor, parse_id, ListQuery};
-use super::slow::SLOW_OFFSET;
-use super::{body, collection, one, read, read_slow, write, AppState, Metadata};
+use super::{body, collection, one, read, read_at_offset, write, AppState, Metadata};
 use crate::datetime::{api_format, DateTime};
 use crate::model::{Backfill, Object, RunStatusCounts};
 use crate::store::{ListingKey, Start};
@@ -94,10 +93,11 @@ async fn respond_with_listing(
     let fetch = move |conn: &rusqlite::Connection| {
         queries::backfill_listing(conn, pipeline_uuid.as_deref(), limit, start, with_counts)
     };
-    let listing = match start {
-        Start::Offset(n) if n >= SLOW_OFFSET => read_slow(state, fetch).await?,
-        _ => read(state, fetch).await?,
+    let offset = match start {
+        Start::Offset(n) => n,
+        Start::After(_) => 0,
     };
+    let listing = read_at_offset(state, offset, fetch).await?;
     let no_runs = RunStatusCounts::new();
     let rows: Vec<BackfillJson> = listing
         .backfills

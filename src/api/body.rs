@@ -16,9 +16,10 @@ use std::time::Duration;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
-use actix_web::HttpMessage;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_core::Stream;
 use serde_json::Value;
 
@@ -104,32 +105,44 @@ fn declared_length(headers: &header::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// Whether the request declares a body of at most `max` bytes (a chunked one declares none).
+pub fn declared_at_most(headers: &header::HeaderMap, max: usize) -> bool {
+    !headers.contains_key(header::TRANSFER_ENCODING) && declared_length(headers).is_some_and(|n| n <= max as u64)
+}
+
 /// Marks a request whose body `buffer` has read: it is in memory, and its share of the budget
 /// is held by whoever buffered it.
 struct Buffered;
 
-/// A refusal of a request whose body may be unread: the connection is closed after it, so
+/// The answer to a refused request. When its body may be unread (nothing buffered it: it was
+/// refused before, or while, it was read), the connection is closed after the answer, so
 /// that a stalled body cannot keep it open and the rest is never parsed as a request.
-pub fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse {
-    let unread = has_body(req.headers()) && req.extensions().get::<Buffered>().is_none();
-    let mut res = req.error_response(e);
-    if unread {
-        res.response_mut().head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+pub fn refusal(req: &HttpRequest, e: ApiError) -> HttpResponse {
+    let mut res = e.error_response();
+    if has_body(req.headers()) && req.extensions().get::<Buffered>().is_none() {
+        res.head_mut().set_connection_type(ConnectionType::Close);
     }
     res
+}
+
+/// `refusal` for a middleware.
+pub fn refuse(req: ServiceRequest, e: ApiError) -> ServiceResponse {
+    let (req, _) = req.into_parts();
+    let res = refusal(&req, e);
+    ServiceResponse::new(req, res)
 }
 
 /// Reads the request's whole body, at most `max` bytes, into memory and puts it back for
 /// whoever reads it next (actix has already refused a malformed `Content-Length`). Checked
 /// before a byte is read: the declared length against `max` (413) and against the budget
 /// (503; a body of unknown length reserves `max`). Then it must arrive within the deadline
-/// (408). The returned reservation is the body's share of the budget, to hold while the
-/// body is in use. A request without a body returns `None` at once.
+/// (408). Returns the body's share of the budget, to hold while the body is in use, and the
+/// body itself. A request without a body, or whose body is already buffered, returns `None`.
 pub async fn buffer(
     req: &mut ServiceRequest,
     limits: &BodyLimits,
     max: usize,
-) -> Result<Option<Reservation>, ApiError> {
+) -> Result<Option<(Reservation, Bytes)>, ApiError> {
     if !has_body(req.headers()) || req.extensions().get::<Buffered>().is_some() {
         return Ok(None);
     }
@@ -160,9 +173,9 @@ pub async fn buffer(
             limits.deadline.as_secs_f64()
         ))
     })??;
-    req.set_payload(actix_web::dev::Payload::from(bytes));
+    req.set_payload(actix_web::dev::Payload::from(bytes.clone()));
     req.extensions_mut().insert(Buffered);
-    Ok(Some(reservation))
+    Ok(Some((reservation, bytes)))
 }
 
 /// Middleware for the `/api` scope: every body is in memory, whole, before a handler runs,
@@ -176,6 +189,7 @@ pub async fn buffered(
     };
     match buffer(&mut req, &state.body, BODY_LIMIT).await {
         Ok(reservation) => {
+            // Held until the handler has answered.
             let response = next.call(req).await;
             drop(reservation);
             Ok(response?.map_into_left_body())

@@ -32,7 +32,7 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// The request body did not arrive in time (408); the connection is closed.
+    /// The request body did not arrive in time (408); `body::refusal` closes the connection.
     #[error("{0}")]
     RequestTimeout(String),
     /// The server cannot take this request now (503, with `Retry-After`): its body budget is
@@ -148,12 +148,6 @@ impl ResponseError for ApiError {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}
-        }
-        // A body left unread (too large, too slow, or not admitted) must not be parsed as the
-        // connection's next request: close it. (A 503 for a full slow-read queue or a lost
-        // file closes too: the client is told to come back later anyway.)
-        if matches!(self, ApiError::PayloadTooLarge(_) | ApiError::RequestTimeout(_) | ApiError::Unavailable { .. }) {
-            response.force_close();
         }
         response.json(json!({
             "error": {"code": code, "type": self.kind(), "message": message, "errors": self.details()},

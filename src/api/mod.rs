@@ -1,7 +1,7 @@
 //! The HTTP API: the route table, shared state, and how extractor failures are answered.
 //!
 //! Handlers live in one file per resource; they parse, call `queries` (reads) or `lifecycle`
-//! (writes) through `read`, `read_slow` and `write`, which choose the thread and the
+//! (writes) through `read`, `read_at_offset` and `write`, which choose the thread and the
 //! transaction, and present. No SQL here.
 
 pub mod auth;
@@ -40,13 +40,7 @@ pub struct AppState {
 impl AppState {
     /// The state with the default body limits and one slow-read thread.
     pub fn new(pool: Pool, auth: AuthConfig, limits: Limits) -> std::io::Result<AppState> {
-        Ok(AppState {
-            pool,
-            auth,
-            limits,
-            body: BodyLimits::default(),
-            slow: SlowReads::start(slow::SLOW_THREADS, slow::SLOW_QUEUE)?,
-        })
+        Ok(AppState { pool, auth, limits, body: BodyLimits::default(), slow: SlowReads::start(slow::SLOW_QUEUE)? })
     }
 }
 
@@ -110,8 +104,8 @@ fn read_now<T>(pool: &Pool, f: impl FnOnce(&Connection) -> Result<T, Error>) -> 
 /// rusqlite blocks: each is a few index lookups, and handing each to another thread and back
 /// cost more than the read itself (page 0 with run counts: 3,834 requests/s through
 /// `web::block`, 6,190 inline, examples/bench.rs). With one worker per core this is the
-/// thread-per-core model. Reads that can take long go through `read_slow`; writes through
-/// `write`.
+/// thread-per-core model. Listing reads that can take long go through `read_at_offset`;
+/// writes through `write`.
 pub async fn read<T: Send + 'static>(
     state: web::Data<AppState>,
     f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
@@ -119,12 +113,17 @@ pub async fn read<T: Send + 'static>(
     read_now(&state.pool, f)
 }
 
-/// A read that may take long (a deep `_offset`), run on the slow-read thread (`slow`) so
+/// A listing read that first walks `offset` index entries: on the worker thread like `read`
+/// while that is short, on the slow-read thread (`slow`) from `slow::SLOW_OFFSET` on, so
 /// that the worker threads stay free for everything else.
-pub async fn read_slow<T: Send + 'static>(
+pub async fn read_at_offset<T: Send + 'static>(
     state: web::Data<AppState>,
+    offset: u64,
     f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
+    if offset < slow::SLOW_OFFSET {
+        return read_now(&state.pool, f);
+    }
     let pool = state.pool.clone();
     state.slow.run(move || read_now(&pool, f)).await?
 }
@@ -140,10 +139,9 @@ pub async fn write<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     web::block(move || -> Result<T, ApiError> {
         let mut conn = state.pool.writer();
-        state.pool.check_file().map_err(file_lost)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx, crate::now())?;
-        // Checked again at the last moment: a write committed into a replaced file is lost.
+        // At the last moment: a write committed into a deleted or replaced file is lost.
         state.pool.check_file().map_err(file_lost)?;
         tx.commit()?;
         Ok(out)
@@ -210,25 +208,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(route_not_found));
 }
 
-/// The answer to a request refused without reading its body: the connection is closed after
-/// it when a body may still be coming (outside `/api` no middleware has read it).
-fn refused(req: &HttpRequest, e: ApiError) -> HttpResponse {
-    let mut res = actix_web::ResponseError::error_response(&e);
-    if body::has_body(req.headers()) {
-        res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
-    }
-    res
-}
-
 /// A resource whose other methods answer 405 with an `Allow` header.
 fn resource(path: &str, allowed: &'static str) -> Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
         let e = ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.path().to_string(), allowed };
-        refused(&req, e)
+        body::refusal(&req, e)
     }))
 }
 
 async fn route_not_found(req: HttpRequest) -> HttpResponse {
     let e = ApiError::RouteNotFound { method: req.method().to_string(), path: req.path().to_string() };
-    refused(&req, e)
+    body::refusal(&req, e)
 }

@@ -6,8 +6,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{encode_run_cursor, parse_id, ListQuery};
-use super::slow::SLOW_OFFSET;
-use super::{body, collection, one, read, read_slow, write, AppState, Metadata};
+use super::{body, collection, one, read, read_at_offset, write, AppState, Metadata};
 use crate::datetime::{api_format, DateTime};
 use crate::model::{Fields, Object, PipelineRun, RunStatus};
 use crate::store::pipeline_runs::{RunFilter, RunStart};
@@ -72,10 +71,11 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
     };
     // One row more than asked, to know whether more follow.
     let fetch = move |conn: &rusqlite::Connection| queries::run_listing(conn, &filter, limit.saturating_add(1), start);
-    let (mut runs, count) = match start {
-        RunStart::Offset(n) if n >= SLOW_OFFSET => read_slow(state, fetch).await?,
-        _ => read(state, fetch).await?,
+    let offset = match start {
+        RunStart::Offset(n) => n,
+        RunStart::Below(_) => 0,
     };
+    let (mut runs, count) = read_at_offset(state, offset, fetch).await?;
     let next = runs.len() as u64 > limit;
     runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let cursor = runs.last().filter(|_| next).map(|r| encode_run_cursor(r.id));

@@ -1,18 +1,17 @@
-//! Where reads that can take long run: a thread of their own, at a lower CPU priority, behind
-//! a bounded queue, so that they never hold up the worker threads that answer everything else.
+//! Where reads that can take long run: one thread of their own (so they take at most one
+//! core), at a lower CPU priority, behind a bounded queue, so that they never hold up the
+//! worker threads that answer everything else.
 //!
 //! Every read is bounded by an index or a kept count (tests in `store` check the run
-//! listing's query plans) except a deep `_offset`, which walks the skipped index entries (about 14 ms for 900,000 backfills, more for millions of runs). Run
-//! on a worker thread, two clients looping such reads took `/api/status` from sub-millisecond
-//! to a quarter of a second; here they share one thread, and a full queue answers 503.
+//! listing's query plans) except a deep `_offset`, which walks the skipped index entries:
+//! 5 ms for a page of backfills at offset 900,000 on its own (examples/bench.rs). Run on a
+//! worker thread, two clients looping such reads took `/api/status` from sub-millisecond to a
+//! quarter of a second; here, with four such clients, `/api/status` and page 0 keep a p99
+//! under 1 ms (the bench's mixed scenario), and a full queue answers 503.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 
 use super::error::ApiError;
-
-/// How many threads run slow reads: one, so that they take at most one core.
-pub const SLOW_THREADS: usize = 1;
 
 /// How many slow reads may wait for the thread; one more is answered 503.
 pub const SLOW_QUEUE: usize = 64;
@@ -21,29 +20,26 @@ pub const SLOW_QUEUE: usize = 64;
 /// costs about as much as a page of rows itself; beyond that the walk dominates.
 pub const SLOW_OFFSET: u64 = 10_000;
 
-/// The nice value of the slow-read threads: the scheduler gives the worker threads (nice 0)
+/// The nice value of the slow-read thread: the scheduler gives the worker threads (nice 0)
 /// about ten times their share of a contended core.
 const NICENESS: i32 = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The queue of slow reads and the threads that run them; they stop when it is dropped.
+/// The queue of slow reads and the thread that runs them; it stops when this is dropped.
 pub struct SlowReads {
     queue: SyncSender<Job>,
 }
 
 impl SlowReads {
-    pub fn start(threads: usize, queue: usize) -> std::io::Result<SlowReads> {
+    /// The thread, with room for `queue` reads waiting for it.
+    pub fn start(queue: usize) -> std::io::Result<SlowReads> {
         let (tx, rx) = mpsc::sync_channel::<Job>(queue);
-        let rx = Arc::new(Mutex::new(rx));
-        for k in 0..threads.max(1) {
-            let rx = rx.clone();
-            std::thread::Builder::new().name(format!("slow-read-{k}")).spawn(move || serve(&rx))?;
-        }
+        std::thread::Builder::new().name("slow-read".into()).spawn(move || serve(rx))?;
         Ok(SlowReads { queue: tx })
     }
 
-    /// Runs `f` on a slow-read thread and returns its result; 503 when the queue is full.
+    /// Runs `f` on the slow-read thread and returns its result; 503 when the queue is full.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.queue.try_send(Box::new(move || drop(tx.send(f())))).map_err(|e| match e {
@@ -53,20 +49,16 @@ impl SlowReads {
                     .into(),
                 retry_after_secs: 1,
             },
-            TrySendError::Disconnected(_) => ApiError::Internal("the slow-read threads have stopped".into()),
+            TrySendError::Disconnected(_) => ApiError::Internal("the slow-read thread has stopped".into()),
         })?;
         rx.await.map_err(|_| ApiError::Internal("a slow read ended without an answer".into()))
     }
 }
 
-fn serve(rx: &Mutex<Receiver<Job>>) {
+fn serve(rx: Receiver<Job>) {
     lower_priority();
-    loop {
-        // The lock is held only while waiting for the next job, not while running it.
-        let job = match rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
+    // Ends when the `SlowReads` (the sender) is dropped.
+    while let Ok(job) = rx.recv() {
         // A panicking read answers 500 (its sender is dropped) and the thread goes on.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     }
@@ -93,7 +85,7 @@ mod tests {
     fn reads_run_and_a_full_queue_is_refused() {
         let system = actix_web::rt::System::new();
         system.block_on(async {
-            let slow = std::rc::Rc::new(SlowReads::start(1, 1).unwrap());
+            let slow = std::rc::Rc::new(SlowReads::start(1).unwrap());
             assert_eq!(slow.run(|| 6 * 7).await.unwrap(), 42);
             // Hold the one thread, fill the one queue place, and the next is refused.
             let (release, wait) = std::sync::mpsc::channel::<()>();

@@ -14,6 +14,7 @@ use crate::helpers::{agent, assert_error, backfill, import_file, reply, BIN};
 pub struct Served {
     pub child: Child,
     pub base: String,
+    pub port: u16,
 }
 
 impl Drop for Served {
@@ -35,35 +36,33 @@ impl Served {
         }
         log
     }
-
-    pub fn port(&self) -> u16 {
-        self.base.rsplit(':').next().unwrap().parse().unwrap()
-    }
 }
 
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The real server on one worker thread.
 pub fn serve(db: &Path, extra: &[&str]) -> Served {
-    serve_with_log(db, extra, Stdio::piped())
+    serve_with(db, &[&["--workers", "1"], extra].concat(), &[], Stdio::piped())
 }
 
-/// `serve`, its standard error going to `log` (a pipe that nobody reads fills up after
-/// some 64 KiB of access lines, and then the server blocks on its next log line).
-pub fn serve_with_log(db: &Path, extra: &[&str], log: Stdio) -> Served {
+/// `serve` with `env` set, its standard error going to `log` (a pipe that nobody reads fills
+/// up after some 64 KiB of access lines, and then the server blocks on its next log line).
+pub fn serve_with(db: &Path, extra: &[&str], env: &[(&str, &str)], log: Stdio) -> Served {
     let port = free_port();
     let child = Command::new(BIN)
-        .args(["serve", "--workers", "1", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db"])
         .arg(db)
         .args(extra)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
-    let served = Served { child, base: format!("http://127.0.0.1:{port}") };
+    let served = Served { child, base: format!("http://127.0.0.1:{port}"), port };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the server did not start");

@@ -14,6 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_backfilld");
 
 pub struct TestApp {
     pub base: String,
+    pub port: u16,
     pub db_path: PathBuf,
     pub dir: tempfile::TempDir,
     handle: actix_web::dev::ServerHandle,
@@ -53,16 +54,17 @@ pub fn spawn_app_tuned(auth: AuthConfig, limits: Limits, tune: impl FnOnce(&mut 
     let mut state = AppState::new(pool, auth, limits).unwrap();
     tune(&mut state);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let system = actix_web::rt::System::new();
-        let server = backfilld::run(listener, state, 1).unwrap();
+        let server = backfilld::run(listener, state, 1, backfilld::DEFAULT_MAX_CONNECTIONS as usize).unwrap();
         tx.send(server.handle()).unwrap();
         system.block_on(server).unwrap();
     });
     let handle = rx.recv().unwrap();
-    TestApp { base, db_path, dir, handle, agent: agent() }
+    TestApp { base, port, db_path, dir, handle, agent: agent() }
 }
 
 impl Drop for TestApp {
