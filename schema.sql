@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS backfill (
     failed_at            INTEGER,
     created_at           INTEGER NOT NULL,
     updated_at           INTEGER NOT NULL,
+    -- Version 3. A paused backfill's runs are not handed out by claims (its status is
+    -- unchanged).
+    is_paused            INTEGER NOT NULL DEFAULT 0 CHECK (is_paused IN (0, 1)),
     CHECK (end_datetime IS NULL OR start_datetime IS NULL OR end_datetime >= start_datetime)
 );
 
@@ -73,7 +76,14 @@ CREATE TABLE IF NOT EXISTS pipeline_run (
     started_at           INTEGER,
     completed_at         INTEGER,
     created_at           INTEGER NOT NULL,
-    updated_at           INTEGER NOT NULL
+    updated_at           INTEGER NOT NULL,
+    -- Version 3, the lease of a claimed run: who holds (or last held) it, for how long each
+    -- claim or heartbeat extends it, until when (null unless `running` under a lease), and
+    -- which run of its date it is (1 for the first).
+    worker               TEXT,
+    lease_seconds        INTEGER,
+    lease_expires_at     INTEGER,
+    attempt              INTEGER
 );
 
 -- The runs of one backfill and execution date, newest (highest id) last: what
@@ -90,6 +100,15 @@ CREATE INDEX IF NOT EXISTS pipeline_run_pipeline_listing ON pipeline_run (pipeli
 CREATE INDEX IF NOT EXISTS pipeline_run_status_listing ON pipeline_run (status, id);
 CREATE INDEX IF NOT EXISTS pipeline_run_backfill_status_listing ON pipeline_run (backfill_id, status, id);
 CREATE INDEX IF NOT EXISTS pipeline_run_pipeline_status_listing ON pipeline_run (pipeline_uuid, status, id);
+
+-- Claims (dispatch::claim): a backfill's runs waiting to be claimed, by date either way (only
+-- `initial` runs: a claim does not walk past the finished ones); and the leases by expiry,
+-- which the sweep reads from the soonest (only leased runs: its cost does not grow with the
+-- stored runs). The backfills that have runs waiting are indexed below, beside their counts.
+CREATE INDEX IF NOT EXISTS pipeline_run_waiting ON pipeline_run (backfill_id, execution_date, id)
+    WHERE status = 'initial';
+CREATE INDEX IF NOT EXISTS pipeline_run_lease ON pipeline_run (lease_expires_at)
+    WHERE lease_expires_at IS NOT NULL;
 
 -- Counts kept in the same transaction as every write, so that a listing reads a few rows
 -- instead of scanning every matching one (a million-row COUNT(*) walks a million index
@@ -129,6 +148,11 @@ CREATE TABLE IF NOT EXISTS backfill_run_count (
     n           INTEGER NOT NULL,
     PRIMARY KEY (backfill_id, status)
 ) WITHOUT ROWID;
+
+-- The backfills with runs waiting to be claimed, in id order: the round-robin walk of a
+-- claim (store::backfills::next_claimable) visits these alone, not every backfill.
+CREATE INDEX IF NOT EXISTS backfill_run_waiting ON backfill_run_count (backfill_id)
+    WHERE status = 'initial' AND n > 0;
 
 -- A deleted backfill's runs stay, unlinked (backfill_id set to null): its counts go.
 CREATE TRIGGER IF NOT EXISTS run_count_backfill_delete AFTER DELETE ON backfill BEGIN

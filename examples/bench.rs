@@ -14,18 +14,41 @@
 //! in the "shed" column, not as errors (and not in req/s or latencies); the cheap group's
 //! p99 is compared with its target (10 ms) in a line after the table, without failing the
 //! run. The RSS and WAL peaks of those two rows are the server's over the whole scenario.
-//! Last, one connection loops `GET /api/status` while 2,000 others (200 with --quick) send
-//! the head and all but the last byte of a 1 MiB body each, and stall: its latencies and the
-//! server's peak memory are the row "during 2000 stalled bodies".
-//! After the last scenario the bench waits idle (11 s; 2 s with --quick) and prints the WAL
-//! size then (the server is expected to have truncated it to at most 64 MiB). Only errors
-//! and scenarios with no answered request fail the run.
+//!
+//! After the writes ("create", "start a 100,000-run backfill"), the workers' side: "claim
+//! with 1,000 running" first holds 1,000 runs with one claim (lease of an hour; reported
+//! completed afterwards), then 8 connections loop a claim of 10 runs (not narrowed, so taken
+//! round-robin from 10 backfills) and a `completed` report of each run, for the scenario's
+//! time, as fast as they can (rows "claim (limit 10), flat out" and "report a run, flat
+//! out": the writer saturated), then for as long paced at the drive target, 2,000 runs a
+//! second in all, the connections spread over the pace (rows "claim (limit 10), 1,000
+//! running" and "report a run (completed)"; the claims' p99 compared with its target, 10 ms,
+//! after the table).
+//! "drive a 100,000-run backfill" (2,000 runs with --quick) creates and starts a backfill,
+//! then 8 connections loop claims of 10 of its runs and a report of each until a claim hands
+//! out none: its row's req/s is runs per second end to end (target >= 2,000, reported after
+//! the table) and its latencies each run's, from its claim's sending to its report's answer;
+//! the backfill not completed with all its runs afterwards is an error.
+//! Once the server has stopped, "expiry sweep" times `dispatch::expire_leases` acting on
+//! 1,000 leases that ran out (claimed under 5 s leases just before) on the file directly, in
+//! one transaction rolled back so that the reused file stays as it was (the commit is not
+//! measured), and a sweep and the sweep thread's probe with nothing due.
+//!
+//! Last among the HTTP scenarios, one connection loops `GET /api/status` while 2,000 others
+//! (200 with --quick) send the head and all but the last byte of a 1 MiB body each, and
+//! stall: its latencies and the server's peak memory are the row "during 2000 stalled
+//! bodies". After the last scenario the bench waits idle (11 s; 2 s with --quick) and prints
+//! the WAL size then (the server is expected to have truncated it to at most 64 MiB). Only
+//! errors, scenarios with no answered request and an expiry sweep that did not act on its
+//! 1,000 leases fail the run.
 //!
 //!     cargo run --release --example bench                 # 1,000,000 backfills, 2,000,000 runs
 //!     cargo run --release --example bench -- --quick      # a small smoke run, as CI does
 //!
 //! Options: --backfills N, --runs M, --connections C, --seconds S, --data DIR (where the
-//! built database is kept and reused; default target/bench-data), --quick.
+//! built database is kept and reused; default target/bench-data), --quick, --only W1,W2
+//! (only the scenarios whose name contains one of the words, and the baseline; e.g.
+//! `--only claim,drive,expiry`).
 
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -38,9 +61,11 @@ use std::time::{Duration, Instant};
 use backfilld::cli::{DbArg, ServeArgs};
 use backfilld::datetime::{self, DateTime};
 use backfilld::db;
+use backfilld::dispatch::{self, Claim, Report, EXPIRY_BATCH};
 use backfilld::lifecycle::{self, Limits};
 use backfilld::model::RunStatus;
 use backfilld::schedule::IntervalType;
+use backfilld::store;
 use serde_json::{json, Value};
 use time::macros::datetime;
 
@@ -52,6 +77,22 @@ const MIXED_CHEAP: &str = "mixed: cheap requests (4 conns)";
 const MIXED_SLOW: &str = "mixed: slow reads (4 conns)";
 /// The cheap group's p99 target in the mixed scenario, in ms (reported, not enforced).
 const MIXED_CHEAP_P99_MS: f64 = 10.0;
+
+/// The claim scenario and its two rows; the claims' p99 target, in ms (reported, not
+/// enforced).
+const CLAIMS: &str = "claim with 1,000 running";
+const CLAIM_ROW: &str = "claim (limit 10), 1,000 running";
+const REPORT_ROW: &str = "report a run (completed)";
+const CLAIM_FLAT_ROW: &str = "claim (limit 10), flat out";
+const REPORT_FLAT_ROW: &str = "report a run, flat out";
+/// The pace of the claim scenario's first part: the drive target, 2,000 runs a second in
+/// all, as 8 connections each claiming 10 runs every 40 ms.
+const CLAIM_PACE: Duration = Duration::from_millis(40);
+const CLAIM_P99_MS: f64 = 10.0;
+/// The drive scenario's target in runs per second (reported, not enforced).
+const DRIVE_RUNS_PER_S: f64 = 2000.0;
+/// The expiry sweep's measurement, made on the file once the server has stopped.
+const EXPIRY: &str = "expiry sweep";
 
 struct Options {
     backfills: u64,
@@ -120,6 +161,19 @@ fn pipeline(i: u64) -> String {
 
 fn add_seconds(d: DateTime, s: i64) -> DateTime {
     datetime::add_micros(d, i128::from(s) * 1_000_000).expect("a date in range")
+}
+
+/// `n` with thousands separated by commas, as the scenarios' names write numbers.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The pipeline whose newest backfill is the million-run one.
@@ -209,10 +263,10 @@ fn build(o: &Options) -> PathBuf {
             tx.query_row("SELECT MIN(id) FROM pipeline_run WHERE backfill_id = ?1", [id], |r| r.get::<_, i64>(0));
         if let Ok(first) = first {
             for (offset, status) in [(0, RunStatus::Running), (1, RunStatus::Completed), (2, RunStatus::Completed)] {
-                lifecycle::report_run(&tx, first + offset, status, now).expect("report");
+                dispatch::report(&tx, first + offset, hand(status), now).expect("report");
             }
             if k % 10 == 0 {
-                lifecycle::report_run(&tx, first + 3, RunStatus::Failed, now).expect("report");
+                dispatch::report(&tx, first + 3, hand(RunStatus::Failed), now).expect("report");
             }
         }
     }
@@ -224,6 +278,11 @@ fn build(o: &Options) -> PathBuf {
     }
     println!("built {} in {:.1}s", path.display(), t.elapsed().as_secs_f64());
     path
+}
+
+/// A status report by hand (no worker), as the bench data's progressed runs get.
+fn hand(status: RunStatus) -> Report {
+    Report { status, worker: None, metrics: None }
 }
 
 /// A minimal HTTP/1.1 keep-alive client: the load generator shares the cores with the
@@ -385,27 +444,65 @@ struct Tally {
     shed: u64,
 }
 
+/// Samples the server's anonymous RSS and the size of its WAL every 10 ms until stopped,
+/// keeping the peaks.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Sampler {
+    fn start(server: &Server) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (pid, wal, stopped) = (server.child.id(), server.wal.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut peak_rss, mut peak_wal) = (0, 0);
+            while !stopped.load(Ordering::Relaxed) {
+                peak_rss = rss_anon_kib(pid).unwrap_or(0).max(peak_rss);
+                peak_wal = file_size(&wal).max(peak_wal);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (peak_rss, peak_wal)
+        });
+        Sampler { stop, thread }
+    }
+
+    /// The peak RSS in KiB and the peak WAL size in bytes.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.shed += other.shed;
+    }
+
+    /// Its latencies sorted, as a row lasting `seconds` with the server's `peaks` (RSS in
+    /// KiB, WAL in bytes) over it.
+    fn measured(mut self, seconds: f64, (peak_rss_kib, peak_wal_bytes): (u64, u64)) -> Measured {
+        self.latencies_us.sort_unstable();
+        Measured {
+            requests: self.latencies_us.len() as u64,
+            errors: self.errors,
+            shed: self.shed,
+            seconds,
+            latencies_us: self.latencies_us,
+            peak_rss_kib,
+            peak_wal_bytes,
+        }
+    }
+}
+
 /// Drives the server with every group at once until the same deadline, `seconds` from now
 /// (or until a group has sent its `max_requests`); returns one `Measured` per group, in
 /// order. The RSS and WAL peaks, sampled every 10 ms, are the server's over the whole run,
 /// so the same in every group.
 fn drive_groups(server: &Server, seconds: f64, groups: Vec<Group>) -> Vec<Measured> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak_rss = Arc::new(AtomicU64::new(0));
-    let peak_wal = Arc::new(AtomicU64::new(0));
-    let pid = server.child.id();
-    let sampler = {
-        let (stop, peak_rss, peak_wal, wal) = (stop.clone(), peak_rss.clone(), peak_wal.clone(), server.wal.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_anon_kib(pid) {
-                    peak_rss.fetch_max(kib, Ordering::Relaxed);
-                }
-                peak_wal.fetch_max(file_size(&wal), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let sampler = Sampler::start(server);
     let t = Instant::now();
     let deadline = t + Duration::from_secs_f64(seconds);
     let port = server.port;
@@ -452,8 +549,7 @@ fn drive_groups(server: &Server, seconds: f64, groups: Vec<Group>) -> Vec<Measur
         .collect();
     let tallies: Vec<Vec<(Tally, f64)>> =
         workers.into_iter().map(|group| group.into_iter().map(|w| w.join().unwrap()).collect()).collect();
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    let peaks = sampler.stop();
     tallies
         .into_iter()
         .map(|connections| {
@@ -461,22 +557,138 @@ fn drive_groups(server: &Server, seconds: f64, groups: Vec<Group>) -> Vec<Measur
             let seconds = connections.iter().map(|(_, s)| *s).fold(0.0, f64::max);
             let mut all = Tally::default();
             for (tally, _) in connections {
-                all.latencies_us.extend(tally.latencies_us);
-                all.errors += tally.errors;
-                all.shed += tally.shed;
+                all.add(tally);
             }
-            all.latencies_us.sort_unstable();
-            Measured {
-                requests: all.latencies_us.len() as u64,
-                errors: all.errors,
-                shed: all.shed,
-                seconds,
-                latencies_us: all.latencies_us,
-                peak_rss_kib: peak_rss.load(Ordering::Relaxed),
-                peak_wal_bytes: peak_wal.load(Ordering::Relaxed),
-            }
+            all.measured(seconds, peaks)
         })
         .collect()
+}
+
+/// When the connections of a claim loop stop claiming (the runs in hand are still reported).
+#[derive(Clone, Copy)]
+enum Until {
+    /// Once this instant has passed.
+    Deadline(Instant),
+    /// Once a claim hands out no run.
+    Drained,
+}
+
+/// What a claim loop measured, each over the whole loop: its claims, its reports, and each
+/// run from the sending of the claim that handed it out to the answer to its report.
+struct ClaimLoop {
+    claims: Measured,
+    reports: Measured,
+    runs: Measured,
+}
+
+/// Sends a request, opening a new connection when the server closes this one or the
+/// exchange fails; the status and body, none when it failed.
+fn exchange(conn: &mut Conn, port: u16, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let answer = conn.exchange(method, path, body);
+    if answer.as_ref().is_ok_and(|(_, _, close)| !close) {
+        return answer.ok().map(|(status, body, _)| (status, body));
+    }
+    *conn = Conn::open(port).expect("a connection");
+    answer.ok().map(|(status, body, _)| (status, body))
+}
+
+/// Says on stderr what the server answered to a request that failed, since the body says
+/// why; the first 10 of the run only.
+fn complain(what: &str, answer: &Option<(u16, Vec<u8>)>) {
+    static SAID: AtomicU64 = AtomicU64::new(0);
+    if SAID.fetch_add(1, Ordering::Relaxed) < 10 {
+        match answer {
+            Some((status, body)) => eprintln!("bench: {what}: {status} {}", String::from_utf8_lossy(body)),
+            None => eprintln!("bench: {what}: no answer"),
+        }
+    }
+}
+
+/// The ids of the runs a claim's answer hands out, each `running` and held by `worker`;
+/// none unless it is such an answer.
+fn handed_out((status, body): &(u16, Vec<u8>), worker: &str) -> Option<Vec<i64>> {
+    let answer: Value = serde_json::from_slice(body).ok().filter(|_| *status == 200)?;
+    let held = |run: &Value| run["status"] == "running" && run["worker"] == worker;
+    answer["pipeline_runs"].as_array()?.iter().map(|run| run["id"].as_i64().filter(|_| held(run))).collect()
+}
+
+/// `connections` connections, the k-th looping a claim with the body `claim(k)` (which names
+/// its worker) and a report of each run it hands out, `completed` by that worker, until
+/// `until`; with `pace`, each starts a claim at most every `pace` (else at once). A
+/// connection stops at a failed claim.
+fn claim_loop(
+    server: &Server,
+    connections: usize,
+    until: Until,
+    pace: Option<Duration>,
+    claim: impl Fn(usize) -> Value + Sync,
+) -> ClaimLoop {
+    let sampler = Sampler::start(server);
+    let t = Instant::now();
+    let port = server.port;
+    let tallies: Vec<[Tally; 3]> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..connections)
+            .map(|k| {
+                let body = claim(k);
+                scope.spawn(move || {
+                    let worker = body["worker"].as_str().expect("a claim names its worker").to_string();
+                    let report = json!({"pipeline_run": {"status": "completed", "worker": worker}}).to_string();
+                    let body = body.to_string();
+                    let mut conn = Conn::open(port).expect("a connection");
+                    let [mut claims, mut reports, mut runs] = <[Tally; 3]>::default();
+                    if let Some(pace) = pace {
+                        // Spread over the pace, as independent workers would be.
+                        std::thread::sleep(pace * k as u32 / connections as u32);
+                    }
+                    while !matches!(until, Until::Deadline(d) if Instant::now() >= d) {
+                        let sent = Instant::now();
+                        let next = pace.map(|p| sent + p);
+                        let answer = exchange(&mut conn, port, "POST", "/api/pipeline_runs/claim", body.as_bytes());
+                        let took = sent.elapsed();
+                        let Some(ids) = answer.as_ref().and_then(|a| handed_out(a, &worker)) else {
+                            claims.errors += 1;
+                            complain(&format!("claim by {worker}"), &answer);
+                            break;
+                        };
+                        claims.latencies_us.push(took.as_micros() as u64);
+                        if ids.is_empty() && matches!(until, Until::Drained) {
+                            break;
+                        }
+                        for id in ids {
+                            let reported = Instant::now();
+                            let path = format!("/api/pipeline_runs/{id}");
+                            let answer = exchange(&mut conn, port, "PUT", &path, report.as_bytes());
+                            if matches!(answer, Some((200, _))) {
+                                reports.latencies_us.push(reported.elapsed().as_micros() as u64);
+                                runs.latencies_us.push(sent.elapsed().as_micros() as u64);
+                            } else {
+                                reports.errors += 1;
+                                complain(&format!("report of run {id} by {worker}"), &answer);
+                            }
+                        }
+                        if let Some(wait) = next.and_then(|n| n.checked_duration_since(Instant::now())) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    [claims, reports, runs]
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let seconds = t.elapsed().as_secs_f64();
+    let peaks = sampler.stop();
+    let [mut claims, mut reports, mut runs] = <[Tally; 3]>::default();
+    for [c, r, n] in tallies {
+        claims.add(c);
+        reports.add(r);
+        runs.add(n);
+    }
+    ClaimLoop {
+        claims: claims.measured(seconds, peaks),
+        reports: reports.measured(seconds, peaks),
+        runs: runs.measured(seconds, peaks),
+    }
 }
 
 /// Runs the scenarios, keeping those `--only` selects (and always the first, the baseline).
@@ -562,6 +774,149 @@ fn get(path: String) -> Arc<MakeRequest> {
     Arc::new(move |_| ("GET", path.clone(), vec![]))
 }
 
+/// Claims while 1,000 runs are held: one claim of 1,000 runs under a lease of an hour, then
+/// 8 connections loop claiming 10 runs, not narrowed, and reporting each `completed`, for
+/// the scenario's time. The held runs are reported `completed` afterwards (untimed; a
+/// failure is an error of the reports' row), so that no lease of theirs runs out in a
+/// later bench run on the same file. Returns how many runs the first claim holds.
+fn claims_with_held(bench: &mut Bench) -> Option<usize> {
+    if !bench.selected(&[CLAIMS, CLAIM_ROW, REPORT_ROW, CLAIM_FLAT_ROW, REPORT_FLAT_ROW]) {
+        return None;
+    }
+    let port = bench.server.port;
+    let mut conn = Conn::open(port).expect("a connection");
+    let hold = json!({"worker": "holder", "limit": 1000, "lease_seconds": 3600}).to_string();
+    let answer = exchange(&mut conn, port, "POST", "/api/pipeline_runs/claim", hold.as_bytes());
+    let held = answer.as_ref().and_then(|a| handed_out(a, "holder"));
+    let held = held.unwrap_or_else(|| panic!("the claim of 1,000 runs: {answer:?}"));
+    let claim = |k: usize| json!({"worker": format!("bench-{k}"), "limit": 10, "lease_seconds": 600});
+    let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
+    let flat = claim_loop(bench.server, 8, Until::Deadline(deadline), None, claim);
+    let deadline = Instant::now() + Duration::from_secs_f64(bench.seconds);
+    let mut measured = claim_loop(bench.server, 8, Until::Deadline(deadline), Some(CLAIM_PACE), claim);
+    let release = json!({"pipeline_run": {"status": "completed", "worker": "holder"}}).to_string();
+    // A connection of its own: the first one has idled past the server's keep-alive.
+    let mut conn = Conn::open(port).expect("a connection");
+    for id in &held {
+        let answer = exchange(&mut conn, port, "PUT", &format!("/api/pipeline_runs/{id}"), release.as_bytes());
+        if !matches!(answer, Some((200, _))) {
+            measured.reports.errors += 1;
+            complain(&format!("report of held run {id}"), &answer);
+        }
+    }
+    bench.rows.push((CLAIM_FLAT_ROW.to_string(), flat.claims));
+    bench.rows.push((REPORT_FLAT_ROW.to_string(), flat.reports));
+    bench.rows.push((CLAIM_ROW.to_string(), measured.claims));
+    bench.rows.push((REPORT_ROW.to_string(), measured.reports));
+    Some(held.len())
+}
+
+fn drive_name(dates: u64) -> String {
+    format!("drive a {}-run backfill", thousands(dates))
+}
+
+/// Drives a backfill of `dates` runs, one a minute from 2023-01-01, to completion: created
+/// in a pipeline of its own and started, then 8 connections loop claiming 10 of its runs
+/// and reporting each `completed` until a claim hands out none. Its row counts runs (req/s
+/// is runs/s, the latencies each run's from the sending of its claim to the answer to its
+/// report); the backfill not `completed` with every run completed afterwards is an error.
+/// Returns the claims' and reports' counts and latencies, to say after the table.
+fn drive(bench: &mut Bench, dates: u64) -> Option<String> {
+    let name = drive_name(dates);
+    if !bench.selected(&[&name]) {
+        return None;
+    }
+    let server = bench.server;
+    let start = datetime!(2023-01-01 00:00);
+    let backfill = json!({"backfill": {"name": format!("drive {dates}"), "start_datetime": datetime::format_api(start),
+        "end_datetime": datetime::format_api(add_seconds(start, (dates as i64 - 1) * 60)),
+        "interval_type": "minute", "interval_units": 1}});
+    let (status, created) = send_json(server, "POST", "/api/pipelines/bench_drive/backfills", &backfill);
+    assert_eq!(status, 200, "{created}");
+    let id = created["backfill"]["id"].as_i64().unwrap();
+    let start_body = json!({"backfill": {"status": "initial"}});
+    let (status, started) = send_json(server, "PUT", &format!("/api/backfills/{id}"), &start_body);
+    assert_eq!(status, 200, "{started}");
+    let measured = claim_loop(
+        server,
+        8,
+        Until::Drained,
+        None,
+        |k| json!({"worker": format!("drive-{k}"), "limit": 10, "backfill_id": id}),
+    );
+    let mut row = measured.runs;
+    row.errors += measured.claims.errors + measured.reports.errors;
+    let (claims, reports) = (&measured.claims, &measured.reports);
+    let detail = format!(
+        "{} claims, p99 {:.2} ms, max {:.2} ms; {} reports, p99 {:.2} ms, max {:.2} ms",
+        claims.requests,
+        claims.percentile(0.99),
+        claims.percentile(1.0),
+        reports.requests,
+        reports.percentile(0.99),
+        reports.percentile(1.0)
+    );
+    let after = get_json(server, &format!("/api/backfills/{id}?include_run_count=true"));
+    let (status, counts) = (&after["backfill"]["status"], &after["backfill"]["run_status_counts"]);
+    if status != "completed" || *counts != json!({"completed": dates}) {
+        eprintln!("bench: the driven backfill {id} is {status} with run counts {counts}, not completed with {dates}");
+        row.errors += 1;
+    }
+    bench.rows.push((name, row));
+    Some(detail)
+}
+
+/// What the lease sweep costs (see `expiry_sweep`).
+struct Expiry {
+    /// The runs stored, and those the claim held under leases that ran out.
+    runs: u64,
+    claimed: usize,
+    /// What the timed sweep acted on, how many dates it queued again, and how long it took.
+    expired: usize,
+    queued_again: i64,
+    sweep: Duration,
+    /// A sweep while the 1,000 leases run, none due, and the sweep thread's probe
+    /// (`next_lease_expiry`) then, the mean of 1,000 each.
+    idle_sweep: Duration,
+    probe: Duration,
+}
+
+/// The lease sweep's cost, measured on the file with the server stopped, in one transaction
+/// rolled back so that the reused file stays as it was (the commit is not measured): any
+/// lease due by T + 10 s acted on first (untimed), 1,000 runs claimed at T under leases of
+/// 5 s; while they run, a sweep with nothing due and the sweep thread's probe, the mean of
+/// 1,000 each; then `expire_leases` at T + 10 s timed, which must act on exactly those.
+fn expiry_sweep(path: &Path) -> Expiry {
+    let mut conn = db::open(path).expect("the database");
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("a transaction");
+    let runs: i64 = tx
+        .query_row("SELECT SUM(n) FROM run_tally WHERE pipeline_uuid = '' AND backfill_id = 0", [], |r| r.get(0))
+        .expect("the runs stored");
+    let at = backfilld::now();
+    let due = add_seconds(at, 10);
+    while dispatch::expire_leases(&tx, due, EXPIRY_BATCH).expect("a sweep") as u64 == EXPIRY_BATCH {}
+    let claim =
+        Claim { worker: "expiring".into(), limit: 1000, lease_seconds: 5, pipeline_uuid: None, backfill_id: None };
+    let claimed = dispatch::claim(&tx, &claim, 0, at).expect("a claim of 1,000").runs.len();
+    // While the 1,000 leases run (none due yet at T).
+    let mean = |f: &dyn Fn()| {
+        let t = Instant::now();
+        (0..1000).for_each(|_| f());
+        t.elapsed() / 1000
+    };
+    let idle_sweep = mean(&|| assert_eq!(dispatch::expire_leases(&tx, at, EXPIRY_BATCH).unwrap(), 0));
+    let probe = mean(&|| assert!(store::pipeline_runs::next_lease_expiry(&tx).unwrap().is_some_and(|t| t > at)));
+    // Once they have run out.
+    let last_run = || tx.query_row("SELECT MAX(id) FROM pipeline_run", [], |r| r.get::<_, i64>(0)).unwrap();
+    let before = last_run();
+    let t = Instant::now();
+    let expired = dispatch::expire_leases(&tx, due, EXPIRY_BATCH).expect("the sweep");
+    let sweep = t.elapsed();
+    let queued_again = last_run() - before;
+    tx.rollback().expect("a rollback");
+    Expiry { runs: runs as u64, claimed, expired, queued_again, sweep, idle_sweep, probe }
+}
+
 fn serve_child(db: &str, port: &str) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = ServeArgs {
@@ -572,6 +927,8 @@ fn serve_child(db: &str, port: &str) {
         max_runs: Limits::default().max_runs,
         body_timeout: 5.0,
         max_connections: backfilld::DEFAULT_MAX_CONNECTIONS,
+        min_lease_seconds: backfilld::dispatch::MIN_LEASE_SECONDS,
+        lease_check_ms: 1000,
         workers: None,
     };
     if let Err(e) = backfilld::commands::serve(args) {
@@ -717,6 +1074,10 @@ fn main() {
     if bench.selected(&["start a 100,000-run backfill"]) {
         assert_eq!(started, starts as u64 * 100_000, "every start created its runs");
     }
+    // Workers: claims while 1,000 runs are held, then a backfill driven to completion.
+    let held = claims_with_held(&mut bench);
+    let drive_dates = if o.quick { 2_000 } else { 100_000 };
+    let driven = drive(&mut bench, drive_dates);
     // Stalled bodies, last, since the memory the attack makes the allocator keep would show
     // in every later row: one connection loops `/api/status` while thousands of others send
     // 1 MiB bodies but for the last byte and stall (they start just after it has connected,
@@ -729,12 +1090,15 @@ fn main() {
     });
     bench.run(&format!("/api/status during {stalled} stalled bodies"), 1, u64::MAX, get("/api/status".into()));
     drop(attack.join().unwrap());
+    let expiry_selected = bench.selected(&[EXPIRY]);
     let rows = bench.rows;
     // Idle, the server is expected to truncate the WAL (to at most 64 MiB).
     let idle = if o.quick { 2 } else { 11 };
     std::thread::sleep(Duration::from_secs(idle));
     let wal_idle = file_size(&server.wal);
     drop(server);
+    // With the server stopped, on the file itself.
+    let expiry = expiry_selected.then(|| expiry_sweep(&db));
 
     let (base_name, base) = &rows[0];
     let base_rps = base.rps();
@@ -778,9 +1142,50 @@ fn main() {
         let verdict = if cheap.requests > 0 && p99 <= MIXED_CHEAP_P99_MS { "met" } else { "not met" };
         println!("{MIXED}: cheap p99 {p99:.2} ms (target <= {MIXED_CHEAP_P99_MS:.0} ms): {verdict}");
     }
+    if let (Some(held), Some((_, claims))) = (held, rows.iter().find(|(name, _)| name == CLAIM_ROW)) {
+        let p99 = claims.percentile(0.99);
+        let verdict = if claims.requests > 0 && p99 <= CLAIM_P99_MS { "met" } else { "not met" };
+        println!(
+            "claim p99 {p99:.2} ms with {held} runs held, at 2,000 runs/s (target <= {CLAIM_P99_MS:.0} ms): {verdict}"
+        );
+    }
+    if let (Some(detail), Some((_, runs))) = (driven, rows.iter().find(|(name, _)| *name == drive_name(drive_dates))) {
+        let rate = runs.rps();
+        let verdict = if runs.errors == 0 && rate >= DRIVE_RUNS_PER_S { "met" } else { "not met" };
+        println!(
+            "drive: {} runs in {:.1} s = {rate:.0} runs/s (target >= {} runs/s): {verdict} ({detail})",
+            thousands(runs.requests),
+            runs.seconds,
+            thousands(DRIVE_RUNS_PER_S as u64)
+        );
+    }
+    let mut failed = rows.iter().filter(|(_, m)| m.errors > 0 || empty(m)).count();
+    let mut passed = rows.len() - failed;
+    if let Some(e) = &expiry {
+        println!(
+            "{EXPIRY}: {} expired leases among {} runs in {:.2} ms ({} dates queued again; in one transaction, \
+             rolled back: the commit not measured); with nothing due: a sweep {:.1} µs, the probe \
+             (next_lease_expiry) {:.1} µs",
+            thousands(e.expired as u64),
+            thousands(e.runs),
+            e.sweep.as_secs_f64() * 1000.0,
+            thousands(e.queued_again as u64),
+            e.idle_sweep.as_secs_f64() * 1e6,
+            e.probe.as_secs_f64() * 1e6
+        );
+        if e.claimed == 1000 && e.expired == e.claimed {
+            passed += 1;
+        } else {
+            eprintln!(
+                "bench: {EXPIRY}: {} runs claimed, {} leases expired; expected 1,000 of each",
+                e.claimed, e.expired
+            );
+            failures += 1;
+            failed += 1;
+        }
+    }
     println!("WAL after {idle}s idle: {:.1} MiB", mib(wal_idle, 1));
-    let failed = rows.iter().filter(|(_, m)| m.errors > 0 || empty(m)).count();
-    println!("bench: {} passed, {failed} failed", rows.len() - failed);
+    println!("bench: {passed} passed, {failed} failed");
     if failures > 0 {
         eprintln!("bench: {failures} errors or empty scenarios");
         std::process::exit(1);

@@ -61,6 +61,15 @@ pub struct ServeArgs {
     #[arg(long, env = "BACKFILLD_MAX_CONNECTIONS", default_value_t = crate::DEFAULT_MAX_CONNECTIONS,
         value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
+    /// The shortest lease a claim may ask for, in seconds (the protocol's floor is 5; lower
+    /// it only for tests and demos that watch leases expire).
+    #[arg(long, env = "BACKFILLD_MIN_LEASE_SECONDS", default_value_t = 5,
+        value_parser = clap::value_parser!(i64).range(1..=5))]
+    pub min_lease_seconds: i64,
+    /// How often, in milliseconds, the server looks for leases that ran out.
+    #[arg(long, env = "BACKFILLD_LEASE_CHECK_MS", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub lease_check_ms: u64,
     /// HTTP worker threads [default: the number of CPUs].
     #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,

@@ -50,6 +50,7 @@ const BACKFILL_KEYS: &[&str] = &[
     "failed_at",
     "created_at",
     "updated_at",
+    "is_paused",
     // Derived in listings; accepted and recomputed.
     "total_run_count",
     "run_status_counts",
@@ -71,6 +72,9 @@ const RUN_KEYS: &[&str] = &[
     "completed_at",
     "created_at",
     "updated_at",
+    "worker",
+    "lease_expires_at",
+    "attempt",
 ];
 
 fn check_keys(obj: &Object, known: &[&[&str]]) -> Result<(), FieldError> {
@@ -102,7 +106,11 @@ fn parse_backfill(obj: &Object, now: DateTime) -> Result<NewBackfill, FieldError
     Ok(NewBackfill {
         id: positive_id(&f, "id")?,
         pipeline_uuid: f.required_string("pipeline_uuid")?,
-        fields: BackfillFields::parse(obj)?,
+        fields: {
+            let fields = BackfillFields::parse(obj)?;
+            crate::model::RunSettings::parse(fields.settings.as_ref())?;
+            fields
+        },
         status: f.parsed::<BackfillStatus>("status")?,
         metrics: f.object("metrics")?,
         pipeline_schedule_id: positive_id(&f, "pipeline_schedule_id")?,
@@ -111,6 +119,7 @@ fn parse_backfill(obj: &Object, now: DateTime) -> Result<NewBackfill, FieldError
         failed_at: f.datetime("failed_at")?,
         created_at,
         updated_at,
+        is_paused: f.boolean("is_paused")?.unwrap_or(false),
     })
 }
 
@@ -118,6 +127,8 @@ fn parse_run(obj: &Object, now: DateTime) -> Result<NewPipelineRun, FieldError> 
     check_keys(obj, &[RUN_KEYS])?;
     let f = Fields(obj);
     let (created_at, updated_at) = timestamps(&f, now)?;
+    let status = f.parsed::<RunStatus>("status")?.unwrap_or(RunStatus::Initial);
+    let lease_expires_at = f.datetime("lease_expires_at")?.filter(|_| status == RunStatus::Running);
     Ok(NewPipelineRun {
         id: positive_id(&f, "id")?,
         pipeline_schedule_id: positive_id(&f, "pipeline_schedule_id")?,
@@ -125,7 +136,7 @@ fn parse_run(obj: &Object, now: DateTime) -> Result<NewPipelineRun, FieldError> 
         pipeline_uuid: f.string("pipeline_uuid")?.unwrap_or_default(),
         backfill_id: positive_id(&f, "backfill_id")?,
         execution_date: f.datetime("execution_date")?,
-        status: f.parsed::<RunStatus>("status")?.unwrap_or(RunStatus::Initial),
+        status,
         variables: f.object("variables")?,
         event_variables: f.object("event_variables")?,
         metrics: f.object("metrics")?,
@@ -135,6 +146,11 @@ fn parse_run(obj: &Object, now: DateTime) -> Result<NewPipelineRun, FieldError> 
         completed_at: f.datetime("completed_at")?,
         created_at,
         updated_at,
+        worker: f.string("worker")?,
+        // Only a running run keeps its lease: it expires, or is renewed, as any other.
+        lease_seconds: lease_expires_at.map(|_| crate::dispatch::DEFAULT_LEASE_SECONDS),
+        lease_expires_at,
+        attempt: positive_id(&f, "attempt")?,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod datetime;
 pub mod db;
+pub mod dispatch;
 pub mod error;
 pub mod import;
 pub mod lifecycle;
@@ -70,8 +71,10 @@ fn redacted_request_line(req: &ServiceRequest) -> String {
 pub const CONNECTION_KIB: usize = 170;
 
 /// `--max-connections` unless given: 256 connections cost at most about 43 MiB this way, so
-/// that with the 16 MiB body budget and a writer cache filled by a big start (32 MiB) the
-/// server stays under 128 MiB during the attack (examples/bench.rs, "stalled bodies").
+/// that with the 16 MiB body budget the attack adds about 60 to 75 MiB to what the server
+/// held before it: a fresh server stays under 128 MiB (tests/api/hardening.rs); in the
+/// bench's last row, after the write and claim scenarios left 80 MiB, it peaked at 153 MiB
+/// (examples/bench.rs, "stalled bodies").
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 
 /// Starts serving `state` on `listener` with `workers` worker threads, accepting at most

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::datetime::{self, DateTime};
 use crate::model::{
-    Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, Object, PipelineRun, RunStatus,
+    Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, Object, Reprocess, RunSettings,
+    RunStatus,
 };
 use crate::store::schedules::NewPipelineSchedule;
 use crate::{queries, store};
@@ -74,13 +75,17 @@ pub fn create(conn: &rusqlite::Connection, pipeline_uuid: &str, body: &Object, n
         return Err(FieldError::new("pipeline_uuid", "must not be blank").into());
     }
     let fields = BackfillFields::parse(body)?;
-    let id = store::backfills::insert_backfill(conn, &NewBackfill::new(pipeline_uuid.to_string(), fields, now))?;
+    RunSettings::parse(fields.settings.as_ref())?;
+    let mut new = NewBackfill::new(pipeline_uuid.to_string(), fields, now);
+    new.is_paused = Fields(body).boolean("is_paused")?.unwrap_or(false);
+    let id = store::backfills::insert_backfill(conn, &new)?;
     queries::backfill_in(conn, id, None)
 }
 
 /// `PUT /api/backfills/:id`: the writable keys present in `body` replace the stored ones
-/// (validated together, as a create is); then `"status": "initial"` starts the backfill and
-/// `"status": "cancelled"` cancels it.
+/// (validated together, as a create is) and `is_paused` pauses or resumes claims of its
+/// runs; then `"status": "initial"` starts the backfill (or, once started, runs it again:
+/// `run_again`) and `"status": "cancelled"` cancels it.
 pub fn update(
     conn: &rusqlite::Connection,
     id: i64,
@@ -99,6 +104,10 @@ pub fn update(
         }
     }
     let fields = BackfillFields::parse(&merged)?;
+    if body.contains_key("settings") {
+        // Only when sent: a stored value from before these rules does not block other changes.
+        RunSettings::parse(fields.settings.as_ref())?;
+    }
     if b.started_at.is_some() {
         let old = &b.fields;
         let moved = [
@@ -117,9 +126,13 @@ pub fn update(
     }
     b.fields = fields;
     b.updated_at = now;
+    if let Some(paused) = Fields(body).boolean("is_paused")? {
+        b.is_paused = paused;
+    }
 
     match status {
         None => {}
+        Some(BackfillStatus::Initial) if b.started_at.is_some() => run_again(conn, &mut b, now)?,
         Some(BackfillStatus::Initial) => start(conn, &mut b, limits, now)?,
         Some(BackfillStatus::Cancelled) => cancel(conn, &mut b, now)?,
         Some(other) => {
@@ -138,11 +151,7 @@ pub fn update(
 }
 
 /// Creates the `@once` schedule and one run per run date, and marks the backfill started.
-/// A started backfill is left as it is: starting again creates nothing.
 fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: DateTime) -> Result<()> {
-    if b.started_at.is_some() {
-        return Ok(());
-    }
     if b.fields.block_uuid.is_some() {
         return Err(FieldError::new(
             "block_uuid",
@@ -235,6 +244,43 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
     Ok(())
 }
 
+/// Runs a started backfill again, as Airflow's reprocess behaviour says: a new `initial` run
+/// for each date whose newest run is `cancelled`, and by `settings.reprocess_behavior` also
+/// those whose newest run `failed` (`failed`), or `failed` or `completed` (`completed`). A
+/// date with a run `initial` or `running` gets none. The backfill goes back to `running`,
+/// which also resumes the runs that were waiting when it failed. Refused (409) when no date
+/// would run again and none waits.
+fn run_again(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Result<()> {
+    let reprocess = RunSettings::of(b.fields.settings.as_ref()).reprocess_behavior;
+    let statuses: &[RunStatus] = match reprocess {
+        Reprocess::Nothing => &[RunStatus::Cancelled],
+        Reprocess::Failed => &[RunStatus::Cancelled, RunStatus::Failed],
+        Reprocess::Completed => &[RunStatus::Cancelled, RunStatus::Failed, RunStatus::Completed],
+    };
+    let created = store::pipeline_runs::repeat_dates(conn, b.id, statuses, now)?;
+    // A backfill that failed while other dates still waited resumes them.
+    let resumes = !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running))
+        && store::pipeline_runs::run_count(conn, b.id, RunStatus::Initial)? > 0;
+    if created == 0 && !resumes {
+        let which = match reprocess {
+            Reprocess::Nothing => {
+                "cancelled (settings.reprocess_behavior is 'none'; 'failed' or 'completed' \
+                                   would also run failed, or failed and completed, dates again)"
+            }
+            Reprocess::Failed => "cancelled or failed (settings.reprocess_behavior 'failed')",
+            Reprocess::Completed => "cancelled, failed or completed (settings.reprocess_behavior 'completed')",
+        };
+        return Err(Error::Conflict(format!(
+            "backfill {} has nothing to run again: no date's newest run is {which}, and no run waits to be resumed",
+            b.id
+        )));
+    }
+    b.status = Some(BackfillStatus::Running);
+    b.completed_at = None;
+    b.failed_at = None;
+    Ok(())
+}
+
 /// Cancels every unfinished run and the backfill; a never-started one is simply marked.
 fn cancel(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Result<()> {
     if b.status == Some(BackfillStatus::Completed) {
@@ -255,50 +301,20 @@ pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
     Ok(b)
 }
 
-/// `PUT /api/pipeline_runs/:id`: a worker reports a run's status. `running` sets
-/// `started_at`; `completed` and `failed` set `completed_at`; no run goes back to `initial`,
-/// and a finished run cannot go back to `running`. The run's backfill then follows (see `follow_runs`).
-pub fn report_run(conn: &rusqlite::Connection, run_id: i64, status: RunStatus, now: DateTime) -> Result<PipelineRun> {
-    let mut run = queries::run(conn, run_id)?;
-    if run.status == status {
-        return Ok(run);
-    }
-    let finished = matches!(run.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled);
-    if finished && matches!(status, RunStatus::Initial | RunStatus::Running) {
-        return Err(Error::Conflict(format!(
-            "pipeline run {run_id} is {} and cannot go back to {status}; a new attempt is a new run",
-            run.status
-        )));
-    }
-    if status == RunStatus::Initial {
-        return Err(Error::Conflict(format!(
-            "pipeline run {run_id} is {} and cannot go back to initial: once begun, a run is running, \
-             completed, failed or cancelled",
-            run.status
-        )));
-    }
-    let previous = run.status;
-    run.status = status;
-    match status {
-        RunStatus::Running => {
-            run.started_at.get_or_insert(now);
-        }
-        RunStatus::Completed | RunStatus::Failed => run.completed_at = Some(now),
-        RunStatus::Initial | RunStatus::Cancelled => {}
-    }
-    run.updated_at = now;
-    store::pipeline_runs::update_pipeline_run_status(conn, &run, previous)?;
-    if let Some(backfill_id) = run.backfill_id {
-        follow_runs(conn, backfill_id, now)?;
-    }
-    Ok(run)
-}
-
 /// Mage's scheduler rules for a started backfill, over the newest run of each execution
-/// date: any failed makes it `failed` (with `failed_at`, which Mage forgets); all completed
-/// makes it `completed`; otherwise a run that has begun makes it `running`. A backfill that
-/// was never started, or has finished or been cancelled, is left alone.
-fn follow_runs(conn: &rusqlite::Connection, backfill_id: i64, now: DateTime) -> Result<()> {
+/// date: a date that has just failed for good (`failed_now`: a failed report, or a lease lost
+/// with no attempt left) makes it `failed` (with `failed_at`, which Mage forgets); all
+/// completed makes it `completed`; none left to run (`initial` or `running`) makes it
+/// `failed` if a date failed, else `cancelled` if one was cancelled; otherwise a run that has
+/// begun makes it `running`. So a backfill run again, or a date retried, while other dates
+/// stay failed runs its new runs first and turns `failed` once they are done. A backfill
+/// that was never started, or has finished or been cancelled, is left alone.
+pub(crate) fn follow_runs(
+    conn: &rusqlite::Connection,
+    backfill_id: i64,
+    failed_now: bool,
+    now: DateTime,
+) -> Result<()> {
     let Some(mut b) = store::backfills::get_backfill(conn, backfill_id)? else {
         return Ok(());
     };
@@ -308,12 +324,15 @@ fn follow_runs(conn: &rusqlite::Connection, backfill_id: i64, now: DateTime) -> 
     let counts = store::backfills::count_runs_by_status(conn, &[backfill_id])?.remove(&backfill_id).unwrap_or_default();
     let n = |s: RunStatus| counts.get(&s).copied().unwrap_or(0);
     let total: u64 = counts.values().sum();
-    let next = if n(RunStatus::Failed) > 0 {
+    let left = n(RunStatus::Initial) + n(RunStatus::Running);
+    let next = if n(RunStatus::Failed) > 0 && (failed_now || left == 0) {
         b.failed_at = Some(now);
         BackfillStatus::Failed
     } else if total > 0 && n(RunStatus::Completed) == total {
         b.completed_at = Some(now);
         BackfillStatus::Completed
+    } else if left == 0 && n(RunStatus::Cancelled) > 0 {
+        BackfillStatus::Cancelled
     } else if n(RunStatus::Running) + n(RunStatus::Completed) > 0 {
         BackfillStatus::Running
     } else {

@@ -37,6 +37,20 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// `settings.reprocess_behavior` of a backfill: which finished dates a run again
+    /// (`PUT {"backfill": {"status": "initial"}}` on a started backfill) runs anew, besides
+    /// the cancelled ones, as Airflow's backfills choose.
+    Reprocess("reprocess_behavior") {
+        /// Only cancelled dates.
+        Nothing => "none",
+        /// Also the dates whose newest run failed.
+        Failed => "failed",
+        /// Also the dates whose newest run completed or failed.
+        Completed => "completed",
+    }
+);
+
 /// A refused value: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -78,7 +92,7 @@ fn type_name(v: &Value) -> &'static str {
 pub struct Fields<'a>(pub &'a Object);
 
 impl Fields<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
 
@@ -206,6 +220,117 @@ impl BackfillFields {
     }
 }
 
+/// The keys of a backfill's `settings` that say how its runs are handed out and repeated.
+/// Other keys are the client's own and kept as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSettings {
+    /// `pipeline_run_limit`: at most this many runs `running` at once (Mage's setting).
+    pub pipeline_run_limit: Option<u64>,
+    /// `max_attempts`: how many runs a date may have before a lost lease leaves it failed.
+    pub max_attempts: u32,
+    /// `run_backwards`: hand out the newest dates first (Airflow's `run_backwards`).
+    pub run_backwards: bool,
+    /// `reprocess_behavior`: what a run again repeats.
+    pub reprocess_behavior: Reprocess,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            pipeline_run_limit: None,
+            max_attempts: 3,
+            run_backwards: false,
+            reprocess_behavior: Reprocess::Nothing,
+        }
+    }
+}
+
+impl RunSettings {
+    /// The most `max_attempts` may be.
+    pub const MAX_ATTEMPTS: u32 = 100;
+
+    /// The settings in `settings`, each missing or null key at its default; a bad value is
+    /// refused under `settings.<key>`. A create, an update that sends `settings`, and an
+    /// import check them. `pipeline_run_limit` and `max_attempts` may be strings
+    /// of digits: Mage's edit form sends its number inputs as text, and Mage's scheduler
+    /// reads the limit with `int()`.
+    pub fn parse(settings: Option<&Object>) -> Result<RunSettings, FieldError> {
+        let mut s = RunSettings::default();
+        let Some(obj) = settings else { return Ok(s) };
+        let f = Fields(obj);
+        let within = |e: FieldError| e.within("settings.");
+        let positive = |key: &str, max: u64| -> Result<Option<u64>, FieldError> {
+            let n = match f.get(key) {
+                None => return Ok(None),
+                Some(Value::Number(n)) => n.as_u64(),
+                Some(Value::String(t)) if !t.trim().is_empty() && t.trim().bytes().all(|b| b.is_ascii_digit()) => {
+                    t.trim().parse::<u64>().ok()
+                }
+                Some(v) => {
+                    return Err(FieldError::new(
+                        key,
+                        format!(
+                            "must be a whole number from 1 to {max} (or a string of its digits), got {}",
+                            describe(v)
+                        ),
+                    ))
+                }
+            };
+            match n {
+                Some(n @ 1..) if n <= max => Ok(Some(n)),
+                _ => Err(FieldError::new(
+                    key,
+                    format!("must be a whole number from 1 to {max}, got {}", describe(&f.0[key])),
+                )),
+            }
+        };
+        s.pipeline_run_limit = positive("pipeline_run_limit", i64::MAX as u64).map_err(within)?;
+        if let Some(n) = positive("max_attempts", u64::from(Self::MAX_ATTEMPTS)).map_err(within)? {
+            s.max_attempts = u32::try_from(n).unwrap_or(Self::MAX_ATTEMPTS);
+        }
+        if let Some(b) = f.boolean("run_backwards").map_err(within)? {
+            s.run_backwards = b;
+        }
+        if let Some(r) = f.parsed::<Reprocess>("reprocess_behavior").map_err(within)? {
+            s.reprocess_behavior = r;
+        }
+        Ok(s)
+    }
+
+    /// The settings of a stored backfill: as `parse`, but a value that a file made before
+    /// these rules holds and `parse` would refuse counts as its default.
+    pub fn of(settings: Option<&Object>) -> RunSettings {
+        RunSettings::parse(settings).unwrap_or_else(|_| {
+            let mut s = RunSettings::default();
+            let Some(obj) = settings else { return s };
+            for key in ["pipeline_run_limit", "max_attempts", "run_backwards", "reprocess_behavior"] {
+                let mut one = Object::new();
+                if let Some(v) = obj.get(key) {
+                    one.insert(key.to_string(), v.clone());
+                }
+                if let Ok(parsed) = RunSettings::parse(Some(&one)) {
+                    match key {
+                        "pipeline_run_limit" => s.pipeline_run_limit = parsed.pipeline_run_limit,
+                        "max_attempts" => s.max_attempts = parsed.max_attempts,
+                        "run_backwards" => s.run_backwards = parsed.run_backwards,
+                        _ => s.reprocess_behavior = parsed.reprocess_behavior,
+                    }
+                }
+            }
+            s
+        })
+    }
+}
+
+/// A value as an error message shows it: a string quoted, anything else as its JSON type.
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("'{s}'"),
+        Value::Number(n) => n.to_string(),
+        other => type_name(other).to_string(),
+    }
+}
+
 /// A backfill as stored. `Id` is `i64` for a stored one (`Backfill`) and `Option<i64>` for
 /// one about to be inserted (`NewBackfill`, whose id is assigned when absent).
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +346,8 @@ pub struct BackfillRecord<Id> {
     pub failed_at: Option<DateTime>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+    /// Claims hand out none of its runs while it is paused; its status is unchanged.
+    pub is_paused: bool,
 }
 
 pub type Backfill = BackfillRecord<i64>;
@@ -241,6 +368,7 @@ impl NewBackfill {
             failed_at: None,
             created_at: now,
             updated_at: now,
+            is_paused: false,
         }
     }
 }
@@ -263,6 +391,14 @@ pub struct PipelineRunRecord<Id> {
     pub completed_at: Option<DateTime>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+    /// The worker that holds (or last held) the run's lease.
+    pub worker: Option<String>,
+    /// How long the claim's lease lasts, renewed by each heartbeat.
+    pub lease_seconds: Option<i64>,
+    /// When the lease runs out: set only while the run is `running` under a lease.
+    pub lease_expires_at: Option<DateTime>,
+    /// Which run of its execution date this is: 1 for the first.
+    pub attempt: Option<i64>,
 }
 
 pub type PipelineRun = PipelineRunRecord<i64>;
@@ -358,6 +494,38 @@ mod tests {
         .unwrap();
         assert_eq!(f.interval_units, Some(12));
         assert_eq!(f.start_datetime, Some(time::macros::datetime!(2023-03-01 00:00)));
+    }
+
+    #[test]
+    fn run_settings_take_mages_text_numbers_and_default_the_rest() {
+        let parse = |v: Value| RunSettings::parse(Some(&obj(v)));
+        assert_eq!(RunSettings::parse(None), Ok(RunSettings::default()));
+        assert_eq!(parse(json!({"other": 1})), Ok(RunSettings::default()));
+        let s = parse(json!({"pipeline_run_limit": "3", "max_attempts": 100, "run_backwards": true,
+            "reprocess_behavior": "completed"}))
+        .unwrap();
+        assert_eq!(
+            s,
+            RunSettings {
+                pipeline_run_limit: Some(3),
+                max_attempts: 100,
+                run_backwards: true,
+                reprocess_behavior: Reprocess::Completed
+            }
+        );
+        assert_eq!(parse(json!({"pipeline_run_limit": 7})).unwrap().pipeline_run_limit, Some(7));
+        assert_eq!(parse(json!({"pipeline_run_limit": null})).unwrap().pipeline_run_limit, None);
+        assert_eq!(
+            parse(json!({"pipeline_run_limit": "0"})).unwrap_err().to_string(),
+            "settings.pipeline_run_limit: must be a whole number from 1 to 9223372036854775807, got '0'"
+        );
+        for bad in [json!({"pipeline_run_limit": " "}), json!({"max_attempts": "1e2"}), json!({"max_attempts": 0.5})] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
+        // A stored value the rules refuse counts as its default, the others as they are.
+        let stored = obj(json!({"pipeline_run_limit": "lots", "run_backwards": true}));
+        let s = RunSettings::of(Some(&stored));
+        assert_eq!((s.pipeline_run_limit, s.run_backwards), (None, true));
     }
 
     #[test]

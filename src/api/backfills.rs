@@ -30,6 +30,7 @@ pub struct BackfillJson<'a> {
     id: i64,
     interval_type: Option<&'static str>,
     interval_units: Option<i64>,
+    is_paused: bool,
     metrics: &'a Option<Object>,
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +66,7 @@ impl<'a> BackfillJson<'a> {
             id: b.id,
             interval_type: f.interval_type.map(|t| t.as_str()),
             interval_units: f.interval_units,
+            is_paused: b.is_paused,
             metrics: &b.metrics,
             name: &f.name,
             pipeline_run_dates: None,

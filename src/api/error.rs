@@ -90,7 +90,7 @@ macro_rules! internal_from {
     )+};
 }
 
-internal_from!(rusqlite::Error, r2d2::Error, actix_web::error::BlockingError);
+internal_from!(rusqlite::Error, r2d2::Error);
 
 impl From<crate::lifecycle::Error> for ApiError {
     fn from(e: crate::lifecycle::Error) -> Self {

@@ -12,10 +12,12 @@ pub mod params;
 pub mod pipeline_runs;
 pub mod slow;
 pub mod status;
+pub mod sweep;
+pub mod writes;
 
 use actix_web::middleware::from_fn;
 use actix_web::{guard, web, HttpRequest, HttpResponse, Resource, Route};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use serde::ser::SerializeMap;
 use serde::Serialize;
 
@@ -27,6 +29,8 @@ use auth::AuthConfig;
 use body::BodyLimits;
 use error::ApiError;
 use slow::SlowReads;
+use sweep::Sweeper;
+use writes::Writes;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -35,12 +39,44 @@ pub struct AppState {
     pub limits: Limits,
     pub body: BodyLimits,
     pub slow: SlowReads,
+    /// The shortest lease a claim may ask for (`dispatch::MIN_LEASE_SECONDS` unless lowered
+    /// for tests with `--min-lease-seconds`).
+    pub min_lease_seconds: i64,
+    /// Where the next claim's round-robin walk over the backfills starts: the last backfill
+    /// a claim served. Claims run one at a time (the single writer), so a plain load and
+    /// store suffice; it starts over at 0 after a restart.
+    pub claim_cursor: std::sync::atomic::AtomicI64,
+    writes: Writes,
+    sweeper: Sweeper,
 }
 
 impl AppState {
-    /// The state with the default body limits and one slow-read thread.
+    /// The state with the default body limits, one slow-read thread and the lease sweep
+    /// looking every `sweep::SWEEP_EVERY`.
     pub fn new(pool: Pool, auth: AuthConfig, limits: Limits) -> std::io::Result<AppState> {
-        Ok(AppState { pool, auth, limits, body: BodyLimits::default(), slow: SlowReads::start(slow::SLOW_QUEUE)? })
+        Ok(AppState {
+            writes: Writes::start(pool.clone())?,
+            sweeper: Sweeper::start(pool.clone(), sweep::SWEEP_EVERY)?,
+            pool,
+            auth,
+            limits,
+            body: BodyLimits::default(),
+            slow: SlowReads::start(slow::SLOW_QUEUE)?,
+            min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
+            claim_cursor: std::sync::atomic::AtomicI64::new(0),
+        })
+    }
+
+    /// Lease timing for tests and demos: the shortest lease a claim may ask for, and how
+    /// often the sweep looks for expired leases (its thread is restarted).
+    pub fn set_lease_timing(
+        &mut self,
+        min_lease_seconds: i64,
+        sweep_every: std::time::Duration,
+    ) -> std::io::Result<()> {
+        self.min_lease_seconds = min_lease_seconds;
+        self.sweeper = Sweeper::start(self.pool.clone(), sweep_every)?;
+        Ok(())
     }
 }
 
@@ -128,32 +164,17 @@ pub async fn read_at_offset<T: Send + 'static>(
     state.slow.run(move || read_now(&pool, f)).await?
 }
 
-/// Runs `f` inside one immediate write transaction, committed only when `f` succeeds: a
-/// request writes all of its rows or none. `f` gets the request's one `now`. Off the
-/// worker threads, since a write may wait for SQLite's write lock or take long (a start).
-/// Refused (503) once the data file has been deleted or replaced under the server: such a
-/// write would be lost at the next start.
+/// Runs `f` as one write: on the writer thread (`writes`), inside an immediate transaction it
+/// may share with the writes queued beside it (group commit), in a savepoint of its own, so
+/// that a request writes all of its rows or none, answered once committed. `f` gets the
+/// request's one `now`. Off the worker threads, since a write may wait its turn or take long
+/// (a start). Refused (503) once the data file has been deleted or replaced under the server:
+/// such a write would be lost at the next start.
 pub async fn write<T: Send + 'static>(
     state: web::Data<AppState>,
     f: impl FnOnce(&Connection, DateTime) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(move || -> Result<T, ApiError> {
-        let mut conn = state.pool.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx, crate::now())?;
-        // At the last moment: a write committed into a deleted or replaced file is lost.
-        state.pool.check_file().map_err(file_lost)?;
-        tx.commit()?;
-        Ok(out)
-    })
-    .await?
-}
-
-fn file_lost(e: crate::db::FileLost) -> ApiError {
-    ApiError::Unavailable {
-        message: format!("{e}; writes are refused until backfilld is restarted"),
-        retry_after_secs: 60,
-    }
+    state.writes.run(f).await
 }
 
 /// A GET route that also answers HEAD (health checkers use it; actix sends no body).
@@ -198,11 +219,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::put().to(backfills::update_in_pipeline)),
             )
             .service(resource("/pipeline_runs", "GET, HEAD").route(get().to(pipeline_runs::list)))
+            // Before `/pipeline_runs/{id}`, which would otherwise take `claim` for an id.
+            .service(resource("/pipeline_runs/claim", "POST").route(web::post().to(pipeline_runs::claim)))
             .service(
                 resource("/pipeline_runs/{id}", "GET, HEAD, PUT")
                     .route(get().to(pipeline_runs::get))
                     .route(web::put().to(pipeline_runs::update)),
             )
+            .service(resource("/pipeline_runs/{id}/retry", "POST").route(web::post().to(pipeline_runs::retry)))
             .default_service(web::to(route_not_found)),
     )
     .default_service(web::to(route_not_found));

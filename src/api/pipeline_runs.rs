@@ -1,5 +1,5 @@
-//! Pipeline run handlers: the listing a dashboard follows, and the status reports of an
-//! outside worker, which move the run's backfill along.
+//! Pipeline run handlers: the listing a dashboard follows; claims, heartbeats and reports of
+//! workers, which move the run's backfill along; and retrying a date.
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -8,13 +8,17 @@ use super::error::ApiError;
 use super::params::{encode_run_cursor, parse_id, ListQuery};
 use super::{body, collection, one, read, read_at_offset, write, AppState, Metadata};
 use crate::datetime::{api_format, DateTime};
-use crate::model::{Fields, Object, PipelineRun, RunStatus};
+use std::sync::atomic::Ordering;
+
+use crate::dispatch::{self, Claim, Report};
+use crate::model::{Object, PipelineRun};
+use crate::queries;
 use crate::store::pipeline_runs::{RunFilter, RunStart};
-use crate::{lifecycle, queries};
 
 /// A pipeline run as the API shows it, keys in alphabetical order.
 #[derive(Serialize)]
 pub struct PipelineRunJson<'a> {
+    attempt: Option<i64>,
     backfill_id: Option<i64>,
     #[serde(serialize_with = "api_format::option::serialize")]
     completed_at: Option<DateTime>,
@@ -25,6 +29,8 @@ pub struct PipelineRunJson<'a> {
     execution_date: Option<DateTime>,
     executor_type: &'a Option<String>,
     id: i64,
+    #[serde(serialize_with = "api_format::option::serialize")]
+    lease_expires_at: Option<DateTime>,
     metrics: &'a Option<Object>,
     passed_sla: bool,
     pipeline_schedule_id: Option<i64>,
@@ -35,11 +41,13 @@ pub struct PipelineRunJson<'a> {
     #[serde(serialize_with = "api_format::serialize")]
     updated_at: DateTime,
     variables: &'a Option<Object>,
+    worker: &'a Option<String>,
 }
 
 impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
     fn from(r: &'a PipelineRun) -> Self {
         PipelineRunJson {
+            attempt: r.attempt,
             backfill_id: r.backfill_id,
             completed_at: r.completed_at,
             created_at: r.created_at,
@@ -47,6 +55,7 @@ impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
             execution_date: r.execution_date,
             executor_type: &r.executor_type,
             id: r.id,
+            lease_expires_at: r.lease_expires_at,
             metrics: &r.metrics,
             passed_sla: r.passed_sla,
             pipeline_schedule_id: r.pipeline_schedule_id,
@@ -55,6 +64,7 @@ impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
             status: r.status.as_str(),
             updated_at: r.updated_at,
             variables: &r.variables,
+            worker: &r.worker,
         }
     }
 }
@@ -90,17 +100,39 @@ pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<
     Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
 }
 
-/// `PUT /api/pipeline_runs/{id}` with `{"pipeline_run": {"status": ...}}`: a worker reports.
+/// `PUT /api/pipeline_runs/{id}` with `{"pipeline_run": {"status": ..., "worker": ...,
+/// "metrics": {...}}}`: a worker's heartbeat or report, or a status set by hand.
 pub async fn update(
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let fields = body::record(payload, "pipeline_run").await?;
-    let status = Fields(&fields)
-        .parsed::<RunStatus>("status")?
-        .ok_or_else(|| ApiError::Invalid(crate::model::FieldError::new("status", "is required")))?;
-    let run = write(state, move |conn, now| lifecycle::report_run(conn, id, status, now)).await?;
+    let report = Report::parse(&body::record(payload, "pipeline_run").await?)?;
+    let run = write(state, move |conn, now| dispatch::report(conn, id, report, now)).await?;
+    Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
+}
+
+/// `POST /api/pipeline_runs/claim` with `{"worker": ..., "limit": ..., "lease_seconds": ...}`
+/// (and optionally `pipeline_uuid`, `backfill_id`): up to `limit` runs, now the worker's.
+pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let claim = Claim::parse(&body::object(&body::read(payload).await?)?, state.min_lease_seconds)?;
+    let shared = state.clone();
+    let claimed = write(state, move |conn, now| {
+        let after = shared.claim_cursor.load(Ordering::Relaxed);
+        let claimed = dispatch::claim(conn, &claim, after, now)?;
+        // Kept even should the commit fail: the cursor only spreads claims, it promises nothing.
+        shared.claim_cursor.store(claimed.last_backfill, Ordering::Relaxed);
+        Ok(claimed)
+    })
+    .await?;
+    let rows: Vec<PipelineRunJson> = claimed.runs.iter().map(PipelineRunJson::from).collect();
+    Ok(one("pipeline_runs", &rows))
+}
+
+/// `POST /api/pipeline_runs/{id}/retry`: a new run of the run's date; answers the new run.
+pub async fn retry(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    let run = write(state, move |conn, now| dispatch::retry(conn, id, now)).await?;
     Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
 }

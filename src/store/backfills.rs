@@ -10,7 +10,7 @@ use crate::model::{Backfill, BackfillFields, BackfillRecord, NewBackfill, RunSta
 
 const COLUMNS: &str = "id, name, pipeline_uuid, block_uuid, start_datetime, end_datetime, \
     interval_type, interval_units, status, variables, settings, metrics, pipeline_schedule_id, \
-    started_at, completed_at, failed_at, created_at, updated_at";
+    started_at, completed_at, failed_at, created_at, updated_at, is_paused";
 
 /// Positions in `COLUMNS` (checked by a test): the listing reads tens of thousands of rows a
 /// second, and a lookup by name walks every column name for every value.
@@ -33,6 +33,7 @@ mod col {
     pub const FAILED_AT: usize = 15;
     pub const CREATED_AT: usize = 16;
     pub const UPDATED_AT: usize = 17;
+    pub const IS_PAUSED: usize = 18;
 }
 
 fn from_row(row: &Row) -> rusqlite::Result<Backfill> {
@@ -57,11 +58,12 @@ fn from_row(row: &Row) -> rusqlite::Result<Backfill> {
         failed_at: opt_datetime(row, col::FAILED_AT)?,
         created_at: req_datetime(row, col::CREATED_AT)?,
         updated_at: req_datetime(row, col::UPDATED_AT)?,
+        is_paused: row.get(col::IS_PAUSED)?,
     })
 }
 
 /// Every column of `b` but `id`, in `COLUMNS` order.
-fn column_values<Id>(b: &BackfillRecord<Id>) -> [SqlValue; 17] {
+fn column_values<Id>(b: &BackfillRecord<Id>) -> [SqlValue; 18] {
     let f = &b.fields;
     let text = |t: Option<&str>| t.map_or(SqlValue::Null, |t| SqlValue::Text(t.to_string()));
     let int = |i: Option<i64>| i.map_or(SqlValue::Null, SqlValue::Integer);
@@ -83,6 +85,7 @@ fn column_values<Id>(b: &BackfillRecord<Id>) -> [SqlValue; 17] {
         int(micros(b.failed_at)),
         int(micros(Some(b.created_at))),
         int(micros(Some(b.updated_at))),
+        SqlValue::Integer(i64::from(b.is_paused)),
     ]
 }
 
@@ -91,7 +94,7 @@ pub fn insert_backfill(conn: &Connection, b: &NewBackfill) -> rusqlite::Result<i
     let id = b.id.map_or(SqlValue::Null, SqlValue::Integer);
     conn.prepare_cached(&format!(
         "INSERT INTO backfill ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?
     .execute(params_from_iter(std::iter::once(id).chain(column_values(b))))?;
     Ok(conn.last_insert_rowid())
@@ -104,7 +107,7 @@ pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool
             "UPDATE backfill SET name = ?2, pipeline_uuid = ?3, block_uuid = ?4, start_datetime = ?5, \
              end_datetime = ?6, interval_type = ?7, interval_units = ?8, status = ?9, variables = ?10, \
              settings = ?11, metrics = ?12, pipeline_schedule_id = ?13, started_at = ?14, \
-             completed_at = ?15, failed_at = ?16, created_at = ?17, updated_at = ?18 WHERE id = ?1",
+             completed_at = ?15, failed_at = ?16, created_at = ?17, updated_at = ?18, is_paused = ?19 WHERE id = ?1",
         )?
         .execute(params_from_iter(std::iter::once(SqlValue::Integer(b.id)).chain(column_values(b))))?;
     Ok(changed == 1)
@@ -193,6 +196,27 @@ pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqli
     Ok(n.unwrap_or(0).unsigned_abs())
 }
 
+/// The first backfill after `after` (by id) that may hand out runs: runs waiting, status
+/// `initial` or `running`, not paused, of `pipeline_uuid` when given. One step of a claim's
+/// round-robin walk: it walks the backfills with runs waiting (index `backfill_run_waiting`
+/// on the kept counts), so backfills whose runs all run or are done cost nothing.
+pub fn next_claimable(conn: &Connection, after: i64, pipeline_uuid: Option<&str>) -> rusqlite::Result<Option<i64>> {
+    const WALK: &str = "SELECT c.backfill_id FROM backfill_run_count AS c INDEXED BY backfill_run_waiting \
+        CROSS JOIN backfill AS b ON b.id = c.backfill_id \
+        WHERE c.status = 'initial' AND c.n > 0 AND c.backfill_id > ?1 \
+        AND b.status IN ('initial', 'running') AND b.is_paused = 0";
+    match pipeline_uuid {
+        None => conn
+            .prepare_cached(&format!("{WALK} ORDER BY c.backfill_id LIMIT 1"))?
+            .query_row([after], |r| r.get(0))
+            .optional(),
+        Some(p) => conn
+            .prepare_cached(&format!("{WALK} AND b.pipeline_uuid = ?2 ORDER BY c.backfill_id LIMIT 1"))?
+            .query_row(rusqlite::params![after, p], |r| r.get(0))
+            .optional(),
+    }
+}
+
 /// `?, ?, ?` for an `IN` list of `n` values. One statement whatever the page size; the
 /// statement cache keeps one per size in use (in practice, the default page of 40).
 fn placeholders(n: usize) -> String {
@@ -265,6 +289,10 @@ mod tests {
             completed_at: None,
             created_at: date,
             updated_at: date,
+            worker: None,
+            lease_seconds: None,
+            lease_expires_at: None,
+            attempt: None,
         }
     }
 
@@ -290,6 +318,7 @@ mod tests {
             ("failed_at", col::FAILED_AT),
             ("created_at", col::CREATED_AT),
             ("updated_at", col::UPDATED_AT),
+            ("is_paused", col::IS_PAUSED),
         ];
         assert_eq!(names.len(), positions.len());
         for (name, position) in positions {
@@ -345,7 +374,7 @@ mod tests {
     /// write goes through the store functions that keep them.
     #[test]
     fn kept_run_counts_always_equal_a_recount() {
-        use crate::store::pipeline_runs::{cancel_unfinished_runs, get_pipeline_run, update_pipeline_run_status};
+        use crate::store::pipeline_runs::{cancel_unfinished_runs, get_pipeline_run, update_pipeline_run};
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
         let t = datetime!(2023-01-01 00:00);
@@ -415,7 +444,7 @@ mod tests {
                     let mut r = get_pipeline_run(&conn, ids[rand(ids.len() as u64) as usize]).unwrap().unwrap();
                     let previous = r.status;
                     r.status = statuses[rand(5) as usize];
-                    update_pipeline_run_status(&conn, &r, previous).unwrap();
+                    update_pipeline_run(&conn, &r, previous).unwrap();
                 }
                 _ => {
                     cancel_unfinished_runs(&conn, backfills[rand(3) as usize], t).unwrap();

@@ -67,7 +67,7 @@ impl RunFilter {
 
 const COLUMNS: &str = "id, pipeline_schedule_id, pipeline_uuid, backfill_id, execution_date, status, \
     variables, event_variables, metrics, passed_sla, executor_type, started_at, completed_at, \
-    created_at, updated_at";
+    created_at, updated_at, worker, lease_seconds, lease_expires_at, attempt";
 
 fn from_row(row: &Row) -> rusqlite::Result<PipelineRun> {
     Ok(PipelineRun {
@@ -86,6 +86,10 @@ fn from_row(row: &Row) -> rusqlite::Result<PipelineRun> {
         completed_at: opt_datetime(row, "completed_at")?,
         created_at: req_datetime(row, "created_at")?,
         updated_at: req_datetime(row, "updated_at")?,
+        worker: row.get("worker")?,
+        lease_seconds: row.get("lease_seconds")?,
+        lease_expires_at: opt_datetime(row, "lease_expires_at")?,
+        attempt: row.get("attempt")?,
     })
 }
 
@@ -94,7 +98,7 @@ fn from_row(row: &Row) -> rusqlite::Result<PipelineRun> {
 fn insert_uncounted(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i64> {
     conn.prepare_cached(&format!(
         "INSERT INTO pipeline_run ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?
     .execute(params![
         r.id,
@@ -112,6 +116,10 @@ fn insert_uncounted(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i
         micros(r.completed_at),
         micros(Some(r.created_at)),
         micros(Some(r.updated_at)),
+        r.worker,
+        r.lease_seconds,
+        micros(r.lease_expires_at),
+        r.attempt,
     ])?;
     add_to_tally(conn, &r.pipeline_uuid, r.backfill_id, r.status.as_str(), 1)?;
     Ok(conn.last_insert_rowid())
@@ -173,15 +181,15 @@ pub const START_BATCH: usize = 100;
 
 fn started_runs_sql(rows: usize) -> String {
     let values: Vec<String> =
-        (0..rows).map(|k| format!("(?1, ?2, ?3, ?{}, 'initial', ?{}, ?4, ?4)", 5 + 2 * k, 6 + 2 * k)).collect();
+        (0..rows).map(|k| format!("(?1, ?2, ?3, ?{}, 'initial', ?{}, ?4, ?4, 1)", 5 + 2 * k, 6 + 2 * k)).collect();
     format!(
         "INSERT INTO pipeline_run (pipeline_schedule_id, pipeline_uuid, backfill_id, execution_date, status, \
-         variables, created_at, updated_at) VALUES {}",
+         variables, created_at, updated_at, attempt) VALUES {}",
         values.join(", ")
     )
 }
 
-/// Inserts runs of a start, status `initial`, each an execution date and its variables as
+/// Inserts runs of a start, status `initial` and attempt 1, each an execution date and its variables as
 /// JSON text, up to `START_BATCH` per statement, tallied but uncounted: the caller (`start`)
 /// adds them to `backfill_run_count` once (`add_to_run_count`), or recounts.
 pub fn insert_started_runs(
@@ -320,9 +328,10 @@ pub fn count_pipeline_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::R
     Ok(n.unsigned_abs())
 }
 
-/// Writes the status and its timestamps, moving the run between counts when it is the
-/// newest of its date. `previous` is the status it had.
-pub fn update_pipeline_run_status(conn: &Connection, run: &PipelineRun, previous: RunStatus) -> rusqlite::Result<()> {
+/// Writes what a report, a claim or an expiry changes (status, its timestamps, metrics and
+/// the lease), moving the run between counts when it is the newest of its date. `previous`
+/// is the status it had.
+pub fn update_pipeline_run(conn: &Connection, run: &PipelineRun, previous: RunStatus) -> rusqlite::Result<()> {
     if previous != run.status {
         add_to_tally(conn, &run.pipeline_uuid, run.backfill_id, previous.as_str(), -1)?;
         add_to_tally(conn, &run.pipeline_uuid, run.backfill_id, run.status.as_str(), 1)?;
@@ -334,7 +343,8 @@ pub fn update_pipeline_run_status(conn: &Connection, run: &PipelineRun, previous
         }
     }
     conn.prepare_cached(
-        "UPDATE pipeline_run SET status = ?2, started_at = ?3, completed_at = ?4, updated_at = ?5 WHERE id = ?1",
+        "UPDATE pipeline_run SET status = ?2, started_at = ?3, completed_at = ?4, updated_at = ?5, metrics = ?6, \
+         worker = ?7, lease_seconds = ?8, lease_expires_at = ?9 WHERE id = ?1",
     )?
     .execute(params![
         run.id,
@@ -342,8 +352,162 @@ pub fn update_pipeline_run_status(conn: &Connection, run: &PipelineRun, previous
         micros(run.started_at),
         micros(run.completed_at),
         micros(Some(run.updated_at)),
+        json_text(&run.metrics),
+        run.worker,
+        run.lease_seconds,
+        micros(run.lease_expires_at),
     ])?;
     Ok(())
+}
+
+/// Up to `limit` ids of the backfill's runs waiting to be claimed (`initial`), the oldest
+/// execution date first, or the newest first when `backwards` (index `pipeline_run_waiting`).
+pub fn waiting_runs(conn: &Connection, backfill_id: i64, limit: u64, backwards: bool) -> rusqlite::Result<Vec<i64>> {
+    let sql = if backwards {
+        "SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting WHERE backfill_id = ?1 AND status = 'initial' \
+         ORDER BY execution_date DESC, id DESC LIMIT ?2"
+    } else {
+        "SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting WHERE backfill_id = ?1 AND status = 'initial' \
+         ORDER BY execution_date, id LIMIT ?2"
+    };
+    conn.prepare_cached(sql)?
+        .query_map(params![backfill_id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
+        .collect()
+}
+
+/// The lease a claim gives each of its runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub worker: &'a str,
+    pub seconds: i64,
+    pub expires_at: DateTime,
+}
+
+/// Moves the backfill's runs `ids` (waiting, as `waiting_runs` gave them) to `running` under
+/// `lease`, `started_at` now, in two statements whatever their number, counted at once;
+/// a run without an `attempt` (from an older file) gets its place among its date's runs.
+/// Returns them in the order of `ids`.
+pub fn claim_runs(
+    conn: &Connection,
+    backfill_id: i64,
+    pipeline_uuid: &str,
+    ids: &[i64],
+    lease: Lease,
+    now: DateTime,
+) -> rusqlite::Result<Vec<PipelineRun>> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let list = serde_json::to_string(ids).unwrap_or_default();
+    // Runs that a newer run of their date supersedes (an import may bring such) do not count.
+    let superseded: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM pipeline_run AS r WHERE r.id IN (SELECT value FROM json_each(?1)) \
+             AND EXISTS (SELECT 1 FROM pipeline_run AS newer WHERE newer.backfill_id = r.backfill_id \
+                 AND newer.execution_date IS r.execution_date AND newer.id > r.id)",
+        )?
+        .query_row([&list], |r| r.get(0))?;
+    let at = micros(Some(now));
+    let mut runs: Vec<PipelineRun> = conn
+        .prepare_cached(&format!(
+            "UPDATE pipeline_run SET status = 'running', started_at = ?2, updated_at = ?2, worker = ?3, \
+             lease_seconds = ?4, lease_expires_at = ?5, attempt = COALESCE(attempt, \
+                 (SELECT COUNT(*) FROM pipeline_run AS d WHERE d.backfill_id = pipeline_run.backfill_id \
+                  AND d.execution_date IS pipeline_run.execution_date AND d.id <= pipeline_run.id)) \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'initial' RETURNING {COLUMNS}"
+        ))?
+        .query_map(params![list, at, lease.worker, lease.seconds, micros(Some(lease.expires_at))], from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let k = runs.len() as i64;
+    add_to_tally(conn, pipeline_uuid, Some(backfill_id), RunStatus::Initial.as_str(), -k)?;
+    add_to_tally(conn, pipeline_uuid, Some(backfill_id), RunStatus::Running.as_str(), k)?;
+    add_to_run_count(conn, backfill_id, RunStatus::Initial, -(k - superseded))?;
+    add_to_run_count(conn, backfill_id, RunStatus::Running, k - superseded)?;
+    let position: std::collections::HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    runs.sort_by_key(|r| position.get(&r.id).copied());
+    Ok(runs)
+}
+
+/// Up to `limit` ids of runs whose lease ran out at or before `now`, the soonest first
+/// (index `pipeline_run_lease`: the cost is that of the expired leases alone).
+pub fn expired_leases(conn: &Connection, now: DateTime, limit: u64) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare_cached(
+        "SELECT id FROM pipeline_run INDEXED BY pipeline_run_lease \
+         WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2",
+    )?
+    .query_map(params![micros(Some(now)), i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
+    .collect()
+}
+
+/// When the soonest lease runs out, if any run is leased (one index entry).
+pub fn next_lease_expiry(conn: &Connection) -> rusqlite::Result<Option<DateTime>> {
+    let m: Option<i64> = conn
+        .prepare_cached("SELECT MIN(lease_expires_at) FROM pipeline_run INDEXED BY pipeline_run_lease WHERE lease_expires_at IS NOT NULL")?
+        .query_row([], |r| r.get(0))?;
+    Ok(m.and_then(crate::datetime::from_micros))
+}
+
+/// How many runs the backfill has for `date`: the next run of the date is attempt n + 1.
+pub fn runs_of_date(conn: &Connection, backfill_id: i64, date: Option<DateTime>) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM pipeline_run WHERE backfill_id = ?1 AND execution_date IS ?2")?
+        .query_row(params![backfill_id, micros(date)], |r| r.get(0))
+}
+
+/// Whether a run of the same backfill and date has a higher id than `run`.
+pub fn is_superseded(conn: &Connection, run: &PipelineRun) -> rusqlite::Result<bool> {
+    match run.backfill_id {
+        Some(b) => newer_run_exists(conn, b, micros(run.execution_date), run.id),
+        None => Ok(false),
+    }
+}
+
+/// How many of the backfill's runs, newest of their dates, are in `status` (kept count).
+pub fn run_count(conn: &Connection, backfill_id: i64, status: RunStatus) -> rusqlite::Result<u64> {
+    let n: Option<i64> = conn
+        .prepare_cached("SELECT n FROM backfill_run_count WHERE backfill_id = ?1 AND status = ?2")?
+        .query_row(params![backfill_id, status.as_str()], |r| r.get(0))
+        .optional()?;
+    Ok(n.unwrap_or(0).unsigned_abs())
+}
+
+/// For each date of the backfill whose newest run is in one of `statuses`, a new `initial`
+/// run of that date (its variables and schedule copied, the next attempt), in one
+/// statement, counted; returns how many. Reads every run of the backfill once: the rare
+/// write of a run again.
+pub fn repeat_dates(
+    conn: &Connection,
+    backfill_id: i64,
+    statuses: &[RunStatus],
+    now: DateTime,
+) -> rusqlite::Result<u64> {
+    if statuses.is_empty() {
+        return Ok(0);
+    }
+    let list = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
+    let newest = format!(
+        "FROM pipeline_run AS r WHERE r.backfill_id = ?1 AND r.status IN ({list}) \
+         AND NOT EXISTS (SELECT 1 FROM pipeline_run AS newer WHERE newer.backfill_id = r.backfill_id \
+             AND newer.execution_date IS r.execution_date AND newer.id > r.id)"
+    );
+    let moving: Vec<(String, String, i64)> = conn
+        .prepare(&format!("SELECT r.pipeline_uuid, r.status, COUNT(*) {newest} GROUP BY r.pipeline_uuid, r.status"))?
+        .query_map([backfill_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let created = conn.prepare(&format!(
+        "INSERT INTO pipeline_run (pipeline_schedule_id, pipeline_uuid, backfill_id, execution_date, status, \
+         variables, created_at, updated_at, attempt) \
+         SELECT r.pipeline_schedule_id, r.pipeline_uuid, r.backfill_id, r.execution_date, 'initial', r.variables, ?2, ?2, \
+             (SELECT COUNT(*) FROM pipeline_run AS c WHERE c.backfill_id = r.backfill_id \
+                 AND c.execution_date IS r.execution_date) + 1 \
+         {newest} ORDER BY r.execution_date, r.id"
+    ))?
+    .execute(params![backfill_id, micros(Some(now))])?;
+    for (pipeline_uuid, status, n) in moving {
+        add_to_run_count_text(conn, backfill_id, &status, -n)?;
+        add_to_run_count(conn, backfill_id, RunStatus::Initial, n)?;
+        add_to_tally(conn, &pipeline_uuid, Some(backfill_id), RunStatus::Initial.as_str(), n)?;
+    }
+    Ok(created as u64)
 }
 
 /// Cancels every run of the backfill that has not finished; returns how many. Every newest
@@ -374,8 +538,10 @@ pub fn cancel_unfinished_runs(conn: &Connection, backfill_id: i64, now: DateTime
         add_to_tally(conn, &pipeline_uuid, Some(backfill_id), &status, -n)?;
         add_to_tally(conn, &pipeline_uuid, Some(backfill_id), RunStatus::Cancelled.as_str(), n)?;
     }
+    // Leases end with the runs; `worker` stays, so a holder's next heartbeat can be told
+    // that its run was cancelled.
     conn.prepare_cached(
-        "UPDATE pipeline_run SET status = 'cancelled', updated_at = ?2 \
+        "UPDATE pipeline_run SET status = 'cancelled', lease_expires_at = NULL, updated_at = ?2 \
          WHERE backfill_id = ?1 AND status IN ('initial', 'running')",
     )?
     .execute(params![backfill_id, micros(Some(now))])
@@ -384,6 +550,41 @@ pub fn cancel_unfinished_runs(conn: &Connection, backfill_id: i64, now: DateTime
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let n = stmt.parameter_count();
+        let rows: Vec<String> = stmt
+            .query_map(params_from_iter(std::iter::repeat_n(1_i64, n)), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.join("; ")
+    }
+
+    /// A claim's and the sweep's reads each take their partial index in order: their cost is
+    /// that of the rows they return, not of the stored runs or backfills.
+    #[test]
+    fn claims_and_the_sweep_read_their_own_indexes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
+        for (sql, index) in [
+            ("SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting WHERE backfill_id = ?1 AND status = 'initial' \
+              ORDER BY execution_date DESC, id DESC LIMIT ?2", "pipeline_run_waiting"),
+            ("SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting WHERE backfill_id = ?1 AND status = 'initial' \
+              ORDER BY execution_date, id LIMIT ?2", "pipeline_run_waiting"),
+            ("SELECT id FROM pipeline_run INDEXED BY pipeline_run_lease WHERE lease_expires_at IS NOT NULL \
+              AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2", "pipeline_run_lease"),
+            ("SELECT c.backfill_id FROM backfill_run_count AS c INDEXED BY backfill_run_waiting \
+              CROSS JOIN backfill AS b ON b.id = c.backfill_id WHERE c.status = 'initial' AND c.n > 0 \
+              AND c.backfill_id > ?1 AND b.status IN ('initial', 'running') AND b.is_paused = 0 \
+              AND b.pipeline_uuid = ?2 ORDER BY c.backfill_id LIMIT 1", "backfill_run_waiting"),
+        ] {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains(&format!("INDEX {index}")), "{sql}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts: {plan}");
+        }
+    }
 
     /// Every filter of the run listing reads an index in the listing's order: no scan of the
     /// table, no sort of what matches (either would grow with the table).

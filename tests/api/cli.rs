@@ -275,10 +275,18 @@ fn a_listing_imports_back_into_an_identical_listing() {
     let id = source.create_backfill("p", crate::helpers::seed_fields("started"));
     source.put_backfill(id, json!({"status": "initial"}));
     source.report_run(source.run_ids(id)[0], "running");
+    // Runs under a lease, one finished by its worker, one lost and queued again; a paused backfill.
+    let claimed = source.send("POST", "/api/pipeline_runs/claim", &json!({"worker": "w", "limit": 2}));
+    let held: Vec<i64> =
+        claimed.body["pipeline_runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    let done = json!({"pipeline_run": {"status": "completed", "worker": "w", "metrics": {"rows": 3}}});
+    assert_eq!(source.send("PUT", &format!("/api/pipeline_runs/{}", held[0]), &done).status, 200);
+    assert_eq!(source.send("POST", &format!("/api/pipeline_runs/{}/retry", held[0]), &json!({})).status, 200);
     let mut fields = crate::helpers::seed_fields("draft");
     fields["variables"] = json!({"region": "eu"});
-    fields["settings"] = json!({"skip": true});
-    source.create_backfill("q", fields);
+    fields["settings"] = json!({"skip": true, "pipeline_run_limit": "2"});
+    let draft = source.create_backfill("q", fields);
+    assert_eq!(source.put_backfill(draft, json!({"is_paused": true})).status, 200);
     let listing = source.get("/api/backfills?include_run_count=true").body;
     let runs = source.get("/api/pipeline_runs?_limit=1000").body;
 
@@ -286,7 +294,108 @@ fn a_listing_imports_back_into_an_identical_listing() {
     let target = crate::helpers::spawn_app();
     target.import(&json!({"backfills": listing["backfills"], "pipeline_runs": runs["pipeline_runs"]}));
 
-    // Assert: the same listing, run counts included, and the same runs.
+    // Assert: the same listing, run counts included, and the same runs, leases and all.
     assert_eq!(target.get("/api/backfills?include_run_count=true").body, listing);
     assert_eq!(target.get("/api/pipeline_runs?_limit=1000").body, runs);
+    // The imported lease is a lease: its holder reports on it.
+    let report = json!({"pipeline_run": {"status": "running", "worker": "w"}});
+    assert_eq!(target.send("PUT", &format!("/api/pipeline_runs/{}", held[1]), &report).status, 200);
+}
+
+/// Claims and reports from four clients until the server dies; the clients stop at the first
+/// failed request.
+fn claim_until_killed(base: &str, worker: &str) -> usize {
+    let client = agent();
+    let mut done = 0;
+    loop {
+        let Ok(resp) = client
+            .post(format!("{base}/api/pipeline_runs/claim"))
+            .send_json(json!({"worker": worker, "limit": 5, "lease_seconds": 2}))
+        else {
+            return done;
+        };
+        let claimed = reply(resp);
+        let Some(runs) = claimed.body["pipeline_runs"].as_array() else { return done };
+        // Every other run is reported completed; the rest stay held.
+        for r in runs.iter().step_by(2) {
+            let report = json!({"pipeline_run": {"status": "completed", "worker": worker}});
+            if client.put(format!("{base}/api/pipeline_runs/{}", r["id"])).send_json(report).is_err() {
+                return done;
+            }
+            done += 1;
+        }
+    }
+}
+
+#[test]
+fn a_serve_killed_during_a_stream_of_claims_leaves_every_running_run_under_a_lease() {
+    let _turn = crate::helpers::busy_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let fast = ["--workers", "2", "--min-lease-seconds", "1", "--lease-check-ms", "100"];
+    let mut server = serve_with(&db, &fast, &[], Stdio::null());
+    let client = agent();
+    // 2,000 dates, one a minute.
+    let created = reply(
+        client
+            .post(format!("{}/api/pipelines/p/backfills", server.base))
+            .send_json(json!({"backfill": {"name": "stream", "start_datetime": "2023-01-01T00:00:00Z",
+                "end_datetime": "2023-01-02T09:19:00Z", "interval_type": "minute", "interval_units": 1}}))
+            .unwrap(),
+    );
+    let id = created.body["backfill"]["id"].as_i64().unwrap();
+    let started =
+        client.put(format!("{}/api/backfills/{id}", server.base)).send_json(json!({"backfill": {"status": "initial"}}));
+    assert_eq!(started.unwrap().status(), 200);
+
+    let clients: Vec<_> = (0..4)
+        .map(|k| {
+            let base = server.base.clone();
+            std::thread::spawn(move || claim_until_killed(&base, &format!("w{k}")))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let reported: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(reported > 0, "the stream of claims never got going");
+
+    // After a restart: no run runs without a holder and a lease, and the counts agree.
+    let server = serve_with(&db, &fast, &[], Stdio::null());
+    let listing = |query: &str| {
+        let r = reply(client.get(format!("{}/api/pipeline_runs?backfill_id={id}{query}", server.base)).call().unwrap());
+        r.body
+    };
+    let running = listing("&status=running&_limit=1000");
+    let held = running["pipeline_runs"].as_array().unwrap().clone();
+    assert!(!held.is_empty(), "some runs were held when the server died");
+    for r in &held {
+        assert!(r["worker"].is_string() && r["lease_expires_at"].is_string(), "{r}");
+    }
+    let b = reply(client.get(format!("{}/api/backfills/{id}?include_run_count=true", server.base)).call().unwrap());
+    let counts = b.body["backfill"]["run_status_counts"].clone();
+    let mut total = 0;
+    for status in ["initial", "running", "completed", "failed", "cancelled"] {
+        let n = listing(&format!("&status={status}&_limit=0"))["metadata"]["count"].as_u64().unwrap();
+        assert_eq!(counts.get(status).and_then(|v| v.as_u64()).unwrap_or(0), n, "{status}: {counts}");
+        total += n;
+    }
+    assert_eq!(total, 2000, "every date has exactly one run still: {counts}");
+
+    // The leases then expire as any other: each held run fails and its date waits again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while listing("&status=running&_limit=0")["metadata"]["count"] != 0 {
+        assert!(Instant::now() < deadline, "held runs never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for r in &held {
+        let run = reply(client.get(format!("{}/api/pipeline_runs/{}", server.base, r["id"])).call().unwrap());
+        assert_eq!(run.body["pipeline_run"]["status"], "failed");
+        assert_eq!(run.body["pipeline_run"]["metrics"]["lease_expired"]["worker"], r["worker"]);
+    }
+    let after = reply(client.get(format!("{}/api/backfills/{id}?include_run_count=true", server.base)).call().unwrap());
+    let counts = &after.body["backfill"]["run_status_counts"];
+    assert_eq!(counts.get("failed"), None, "every lost date was queued again: {counts}");
+    let waiting = counts["initial"].as_u64().unwrap();
+    assert_eq!(waiting + counts["completed"].as_u64().unwrap(), 2000, "{counts}");
 }

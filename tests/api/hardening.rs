@@ -294,8 +294,7 @@ fn stalled_bodies(extra: &[&str], pace: Option<Duration>) -> Attacked {
 /// Both attacks, one server at a time: they measure the server, so they must not share the
 /// two cores with each other.
 fn attack_twice(extra: &[&str]) {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = crate::helpers::busy_turn();
     // All at once: what bounds the server's memory is tested here. (How fast it answers
     // meanwhile depends on the build: the release build's figures are the benchmark's.)
     let burst = stalled_bodies(extra, None);

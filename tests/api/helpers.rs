@@ -30,6 +30,14 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// A turn for a test that times the server or loads both cores (the stalled-body attacks,
+/// the concurrent claimers): such tests run one at a time, so that none slows another's
+/// server past what it measures.
+pub fn busy_turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }

@@ -172,14 +172,17 @@ fn cancelling_a_completed_backfill_is_a_409() {
 }
 
 #[test]
-fn starting_twice_creates_nothing() {
+fn starting_twice_with_nothing_to_run_again_is_a_409_that_creates_nothing() {
     let app = spawn_app();
     let id = app.create_backfill("p", seed_fields("x"));
     let first = app.put_backfill(id, json!({"status": "initial"}));
+    assert_eq!(first.status, 200);
     let second = app.put_backfill(id, json!({"status": "initial"}));
-    assert_eq!(second.status, 200);
-    assert_eq!(first.body["backfill"]["started_at"], second.body["backfill"]["started_at"]);
-    assert_eq!(first.body["backfill"]["pipeline_schedule_id"], second.body["backfill"]["pipeline_schedule_id"]);
+    assert_error(&second, 409, "record_conflict");
+    assert!(second.body["error"]["message"].as_str().unwrap().contains("nothing to run again"), "{:?}", second.body);
+    let now = backfill(&app, id);
+    assert_eq!(first.body["backfill"]["started_at"], now["started_at"]);
+    assert_eq!(first.body["backfill"]["pipeline_schedule_id"], now["pipeline_schedule_id"]);
     assert_eq!(app.get("/api/pipeline_runs").body["metadata"]["count"], 25);
 }
 

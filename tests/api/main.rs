@@ -4,6 +4,7 @@
 mod auth;
 mod backfills;
 mod cli;
+mod dispatch;
 mod errors;
 mod hardening;
 mod helpers;
