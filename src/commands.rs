@@ -111,13 +111,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
         AppState::new(pool, AuthConfig::new(required, &api_keys), crate::lifecycle::Limits { max_runs: args.max_runs })
             .map_err(Error::Serve)?;
     state.body = BodyLimits { deadline: Duration::from_secs_f64(args.body_timeout), ..BodyLimits::default() };
-    if args.min_lease_seconds != crate::dispatch::MIN_LEASE_SECONDS
-        || args.lease_check_ms != crate::api::sweep::SWEEP_EVERY.as_millis() as u64
-    {
-        state
-            .set_lease_timing(args.min_lease_seconds, Duration::from_millis(args.lease_check_ms))
-            .map_err(Error::Serve)?;
-    }
+    state.set_lease_timing(args.min_lease_seconds, Duration::from_millis(args.lease_check_ms)).map_err(Error::Serve)?;
     let server = crate::run(listener, state, workers, args.max_connections as usize).map_err(Error::Serve)?;
     actix_web::rt::System::new().block_on(server).map_err(Error::Serve)
 }

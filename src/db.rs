@@ -7,11 +7,13 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::periodic::Periodic;
 
 pub type Conn = r2d2::PooledConnection<SqliteConnectionManager>;
 
@@ -22,7 +24,7 @@ pub struct Pool {
     inner: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Mutex<Connection>>,
     watch: Arc<FileWatch>,
-    _checkpointer: Arc<Checkpointer>,
+    _checkpointer: Arc<Periodic>,
     _lock: Arc<File>,
 }
 
@@ -171,24 +173,21 @@ impl Default for Tuning {
 /// that request. Pooled connections turn that off and this thread does it instead, PASSIVE
 /// (it never waits for readers or writers). A WAL grown past `Tuning::wal_limit` gets a
 /// RESTART checkpoint, taken with the server's writer held (no write starts meanwhile), so
-/// that the next write starts the log over (and `journal_size_limit` cuts the file back): under a steady stream of writes a
-/// PASSIVE checkpoint never catches up with the last frame, and SQLite alone then grows the
+/// that the next write starts the log over (and `journal_size_limit` cuts the file back):
+/// under a steady stream of writes a PASSIVE checkpoint never catches up with the last frame, and SQLite alone then grows the
 /// WAL without end (1.5 GB in 8 s of creates, examples/bench.rs). When the writes pause, a
 /// TRUNCATE empties it. It also checks, each time, that the data file is still the one
 /// opened, and logs an error the first time it is not. It stops, truncating the WAL, when
 /// the last `Pool` clone is dropped, which waits for it.
 struct Checkpointer {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    conn: Connection,
+    wal: PathBuf,
+    tuning: Tuning,
+    watch: Arc<FileWatch>,
+    writer: Arc<Mutex<Connection>>,
+    last_frames: i64,
+    unchanged_since: Instant,
+    reported: bool,
 }
 
 impl Checkpointer {
@@ -197,60 +196,62 @@ impl Checkpointer {
         tuning: Tuning,
         watch: Arc<FileWatch>,
         writer: Arc<Mutex<Connection>>,
-    ) -> Result<Checkpointer, OpenError> {
-        let conn = connect(path)?;
-        let wal = wal_path(path);
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("wal-checkpoint".into())
-            .spawn(move || {
-                let mut last_frames = -1;
-                let mut unchanged_since = Instant::now();
-                let mut reported = false;
-                // Ends when the sender is dropped (Disconnected); a message never comes.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tuning.checkpoint_every) {
-                    if let Err(e) = watch.check() {
-                        if !reported {
-                            log::error!(
-                                "{e}: writes are refused from now on, since they would go to the old file and be \
-                                 lost at the next start; reads go on from the old file. Restore the file (or stop \
-                                 backfilld, put the right file in place) and restart backfilld"
-                            );
-                            reported = true;
-                        }
-                        continue;
-                    }
-                    match checkpoint(&conn, "PASSIVE") {
-                        Ok((frames, copied)) => {
-                            if frames != last_frames {
-                                last_frames = frames;
-                                unchanged_since = Instant::now();
-                            }
-                            if std::fs::metadata(&wal).is_ok_and(|m| m.len() > tuning.wal_limit) {
-                                let idle = frames == copied && unchanged_since.elapsed() >= tuning.idle;
-                                let mode = if idle { "TRUNCATE" } else { "RESTART" };
-                                // With the server's writer held, so that the checkpoint gets
-                                // its turn at once instead of polling for SQLite's write lock
-                                // between back-to-back writes: under 5,000 writes a second it
-                                // otherwise won only with the WAL at 400 MiB, and then held
-                                // writers for 750 ms (examples/bench.rs, the claim loop). Now
-                                // each holds them for 35 to 58 ms, about every 0.4 s while
-                                // workers report 2,000 runs a second: the claims' p99 there.
-                                let _turn = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                                if let Err(e) = checkpoint(&conn, mode) {
-                                    log::warn!("WAL checkpoint ({mode}) failed (will retry): {e}");
-                                }
-                            }
-                        }
-                        Err(e) => log::warn!("WAL checkpoint failed (will retry): {e}"),
-                    }
-                }
-                if !watch.lost.load(Ordering::Acquire) {
-                    let _ = checkpoint(&conn, "TRUNCATE");
-                }
-            })
-            .map_err(|e| OpenError::Thread(e.to_string()))?;
-        Ok(Checkpointer { stop: Some(stop), thread: Some(thread) })
+    ) -> Result<Periodic, OpenError> {
+        let state = Checkpointer {
+            conn: connect(path)?,
+            wal: wal_path(path),
+            tuning,
+            watch,
+            writer,
+            last_frames: -1,
+            unchanged_since: Instant::now(),
+            reported: false,
+        };
+        Periodic::start("wal-checkpoint", tuning.checkpoint_every, state, Checkpointer::round, Checkpointer::finish)
+            .map_err(|e| OpenError::Thread(e.to_string()))
+    }
+
+    fn round(&mut self) {
+        if let Err(e) = self.watch.check() {
+            if !self.reported {
+                log::error!(
+                    "{e}: writes are refused from now on, since they would go to the old file and be \
+                     lost at the next start; reads go on from the old file. Restore the file (or stop \
+                     backfilld, put the right file in place) and restart backfilld"
+                );
+                self.reported = true;
+            }
+            return;
+        }
+        let (frames, copied) = match checkpoint(&self.conn, "PASSIVE") {
+            Ok(counts) => counts,
+            Err(e) => return log::warn!("WAL checkpoint failed (will retry): {e}"),
+        };
+        if frames != self.last_frames {
+            self.last_frames = frames;
+            self.unchanged_since = Instant::now();
+        }
+        if std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > self.tuning.wal_limit) {
+            let idle = frames == copied && self.unchanged_since.elapsed() >= self.tuning.idle;
+            let mode = if idle { "TRUNCATE" } else { "RESTART" };
+            // With the server's writer held, so that the checkpoint gets its turn at once
+            // instead of polling for SQLite's write lock between back-to-back writes: under
+            // 5,000 writes a second it otherwise won only with the WAL at 400 MiB, and then held
+            // writers for 750 ms (examples/bench.rs, the claim loop). Now each holds them for
+            // 35 to 58 ms, about every 0.4 s while workers report 2,000 runs a second: the
+            // claims' p99 there.
+            let _turn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = checkpoint(&self.conn, mode) {
+                log::warn!("WAL checkpoint ({mode}) failed (will retry): {e}");
+            }
+        }
+    }
+
+    /// At the stop: the WAL emptied, unless the file is no longer the one opened.
+    fn finish(self) {
+        if !self.watch.lost.load(Ordering::Acquire) {
+            let _ = checkpoint(&self.conn, "TRUNCATE");
+        }
     }
 }
 

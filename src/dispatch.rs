@@ -1,7 +1,7 @@
 //! Dispatch: handing runs to workers under leases, what workers report back, leases that
 //! run out, and retrying one date. Beside `lifecycle` (which owns the backfill's own
-//! writes) and, like it, one request's whole work on the connection it is given inside the
-//! caller's immediate transaction: the server's single writer makes claims one at a time, so
+//! writes) and, like it, one request's whole work on the connection it is given, all or
+//! nothing as the caller makes it: the server's single writer makes claims one at a time, so
 //! `pipeline_run_limit` holds however many workers claim at once. No clock reads, no HTTP.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::datetime::{self, DateTime};
 use crate::error::{Error, Result};
-use crate::lifecycle::follow_runs;
+use crate::lifecycle::{follow_runs, reopen};
 use crate::model::{
     Backfill, BackfillStatus, FieldError, Fields, NewPipelineRun, Object, PipelineRun, RunSettings, RunStatus,
 };
@@ -47,58 +47,35 @@ pub struct Claim {
 /// The keys a claim's body may have.
 pub const CLAIM_KEYS: [&str; 5] = ["worker", "limit", "lease_seconds", "pipeline_uuid", "backfill_id"];
 
-/// A whole number given as a JSON number (a claim is written by programs, so text is refused).
-fn whole(obj: &Object, key: &str, min: i64, max: i64) -> std::result::Result<Option<i64>, FieldError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-            _ => Err(FieldError::new(key, format!("must be a whole number from {min} to {max}, got {n}"))),
-        },
-        Some(_) => Err(FieldError::new(key, format!("must be a whole number from {min} to {max}"))),
-    }
-}
-
 /// A worker's name: a non-blank string of at most `MAX_WORKER_CHARS` characters.
-pub fn parse_worker(obj: &Object, required: bool) -> std::result::Result<Option<String>, FieldError> {
-    let worker = match obj.get("worker") {
-        None | Some(Value::Null) if !required => return Ok(None),
-        Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => {
-            return Err(FieldError::new("worker", "is required: the name of the claiming worker"))
+fn parse_worker(f: &Fields, required: bool) -> std::result::Result<Option<String>, FieldError> {
+    match f.nonblank_string("worker")? {
+        None if required => Err(FieldError::new("worker", "is required: the name of the claiming worker")),
+        Some(w) if w.chars().count() > MAX_WORKER_CHARS => {
+            Err(FieldError::new("worker", format!("must be at most {MAX_WORKER_CHARS} characters")))
         }
-        Some(_) => return Err(FieldError::new("worker", "must be a string")),
-    };
-    if worker.trim().is_empty() {
-        return Err(FieldError::new("worker", "must not be blank"));
+        other => Ok(other),
     }
-    if worker.chars().count() > MAX_WORKER_CHARS {
-        return Err(FieldError::new("worker", format!("must be at most {MAX_WORKER_CHARS} characters")));
-    }
-    Ok(Some(worker))
 }
 
 impl Claim {
     /// A claim's body (`{"worker": ..., "limit": ..., ...}`), every key checked and unknown
-    /// ones refused, since a misspelt `lease_seconds` would otherwise quietly be 60.
-    /// `min_lease_seconds` is the server's floor (`MIN_LEASE_SECONDS` but in tests).
+    /// ones refused, since a misspelt `lease_seconds` would otherwise quietly be 60. Numbers
+    /// must be JSON numbers: a claim is written by programs. `min_lease_seconds` is the
+    /// server's floor (`MIN_LEASE_SECONDS` but in tests).
     pub fn parse(obj: &Object, min_lease_seconds: i64) -> std::result::Result<Claim, FieldError> {
         if let Some(k) = obj.keys().find(|k| !CLAIM_KEYS.contains(&k.as_str())) {
             return Err(FieldError::new(k, format!("is not a field of a claim; expected {}", CLAIM_KEYS.join(", "))));
         }
-        let pipeline_uuid = match obj.get("pipeline_uuid") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-            Some(Value::String(_)) => return Err(FieldError::new("pipeline_uuid", "must not be blank")),
-            Some(_) => return Err(FieldError::new("pipeline_uuid", "must be a string")),
-        };
+        let f = Fields(obj);
         Ok(Claim {
-            worker: parse_worker(obj, true)?.unwrap_or_default(),
-            limit: whole(obj, "limit", 1, MAX_CLAIM as i64)?.map_or(1, |n| n as u64),
-            lease_seconds: whole(obj, "lease_seconds", min_lease_seconds, MAX_LEASE_SECONDS)?
+            worker: parse_worker(&f, true)?.unwrap_or_default(),
+            limit: f.number_in("limit", 1, MAX_CLAIM as i64)?.map_or(1, i64::unsigned_abs),
+            lease_seconds: f
+                .number_in("lease_seconds", min_lease_seconds, MAX_LEASE_SECONDS)?
                 .unwrap_or(DEFAULT_LEASE_SECONDS.max(min_lease_seconds)),
-            pipeline_uuid,
-            backfill_id: whole(obj, "backfill_id", 1, i64::MAX)?,
+            pipeline_uuid: f.nonblank_string("pipeline_uuid")?,
+            backfill_id: f.number_in("backfill_id", 1, i64::MAX)?,
         })
     }
 }
@@ -117,7 +94,7 @@ impl Report {
     pub fn parse(obj: &Object) -> std::result::Result<Report, FieldError> {
         let f = Fields(obj);
         let status = f.parsed::<RunStatus>("status")?.ok_or_else(|| FieldError::new("status", "is required"))?;
-        let worker = parse_worker(obj, false)?;
+        let worker = parse_worker(&f, false)?;
         if worker.is_some() && !matches!(status, RunStatus::Running | RunStatus::Completed | RunStatus::Failed) {
             return Err(FieldError::new(
                 "status",
@@ -141,22 +118,32 @@ pub struct Report {
     pub metrics: Option<Object>,
 }
 
-/// How many more of `b`'s runs a claim may take now: those waiting, within what its
-/// `pipeline_run_limit` leaves (runs `running` count against it, leased or not).
-fn capacity(conn: &rusqlite::Connection, b: &Backfill) -> Result<u64> {
-    if !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running)) || b.is_paused {
-        return Ok(0);
+/// A backfill a claim may take runs from: its settings, and how many runs it can give now.
+struct Candidate {
+    backfill: Backfill,
+    settings: RunSettings,
+    capacity: u64,
+}
+
+impl Candidate {
+    /// How many more of `b`'s runs a claim may take now: those waiting, within what its
+    /// `pipeline_run_limit` leaves (runs `running` count against it, leased or not); none
+    /// unless it is `initial` or `running` and not paused.
+    fn of(conn: &rusqlite::Connection, backfill: Backfill) -> Result<Candidate> {
+        let settings = RunSettings::of(backfill.fields.settings.as_ref());
+        let capacity = if !matches!(backfill.status, Some(BackfillStatus::Initial | BackfillStatus::Running))
+            || backfill.is_paused
+        {
+            0
+        } else {
+            let counts = store::backfills::run_counts_of(conn, backfill.id)?;
+            let n = |s: RunStatus| counts.get(&s).copied().unwrap_or(0);
+            let room =
+                settings.pipeline_run_limit.map_or(u64::MAX, |limit| limit.saturating_sub(n(RunStatus::Running)));
+            n(RunStatus::Initial).min(room)
+        };
+        Ok(Candidate { backfill, settings, capacity })
     }
-    let waiting = store::pipeline_runs::run_count(conn, b.id, RunStatus::Initial)?;
-    if waiting == 0 {
-        return Ok(0);
-    }
-    Ok(match RunSettings::of(b.fields.settings.as_ref()).pipeline_run_limit {
-        None => waiting,
-        Some(limit) => {
-            waiting.min(limit.saturating_sub(store::pipeline_runs::run_count(conn, b.id, RunStatus::Running)?))
-        }
-    })
 }
 
 /// Shares `limit` runs among backfills that can take `capacities` more each, one at a time
@@ -189,13 +176,11 @@ fn share(capacities: &[u64], limit: u64) -> Vec<u64> {
 /// their dates and their places under the limit are free again.
 pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) -> Result<Claimed> {
     expire_leases(conn, now, EXPIRY_IN_CLAIM)?;
-    let mut picked: Vec<(Backfill, u64)> = vec![];
+    let mut picked: Vec<Candidate> = vec![];
     if let Some(id) = c.backfill_id {
-        let b = queries::backfill_in(conn, id, c.pipeline_uuid.as_deref())?;
-        let cap = capacity(conn, &b)?;
-        picked.push((b, cap));
+        picked.push(Candidate::of(conn, queries::backfill_in(conn, id, c.pipeline_uuid.as_deref())?)?);
     } else {
-        // Cost: one index step and two kept-count reads per backfill visited. Backfills at
+        // Cost: one index step, the backfill's row and its kept counts per backfill visited. Backfills at
         // their limit are passed over; the walk ends once `limit` backfills can give, or
         // every claimable one has been seen.
         let (mut at, mut wrapped) = (after, false);
@@ -211,16 +196,16 @@ pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) 
             };
             at = id;
             let Some(b) = store::backfills::get_backfill(conn, id)? else { continue };
-            let cap = capacity(conn, &b)?;
-            if cap > 0 {
-                picked.push((b, cap));
+            let candidate = Candidate::of(conn, b)?;
+            if candidate.capacity > 0 {
+                picked.push(candidate);
                 if picked.len() as u64 >= c.limit {
                     break;
                 }
             }
         }
     }
-    let capacities: Vec<u64> = picked.iter().map(|(_, cap)| *cap).collect();
+    let capacities: Vec<u64> = picked.iter().map(|p| p.capacity).collect();
     let lease = store::pipeline_runs::Lease {
         worker: &c.worker,
         seconds: c.lease_seconds,
@@ -228,12 +213,11 @@ pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) 
     };
     let mut runs = vec![];
     let mut last_backfill = after;
-    for ((b, _), take) in picked.iter().zip(share(&capacities, c.limit)) {
+    for (Candidate { backfill: b, settings, .. }, take) in picked.iter().zip(share(&capacities, c.limit)) {
         if take == 0 {
             continue;
         }
-        let backwards = RunSettings::of(b.fields.settings.as_ref()).run_backwards;
-        let ids = store::pipeline_runs::waiting_runs(conn, b.id, take, backwards)?;
+        let ids = store::pipeline_runs::waiting_runs(conn, b.id, take, settings.run_backwards)?;
         runs.extend(store::pipeline_runs::claim_runs(conn, b.id, &b.pipeline_uuid, &ids, lease, now)?);
         if b.status == Some(BackfillStatus::Initial) {
             // Its first run has begun: it is running now.
@@ -268,6 +252,7 @@ fn check_holder(run: &PipelineRun, worker: &str, status: RunStatus, now: DateTim
              run is given up (marked failed, and its date queued again while it has attempts left); stop working on it"
         ))
     };
+    let expired = expired_holder(run).filter(|(w, _)| *w == worker);
     match run.status {
         RunStatus::Cancelled => Err(Error::Conflict(format!(
             "pipeline run {id} was cancelled (its backfill was cancelled, or the run itself): stop working on it; \
@@ -280,8 +265,8 @@ fn check_holder(run: &PipelineRun, worker: &str, status: RunStatus, now: DateTim
                 "pipeline run {id} is running without a lease (its status was set by hand), so no worker holds it"
             ))),
         },
-        RunStatus::Failed if expired_holder(run).is_some_and(|(w, _)| w == worker) => {
-            Err(lease_expired(expired_holder(run).map(|(_, at)| at.to_string()).unwrap_or_default()))
+        RunStatus::Failed if expired.is_some() => {
+            Err(lease_expired(expired.map(|(_, at)| at.into()).unwrap_or_default()))
         }
         RunStatus::Completed | RunStatus::Failed if holds && run.status == status => Ok(()),
         RunStatus::Completed | RunStatus::Failed if holds => {
@@ -312,19 +297,18 @@ pub fn report(conn: &rusqlite::Connection, run_id: i64, report: Report, now: Dat
         check_holder(&run, worker, report.status, now)?;
     }
     let previous = run.status;
-    let heartbeat = report.status == RunStatus::Running && report.worker.is_some();
     let finished = matches!(run.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled);
-    if run.status == report.status && !heartbeat && (report.metrics.is_none() || report.worker.is_some() && finished) {
-        // Said before (a retried request, say): nothing changes.
-        return Ok(run);
-    }
-    if let Some(metrics) = report.metrics {
-        run.metrics = Some(metrics);
-    }
     if run.status == report.status {
+        let heartbeat = report.status == RunStatus::Running && report.worker.is_some();
         if heartbeat {
-            // A heartbeat: the lease runs on from now.
+            // The lease runs on from now.
             run.lease_expires_at = Some(lease_end(now, run.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS))?);
+        } else if report.metrics.is_none() || report.worker.is_some() && finished {
+            // Said before (a retried request, say): nothing changes.
+            return Ok(run);
+        }
+        if report.metrics.is_some() {
+            run.metrics = report.metrics;
         }
         run.updated_at = now;
         store::pipeline_runs::update_pipeline_run(conn, &run, previous)?;
@@ -343,6 +327,9 @@ pub fn report(conn: &rusqlite::Connection, run_id: i64, report: Report, now: Dat
              completed, failed or cancelled",
             run.status
         )));
+    }
+    if report.metrics.is_some() {
+        run.metrics = report.metrics;
     }
     run.status = report.status;
     match report.status {
@@ -469,9 +456,7 @@ pub fn retry(conn: &rusqlite::Connection, run_id: i64, now: DateTime) -> Result<
     let new = queue_again(conn, &run, backfill_id, now)?;
     if let Some(mut b) = store::backfills::get_backfill(conn, backfill_id)? {
         if matches!(b.status, Some(BackfillStatus::Completed | BackfillStatus::Failed | BackfillStatus::Cancelled)) {
-            b.status = Some(BackfillStatus::Running);
-            b.completed_at = None;
-            b.failed_at = None;
+            reopen(&mut b);
             b.updated_at = now;
             store::backfills::update_backfill(conn, &b)?;
         }

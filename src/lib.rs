@@ -1,11 +1,12 @@
 //! backfilld: Mage's backfills REST API served from an embedded SQLite file.
 //!
 //! Layout, from the top: `cli` the command line and `commands` what each subcommand does;
-//! `api` the HTTP layer and `import` the JSON loader; `lifecycle` the writes a request makes
-//! and `queries` its reads, both failing with `error::Error`; `store` all SQL; `model` the
-//! domain types and their validation; `schedule` and `datetime` the pure run-date and
-//! datetime logic; `db` the connection policy; `token` token and key hashing; `logging` the
-//! log's rate limit. `run` builds the server on an already-bound listener, so tests can
+//! `api` the HTTP layer and `import` the JSON loader; `lifecycle` the backfill's writes,
+//! `dispatch` the runs' (claims, reports, leases, retries) and `queries` the reads, all
+//! failing with `error::Error`; `store` all SQL; `model` the domain types and their
+//! validation; `schedule` and `datetime` the pure run-date and datetime logic; `db` the
+//! connection policy; `token` token and key hashing; `logging` the log's rate limit;
+//! `periodic` the background threads' loop. `run` builds the server on an already-bound listener, so tests can
 //! bind port 0.
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod import;
 pub mod lifecycle;
 pub mod logging;
 pub mod model;
+pub mod periodic;
 pub mod queries;
 pub mod schedule;
 pub mod store;

@@ -1,7 +1,8 @@
-//! The backfill lifecycle: create, update, start, cancel, delete, and the backfill following
-//! its runs as a worker reports them. Each function does one request's whole work on the
-//! connection it is given; the caller wraps it in one (immediate) transaction, so a request
-//! either writes everything or nothing. No clock reads (`now` is passed in), no HTTP.
+//! The backfill lifecycle: create, update, start, run again, pause, cancel, delete, and the
+//! backfill following its runs as workers report them. Each function does one request's
+//! whole work on the connection it is given; the caller makes it all or nothing (a savepoint
+//! of the writer's immediate transaction, `api::writes`), so a request either writes
+//! everything or nothing. No clock reads (`now` is passed in), no HTTP.
 
 use serde_json::Value;
 
@@ -260,7 +261,7 @@ fn run_again(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Re
     let created = store::pipeline_runs::repeat_dates(conn, b.id, statuses, now)?;
     // A backfill that failed while other dates still waited resumes them.
     let resumes = !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running))
-        && store::pipeline_runs::run_count(conn, b.id, RunStatus::Initial)? > 0;
+        && store::backfills::run_counts_of(conn, b.id)?.contains_key(&RunStatus::Initial);
     if created == 0 && !resumes {
         let which = match reprocess {
             Reprocess::Nothing => {
@@ -275,10 +276,16 @@ fn run_again(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Re
             b.id
         )));
     }
+    reopen(b);
+    Ok(())
+}
+
+/// Puts a backfill back to `running`, its finish forgotten: runs of it are to be handed out
+/// again (a run again, a retried date).
+pub(crate) fn reopen(b: &mut Backfill) {
     b.status = Some(BackfillStatus::Running);
     b.completed_at = None;
     b.failed_at = None;
-    Ok(())
 }
 
 /// Cancels every unfinished run and the backfill; a never-started one is simply marked.
@@ -321,7 +328,7 @@ pub(crate) fn follow_runs(
     if !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running)) {
         return Ok(());
     }
-    let counts = store::backfills::count_runs_by_status(conn, &[backfill_id])?.remove(&backfill_id).unwrap_or_default();
+    let counts = store::backfills::run_counts_of(conn, backfill_id)?;
     let n = |s: RunStatus| counts.get(&s).copied().unwrap_or(0);
     let total: u64 = counts.values().sum();
     let left = n(RunStatus::Initial) + n(RunStatus::Running);

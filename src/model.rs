@@ -92,7 +92,7 @@ fn type_name(v: &Value) -> &'static str {
 pub struct Fields<'a>(pub &'a Object);
 
 impl Fields<'_> {
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
 
@@ -128,6 +128,36 @@ impl Fields<'_> {
                 .map(Some)
                 .map_err(|_| FieldError::new(key, format!("must be a whole number, got '{s}'"))),
             Some(v) => Err(Self::wrong(key, "a whole number", v)),
+        }
+    }
+
+    /// `integer` from `min` to `max`: a number out of range, or not whole, is refused with
+    /// the range.
+    pub fn integer_in(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, FieldError> {
+        let range = || {
+            FieldError::new(key, format!("must be a whole number from {min} to {max}, got {}", describe(&self.0[key])))
+        };
+        match self.integer(key) {
+            Ok(Some(n)) if !(min..=max).contains(&n) => Err(range()),
+            Err(_) if matches!(self.get(key), Some(Value::Number(_))) => Err(range()),
+            other => other,
+        }
+    }
+
+    /// `integer_in`, but only a JSON number: for a request written by a program, where a
+    /// number sent as text is a mistake.
+    pub fn number_in(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, FieldError> {
+        match self.get(key) {
+            Some(v @ Value::String(_)) => Err(Self::wrong(key, &format!("a whole number from {min} to {max}"), v)),
+            _ => self.integer_in(key, min, max),
+        }
+    }
+
+    /// A string that, when given, is not blank.
+    pub fn nonblank_string(&self, key: &str) -> Result<Option<String>, FieldError> {
+        match self.string(key)? {
+            Some(s) if s.trim().is_empty() => Err(FieldError::new(key, "must not be blank")),
+            other => Ok(other),
         }
     }
 
@@ -251,73 +281,37 @@ impl RunSettings {
 
     /// The settings in `settings`, each missing or null key at its default; a bad value is
     /// refused under `settings.<key>`. A create, an update that sends `settings`, and an
-    /// import check them. `pipeline_run_limit` and `max_attempts` may be strings
-    /// of digits: Mage's edit form sends its number inputs as text, and Mage's scheduler
-    /// reads the limit with `int()`.
+    /// import check them. `pipeline_run_limit` and `max_attempts` may be strings of digits:
+    /// Mage's edit form sends its number inputs as text, and Mage's scheduler reads the limit
+    /// with `int()`.
     pub fn parse(settings: Option<&Object>) -> Result<RunSettings, FieldError> {
-        let mut s = RunSettings::default();
-        let Some(obj) = settings else { return Ok(s) };
-        let f = Fields(obj);
-        let within = |e: FieldError| e.within("settings.");
-        let positive = |key: &str, max: u64| -> Result<Option<u64>, FieldError> {
-            let n = match f.get(key) {
-                None => return Ok(None),
-                Some(Value::Number(n)) => n.as_u64(),
-                Some(Value::String(t)) if !t.trim().is_empty() && t.trim().bytes().all(|b| b.is_ascii_digit()) => {
-                    t.trim().parse::<u64>().ok()
-                }
-                Some(v) => {
-                    return Err(FieldError::new(
-                        key,
-                        format!(
-                            "must be a whole number from 1 to {max} (or a string of its digits), got {}",
-                            describe(v)
-                        ),
-                    ))
-                }
-            };
-            match n {
-                Some(n @ 1..) if n <= max => Ok(Some(n)),
-                _ => Err(FieldError::new(
-                    key,
-                    format!("must be a whole number from 1 to {max}, got {}", describe(&f.0[key])),
-                )),
-            }
-        };
-        s.pipeline_run_limit = positive("pipeline_run_limit", i64::MAX as u64).map_err(within)?;
-        if let Some(n) = positive("max_attempts", u64::from(Self::MAX_ATTEMPTS)).map_err(within)? {
-            s.max_attempts = u32::try_from(n).unwrap_or(Self::MAX_ATTEMPTS);
-        }
-        if let Some(b) = f.boolean("run_backwards").map_err(within)? {
-            s.run_backwards = b;
-        }
-        if let Some(r) = f.parsed::<Reprocess>("reprocess_behavior").map_err(within)? {
-            s.reprocess_behavior = r;
-        }
-        Ok(s)
+        Self::read(settings, false).map_err(|e| e.within("settings."))
     }
 
     /// The settings of a stored backfill: as `parse`, but a value that a file made before
     /// these rules holds and `parse` would refuse counts as its default.
     pub fn of(settings: Option<&Object>) -> RunSettings {
-        RunSettings::parse(settings).unwrap_or_else(|_| {
-            let mut s = RunSettings::default();
-            let Some(obj) = settings else { return s };
-            for key in ["pipeline_run_limit", "max_attempts", "run_backwards", "reprocess_behavior"] {
-                let mut one = Object::new();
-                if let Some(v) = obj.get(key) {
-                    one.insert(key.to_string(), v.clone());
-                }
-                if let Ok(parsed) = RunSettings::parse(Some(&one)) {
-                    match key {
-                        "pipeline_run_limit" => s.pipeline_run_limit = parsed.pipeline_run_limit,
-                        "max_attempts" => s.max_attempts = parsed.max_attempts,
-                        "run_backwards" => s.run_backwards = parsed.run_backwards,
-                        _ => s.reprocess_behavior = parsed.reprocess_behavior,
-                    }
-                }
+        Self::read(settings, true).unwrap_or_default()
+    }
+
+    /// Each key read, a bad one refused or, when `lenient`, taken as absent.
+    fn read(settings: Option<&Object>, lenient: bool) -> Result<RunSettings, FieldError> {
+        fn keep<T>(r: Result<Option<T>, FieldError>, lenient: bool) -> Result<Option<T>, FieldError> {
+            if lenient {
+                Ok(r.unwrap_or(None))
+            } else {
+                r
             }
-            s
+        }
+        let d = RunSettings::default();
+        let Some(obj) = settings else { return Ok(d) };
+        let f = Fields(obj);
+        let attempts = keep(f.integer_in("max_attempts", 1, i64::from(Self::MAX_ATTEMPTS)), lenient)?;
+        Ok(RunSettings {
+            pipeline_run_limit: keep(f.integer_in("pipeline_run_limit", 1, i64::MAX), lenient)?.map(i64::unsigned_abs),
+            max_attempts: attempts.and_then(|n| u32::try_from(n).ok()).unwrap_or(d.max_attempts),
+            run_backwards: keep(f.boolean("run_backwards"), lenient)?.unwrap_or(d.run_backwards),
+            reprocess_behavior: keep(f.parsed("reprocess_behavior"), lenient)?.unwrap_or(d.reprocess_behavior),
         })
     }
 }

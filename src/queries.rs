@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::Connection;
 
+use crate::datetime::DateTime;
 use crate::error::{Error, Result};
 use crate::model::{Backfill, PipelineRun, RunStatusCounts};
 use crate::store::pipeline_runs::{RunFilter, RunStart};
@@ -53,11 +54,7 @@ pub fn backfill_in(conn: &Connection, id: i64, pipeline_uuid: Option<&str>) -> R
 /// The backfill `id`, with its run counts when asked for.
 pub fn backfill(conn: &Connection, id: i64, with_counts: bool) -> Result<(Backfill, Option<RunStatusCounts>)> {
     let backfill = backfill_in(conn, id, None)?;
-    let counts = if with_counts {
-        Some(store::backfills::count_runs_by_status(conn, &[id])?.remove(&id).unwrap_or_default())
-    } else {
-        None
-    };
+    let counts = if with_counts { Some(store::backfills::run_counts_of(conn, id)?) } else { None };
     Ok((backfill, counts))
 }
 
@@ -78,6 +75,11 @@ pub fn run_listing(
 pub fn run(conn: &Connection, id: i64) -> Result<PipelineRun> {
     store::pipeline_runs::get_pipeline_run(conn, id)?
         .ok_or_else(|| Error::NotFound(format!("no pipeline run has id {id}")))
+}
+
+/// When the soonest lease of a running run ends, if any run is leased.
+pub fn next_lease_expiry(conn: &Connection) -> Result<Option<DateTime>> {
+    Ok(store::pipeline_runs::next_lease_expiry(conn)?)
 }
 
 /// The token whose SHA-256 is `hash`, if one is stored.

@@ -29,7 +29,6 @@ use auth::AuthConfig;
 use body::BodyLimits;
 use error::ApiError;
 use slow::SlowReads;
-use sweep::Sweeper;
 use writes::Writes;
 
 /// What every handler can reach.
@@ -47,16 +46,18 @@ pub struct AppState {
     /// store suffice; it starts over at 0 after a restart.
     pub claim_cursor: std::sync::atomic::AtomicI64,
     writes: Writes,
-    sweeper: Sweeper,
+    /// The lease sweep's thread, stopped when the state is dropped.
+    sweeper: crate::periodic::Periodic,
 }
 
 impl AppState {
     /// The state with the default body limits, one slow-read thread and the lease sweep
     /// looking every `sweep::SWEEP_EVERY`.
     pub fn new(pool: Pool, auth: AuthConfig, limits: Limits) -> std::io::Result<AppState> {
+        let writes = Writes::start(pool.clone())?;
         Ok(AppState {
-            writes: Writes::start(pool.clone())?,
-            sweeper: Sweeper::start(pool.clone(), sweep::SWEEP_EVERY)?,
+            sweeper: sweep::start(pool.clone(), writes.clone(), sweep::SWEEP_EVERY)?,
+            writes,
             pool,
             auth,
             limits,
@@ -67,15 +68,15 @@ impl AppState {
         })
     }
 
-    /// Lease timing for tests and demos: the shortest lease a claim may ask for, and how
-    /// often the sweep looks for expired leases (its thread is restarted).
+    /// Lease timing (`--min-lease-seconds`, `--lease-check-ms`): the shortest lease a claim
+    /// may ask for, and how often the sweep looks for expired leases (its thread is restarted).
     pub fn set_lease_timing(
         &mut self,
         min_lease_seconds: i64,
         sweep_every: std::time::Duration,
     ) -> std::io::Result<()> {
         self.min_lease_seconds = min_lease_seconds;
-        self.sweeper = Sweeper::start(self.pool.clone(), sweep_every)?;
+        self.sweeper = sweep::start(self.pool.clone(), self.writes.clone(), sweep_every)?;
         Ok(())
     }
 }

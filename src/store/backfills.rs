@@ -181,8 +181,7 @@ pub fn get_backfills(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<Bac
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {COLUMNS} FROM backfill WHERE id IN ({})", placeholders(ids.len())))?;
     let mut rows = stmt.query_map(params_from_iter(ids), from_row)?.collect::<rusqlite::Result<Vec<Backfill>>>()?;
-    let position: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    rows.sort_by_key(|b| position.get(&b.id).copied());
+    super::sort_as(&mut rows, ids, |b| b.id);
     Ok(rows)
 }
 
@@ -201,26 +200,41 @@ pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqli
 /// round-robin walk: it walks the backfills with runs waiting (index `backfill_run_waiting`
 /// on the kept counts), so backfills whose runs all run or are done cost nothing.
 pub fn next_claimable(conn: &Connection, after: i64, pipeline_uuid: Option<&str>) -> rusqlite::Result<Option<i64>> {
-    const WALK: &str = "SELECT c.backfill_id FROM backfill_run_count AS c INDEXED BY backfill_run_waiting \
-        CROSS JOIN backfill AS b ON b.id = c.backfill_id \
-        WHERE c.status = 'initial' AND c.n > 0 AND c.backfill_id > ?1 \
-        AND b.status IN ('initial', 'running') AND b.is_paused = 0";
     match pipeline_uuid {
-        None => conn
-            .prepare_cached(&format!("{WALK} ORDER BY c.backfill_id LIMIT 1"))?
-            .query_row([after], |r| r.get(0))
-            .optional(),
-        Some(p) => conn
-            .prepare_cached(&format!("{WALK} AND b.pipeline_uuid = ?2 ORDER BY c.backfill_id LIMIT 1"))?
-            .query_row(rusqlite::params![after, p], |r| r.get(0))
-            .optional(),
+        None => conn.prepare_cached(NEXT_CLAIMABLE)?.query_row([after], |r| r.get(0)),
+        Some(p) => {
+            conn.prepare_cached(NEXT_CLAIMABLE_IN_PIPELINE)?.query_row(rusqlite::params![after, p], |r| r.get(0))
+        }
     }
+    .optional()
 }
+
+/// The statements of `next_claimable`: `?1` the id to start after, `?2` the pipeline.
+macro_rules! next_claimable_sql {
+    ($pipeline:literal) => {
+        concat!(
+            "SELECT c.backfill_id FROM backfill_run_count AS c INDEXED BY backfill_run_waiting ",
+            "CROSS JOIN backfill AS b ON b.id = c.backfill_id ",
+            "WHERE c.status = 'initial' AND c.n > 0 AND c.backfill_id > ?1 ",
+            "AND b.status IN ('initial', 'running') AND b.is_paused = 0",
+            $pipeline,
+            " ORDER BY c.backfill_id LIMIT 1"
+        )
+    };
+}
+pub(super) const NEXT_CLAIMABLE: &str = next_claimable_sql!("");
+pub(super) const NEXT_CLAIMABLE_IN_PIPELINE: &str = next_claimable_sql!(" AND b.pipeline_uuid = ?2");
 
 /// `?, ?, ?` for an `IN` list of `n` values. One statement whatever the page size; the
 /// statement cache keeps one per size in use (in practice, the default page of 40).
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
+}
+
+/// Per-status run counts of one backfill (`count_runs_by_status` for one id; empty when it
+/// has no runs).
+pub fn run_counts_of(conn: &Connection, id: i64) -> rusqlite::Result<RunStatusCounts> {
+    Ok(count_runs_by_status(conn, &[id])?.remove(&id).unwrap_or_default())
 }
 
 /// Per-status run counts of each backfill in `ids`, in one statement whatever their number,

@@ -43,6 +43,12 @@ pub struct ListingKey {
     pub id: i64,
 }
 
+/// Puts `rows` in the order of `ids` (what an `IN (...)` query returns comes in its own order).
+fn sort_as<T>(rows: &mut [T], ids: &[i64], id: impl Fn(&T) -> i64) {
+    let position: std::collections::HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    rows.sort_by_key(|row| position.get(&id(row)).copied());
+}
+
 fn conversion_error(col: impl std::fmt::Debug, ty: Type, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, ty, format!("column {col:?}: {message}").into())
 }

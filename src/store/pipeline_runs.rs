@@ -265,17 +265,20 @@ pub fn backfill_has_runs(conn: &Connection, backfill_id: i64) -> rusqlite::Resul
         .query_row([backfill_id], |row| row.get(0))
 }
 
+/// `EXISTS` this, for a run `r`, when a newer run (higher id) of its backfill and date
+/// supersedes it: the definition the kept counts follow (`newer_run_exists` for one run).
+const NEWER_OF_R: &str = "(SELECT 1 FROM pipeline_run AS newer WHERE newer.backfill_id = r.backfill_id \
+    AND newer.execution_date IS r.execution_date AND newer.id > r.id)";
+
 /// Counts the backfill's runs afresh, by the definition: a scan of its runs, for the rare
 /// write that cannot add its change up (a start on a backfill that already had runs).
 pub fn recount_runs(conn: &Connection, backfill_id: i64) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM backfill_run_count WHERE backfill_id = ?1")?.execute([backfill_id])?;
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "INSERT INTO backfill_run_count (backfill_id, status, n) \
          SELECT r.backfill_id, r.status, COUNT(*) FROM pipeline_run AS r WHERE r.backfill_id = ?1 \
-         AND NOT EXISTS (SELECT 1 FROM pipeline_run AS newer WHERE newer.backfill_id = r.backfill_id \
-             AND newer.execution_date IS r.execution_date AND newer.id > r.id) \
-         GROUP BY r.status",
-    )?
+         AND NOT EXISTS {NEWER_OF_R} GROUP BY r.status"
+    ))?
     .execute([backfill_id])?;
     Ok(())
 }
@@ -360,17 +363,17 @@ pub fn update_pipeline_run(conn: &Connection, run: &PipelineRun, previous: RunSt
     Ok(())
 }
 
+const WAITING: &str = "SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting \
+    WHERE backfill_id = ?1 AND status = 'initial' ORDER BY execution_date, id LIMIT ?2";
+const WAITING_BACKWARDS: &str = "SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting \
+    WHERE backfill_id = ?1 AND status = 'initial' ORDER BY execution_date DESC, id DESC LIMIT ?2";
+const EXPIRED_LEASES: &str = "SELECT id FROM pipeline_run INDEXED BY pipeline_run_lease \
+    WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2";
+
 /// Up to `limit` ids of the backfill's runs waiting to be claimed (`initial`), the oldest
 /// execution date first, or the newest first when `backwards` (index `pipeline_run_waiting`).
 pub fn waiting_runs(conn: &Connection, backfill_id: i64, limit: u64, backwards: bool) -> rusqlite::Result<Vec<i64>> {
-    let sql = if backwards {
-        "SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting WHERE backfill_id = ?1 AND status = 'initial' \
-         ORDER BY execution_date DESC, id DESC LIMIT ?2"
-    } else {
-        "SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting WHERE backfill_id = ?1 AND status = 'initial' \
-         ORDER BY execution_date, id LIMIT ?2"
-    };
-    conn.prepare_cached(sql)?
+    conn.prepare_cached(if backwards { WAITING_BACKWARDS } else { WAITING })?
         .query_map(params![backfill_id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
         .collect()
 }
@@ -401,11 +404,10 @@ pub fn claim_runs(
     let list = serde_json::to_string(ids).unwrap_or_default();
     // Runs that a newer run of their date supersedes (an import may bring such) do not count.
     let superseded: i64 = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT COUNT(*) FROM pipeline_run AS r WHERE r.id IN (SELECT value FROM json_each(?1)) \
-             AND EXISTS (SELECT 1 FROM pipeline_run AS newer WHERE newer.backfill_id = r.backfill_id \
-                 AND newer.execution_date IS r.execution_date AND newer.id > r.id)",
-        )?
+             AND EXISTS {NEWER_OF_R}"
+        ))?
         .query_row([&list], |r| r.get(0))?;
     let at = micros(Some(now));
     let mut runs: Vec<PipelineRun> = conn
@@ -423,20 +425,16 @@ pub fn claim_runs(
     add_to_tally(conn, pipeline_uuid, Some(backfill_id), RunStatus::Running.as_str(), k)?;
     add_to_run_count(conn, backfill_id, RunStatus::Initial, -(k - superseded))?;
     add_to_run_count(conn, backfill_id, RunStatus::Running, k - superseded)?;
-    let position: std::collections::HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    runs.sort_by_key(|r| position.get(&r.id).copied());
+    super::sort_as(&mut runs, ids, |r| r.id);
     Ok(runs)
 }
 
 /// Up to `limit` ids of runs whose lease ran out at or before `now`, the soonest first
 /// (index `pipeline_run_lease`: the cost is that of the expired leases alone).
 pub fn expired_leases(conn: &Connection, now: DateTime, limit: u64) -> rusqlite::Result<Vec<i64>> {
-    conn.prepare_cached(
-        "SELECT id FROM pipeline_run INDEXED BY pipeline_run_lease \
-         WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2",
-    )?
-    .query_map(params![micros(Some(now)), i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
-    .collect()
+    conn.prepare_cached(EXPIRED_LEASES)?
+        .query_map(params![micros(Some(now)), i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
+        .collect()
 }
 
 /// When the soonest lease runs out, if any run is leased (one index entry).
@@ -461,15 +459,6 @@ pub fn is_superseded(conn: &Connection, run: &PipelineRun) -> rusqlite::Result<b
     }
 }
 
-/// How many of the backfill's runs, newest of their dates, are in `status` (kept count).
-pub fn run_count(conn: &Connection, backfill_id: i64, status: RunStatus) -> rusqlite::Result<u64> {
-    let n: Option<i64> = conn
-        .prepare_cached("SELECT n FROM backfill_run_count WHERE backfill_id = ?1 AND status = ?2")?
-        .query_row(params![backfill_id, status.as_str()], |r| r.get(0))
-        .optional()?;
-    Ok(n.unwrap_or(0).unsigned_abs())
-}
-
 /// For each date of the backfill whose newest run is in one of `statuses`, a new `initial`
 /// run of that date (its variables and schedule copied, the next attempt), in one
 /// statement, counted; returns how many. Reads every run of the backfill once: the rare
@@ -484,11 +473,8 @@ pub fn repeat_dates(
         return Ok(0);
     }
     let list = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
-    let newest = format!(
-        "FROM pipeline_run AS r WHERE r.backfill_id = ?1 AND r.status IN ({list}) \
-         AND NOT EXISTS (SELECT 1 FROM pipeline_run AS newer WHERE newer.backfill_id = r.backfill_id \
-             AND newer.execution_date IS r.execution_date AND newer.id > r.id)"
-    );
+    let newest =
+        format!("FROM pipeline_run AS r WHERE r.backfill_id = ?1 AND r.status IN ({list}) AND NOT EXISTS {NEWER_OF_R}");
     let moving: Vec<(String, String, i64)> = conn
         .prepare(&format!("SELECT r.pipeline_uuid, r.status, COUNT(*) {newest} GROUP BY r.pipeline_uuid, r.status"))?
         .query_map([backfill_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
@@ -569,16 +555,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
         for (sql, index) in [
-            ("SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting WHERE backfill_id = ?1 AND status = 'initial' \
-              ORDER BY execution_date DESC, id DESC LIMIT ?2", "pipeline_run_waiting"),
-            ("SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting WHERE backfill_id = ?1 AND status = 'initial' \
-              ORDER BY execution_date, id LIMIT ?2", "pipeline_run_waiting"),
-            ("SELECT id FROM pipeline_run INDEXED BY pipeline_run_lease WHERE lease_expires_at IS NOT NULL \
-              AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2", "pipeline_run_lease"),
-            ("SELECT c.backfill_id FROM backfill_run_count AS c INDEXED BY backfill_run_waiting \
-              CROSS JOIN backfill AS b ON b.id = c.backfill_id WHERE c.status = 'initial' AND c.n > 0 \
-              AND c.backfill_id > ?1 AND b.status IN ('initial', 'running') AND b.is_paused = 0 \
-              AND b.pipeline_uuid = ?2 ORDER BY c.backfill_id LIMIT 1", "backfill_run_waiting"),
+            (WAITING, "pipeline_run_waiting"),
+            (WAITING_BACKWARDS, "pipeline_run_waiting"),
+            (EXPIRED_LEASES, "pipeline_run_lease"),
+            (crate::store::backfills::NEXT_CLAIMABLE, "backfill_run_waiting"),
+            (crate::store::backfills::NEXT_CLAIMABLE_IN_PIPELINE, "backfill_run_waiting"),
         ] {
             let plan = plan(&conn, sql);
             assert!(plan.contains(&format!("INDEX {index}")), "{sql}: {plan}");

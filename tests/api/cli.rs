@@ -71,6 +71,19 @@ pub fn serve_with(db: &Path, extra: &[&str], env: &[(&str, &str)], log: Stdio) -
     served
 }
 
+/// Creates, through `server`, a backfill in pipeline `p` of one run a minute from
+/// 2023-01-01 00:00 to `end`; returns its id.
+fn create_minutely(server: &Served, name: &str, end: &str) -> i64 {
+    let created = reply(
+        agent()
+            .post(format!("{}/api/pipelines/p/backfills", server.base))
+            .send_json(json!({"backfill": {"name": name, "start_datetime": "2023-01-01T00:00:00Z",
+                "end_datetime": end, "interval_type": "minute", "interval_units": 1}}))
+            .unwrap(),
+    );
+    created.body["backfill"]["id"].as_i64().unwrap()
+}
+
 pub fn run(args: &[&str], db: &Path) -> std::process::Output {
     Command::new(BIN).args(args).arg("--db").arg(db).stdin(Stdio::null()).output().unwrap()
 }
@@ -225,14 +238,7 @@ fn a_serve_killed_while_starting_a_100000_run_backfill_keeps_all_runs_or_none() 
     let mut server = serve(&db, &[]);
     let client = agent();
     // Every minute from 2023-01-01 00:00 to 2023-03-11 10:39: exactly 100,000 run dates.
-    let created = reply(
-        client
-            .post(format!("{}/api/pipelines/p/backfills", server.base))
-            .send_json(json!({"backfill": {"name": "big", "start_datetime": "2023-01-01T00:00:00Z",
-                "end_datetime": "2023-03-11T10:39:00Z", "interval_type": "minute", "interval_units": 1}}))
-            .unwrap(),
-    );
-    let id = created.body["backfill"]["id"].as_i64().unwrap();
+    let id = create_minutely(&server, "big", "2023-03-11T10:39:00Z");
     let wal_before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
 
     // Start it, and kill the server (SIGKILL) once the transaction is visibly writing.
@@ -336,14 +342,7 @@ fn a_serve_killed_during_a_stream_of_claims_leaves_every_running_run_under_a_lea
     let mut server = serve_with(&db, &fast, &[], Stdio::null());
     let client = agent();
     // 2,000 dates, one a minute.
-    let created = reply(
-        client
-            .post(format!("{}/api/pipelines/p/backfills", server.base))
-            .send_json(json!({"backfill": {"name": "stream", "start_datetime": "2023-01-01T00:00:00Z",
-                "end_datetime": "2023-01-02T09:19:00Z", "interval_type": "minute", "interval_units": 1}}))
-            .unwrap(),
-    );
-    let id = created.body["backfill"]["id"].as_i64().unwrap();
+    let id = create_minutely(&server, "stream", "2023-01-02T09:19:00Z");
     let started =
         client.put(format!("{}/api/backfills/{id}", server.base)).send_json(json!({"backfill": {"status": "initial"}}));
     assert_eq!(started.unwrap().status(), 200);

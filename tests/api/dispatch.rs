@@ -40,12 +40,6 @@ fn get_run(app: &TestApp, id: i64) -> Value {
     r.body["pipeline_run"].clone()
 }
 
-fn backfill(app: &TestApp, id: i64) -> Value {
-    let r = app.get(&format!("/api/backfills/{id}?include_run_count=true"));
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    r.body["backfill"].clone()
-}
-
 /// Every run of the backfill, oldest id first.
 fn runs_of(app: &TestApp, backfill_id: i64) -> Vec<Value> {
     let r = app.get(&format!("/api/pipeline_runs?backfill_id={backfill_id}&_limit=1000"));
@@ -126,7 +120,7 @@ fn a_claim_hands_out_runs_under_a_lease_and_a_report_finishes_them() {
         assert!(r["started_at"].is_string() && r["lease_expires_at"].is_string(), "{r}");
         assert_eq!(r["backfill_id"], id);
     }
-    assert_eq!(backfill(&app, id)["status"], "running");
+    assert_eq!(app.read_backfill(id)["status"], "running");
     let lease = runs[0]["lease_expires_at"].as_str().unwrap().to_string();
 
     // A heartbeat extends the lease; a report with metrics finishes the run and keeps them.
@@ -161,7 +155,7 @@ fn a_claim_hands_out_runs_under_a_lease_and_a_report_finishes_them() {
     // A report by hand (no worker) still works as before, and ends the lease.
     assert_eq!(app.report_run(ids(&runs)[1], "failed").status, 200);
     assert_eq!(get_run(&app, ids(&runs)[1])["lease_expires_at"], Value::Null);
-    assert_eq!(backfill(&app, id)["run_status_counts"], recount(&app, id));
+    assert_eq!(app.read_backfill(id)["run_status_counts"], recount(&app, id));
 }
 
 #[test]
@@ -185,7 +179,7 @@ fn eight_concurrent_claimers_never_run_more_than_the_limit() {
                     // report is sent: never more than the server's own count.
                     let now = held.fetch_add(runs.len() as i64, Ordering::SeqCst) + runs.len() as i64;
                     most.fetch_max(now, Ordering::SeqCst);
-                    let running = backfill(&app, id)["run_status_counts"]["running"].as_u64().unwrap_or(0);
+                    let running = app.read_backfill(id)["run_status_counts"]["running"].as_u64().unwrap_or(0);
                     assert!(running <= 3, "{running} running after a claim answer");
                     if runs.is_empty() {
                         idle += 1;
@@ -215,7 +209,7 @@ fn eight_concurrent_claimers_never_run_more_than_the_limit() {
     assert_eq!(runs.len(), 25);
     assert!(runs.iter().all(|r| r["status"] == "completed"));
     assert_eq!(dates(&runs).into_iter().collect::<BTreeSet<_>>().len(), 25);
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!(b["status"], "completed");
     assert_eq!(b["run_status_counts"], json!({"completed": 25}));
     assert_eq!(b["run_status_counts"], recount(&app, id));
@@ -267,7 +261,7 @@ fn a_lease_left_to_expire_fails_its_run_and_queues_the_date_until_max_attempts()
     assert_eq!(runs.len(), 2);
     assert_eq!((runs[1]["status"].as_str(), runs[1]["attempt"].as_i64()), (Some("initial"), Some(2)));
     assert_eq!(runs[1]["execution_date"], runs[0]["execution_date"]);
-    assert_eq!(backfill(&app, id)["status"], "running");
+    assert_eq!(app.read_backfill(id)["status"], "running");
     // The late holder is told its lease expired, for a heartbeat or a report.
     for status in ["running", "completed"] {
         let late = put_run(&app, first_id, json!({"status": status, "worker": "w1"}));
@@ -288,7 +282,7 @@ fn a_lease_left_to_expire_fails_its_run_and_queues_the_date_until_max_attempts()
     eventually(5, "the second lease expires", || get_run(&app, second_id)["status"] == "failed");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(runs_of(&app, id).len(), 2, "no third attempt");
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!(b["status"], "failed");
     assert!(b["failed_at"].is_string(), "{b}");
     assert_eq!(b["run_status_counts"], json!({"failed": 1}));
@@ -328,7 +322,7 @@ fn cancelling_a_backfill_tells_the_holders_to_stop() {
         assert_eq!((r["status"].as_str(), &r["lease_expires_at"]), (Some("cancelled"), &Value::Null));
     }
     assert!(claimed(&app, json!({"worker": "w"})).is_empty());
-    assert_eq!(backfill(&app, id)["run_status_counts"], json!({"cancelled": 25}));
+    assert_eq!(app.read_backfill(id)["run_status_counts"], json!({"cancelled": 25}));
 }
 
 /// A started backfill of four dates whose newest runs are completed, failed, cancelled and
@@ -339,7 +333,7 @@ fn four_finished_dates(app: &TestApp, reprocess: &str) -> (i64, Vec<i64>) {
     for (run, status) in runs.iter().zip(["completed", "failed", "cancelled", "completed"]) {
         assert_eq!(app.report_run(*run, status).status, 200);
     }
-    assert_eq!(backfill(app, id)["status"], "failed");
+    assert_eq!(app.read_backfill(id)["status"], "failed");
     (id, runs)
 }
 
@@ -365,7 +359,7 @@ fn run_again_repeats_the_dates_each_reprocess_behaviour_names() {
             "{reprocess}"
         );
         assert!(new.iter().all(|r| r["status"] == "initial" && r["attempt"] == 2), "{reprocess}: {new:?}");
-        assert_eq!(backfill(&app, id)["run_status_counts"], recount(&app, id), "{reprocess}");
+        assert_eq!(app.read_backfill(id)["run_status_counts"], recount(&app, id), "{reprocess}");
         // Dates with a waiting run never get another: now nothing is left to run again.
         let message = assert_error(&app.put_backfill(id, json!({"status": "initial"})), 409, "record_conflict");
         assert!(message.contains("nothing to run again"), "{message}");
@@ -388,7 +382,7 @@ fn retry_queues_one_date_of_a_finished_run() {
     let new = &retried.body["pipeline_run"];
     assert_eq!((new["status"].as_str(), new["attempt"].as_i64()), (Some("initial"), Some(2)));
     assert_eq!(new["execution_date"], get_run(&app, old[1])["execution_date"]);
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!((b["status"].as_str(), &b["failed_at"]), (Some("running"), &Value::Null));
     assert_eq!(b["run_status_counts"], recount(&app, id));
     let new_id = new["id"].as_i64().unwrap();
@@ -405,7 +399,7 @@ fn retry_queues_one_date_of_a_finished_run() {
     // Completed and cancelled runs can be retried too.
     assert_eq!(post(old[0]).status, 200);
     assert_eq!(post(old[2]).status, 200);
-    assert_eq!(backfill(&app, id)["run_status_counts"], recount(&app, id));
+    assert_eq!(app.read_backfill(id)["run_status_counts"], recount(&app, id));
 }
 
 #[test]
@@ -444,7 +438,7 @@ fn bad_claims_and_reports_are_400s_that_name_the_field_and_write_nothing() {
         404,
         "record_not_found",
     );
-    assert_eq!(backfill(&app, id)["run_status_counts"], json!({"initial": 25}), "nothing was claimed");
+    assert_eq!(app.read_backfill(id)["run_status_counts"], json!({"initial": 25}), "nothing was claimed");
 
     let run = claimed(&app, json!({"worker": "w"}))[0]["id"].as_i64().unwrap();
     for (record, field) in [
@@ -507,7 +501,7 @@ fn a_backfill_failed_while_dates_waited_resumes_them_when_run_again_and_ends_fai
     assert_eq!(put_run(&app, ids(&runs)[0], json!({"status": "completed", "worker": "w"})).status, 200);
     assert_eq!(put_run(&app, ids(&runs)[1], json!({"status": "failed", "worker": "w"})).status, 200);
     // Mage's rule: failed as soon as a date fails; its waiting dates are no longer handed out.
-    assert_eq!(backfill(&app, id)["status"], "failed");
+    assert_eq!(app.read_backfill(id)["status"], "failed");
     assert!(claimed(&app, json!({"worker": "w", "backfill_id": id})).is_empty());
     // Run again (reprocess `none`): nothing to repeat, but the three waiting dates resume.
     let again = app.put_backfill(id, json!({"status": "initial"}));
@@ -518,14 +512,14 @@ fn a_backfill_failed_while_dates_waited_resumes_them_when_run_again_and_ends_fai
         let runs = claimed(&app, json!({"worker": "w", "backfill_id": id}));
         let Some(run) = runs.first() else { break };
         // Claims do not turn it failed again while dates remain.
-        assert_eq!(backfill(&app, id)["status"], "running");
+        assert_eq!(app.read_backfill(id)["status"], "running");
         let done = put_run(&app, run["id"].as_i64().unwrap(), json!({"status": "completed", "worker": "w"}));
         assert_eq!(done.status, 200);
         handed.push(run["id"].clone());
     }
     assert_eq!(handed.len(), 3, "every waiting date was handed out");
     // The date left failed makes it failed once nothing else is left.
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!((b["status"].as_str(), b["failed_at"].is_string()), (Some("failed"), true), "{b}");
     assert_eq!(b["run_status_counts"], json!({"completed": 4, "failed": 1}));
     assert_error(&app.put_backfill(id, json!({"status": "initial"})), 409, "record_conflict");
@@ -556,7 +550,7 @@ fn paused_at_create_and_old_settings_do_not_block_pause_or_cancel() {
     let mut fields = seed_fields("paused");
     fields["is_paused"] = json!(true);
     let id = app.create_backfill("p", fields);
-    assert_eq!(backfill(&app, id)["is_paused"], true);
+    assert_eq!(app.read_backfill(id)["is_paused"], true);
     assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
     assert!(claimed(&app, json!({"worker": "w"})).is_empty());
     // A value stored before these rules (written into the file directly, as a file of an

@@ -122,6 +122,13 @@ impl TestApp {
         reply(self.agent.run(req.body(body).unwrap()).unwrap())
     }
 
+    /// `GET /api/backfills/{id}?include_run_count=true`'s backfill (asserting a 200).
+    pub fn read_backfill(&self, id: i64) -> Value {
+        let r = self.get(&format!("/api/backfills/{id}?include_run_count=true"));
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["backfill"].clone()
+    }
+
     /// Creates a backfill in `pipeline` through the API and returns its id.
     pub fn create_backfill(&self, pipeline: &str, fields: Value) -> i64 {
         let r = self.send("POST", &format!("/api/pipelines/{pipeline}/backfills"), &json!({ "backfill": fields }));

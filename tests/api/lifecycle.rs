@@ -6,12 +6,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, seed_fields, spawn_app, spawn_app_limited, TestApp};
 
-fn backfill(app: &TestApp, id: i64) -> Value {
-    let r = app.get(&format!("/api/backfills/{id}?include_run_count=true"));
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    r.body["backfill"].clone()
-}
-
 fn count_backfills(app: &TestApp) -> u64 {
     app.get("/api/backfills").body["metadata"]["count"].as_u64().unwrap()
 }
@@ -61,7 +55,7 @@ fn the_whole_lifecycle_of_the_seed_backfill() {
     assert_eq!(started.body["backfill"]["status"], "initial");
     assert!(started.body["backfill"]["started_at"].is_string());
     let schedule_id = started.body["backfill"]["pipeline_schedule_id"].as_i64().unwrap();
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!(b["total_run_count"], 25);
     assert_eq!(b["run_status_counts"], json!({"initial": 25}));
 
@@ -83,7 +77,7 @@ fn the_whole_lifecycle_of_the_seed_backfill() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(r.body["pipeline_run"]["started_at"].is_string());
     assert_eq!(r.body["pipeline_run"]["completed_at"], Value::Null);
-    assert_eq!(backfill(&app, id)["status"], "running");
+    assert_eq!(app.read_backfill(id)["status"], "running");
 
     // All but the last complete: still running.
     for run in &run_ids[..24] {
@@ -91,14 +85,14 @@ fn the_whole_lifecycle_of_the_seed_backfill() {
         assert_eq!(r.status, 200);
         assert!(r.body["pipeline_run"]["completed_at"].is_string());
     }
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!(b["status"], "running");
     assert_eq!(b["run_status_counts"], json!({"completed": 24, "initial": 1}));
     assert_eq!(b["completed_at"], Value::Null);
 
     // The last completes: the backfill is completed.
     app.report_run(run_ids[24], "completed");
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!(b["status"], "completed");
     assert!(b["completed_at"].is_string());
     assert_eq!(b["run_status_counts"], json!({"completed": 25}));
@@ -125,7 +119,7 @@ fn a_failed_run_fails_the_backfill_with_failed_at() {
     let runs = app.run_ids(id);
     app.report_run(runs[3], "running");
     app.report_run(runs[3], "failed");
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!(b["status"], "failed");
     assert!(b["failed_at"].is_string());
     assert_eq!(b["run_status_counts"], json!({"failed": 1, "initial": 24}));
@@ -142,12 +136,12 @@ fn cancel_cancels_the_unfinished_runs_and_the_backfill() {
     let r = app.put_backfill(id, json!({"status": "cancelled"}));
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["backfill"]["status"], "cancelled");
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!(b["run_status_counts"], json!({"completed": 1, "cancelled": 24}));
     // Cancelling again changes nothing; a cancelled run cannot run again.
     assert_eq!(app.put_backfill(id, json!({"status": "cancelled"})).status, 200);
     assert_error(&app.report_run(runs[5], "running"), 409, "record_conflict");
-    assert_eq!(backfill(&app, id)["status"], "cancelled");
+    assert_eq!(app.read_backfill(id)["status"], "cancelled");
 }
 
 #[test]
@@ -166,9 +160,9 @@ fn cancelling_a_completed_backfill_is_a_409() {
     let id = app.create_backfill("p", json!({"name": "one", "start_datetime": "2023-01-01", "end_datetime": "2023-01-01", "interval_type": "day", "interval_units": 1}));
     app.put_backfill(id, json!({"status": "initial"}));
     app.report_run(app.run_ids(id)[0], "completed");
-    assert_eq!(backfill(&app, id)["status"], "completed");
+    assert_eq!(app.read_backfill(id)["status"], "completed");
     assert_error(&app.put_backfill(id, json!({"status": "cancelled"})), 409, "record_conflict");
-    assert_eq!(backfill(&app, id)["status"], "completed");
+    assert_eq!(app.read_backfill(id)["status"], "completed");
 }
 
 #[test]
@@ -180,7 +174,7 @@ fn starting_twice_with_nothing_to_run_again_is_a_409_that_creates_nothing() {
     let second = app.put_backfill(id, json!({"status": "initial"}));
     assert_error(&second, 409, "record_conflict");
     assert!(second.body["error"]["message"].as_str().unwrap().contains("nothing to run again"), "{:?}", second.body);
-    let now = backfill(&app, id);
+    let now = app.read_backfill(id);
     assert_eq!(first.body["backfill"]["started_at"], now["started_at"]);
     assert_eq!(first.body["backfill"]["pipeline_schedule_id"], now["pipeline_schedule_id"]);
     assert_eq!(app.get("/api/pipeline_runs").body["metadata"]["count"], 25);
@@ -228,11 +222,11 @@ fn invalid_creates_are_400s_that_store_nothing() {
 fn updates_change_the_writable_keys_and_move_updated_at() {
     let app = spawn_app();
     let id = app.create_backfill("p", json!({"name": "draft"}));
-    let before = backfill(&app, id);
+    let before = app.read_backfill(id);
     std::thread::sleep(std::time::Duration::from_millis(2));
     let r = app.put_backfill(id, seed_fields("final"));
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let after = backfill(&app, id);
+    let after = app.read_backfill(id);
     assert_eq!(after["name"], "final");
     assert_eq!(after["total_run_count"], 25);
     assert_ne!(after["updated_at"], before["updated_at"]);
@@ -252,7 +246,7 @@ fn updates_change_the_writable_keys_and_move_updated_at() {
     assert_error(&app.put_backfill(id, json!({"name": ""})), 400, "record_invalid");
     assert_error(&app.put_backfill(id, json!({"status": "running"})), 400, "record_invalid");
     assert_error(&app.put_backfill(id, json!({"status": "paused"})), 400, "record_invalid");
-    assert_eq!(backfill(&app, id)["name"], "final");
+    assert_eq!(app.read_backfill(id)["name"], "final");
     assert_error(&app.put_backfill(id + 100, json!({"name": "x"})), 404, "record_not_found");
 }
 
@@ -275,7 +269,7 @@ fn a_started_backfill_keeps_its_dates() {
     let mut same = seed_fields("renamed");
     same["variables"] = json!({"a": 1});
     assert_eq!(app.put_backfill(id, same).status, 200);
-    assert_eq!(backfill(&app, id)["total_run_count"], 25);
+    assert_eq!(app.read_backfill(id)["total_run_count"], 25);
 }
 
 #[test]
@@ -301,7 +295,7 @@ fn a_backfill_over_max_runs_is_refused_before_anything_is_written() {
     let id = app.create_backfill("p", seed_fields("x"));
     let message = assert_error(&app.put_backfill(id, json!({"status": "initial"})), 400, "record_invalid");
     assert!(message.contains("25") && message.contains("24") && message.contains("--max-runs"), "{message}");
-    let b = backfill(&app, id);
+    let b = app.read_backfill(id);
     assert_eq!(b["status"], Value::Null);
     assert_eq!(b["started_at"], Value::Null);
     assert_eq!(app.get("/api/pipeline_runs").body["metadata"]["count"], 0);
@@ -404,5 +398,5 @@ fn a_runs_date_variables_win_over_the_backfills_own() {
     assert_eq!(variables["keep"], json!([1, 2]));
     assert_eq!(variables["interval_start_datetime_previous"], "2023-03-01T00:00:00+00:00");
     // The backfill keeps its own.
-    assert_eq!(backfill(&app, id)["variables"]["ds"], "not a date");
+    assert_eq!(app.read_backfill(id)["variables"]["ds"], "not a date");
 }
