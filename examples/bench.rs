@@ -38,7 +38,7 @@
 //! (200 with --quick) send the head and all but the last byte of a 1 MiB body each, and
 //! stall: its latencies and the server's peak memory are the row "during 2000 stalled
 //! bodies". After the last scenario the bench waits idle (11 s; 2 s with --quick) and prints
-//! the WAL size then (the server is expected to have truncated it to at most 64 MiB). Only
+//! the WAL size then (the server is expected to have truncated it to at most 128 MiB). Only
 //! errors, scenarios with no answered request and an expiry sweep that did not act on its
 //! 1,000 leases fail the run.
 //!
@@ -1092,7 +1092,7 @@ fn main() {
     drop(attack.join().unwrap());
     let expiry_selected = bench.selected(&[EXPIRY]);
     let rows = bench.rows;
-    // Idle, the server is expected to truncate the WAL (to at most 64 MiB).
+    // Idle, the server is expected to truncate the WAL (to at most 128 MiB).
     let idle = if o.quick { 2 } else { 11 };
     std::thread::sleep(Duration::from_secs(idle));
     let wal_idle = file_size(&server.wal);

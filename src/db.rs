@@ -154,16 +154,17 @@ pub struct Tuning {
     /// How often the checkpointer copies committed pages from the WAL into the database and
     /// checks that the file is still there.
     pub checkpoint_every: Duration,
-    /// The WAL's size bound: past it the checkpointer makes the next write start the log over
-    /// (RESTART), SQLite then cuts the file back to it (`journal_size_limit`), and once the
-    /// writes have paused for `idle` the checkpointer empties it (TRUNCATE).
+    /// The WAL's bound: once its frames pass it the checkpointer makes the next write start
+    /// the log over (RESTART); a file grown past twice this is cut back to that then
+    /// (`journal_size_limit`), and once the writes have paused for `idle` a file past this is
+    /// emptied (TRUNCATE).
     pub wal_limit: u64,
     pub idle: Duration,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { checkpoint_every: Duration::from_millis(200), wal_limit: 64 << 20, idle: Duration::from_secs(1) }
+        Tuning { checkpoint_every: Duration::from_millis(200), wal_limit: 128 << 20, idle: Duration::from_secs(1) }
     }
 }
 
@@ -171,18 +172,22 @@ impl Default for Tuning {
 /// committing connection once the WAL passes 1000 pages, makes the request that commits a
 /// big write (a 100,000-run start) also copy all of it back into the database file: 13% of
 /// that request. Pooled connections turn that off and this thread does it instead, PASSIVE
-/// (it never waits for readers or writers). A WAL grown past `Tuning::wal_limit` gets a
-/// RESTART checkpoint, taken with the server's writer held (no write starts meanwhile), so
-/// that the next write starts the log over (and `journal_size_limit` cuts the file back):
-/// under a steady stream of writes a PASSIVE checkpoint never catches up with the last frame, and SQLite alone then grows the
-/// WAL without end (1.5 GB in 8 s of creates, examples/bench.rs). When the writes pause, a
-/// TRUNCATE empties it. It also checks, each time, that the data file is still the one
-/// opened, and logs an error the first time it is not. It stops, truncating the WAL, when
-/// the last `Pool` clone is dropped, which waits for it.
+/// (it never waits for readers or writers).
+///
+/// Under a steady stream of writes a PASSIVE checkpoint never catches up with the last
+/// frame, and SQLite starts the log over only after one that did: alone, it grows the WAL
+/// without end (1.5 GB in 8 s of creates, examples/bench.rs). So once the WAL's frames pass
+/// `Tuning::wal_limit`, this thread restarts it (see `restart`), holding the server's writer
+/// for the last step only. When the writes pause, a TRUNCATE empties a WAL file past the
+/// limit. It also checks, each time, that the data file is still the one opened, and logs
+/// an error the first time it is not. It stops, truncating the WAL, when the last `Pool`
+/// clone is dropped, which waits for it.
 struct Checkpointer {
     conn: Connection,
     wal: PathBuf,
     tuning: Tuning,
+    /// The bytes of one WAL frame: a page and its 24-byte header.
+    frame_bytes: u64,
     watch: Arc<FileWatch>,
     writer: Arc<Mutex<Connection>>,
     last_frames: i64,
@@ -197,10 +202,15 @@ impl Checkpointer {
         watch: Arc<FileWatch>,
         writer: Arc<Mutex<Connection>>,
     ) -> Result<Periodic, OpenError> {
+        let conn = connect(path)?;
+        let page_size: u32 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(|source| OpenError::Sqlite { path: path.to_path_buf(), source })?;
         let state = Checkpointer {
-            conn: connect(path)?,
+            conn,
             wal: wal_path(path),
             tuning,
+            frame_bytes: u64::from(page_size) + 24,
             watch,
             writer,
             last_frames: -1,
@@ -231,19 +241,59 @@ impl Checkpointer {
             self.last_frames = frames;
             self.unchanged_since = Instant::now();
         }
-        if std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > self.tuning.wal_limit) {
-            let idle = frames == copied && self.unchanged_since.elapsed() >= self.tuning.idle;
-            let mode = if idle { "TRUNCATE" } else { "RESTART" };
-            // With the server's writer held, so that the checkpoint gets its turn at once
-            // instead of polling for SQLite's write lock between back-to-back writes: under
-            // 5,000 writes a second it otherwise won only with the WAL at 400 MiB, and then held
-            // writers for 750 ms (examples/bench.rs, the claim loop). Now each holds them for
-            // 35 to 58 ms, about every 0.4 s while workers report 2,000 runs a second: the
-            // claims' p99 there.
-            let _turn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Err(e) = checkpoint(&self.conn, mode) {
-                log::warn!("WAL checkpoint ({mode}) failed (will retry): {e}");
+        let idle = frames == copied && self.unchanged_since.elapsed() >= self.tuning.idle;
+        if idle {
+            if std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > self.tuning.wal_limit) {
+                let _turn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Err(e) = checkpoint(&self.conn, "TRUNCATE") {
+                    log::warn!("WAL checkpoint (TRUNCATE) failed (will retry): {e}");
+                }
             }
+        } else if frames.unsigned_abs() * self.frame_bytes > self.tuning.wal_limit {
+            self.restart(copied);
+        }
+    }
+
+    /// Makes the next write start the log over: a RESTART checkpoint with the server's writer
+    /// held, so that it gets its turn at once instead of polling for SQLite's write lock
+    /// between back-to-back writes (under 5,000 writes a second it otherwise won only with
+    /// the WAL at 400 MiB, and then held the writes for 750 ms).
+    ///
+    /// What it does while the writes wait is kept to what the last few milliseconds wrote. A
+    /// checkpoint syncs the database file only when it copied the WAL's last frame, which
+    /// under steady writes the PASSIVE ones never do, so the held one would flush every page
+    /// they copied (at about 10 µs a page here). So first, without the writer: sync those,
+    /// then copy what came meanwhile and sync it again, until a round copies few frames
+    /// (`CAUGHT_UP_FRAMES`, at most `CATCH_UP_ROUNDS`), and sync the WAL. The held step then
+    /// copies and syncs the pages written since. `copied` is how many frames the round's
+    /// PASSIVE checkpoint left copied. Under claims and reports at 2,000 runs a second on the
+    /// bench file (examples/bench.rs), a restart held the writes for 35 to 58 ms, every
+    /// 0.4 s, before these steps (with the bound then at 64 MiB), and for 0.4 to 8.2 ms, 2 to
+    /// 4 ms at the median, about every 0.9 s after (five runs).
+    fn restart(&mut self, copied: i64) {
+        use rusqlite::ffi::{SQLITE_FCNTL_FILE_POINTER, SQLITE_FCNTL_JOURNAL_POINTER};
+        let ahead = || -> rusqlite::Result<()> {
+            sync_file(&self.conn, SQLITE_FCNTL_FILE_POINTER)?;
+            let mut before = copied;
+            for _ in 0..CATCH_UP_ROUNDS {
+                let (_, now) = checkpoint(&self.conn, "PASSIVE")?;
+                sync_file(&self.conn, SQLITE_FCNTL_FILE_POINTER)?;
+                if now - before <= CAUGHT_UP_FRAMES {
+                    break;
+                }
+                before = now;
+            }
+            sync_file(&self.conn, SQLITE_FCNTL_JOURNAL_POINTER)
+        };
+        if let Err(e) = ahead() {
+            // The held checkpoint below syncs all of it anyway, only with the writes waiting.
+            log::warn!("WAL checkpoint: syncing ahead of the restart failed: {e}");
+        }
+        let _turn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = Instant::now();
+        match checkpoint(&self.conn, "RESTART") {
+            Ok(_) => log::debug!("WAL restarted; the writes waited {:.2} ms", held.elapsed().as_secs_f64() * 1e3),
+            Err(e) => log::warn!("WAL checkpoint (RESTART) failed (will retry): {e}"),
         }
     }
 
@@ -252,6 +302,35 @@ impl Checkpointer {
         if !self.watch.lost.load(Ordering::Acquire) {
             let _ = checkpoint(&self.conn, "TRUNCATE");
         }
+    }
+}
+
+/// At most how many times `Checkpointer::restart` copies and syncs what came in meanwhile
+/// before it holds the writes, and how few frames copied say it has caught up.
+const CATCH_UP_ROUNDS: usize = 4;
+const CAUGHT_UP_FRAMES: i64 = 256;
+
+/// Syncs the connection's database file (`SQLITE_FCNTL_FILE_POINTER`) or its WAL
+/// (`SQLITE_FCNTL_JOURNAL_POINTER`) through SQLite's own file handle, as a checkpoint does.
+/// (A second handle of our own would not do: closing it would drop the process's POSIX locks
+/// on the file, SQLite's included.) A file not open yet has nothing to sync.
+fn sync_file(conn: &Connection, which: std::ffi::c_int) -> rusqlite::Result<()> {
+    use rusqlite::ffi;
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: the handle is the connection's own and is used on this thread only, while
+    // `conn` is borrowed; the file control writes a `sqlite3_file` pointer (or null) into
+    // `file`, which SQLite keeps open while the connection is; a file's `pMethods` is
+    // null unless it is open, and `xSync` is then SQLite's own VFS function.
+    let rc = unsafe {
+        let rc = ffi::sqlite3_file_control(conn.handle(), c"main".as_ptr(), which, (&raw mut file).cast());
+        match file.as_ref().and_then(|f| f.pMethods.as_ref()).and_then(|m| m.xSync) {
+            Some(sync) if rc == ffi::SQLITE_OK => sync(file, ffi::SQLITE_SYNC_NORMAL),
+            _ => rc,
+        }
+    };
+    match rc {
+        ffi::SQLITE_OK => Ok(()),
+        code => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some("sync".into()))),
     }
 }
 
@@ -565,13 +644,15 @@ pub fn open_pool_tuned(path: &Path, size: u32, tuning: Tuning) -> Result<Pool, O
     drop(open(path)?);
     let lock = lock_for_serving(path)?;
     let watch = Arc::new(FileWatch::new(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?);
-    let wal_limit = i64::try_from(tuning.wal_limit).unwrap_or(i64::MAX);
+    // Past twice the bound a WAL file is cut back (see `Tuning::wal_limit`); below it, a file
+    // that a restart leaves at its size is written over, not cut and grown again each time.
+    let wal_file_limit = i64::try_from(tuning.wal_limit.saturating_mul(2)).unwrap_or(i64::MAX);
     let manager = SqliteConnectionManager::file(path)
         .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_init(move |c| {
             configure(c)?;
             c.pragma_update(None, "wal_autocheckpoint", 0)?;
-            c.pragma_update(None, "journal_size_limit", wal_limit)?;
+            c.pragma_update(None, "journal_size_limit", wal_file_limit)?;
             // The pool's connections only read: writes go through `writer`, one at a time.
             c.pragma_update(None, "query_only", true)
         });
@@ -591,7 +672,7 @@ pub fn open_pool_tuned(path: &Path, size: u32, tuning: Tuning) -> Result<Pool, O
     let sqlite = |source| OpenError::Sqlite { path: path.to_path_buf(), source };
     let writer = connect(path)?;
     writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite)?;
-    writer.pragma_update(None, "journal_size_limit", wal_limit).map_err(sqlite)?;
+    writer.pragma_update(None, "journal_size_limit", wal_file_limit).map_err(sqlite)?;
     writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(sqlite)?;
     let writer = Arc::new(Mutex::new(writer));
     let checkpointer = Checkpointer::start(path, tuning, watch.clone(), writer.clone())?;
@@ -818,6 +899,38 @@ mod tests {
         std::fs::rename(&fresh, &other).unwrap();
         let e = pool.check_file().unwrap_err();
         assert!(e.to_string().contains("replaced"), "{e}");
+    }
+
+    #[test]
+    fn a_wal_under_steady_writes_starts_over_near_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let tuning = Tuning {
+            checkpoint_every: Duration::from_millis(10),
+            wal_limit: 1 << 20,
+            // Never idle here: only the restart can keep the WAL in bounds.
+            idle: Duration::from_secs(3600),
+        };
+        let pool = open_pool_tuned(&path, 1, tuning).unwrap();
+        pool.writer().execute_batch("CREATE TABLE filler (x)").unwrap();
+        let wal = wal_path(&path);
+        // Back to back, as the server's writer commits: 12,000 rows of 3,000 bytes, a page
+        // each, about 48 MiB of WAL frames in all.
+        let (mut largest, mut last, mut cut) = (0, 0, 0);
+        for _ in 0..12_000 {
+            pool.writer().execute("INSERT INTO filler VALUES (randomblob(3000))", []).unwrap();
+            let size = std::fs::metadata(&wal).unwrap().len();
+            largest = largest.max(size);
+            cut += usize::from(size < last);
+            last = size;
+        }
+        // The log started over again and again (each time the file was cut back to twice the
+        // bound) and never held more than a fraction of what went through it. (How far past
+        // the bound it grows between restarts depends on the disk's syncs: 7 to 10 MiB here.)
+        assert!(cut >= 3, "the WAL was cut back {cut} times");
+        assert!(largest < 24 << 20, "the WAL grew to {largest} bytes");
+        let n: i64 = pool.get().unwrap().query_row("SELECT COUNT(*) FROM filler", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 12_000);
     }
 
     #[test]
