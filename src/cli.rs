@@ -25,6 +25,65 @@ pub enum Command {
     /// Manage the OAuth tokens that `--require-auth` asks for.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Claim runs from a server and run a command once per run date (or simulate one).
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("work").required(true).args(["exec", "simulate"])))]
+pub struct WorkerArgs {
+    /// The server to claim from.
+    #[arg(long, env = "BACKFILLD_SERVER", default_value = "http://127.0.0.1:6789")]
+    pub server: String,
+    /// The server's API key, when it requires auth.
+    #[arg(long, env = "BACKFILLD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// An OAuth token (`backfilld token create`), when the server requires auth.
+    #[arg(long, env = "BACKFILLD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The name the worker claims under [default: host name and process id].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How many runs at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub concurrency: u64,
+    /// Claim only runs of this pipeline.
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// Claim only runs of this backfill.
+    #[arg(long)]
+    pub backfill: Option<i64>,
+    /// The lease each claim and heartbeat asks for (the worker heartbeats every third of it).
+    #[arg(long, default_value = "60s")]
+    pub lease: String,
+    /// Run `sh -c CMD` for each run, with the run's variables in its environment and the run's
+    /// JSON on standard input; exit status 0 completes the run, anything else fails it.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Kill a command's whole process group once it has run this long, and fail the run.
+    #[arg(long, conflicts_with = "simulate")]
+    pub timeout: Option<String>,
+    /// Run no command: each run waits a time from --duration, then completes or fails.
+    #[arg(long)]
+    pub simulate: bool,
+    /// A simulated run's duration: LOW..HIGH (e.g. 2s..10s) or one duration.
+    #[arg(long, default_value = "100ms..1s", conflicts_with = "exec")]
+    pub duration: String,
+    /// The share of simulated runs that fail: 0 to 1, or a percentage.
+    #[arg(long, default_value = "0", conflicts_with = "exec")]
+    pub fail_rate: String,
+    /// Makes each simulated outcome a function of the seed, the backfill, the date and the
+    /// attempt alone: the same seed on the same data gives the same outcomes.
+    #[arg(long, conflicts_with = "exec")]
+    pub seed: Option<u64>,
+    /// Exit once nothing is left to claim, nothing is held and nothing in scope runs; the exit
+    /// status is 1 if a run it executed failed.
+    #[arg(long)]
+    pub until_idle: bool,
+    /// After Ctrl-C or SIGTERM, how long running commands may still take before they are
+    /// killed (their leases then run out); a second Ctrl-C stops at once.
+    #[arg(long, default_value = "30s")]
+    pub grace: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -136,5 +195,16 @@ mod tests {
         let cli = Cli::try_parse_from(["backfilld", "serve", "--api-key", "a", "--api-key", "b"]).unwrap();
         let Some(Command::Serve(args)) = cli.command else { panic!("not serve") };
         assert_eq!(args.api_keys, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_worker_needs_work_and_one_kind_of_it() {
+        assert!(Cli::try_parse_from(["backfilld", "worker"]).is_err());
+        assert!(Cli::try_parse_from(["backfilld", "worker", "--exec", "true", "--simulate"]).is_err());
+        assert!(Cli::try_parse_from(["backfilld", "worker", "--exec", "true", "--seed", "7"]).is_err());
+        assert!(Cli::try_parse_from(["backfilld", "worker", "--simulate", "--timeout", "1s"]).is_err());
+        let cli = Cli::try_parse_from(["backfilld", "worker", "--simulate", "--seed", "7"]).unwrap();
+        let Some(Command::Worker(args)) = cli.command else { panic!("not worker") };
+        assert_eq!((args.seed, args.concurrency, args.lease.as_str()), (Some(7), 1, "60s"));
     }
 }

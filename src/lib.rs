@@ -6,7 +6,8 @@
 //! failing with `error::Error`; `store` all SQL; `model` the domain types and their
 //! validation; `schedule` and `datetime` the pure run-date and datetime logic; `db` the
 //! connection policy; `token` token and key hashing; `logging` the log's rate limit;
-//! `periodic` the background threads' loop. `run` builds the server on an already-bound listener, so tests can
+//! `periodic` the background threads' loop; `worker` the `backfilld worker` client, which
+//! reaches the server over HTTP alone. `run` builds the server on an already-bound listener, so tests can
 //! bind port 0.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod queries;
 pub mod schedule;
 pub mod store;
 pub mod token;
+pub mod worker;
 
 use std::net::TcpListener;
 

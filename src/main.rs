@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => commands::serve(args).map(|()| String::new()),
         Some(Command::Import(args)) => commands::import(args),
         Some(Command::Token(cmd)) => commands::token(cmd),
+        Some(Command::Worker(args)) => return commands::worker(args),
     };
     match outcome {
         Ok(out) => {

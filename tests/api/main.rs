@@ -9,3 +9,4 @@ mod errors;
 mod hardening;
 mod helpers;
 mod lifecycle;
+mod worker;

@@ -1,0 +1,236 @@
+//! The worker's side of the HTTP API: claim, heartbeat and report, and the few reads it
+//! makes. Nothing else: a worker never touches the data file, so it can run on another
+//! machine than the server.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// Why a call did not give the answer asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No answer: the server is down, unreachable, or too slow. Worth retrying.
+    #[error("the server at {server} did not answer: {detail}")]
+    Unreachable { server: String, detail: String },
+    /// A 5xx answer (503 when it sheds load or cannot write). Worth retrying.
+    #[error("the server answered {status}: {message}")]
+    Server { status: u16, message: String },
+    /// 409: the run is no longer this worker's (cancelled, lease expired, held by another).
+    #[error("{0}")]
+    Conflict(String),
+    /// Any other 4xx: a wrong key or token, or a request the server refuses. Not retried.
+    #[error("the server refused the request ({status}): {message}")]
+    Refused { status: u16, message: String },
+}
+
+impl CallError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CallError::Unreachable { .. } | CallError::Server { .. })
+    }
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub pipeline_uuid: Option<String>,
+    pub backfill_id: Option<i64>,
+}
+
+/// A client of one server, with the API key and token it presents on every request.
+#[derive(Clone)]
+pub struct Api {
+    agent: ureq::Agent,
+    base: String,
+    api_key: Option<String>,
+    token: Option<String>,
+}
+
+impl Api {
+    /// A client of `server`: `http://HOST[:PORT]`, or `HOST:PORT` alone. Checks only the
+    /// form; `check` asks the server.
+    pub fn new(server: &str, api_key: Option<String>, token: Option<String>, pool: usize) -> Result<Api, String> {
+        let base = base_url(server)?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .max_idle_connections_per_host(pool.max(2))
+            .max_idle_connections(pool.max(2))
+            .build()
+            .into();
+        let blank = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        Ok(Api { agent, base, api_key: blank(api_key), token: blank(token) })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
+        let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(key) = &self.api_key {
+            req = req.header("X-API-KEY", key);
+        }
+        if let Some(token) = &self.token {
+            req = req.header("OAUTH-TOKEN", token);
+        }
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("Content-Type", "application/json");
+                serde_json::to_vec(b).unwrap_or_default()
+            }
+            None => vec![],
+        };
+        let unreachable = |detail: String| CallError::Unreachable { server: self.base.clone(), detail };
+        let request = req.body(bytes).map_err(|e| unreachable(e.to_string()))?;
+        let mut resp = self.agent.run(request).map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().map_err(|e| unreachable(e.to_string()))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        let message = value["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| text.chars().take(300).collect::<String>());
+        Err(match status {
+            409 => CallError::Conflict(message),
+            500.. => CallError::Server { status, message },
+            _ => CallError::Refused { status, message },
+        })
+    }
+
+    /// Asks the server whether it is there (`/api/status`) and takes the key and token
+    /// (a listing of no backfills): before a worker claims anything.
+    pub fn check(&self) -> Result<(), String> {
+        let say = |e: CallError| match e {
+            CallError::Unreachable { .. } => format!(
+                "{e}; is backfilld serving there? Start it with `backfilld serve`, or pass --server URL (or set \
+                 BACKFILLD_SERVER)"
+            ),
+            CallError::Refused { status: 401 | 403, .. } => format!(
+                "{e}; pass the server's API key and a token with --api-key and --token (or BACKFILLD_API_KEY and \
+                 BACKFILLD_TOKEN)"
+            ),
+            other => other.to_string(),
+        };
+        self.call("GET", "/api/status", None).map_err(say)?;
+        self.call("GET", "/api/backfills?_limit=0", None).map_err(say)?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` runs for `worker` under a lease of `lease_seconds`.
+    pub fn claim(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease_seconds: u64,
+        scope: &Scope,
+    ) -> Result<Vec<Value>, CallError> {
+        let mut body = json!({"worker": worker, "limit": limit, "lease_seconds": lease_seconds});
+        if let Some(p) = &scope.pipeline_uuid {
+            body["pipeline_uuid"] = json!(p);
+        }
+        if let Some(b) = scope.backfill_id {
+            body["backfill_id"] = json!(b);
+        }
+        let answer = self.call("POST", "/api/pipeline_runs/claim", Some(&body))?;
+        Ok(answer["pipeline_runs"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Renews `worker`'s lease on run `id`.
+    pub fn heartbeat(&self, id: i64, worker: &str) -> Result<(), CallError> {
+        let body = json!({"pipeline_run": {"status": "running", "worker": worker}});
+        self.call("PUT", &format!("/api/pipeline_runs/{id}"), Some(&body)).map(drop)
+    }
+
+    /// Reports run `id` finished, `completed` or `failed`, with its metrics.
+    pub fn report(&self, id: i64, worker: &str, completed: bool, metrics: &Value) -> Result<(), CallError> {
+        let status = if completed { "completed" } else { "failed" };
+        let body = json!({"pipeline_run": {"status": status, "worker": worker, "metrics": metrics}});
+        self.call("PUT", &format!("/api/pipeline_runs/{id}"), Some(&body)).map(drop)
+    }
+
+    /// How many runs in `scope` are `running` (held by any worker): a worker waiting for the
+    /// end only stops once none is, since a lease that runs out puts its date back.
+    pub fn running_runs(&self, scope: &Scope) -> Result<u64, CallError> {
+        let mut path = "/api/pipeline_runs?status=running&_limit=0".to_string();
+        if let Some(p) = &scope.pipeline_uuid {
+            path.push_str(&format!("&pipeline_uuid={}", encode(p)));
+        }
+        if let Some(b) = scope.backfill_id {
+            path.push_str(&format!("&backfill_id={b}"));
+        }
+        let answer = self.call("GET", &path, None)?;
+        Ok(answer["metadata"]["count"].as_u64().unwrap_or(0))
+    }
+
+    /// A backfill (with its run counts), for progress.
+    pub fn backfill(&self, id: i64) -> Result<Value, CallError> {
+        Ok(self.call("GET", &format!("/api/backfills/{id}?include_run_count=true"), None)?["backfill"].take())
+    }
+}
+
+/// `server` as a base URL without a trailing slash.
+pub fn base_url(server: &str) -> Result<String, String> {
+    let s = server.trim();
+    let rest = match s.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            return Err(format!(
+                "--server {server}: https is not supported; backfilld serves plain HTTP (put a TLS proxy in front \
+                 and give the worker the plain address)"
+            ))
+        }
+        Some((scheme, _)) => return Err(format!("--server {server}: '{scheme}' is not http")),
+        None => s,
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let name_ok = |h: &str| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.'),
+        None => name_ok(host),
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !host_ok || !port_ok {
+        return Err(format!("--server {server}: expected http://HOST:PORT (e.g. http://127.0.0.1:6789)"));
+    }
+    Ok(format!("http://{rest}"))
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_plain_http_addresses() {
+        assert_eq!(base_url("http://127.0.0.1:6789/").as_deref(), Ok("http://127.0.0.1:6789"));
+        assert_eq!(base_url("127.0.0.1:6789").as_deref(), Ok("http://127.0.0.1:6789"));
+        assert_eq!(base_url("http://backfilld.internal").as_deref(), Ok("http://backfilld.internal"));
+        assert_eq!(base_url("http://[::1]:6789").as_deref(), Ok("http://[::1]:6789"));
+        for bad in ["", "http://", "ftp://x:1", "http://x:0", "http://x:99999", "http://x:1/api", "x y:1"] {
+            assert!(base_url(bad).is_err(), "{bad}");
+        }
+        assert!(base_url("https://x:1").unwrap_err().contains("https is not supported"));
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("a b&c/é"), "a%20b%26c%2F%C3%A9");
+    }
+}

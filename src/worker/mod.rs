@@ -1,0 +1,456 @@
+//! `backfilld worker`: claims runs from a server over its HTTP API, runs a command for each
+//! (or simulates one), heartbeats while it runs, and reports how it ended.
+//!
+//! A client of the API and nothing more (`client`): it never opens the data file, so
+//! workers can run on other machines than the server. `plan` holds the pure parts (flag
+//! values, simulated outcomes, the command's environment), `exec` the child processes.
+//!
+//! One thread claims; each claimed run gets a thread of its own that runs it, heartbeats
+//! every third of the lease, and reports. A heartbeat or report answered 409 (the run was
+//! cancelled, or the lease is lost) kills the command's process group and reports nothing.
+
+pub mod client;
+pub mod exec;
+pub mod plan;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use client::{Api, CallError, Scope};
+use exec::{Ended, Running};
+use plan::{Simulated, Span};
+
+/// What each run does.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// `sh -c` this command.
+    Exec(String),
+    /// Wait, then complete or fail, as `plan::simulate` says.
+    Simulate { span: Span, fail_rate: f64, seed: u64 },
+}
+
+/// A worker's settings, checked.
+#[derive(Clone)]
+pub struct Config {
+    pub api: Api,
+    pub name: String,
+    pub concurrency: usize,
+    pub scope: Scope,
+    pub lease: Duration,
+    pub work: Work,
+    /// The longest a command may run before its process group is killed and the run fails.
+    pub timeout: Option<Duration>,
+    /// Stop once nothing is left to claim, nothing is held, and nothing in scope is running.
+    pub until_idle: bool,
+    /// After a first stop request, how long running commands may still take.
+    pub grace: Duration,
+}
+
+/// Asks a worker to stop: once (stop claiming, let the running finish within the grace),
+/// twice (kill them now and leave their leases to run out).
+#[derive(Debug, Default)]
+pub struct Stop(AtomicU8);
+
+impl Stop {
+    pub fn request(&self) -> u8 {
+        self.0.fetch_add(1, Ordering::SeqCst).saturating_add(1).min(2)
+    }
+
+    fn level(&self) -> u8 {
+        self.0.load(Ordering::SeqCst).min(2)
+    }
+
+    fn escalate(&self) {
+        self.0.fetch_max(2, Ordering::SeqCst);
+    }
+}
+
+/// How the worker's runs went.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub completed: u64,
+    pub failed: u64,
+    /// Taken back by the server: cancelled, or the lease lost (409).
+    pub lost: u64,
+    /// Left for their leases to run out: a stop, or a report that could not go through.
+    pub abandoned: u64,
+}
+
+impl Summary {
+    pub fn runs(&self) -> u64 {
+        self.completed + self.failed + self.lost + self.abandoned
+    }
+}
+
+/// How one run ended.
+#[derive(Debug)]
+enum Outcome {
+    Completed,
+    Failed(String),
+    Lost(String),
+    Abandoned(String),
+}
+
+struct Finished {
+    id: i64,
+    label: String,
+    took: Duration,
+    outcome: Outcome,
+}
+
+/// Logs the first failed call of an outage and the recovery, not every retry.
+#[derive(Default)]
+struct Outage(AtomicBool);
+
+impl Outage {
+    fn failed(&self, e: &CallError) {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            log::warn!("{e}; retrying with backoff (runs held keep their leases while they last)");
+        }
+    }
+
+    fn ok(&self) {
+        if self.0.swap(false, Ordering::SeqCst) {
+            log::info!("the server answers again");
+        }
+    }
+}
+
+/// Runs the worker until it is stopped, or, with `until_idle`, until the work is done.
+/// Fails only on an answer no retry can change (a refused key, a narrowing to a backfill
+/// that does not exist), after the runs in hand have ended.
+pub fn run(cfg: &Config, stop: &Arc<Stop>) -> Result<Summary, String> {
+    let started = Instant::now();
+    let outage = Arc::new(Outage::default());
+    let (tx, rx) = mpsc::channel::<Finished>();
+    let mut summary = Summary::default();
+    let mut held = 0usize;
+    let (mut empty, mut errors) = (0u32, 0u32);
+    let mut grace_ends: Option<Instant> = None;
+    let mut fatal: Option<String> = None;
+    loop {
+        let level = stop.level();
+        if level >= 1 || fatal.is_some() {
+            if held == 0 {
+                break;
+            }
+            let ends = *grace_ends.get_or_insert_with(|| Instant::now() + cfg.grace);
+            if level < 2 && Instant::now() >= ends {
+                log::warn!("the grace of {:?} is over: killing the {held} commands still running", cfg.grace);
+                stop.escalate();
+            }
+        }
+        let mut wait = Duration::from_millis(250);
+        if level == 0 && fatal.is_none() && held < cfg.concurrency {
+            match cfg.api.claim(&cfg.name, cfg.concurrency - held, cfg.lease.as_secs(), &cfg.scope) {
+                Ok(runs) => {
+                    outage.ok();
+                    errors = 0;
+                    if runs.is_empty() {
+                        if cfg.until_idle && held == 0 {
+                            match cfg.api.running_runs(&cfg.scope) {
+                                Ok(0) => break,
+                                Ok(_) => {}
+                                Err(e) if e.is_transient() => outage.failed(&e),
+                                Err(e) => fatal = Some(e.to_string()),
+                            }
+                        }
+                        wait = if held == 0 { plan::idle_wait(empty) } else { wait };
+                        empty = empty.saturating_add(1);
+                    } else {
+                        empty = 0;
+                        for run in runs {
+                            held += 1;
+                            start_run(cfg, stop, &outage, run, tx.clone());
+                        }
+                        if held < cfg.concurrency {
+                            wait = Duration::ZERO;
+                        }
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    outage.failed(&e);
+                    wait = plan::backoff(errors);
+                    errors = errors.saturating_add(1);
+                }
+                Err(e) => {
+                    log::error!("claiming failed: {e}");
+                    fatal = Some(format!("claiming failed: {e}"));
+                }
+            }
+        }
+        let mut next = match rx.recv_timeout(wait) {
+            Ok(f) => Some(f),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
+        };
+        while let Some(f) = next {
+            held -= 1;
+            record(&mut summary, f);
+            next = rx.try_recv().ok();
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    log::info!(
+        "worker {}: {} runs in {took:.1} s: {} completed, {} failed, {} taken back by the server, {} left to their \
+         leases",
+        cfg.name,
+        summary.runs(),
+        summary.completed,
+        summary.failed,
+        summary.lost,
+        summary.abandoned
+    );
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+fn record(summary: &mut Summary, f: Finished) {
+    let took = f.took.as_secs_f64();
+    match f.outcome {
+        Outcome::Completed => {
+            summary.completed += 1;
+            log::info!("run {} ({}) completed in {took:.2} s", f.id, f.label);
+        }
+        Outcome::Failed(why) => {
+            summary.failed += 1;
+            log::warn!(
+                "run {} ({}) failed in {took:.2} s: {why} (GET /api/pipeline_runs/{} shows its metrics)",
+                f.id,
+                f.label,
+                f.id
+            );
+        }
+        Outcome::Lost(why) => {
+            summary.lost += 1;
+            log::warn!("run {} ({}) stopped after {took:.2} s: {why}", f.id, f.label);
+        }
+        Outcome::Abandoned(why) => {
+            summary.abandoned += 1;
+            log::warn!("run {} ({}) left to its lease after {took:.2} s: {why}", f.id, f.label);
+        }
+    }
+}
+
+fn start_run(cfg: &Config, stop: &Arc<Stop>, outage: &Arc<Outage>, run: Value, tx: Sender<Finished>) {
+    let (cfg, stop, outage) = (cfg.clone(), stop.clone(), outage.clone());
+    let id = run["id"].as_i64().unwrap_or(0);
+    let on_error = tx.clone();
+    let spawned = std::thread::Builder::new().name(format!("run-{id}")).spawn(move || {
+        let started = Instant::now();
+        let label = format!(
+            "backfill {}, {}, attempt {}",
+            run["backfill_id"],
+            run["execution_date"].as_str().unwrap_or("no date"),
+            run["attempt"]
+        );
+        let outcome = execute(&cfg, &stop, &outage, &run, id);
+        let _ = tx.send(Finished { id, label, took: started.elapsed(), outcome });
+    });
+    if let Err(e) = spawned {
+        // Out of threads: the run is left to its lease.
+        let outcome = Outcome::Abandoned(format!("no thread could be started for it: {e}"));
+        let _ = on_error.send(Finished { id, label: String::new(), took: Duration::ZERO, outcome });
+    }
+}
+
+/// What a run is doing while the worker waits on it.
+enum Task {
+    Command(Running),
+    Sleep {
+        until: Instant,
+        fails: bool,
+    },
+    /// The command could not start; it fails at once.
+    NotStarted(String),
+}
+
+/// Runs one claimed run to its end and reports it.
+fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> Outcome {
+    let started = Instant::now();
+    let beat_every = (cfg.lease / 3).max(Duration::from_millis(500));
+    let mut lease_ends = started + cfg.lease;
+    let mut next_beat = started + beat_every;
+    let deadline = cfg.timeout.map(|t| started + t);
+    let task = match &cfg.work {
+        Work::Exec(command) => {
+            let input = serde_json::to_vec(run).unwrap_or_default();
+            match Running::start(command, &plan::run_env(run), input) {
+                Ok(r) => Task::Command(r),
+                Err(e) => Task::NotStarted(format!("the command could not start: {e}")),
+            }
+        }
+        Work::Simulate { span, fail_rate, seed } => {
+            let Simulated { duration, fails } = plan::simulate(
+                *seed,
+                run["backfill_id"].as_i64(),
+                run["execution_date"].as_str().unwrap_or(""),
+                run["attempt"].as_i64().unwrap_or(1),
+                *span,
+                *fail_rate,
+            );
+            Task::Sleep { until: started + duration, fails }
+        }
+    };
+    let kill = |task: &Task| {
+        if let Task::Command(r) = task {
+            r.kill();
+        }
+    };
+    // Wait for the end, heartbeating, and watching the timeout and a stop.
+    let ended: Option<Ended> = loop {
+        if stop.level() >= 2 {
+            kill(&task);
+            return Outcome::Abandoned("the worker was stopped".into());
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            kill(&task);
+            let limit = cfg.timeout.unwrap_or_default();
+            let why = format!("the command ran past --timeout {limit:?}; its process group was killed");
+            let metrics = json!({"worker": cfg.name, "timed_out": true, "error": why,
+                "duration_seconds": started.elapsed().as_secs_f64()});
+            let metrics = with_output(metrics, task);
+            return report(cfg, stop, outage, id, false, metrics, lease_ends, why);
+        }
+        if now >= next_beat {
+            match cfg.api.heartbeat(id, &cfg.name) {
+                Ok(()) => {
+                    outage.ok();
+                    lease_ends = now + cfg.lease;
+                    next_beat = now + beat_every;
+                }
+                Err(CallError::Conflict(why)) => {
+                    kill(&task);
+                    return Outcome::Lost(why);
+                }
+                Err(e) => {
+                    if e.is_transient() {
+                        outage.failed(&e);
+                    } else {
+                        log::error!("heartbeat of run {id}: {e}");
+                    }
+                    next_beat = now + Duration::from_secs(1).min(beat_every);
+                }
+            }
+        }
+        let mut wake = next_beat.min(now + Duration::from_millis(250));
+        if let Some(d) = deadline {
+            wake = wake.min(d);
+        }
+        match &task {
+            Task::Command(r) => {
+                if let Some(e) = r.wait_until(wake) {
+                    break Some(e);
+                }
+            }
+            Task::Sleep { until, .. } => {
+                if now >= *until {
+                    break None;
+                }
+                std::thread::sleep(wake.min(*until).saturating_duration_since(now));
+            }
+            Task::NotStarted(_) => break None,
+        }
+    };
+    let took = started.elapsed().as_secs_f64();
+    let (completed, why, metrics) = match (&task, ended) {
+        (Task::Sleep { fails, .. }, _) => {
+            let Work::Simulate { seed, .. } = cfg.work else { unreachable!("a sleep is a simulation") };
+            let mut m = json!({"worker": cfg.name, "simulated": true, "seed": seed, "duration_seconds": took});
+            if *fails {
+                m["error"] = json!("simulated failure");
+            }
+            (!fails, "simulated failure".to_string(), m)
+        }
+        (Task::NotStarted(why), _) => {
+            (false, why.clone(), json!({"worker": cfg.name, "error": why, "duration_seconds": took}))
+        }
+        (Task::Command(_), Some(Ended::Status(status))) => {
+            let (code, signal) = exec::describe(&status);
+            let why = match (code, signal) {
+                (Some(c), _) => format!("the command exited with status {c}"),
+                (None, Some(s)) => format!("the command was killed by signal {s}"),
+                (None, None) => "the command ended without a status".to_string(),
+            };
+            let mut m = json!({"worker": cfg.name, "exit_code": code, "signal": signal, "duration_seconds": took});
+            if !status.success() {
+                m["error"] = json!(why);
+            }
+            (status.success(), why, m)
+        }
+        (Task::Command(_), lost) => {
+            let why = match lost {
+                Some(Ended::Lost(e)) => format!("waiting for the command failed: {e}"),
+                _ => "the command's end was not seen".to_string(),
+            };
+            (false, why.clone(), json!({"worker": cfg.name, "error": why, "duration_seconds": took}))
+        }
+    };
+    let metrics = with_output(metrics, task);
+    report(cfg, stop, outage, id, completed, metrics, lease_ends, why)
+}
+
+/// Adds the command's output tail to `metrics`, if there was a command.
+fn with_output(mut metrics: Value, task: Task) -> Value {
+    if let Task::Command(r) = task {
+        let (tail, dropped) = r.finish(Duration::from_millis(200));
+        metrics["output_tail"] = json!(tail);
+        metrics["output_bytes_before_tail"] = json!(dropped);
+    }
+    metrics
+}
+
+/// Reports the run, retrying while the server does not answer and the lease lasts.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    cfg: &Config,
+    stop: &Stop,
+    outage: &Outage,
+    id: i64,
+    completed: bool,
+    metrics: Value,
+    lease_ends: Instant,
+    why: String,
+) -> Outcome {
+    let mut tries = 0;
+    loop {
+        match cfg.api.report(id, &cfg.name, completed, &metrics) {
+            Ok(()) => {
+                outage.ok();
+                return if completed { Outcome::Completed } else { Outcome::Failed(why) };
+            }
+            Err(CallError::Conflict(why)) => return Outcome::Lost(why),
+            Err(e) if e.is_transient() => {
+                outage.failed(&e);
+                let wait = plan::backoff(tries);
+                tries += 1;
+                if Instant::now() + wait >= lease_ends || stop.level() >= 2 {
+                    return Outcome::Abandoned(format!("its report did not go through before its lease ended: {e}"));
+                }
+                std::thread::sleep(wait);
+            }
+            Err(e) => return Outcome::Abandoned(format!("its report was refused: {e}")),
+        }
+    }
+}
+
+/// The default worker name: the host's name and the process id.
+pub fn default_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "worker".to_string()
+    };
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,343 @@
+//! `backfilld worker`: the real binary claiming from a real server, running real commands.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use backfilld::lifecycle::Limits;
+use backfilld::AuthConfig;
+use serde_json::{json, Value};
+
+use crate::helpers::{seed_fields, spawn_app, spawn_app_tuned, spawn_app_with, TestApp, BIN};
+
+/// A server whose leases may be as short as a second and are checked every 50 ms.
+fn fast_leases() -> TestApp {
+    spawn_app_tuned(AuthConfig::default(), Limits::default(), |s| {
+        s.set_lease_timing(1, Duration::from_millis(50)).unwrap()
+    })
+}
+
+/// Creates and starts the seed backfill (25 dates, every 4 hours) in `pipeline`.
+fn started(app: &TestApp, pipeline: &str, mut fields: Value) -> i64 {
+    let mut all = seed_fields("worked");
+    all.as_object_mut().unwrap().append(fields.as_object_mut().unwrap());
+    let id = app.create_backfill(pipeline, all);
+    assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
+    id
+}
+
+fn worker(app: &TestApp, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("worker").args(["--server", &app.base]).args(args).env_remove("BACKFILLD_API_KEY");
+    c.env_remove("BACKFILLD_TOKEN").env_remove("BACKFILLD_SERVER").stdin(Stdio::null());
+    c
+}
+
+fn run_worker(app: &TestApp, args: &[&str]) -> Output {
+    worker(app, args).output().unwrap()
+}
+
+fn runs(app: &TestApp, query: &str) -> Vec<Value> {
+    let r = app.get(&format!("/api/pipeline_runs?{query}&_limit=1000"));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["pipeline_runs"].as_array().unwrap().clone()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process still runs whose command line contains `marker`.
+fn process_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        text(&cmdline).contains(marker) && !text(&cmdline).contains("backfilld")
+    })
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn exec_runs_each_date_once_with_its_variables_and_its_json() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({"variables": {"region": "eu-west", "dash-ed": "skipped"}}));
+    let out = app.dir.path().join("dates.txt");
+    let cmd = format!(
+        "printf '%s|%s|%s|%s|%s|%s|%s|%s\\n' \"$BACKFILL_DS\" \"$BACKFILL_HR\" \"$BACKFILL_ID\" \"$PIPELINE_RUN_ID\" \
+         \"$PIPELINE_UUID\" \"$BACKFILL_ATTEMPT\" \"$BACKFILL_REGION\" \"$(cat | tr -d '\\n' | cut -c1-400 | \
+         grep -o '\"execution_date\":\"[^\"]*\"')\" >> {}",
+        out.display()
+    );
+    let o = run_worker(&app, &["--concurrency", "4", "--until-idle", "--exec", &cmd]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stdout).contains("25 runs: 25 completed, 0 failed"), "{}", text(&o.stdout));
+    let got = lines(&out);
+    assert_eq!(got.len(), 25, "{got:?}");
+    let mut dates: Vec<(String, String)> = got
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            assert_eq!((f[2], f[4], f[5], f[6]), (id.to_string().as_str(), "etl", "1", "eu-west"), "{l}");
+            (f[0].to_string(), f[1].to_string())
+        })
+        .collect();
+    dates.sort();
+    dates.dedup();
+    assert_eq!(dates.len(), 25, "each date exactly once: {dates:?}");
+    assert_eq!(dates[0], ("2023-03-01".to_string(), "00".to_string()));
+    assert_eq!(dates[24], ("2023-03-05".to_string(), "00".to_string()));
+    // Each command got its run's JSON on standard input, and its id in the environment.
+    for (line, run) in got.iter().zip(0..) {
+        let f: Vec<&str> = line.split('|').collect();
+        let r = app.get(&format!("/api/pipeline_runs/{}", f[3]));
+        let date = r.body["pipeline_run"]["execution_date"].as_str().unwrap().to_string();
+        assert_eq!(f[7], format!("\"execution_date\":\"{date}\""), "line {run}");
+    }
+    let b = app.read_backfill(id);
+    assert_eq!((b["status"].as_str(), b["run_status_counts"]["completed"].as_u64()), (Some("completed"), Some(25)));
+}
+
+#[test]
+fn a_failing_command_fails_its_run_with_the_exit_status_and_the_output_tail() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T00:00:00Z"}));
+    let o = run_worker(
+        &app,
+        &["--until-idle", "--exec", "yes 'line of output' | head -c 10000; echo last words >&2; exit 3"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let failed = runs(&app, &format!("backfill_id={id}&status=failed"));
+    assert_eq!(failed.len(), 1);
+    let m = &failed[0]["metrics"];
+    assert_eq!(m["exit_code"], 3);
+    assert_eq!(m["error"], "the command exited with status 3");
+    let tail = m["output_tail"].as_str().unwrap();
+    assert_eq!(tail.len(), 4096);
+    assert!(tail.ends_with("last words\n"), "{tail:?}");
+    assert_eq!(m["output_bytes_before_tail"], 10000 + 11 - 4096);
+    assert_eq!(app.read_backfill(id)["status"], "failed");
+}
+
+#[test]
+fn a_command_past_its_timeout_is_killed_with_its_children_and_fails() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T00:00:00Z"}));
+    let marker = "sleep 31.4159";
+    let t = Instant::now();
+    let o = run_worker(&app, &["--until-idle", "--timeout", "500ms", "--exec", &format!("{marker} & {marker}")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(!process_with(marker), "a process of the command was left behind");
+    let failed = runs(&app, &format!("backfill_id={id}&status=failed"));
+    assert_eq!(failed[0]["metrics"]["timed_out"], true);
+    assert!(failed[0]["metrics"]["error"].as_str().unwrap().contains("--timeout"));
+}
+
+#[test]
+fn a_cancel_kills_the_running_command_and_nothing_is_reported() {
+    let app = fast_leases();
+    let id = started(&app, "etl", json!({}));
+    let marker = "sleep 27.1828";
+    let mut w = worker(&app, &["--lease", "2s", "--concurrency", "2", "--exec", marker])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("two running commands", Duration::from_secs(10), || {
+        runs(&app, &format!("backfill_id={id}&status=running")).len() == 2
+    });
+    assert_eq!(app.put_backfill(id, json!({"status": "cancelled"})).status, 200);
+    // The next heartbeat (every 2/3 s) gets the 409 and kills the commands.
+    wait_for("the commands killed", Duration::from_secs(10), || !process_with(marker));
+    stop(&mut w);
+    let all = runs(&app, &format!("backfill_id={id}"));
+    assert!(all.iter().all(|r| r["status"] == "cancelled" && r["metrics"].is_null()), "{all:?}");
+}
+
+/// Sends SIGTERM and waits for the worker's end.
+fn stop(w: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = w.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the worker did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_lets_running_commands_finish_within_the_grace_and_claims_no_more() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({}));
+    let out = app.dir.path().join("done.txt");
+    let cmd = format!("sleep 1; echo \"$BACKFILL_HR\" >> {}", out.display());
+    let mut w =
+        worker(&app, &["--concurrency", "2", "--grace", "10s", "--exec", &cmd]).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("two running", Duration::from_secs(10), || {
+        runs(&app, &format!("backfill_id={id}&status=running")).len() == 2
+    });
+    let status = stop(&mut w);
+    // The two that ran finished and were reported; nothing more was claimed.
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(lines(&out).len(), 2);
+    let completed = runs(&app, &format!("backfill_id={id}&status=completed"));
+    assert_eq!(completed.len(), 2);
+    assert_eq!(runs(&app, &format!("backfill_id={id}&status=running")).len(), 0);
+    assert_eq!(runs(&app, &format!("backfill_id={id}&status=initial")).len(), 23);
+}
+
+#[test]
+fn past_the_grace_commands_are_killed_and_their_leases_left_to_run_out() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({}));
+    let marker = "sleep 16.1803";
+    let mut w = worker(&app, &["--grace", "300ms", "--exec", marker]).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("one running", Duration::from_secs(10), || {
+        runs(&app, &format!("backfill_id={id}&status=running")).len() == 1
+    });
+    let status = stop(&mut w);
+    assert_eq!(status.code(), Some(1), "a run left to its lease is not a success");
+    assert!(!process_with(marker));
+    let running = runs(&app, &format!("backfill_id={id}&status=running"));
+    assert_eq!(running.len(), 1, "the run keeps its lease until it runs out");
+}
+
+#[test]
+fn the_same_seed_fails_the_same_dates() {
+    // Backfills of one date each: a failed run fails its backfill at once (Mage's rule), so
+    // in a longer one which later dates had been claimed by then would be up to timing.
+    let dates = ["2023-03-01T00:00:00Z", "2023-03-01T04:00:00Z", "2023-03-01T08:00:00Z"];
+    let outcomes = |seed: &str| {
+        let app = spawn_app();
+        for k in 0..30 {
+            let date = dates[k % 3];
+            started(&app, "etl", json!({"name": format!("b{k}"), "start_datetime": date, "end_datetime": date}));
+        }
+        let args = [
+            "--simulate",
+            "--duration",
+            "0s..20ms",
+            "--fail-rate",
+            "0.3",
+            "--seed",
+            seed,
+            "--concurrency",
+            "8",
+            "--until-idle",
+        ];
+        let o = run_worker(&app, &args);
+        assert!(text(&o.stdout).contains("30 runs"), "{}{}", text(&o.stdout), text(&o.stderr));
+        let mut failed: Vec<(i64, String)> = runs(&app, "status=failed")
+            .iter()
+            .map(|r| (r["backfill_id"].as_i64().unwrap(), r["execution_date"].as_str().unwrap().to_string()))
+            .collect();
+        failed.sort();
+        assert_eq!(runs(&app, "status=completed").len() + failed.len(), 30);
+        (failed, o.status.code())
+    };
+    let (first, code) = outcomes("7");
+    assert!((3..=18).contains(&first.len()), "about 0.3 of 30 fail: {first:?}");
+    assert_eq!(code, Some(1));
+    assert_eq!(outcomes("7"), (first.clone(), code));
+    assert_ne!(outcomes("8").0, first);
+}
+
+#[test]
+fn until_idle_exits_zero_when_all_completed_and_at_once_with_nothing_to_do() {
+    let app = spawn_app();
+    let o = run_worker(&app, &["--simulate", "--until-idle"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("0 runs"));
+    started(&app, "etl", json!({}));
+    started(&app, "other", json!({}));
+    let o = run_worker(
+        &app,
+        &["--simulate", "--duration", "0s", "--pipeline", "etl", "--until-idle", "--concurrency", "3"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("25 runs: 25 completed"), "{}", text(&o.stdout));
+    assert_eq!(runs(&app, "pipeline_uuid=other&status=initial").len(), 25, "another pipeline's runs are not taken");
+}
+
+#[test]
+fn bad_flags_and_an_absent_server_exit_2_before_anything_is_claimed() {
+    let app = spawn_app();
+    started(&app, "etl", json!({}));
+    for (args, says) in [
+        (vec!["--simulate", "--duration", "fast"], "--duration"),
+        (vec!["--simulate", "--fail-rate", "2"], "--fail-rate"),
+        (vec!["--exec", "true", "--lease", "0s"], "--lease"),
+        (vec!["--exec", "true", "--timeout", "soon"], "--timeout"),
+        (vec!["--exec", " "], "--exec"),
+        (vec!["--exec", "true", "--server", "https://x:1"], "https"),
+        (vec!["--exec", "true", "--server", "http://127.0.0.1:1"], "did not answer"),
+        (vec!["--exec", "true", "--backfill", "999"], "999"),
+    ] {
+        let mut c = worker(&app, &[]);
+        if args.contains(&"--server") {
+            c = Command::new(BIN);
+            c.arg("worker").env_remove("BACKFILLD_API_KEY").env_remove("BACKFILLD_TOKEN");
+        }
+        let o = c.args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(says), "{args:?}: {}", text(&o.stderr));
+    }
+    assert_eq!(runs(&app, "status=initial").len(), 25, "nothing was claimed");
+}
+
+#[test]
+fn with_auth_on_the_worker_needs_the_key_and_a_token() {
+    let app = spawn_app_with(AuthConfig::new(true, &["k3y".to_string()]));
+    let token = app.add_token("worker", None);
+    let o = run_worker(&app, &["--simulate", "--until-idle"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--api-key"), "{}", text(&o.stderr));
+    let o = run_worker(&app, &["--simulate", "--until-idle", "--api-key", "k3y", "--token", &token]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = worker(&app, &["--simulate", "--until-idle"])
+        .env("BACKFILLD_API_KEY", "k3y")
+        .env("BACKFILLD_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_once() {
+    let app = fast_leases();
+    let id = started(&app, "etl", json!({"end_datetime": "2023-03-01T08:00:00Z"}));
+    let log = app.dir.path().join("log.txt");
+    // Each command logs its start and end; overlapping runs of a date would interleave.
+    let cmd = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 0.3; echo \"end $BACKFILL_HR\" >> {0}", log.display());
+    let slow = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 60.123", log.display());
+    let mut first = worker(&app, &["--lease", "1s", "--exec", &slow]).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("a run held", Duration::from_secs(10), || {
+        runs(&app, &format!("backfill_id={id}&status=running")).len() == 1
+    });
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
+    first.wait().unwrap();
+    let o = run_worker(&app, &["--lease", "1s", "--until-idle", "--exec", &cmd]);
+    assert_eq!(o.status.code(), Some(0), "its own runs all completed: {}", text(&o.stderr));
+    let b = app.read_backfill(id);
+    assert_eq!(b["run_status_counts"]["completed"], 3, "{b}");
+    let got = lines(&log);
+    // The killed worker's date started once there, then again, after the lease ran out.
+    let hr = got[0].trim_start_matches("start ").to_string();
+    let of_date: Vec<String> = got.iter().filter(|l| l.ends_with(&hr)).cloned().collect();
+    assert_eq!(of_date, [format!("start {hr}"), format!("start {hr}"), format!("end {hr}")]);
+    // The orphaned `sleep 60` of the killed worker is its own business; stop it.
+    let _ = Command::new("pkill").args(["-f", "sleep 60.123"]).status();
+}
