@@ -207,7 +207,9 @@ pub fn worker(args: WorkerArgs) -> std::process::ExitCode {
         return ExitCode::from(2);
     }
     log::info!("worker {} claiming from {} ({} at a time)", cfg.name, cfg.api.base(), cfg.concurrency);
-    match crate::worker::run(&cfg, &stop) {
+    use std::io::IsTerminal;
+    let mut progress = crate::worker::progress::Progress::new(std::io::stderr().is_terminal());
+    match crate::worker::run(&cfg, &stop, &mut progress) {
         Ok(s) => {
             println!(
                 "{} runs: {} completed, {} failed, {} taken back by the server, {} left to their leases",

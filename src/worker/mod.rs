@@ -12,6 +12,7 @@
 pub mod client;
 pub mod exec;
 pub mod plan;
+pub mod progress;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 use client::{Api, CallError, Scope};
 use exec::{Ended, Running};
 use plan::{Simulated, Span};
+use progress::Progress;
 
 /// What each run does.
 #[derive(Debug, Clone)]
@@ -97,6 +99,7 @@ enum Outcome {
 
 struct Finished {
     id: i64,
+    backfill: Option<i64>,
     label: String,
     took: Duration,
     outcome: Outcome,
@@ -123,7 +126,7 @@ impl Outage {
 /// Runs the worker until it is stopped, or, with `until_idle`, until the work is done.
 /// Fails only on an answer no retry can change (a refused key, a narrowing to a backfill
 /// that does not exist), after the runs in hand have ended.
-pub fn run(cfg: &Config, stop: &Arc<Stop>) -> Result<Summary, String> {
+pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Summary, String> {
     let started = Instant::now();
     let outage = Arc::new(Outage::default());
     let (tx, rx) = mpsc::channel::<Finished>();
@@ -190,10 +193,13 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>) -> Result<Summary, String> {
         };
         while let Some(f) = next {
             held -= 1;
-            record(&mut summary, f);
+            progress.ran(&cfg.api, f.backfill);
+            record(&mut summary, f, progress);
             next = rx.try_recv().ok();
         }
+        progress.tick(&cfg.api);
     }
+    progress.finish(&cfg.api);
     let took = started.elapsed().as_secs_f64();
     log::info!(
         "worker {}: {} runs in {took:.1} s: {} completed, {} failed, {} taken back by the server, {} left to their \
@@ -211,29 +217,29 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>) -> Result<Summary, String> {
     }
 }
 
-fn record(summary: &mut Summary, f: Finished) {
+fn record(summary: &mut Summary, f: Finished, progress: &Progress) {
+    use log::Level::{Info, Warn};
     let took = f.took.as_secs_f64();
+    let (id, label) = (f.id, &f.label);
     match f.outcome {
         Outcome::Completed => {
             summary.completed += 1;
-            log::info!("run {} ({}) completed in {took:.2} s", f.id, f.label);
+            progress.line(Info, true, &format!("run {id} ({label}) completed in {took:.2} s"));
         }
         Outcome::Failed(why) => {
             summary.failed += 1;
-            log::warn!(
-                "run {} ({}) failed in {took:.2} s: {why} (GET /api/pipeline_runs/{} shows its metrics)",
-                f.id,
-                f.label,
-                f.id
+            let text = format!(
+                "run {id} ({label}) failed in {took:.2} s: {why} (GET /api/pipeline_runs/{id} shows its metrics)"
             );
+            progress.line(Warn, false, &text);
         }
         Outcome::Lost(why) => {
             summary.lost += 1;
-            log::warn!("run {} ({}) stopped after {took:.2} s: {why}", f.id, f.label);
+            progress.line(Warn, false, &format!("run {id} ({label}) stopped after {took:.2} s: {why}"));
         }
         Outcome::Abandoned(why) => {
             summary.abandoned += 1;
-            log::warn!("run {} ({}) left to its lease after {took:.2} s: {why}", f.id, f.label);
+            progress.line(Warn, false, &format!("run {id} ({label}) left to its lease after {took:.2} s: {why}"));
         }
     }
 }
@@ -251,12 +257,13 @@ fn start_run(cfg: &Config, stop: &Arc<Stop>, outage: &Arc<Outage>, run: Value, t
             run["attempt"]
         );
         let outcome = execute(&cfg, &stop, &outage, &run, id);
-        let _ = tx.send(Finished { id, label, took: started.elapsed(), outcome });
+        let backfill = run["backfill_id"].as_i64();
+        let _ = tx.send(Finished { id, backfill, label, took: started.elapsed(), outcome });
     });
     if let Err(e) = spawned {
         // Out of threads: the run is left to its lease.
         let outcome = Outcome::Abandoned(format!("no thread could be started for it: {e}"));
-        let _ = on_error.send(Finished { id, label: String::new(), took: Duration::ZERO, outcome });
+        let _ = on_error.send(Finished { id, backfill: None, label: String::new(), took: Duration::ZERO, outcome });
     }
 }
 
