@@ -27,6 +27,19 @@ pub enum Command {
     Token(TokenCommand),
     /// Claim runs from a server and run a command once per run date (or simulate one).
     Worker(WorkerArgs),
+    /// Serve a demo file seeded with backfills in every state, with a simulated worker
+    /// running their runs; starting again continues the same demo.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// The demo's data file; created and seeded when missing or empty.
+    #[arg(long, env = "BACKFILLD_DEMO_DB", default_value = "backfilld-demo.db")]
+    pub db: PathBuf,
+    /// The address to listen on (loopback: the demo needs no credentials).
+    #[arg(long, env = "BACKFILLD_BIND", default_value = "127.0.0.1:6789")]
+    pub bind: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::api::body::BodyLimits;
-use crate::cli::{ImportArgs, ServeArgs, TokenCommand, WorkerArgs};
+use crate::cli::{DemoArgs, ImportArgs, ServeArgs, TokenCommand, WorkerArgs};
 use crate::store::tokens::TokenRecord;
 use crate::{datetime, db, import, store, token, AppState, AuthConfig};
 
@@ -85,6 +85,53 @@ fn api_keys(given: Vec<String>) -> Result<Vec<String>, Error> {
 
 /// `backfilld serve`: open the file, bind, and serve until stopped.
 pub fn serve(args: ServeArgs) -> Result<(), Error> {
+    serve_then(args, |_| {})
+}
+
+/// `backfilld demo`: serves the demo file and, on a thread of its own, seeds it when empty
+/// and runs a simulated worker against it; stops both on Ctrl-C.
+pub fn demo(args: DemoArgs) -> Result<(), Error> {
+    let serve = ServeArgs {
+        db: crate::cli::DbArg { db: args.db.clone() },
+        bind: args.bind,
+        api_keys: vec![],
+        require_auth: false,
+        max_runs: crate::lifecycle::Limits::default().max_runs,
+        body_timeout: 5.0,
+        max_connections: crate::DEFAULT_MAX_CONNECTIONS,
+        min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
+        lease_check_ms: 1000,
+        workers: None,
+    };
+    let stop = std::sync::Arc::new(crate::worker::Stop::default());
+    let driver = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (stop_for, driver_for) = (stop.clone(), driver.clone());
+    let db = args.db.clone();
+    let served = serve_then(serve, move |local| {
+        let base = format!("http://{local}");
+        println!(
+            "backfilld demo: serving {} on {base}, with a simulated worker running its backfills' runs.\n\
+             Look: curl '{base}/api/backfills?include_run_count=true&_limit=5'\n\
+             Watch a run move: curl '{base}/api/pipeline_runs?status=running&_limit=3'\n\
+             Ctrl-C stops it; `backfilld demo` again continues the same demo.",
+            db.display()
+        );
+        let Ok(api) = crate::worker::client::Api::new(&base, None, None, 8) else { return };
+        let handle = std::thread::Builder::new().name("demo".into()).spawn(move || crate::demo::drive(api, stop_for));
+        *driver_for.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = handle.ok();
+    });
+    // The server has stopped: the worker stops at once (its held runs' leases run out, and
+    // the next start takes them again).
+    stop.request();
+    stop.request();
+    if let Some(h) = driver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        let _ = h.join();
+    }
+    served
+}
+
+/// Serves as `serve` does, calling `listening` with the bound address before serving.
+fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
     let addrs: Vec<SocketAddr> =
         args.bind.to_socket_addrs().map_err(|source| Error::Bind { bind: args.bind.clone(), source })?.collect();
     let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
@@ -112,8 +159,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
             .map_err(Error::Serve)?;
     state.body = BodyLimits { deadline: Duration::from_secs_f64(args.body_timeout), ..BodyLimits::default() };
     state.set_lease_timing(args.min_lease_seconds, Duration::from_millis(args.lease_check_ms)).map_err(Error::Serve)?;
+    let system = actix_web::rt::System::new();
     let server = crate::run(listener, state, workers, args.max_connections as usize).map_err(Error::Serve)?;
-    actix_web::rt::System::new().block_on(server).map_err(Error::Serve)
+    listening(local);
+    system.block_on(server).map_err(Error::Serve)
 }
 
 /// `backfilld import`: prints what it loaded.

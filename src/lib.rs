@@ -7,7 +7,8 @@
 //! validation; `schedule` and `datetime` the pure run-date and datetime logic; `db` the
 //! connection policy; `token` token and key hashing; `logging` the log's rate limit;
 //! `periodic` the background threads' loop; `worker` the `backfilld worker` client, which
-//! reaches the server over HTTP alone. `run` builds the server on an already-bound listener, so tests can
+//! reaches the server over HTTP alone; `demo` the
+//! seeded demo, which drives a server through the same client. `run` builds the server on an already-bound listener, so tests can
 //! bind port 0.
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod datetime;
 pub mod db;
+pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod import;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Some(Command::Import(args)) => commands::import(args),
         Some(Command::Token(cmd)) => commands::token(cmd),
         Some(Command::Worker(args)) => return commands::worker(args),
+        Some(Command::Demo(args)) => commands::demo(args).map(|()| String::new()),
     };
     match outcome {
         Ok(out) => {

@@ -66,7 +66,8 @@ impl Api {
         &self.base
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
+    /// `method path` with a JSON `body`: the answer's JSON, or why there is none.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
         let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(key) = &self.api_key {
             req = req.header("X-API-KEY", key);

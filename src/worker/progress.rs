@@ -15,6 +15,8 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 pub struct Progress {
     bars: Option<Bars>,
+    /// Lines at debug level only (the demo's worker, whose runs are the page to look at).
+    quiet: bool,
 }
 
 struct Bars {
@@ -31,13 +33,19 @@ impl Progress {
             by_backfill: BTreeMap::new(),
             refreshed: Instant::now(),
         });
-        Progress { bars }
+        Progress { bars, quiet: false }
+    }
+
+    /// No bars, and a run's line at debug level only.
+    pub fn quiet() -> Progress {
+        Progress { bars: None, quiet: true }
     }
 
     /// A line about one run: logged at `level`, or, with bars, printed above them unless it
     /// is routine (`quiet`).
     pub fn line(&self, level: log::Level, quiet: bool, text: &str) {
         match &self.bars {
+            None if self.quiet => log::debug!("{text}"),
             None => log::log!(level, "{text}"),
             Some(b) if !quiet => {
                 let _ = b.multi.println(text);

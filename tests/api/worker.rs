@@ -341,3 +341,69 @@ fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_
     // The orphaned `sleep 60` of the killed worker is its own business; stop it.
     let _ = Command::new("pkill").args(["-f", "sleep 60.123"]).status();
 }
+
+/// Starts `backfilld demo` on a free port over `db`; returns it and its base URL, read from
+/// the first line it prints.
+fn start_demo(db: &Path) -> (Child, String) {
+    use std::io::BufRead;
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--bind", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(demo.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let base = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches(',').to_string();
+    (demo, base)
+}
+
+fn get_json(url: &str) -> Value {
+    let mut resp = crate::helpers::agent().get(url).call().unwrap();
+    serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+#[test]
+fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let (mut demo, base) = start_demo(&db);
+    let listing = |base: &str| get_json(&format!("{base}/api/backfills?_limit=100&include_run_count=true"));
+    let mut seeded = json!(null);
+    wait_for("the demo seeded", Duration::from_secs(30), || {
+        seeded = listing(&base);
+        seeded["metadata"]["count"].as_u64() >= Some(25)
+    });
+    let backfills = seeded["backfills"].as_array().unwrap();
+    let has = |status: Value, paused: bool| backfills.iter().any(|b| b["status"] == status && b["is_paused"] == paused);
+    for status in ["completed", "failed", "running", "cancelled"] {
+        assert!(has(json!(status), false), "no {status} backfill");
+    }
+    assert!(has(json!(null), false), "no backfill not started");
+    assert!(has(json!("running"), true), "no paused backfill");
+    let intervals: Vec<&str> = backfills.iter().map(|b| b["interval_type"].as_str().unwrap()).collect();
+    for interval in ["second", "minute", "hour", "day", "week", "month", "year", "custom"] {
+        assert!(intervals.contains(&interval), "no {interval} backfill");
+    }
+    assert!(backfills.iter().any(|b| b["total_run_count"].as_u64() > Some(1000)), "no large backfill");
+    // Runs move: the simulated worker completes some within seconds.
+    let completed = |base: &str| {
+        get_json(&format!("{base}/api/pipeline_runs?status=completed&_limit=0"))["metadata"]["count"].as_u64().unwrap()
+    };
+    let before = completed(&base);
+    wait_for("runs to complete", Duration::from_secs(20), || completed(&base) > before + 2);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(demo.id() as i32, libc::SIGINT) };
+    assert!(demo.wait().unwrap().success());
+    // Again on the same file: the same backfills, nothing seeded twice, and runs go on.
+    let (mut again, base) = start_demo(&db);
+    let after_restart = completed(&base);
+    assert_eq!(listing(&base)["metadata"]["count"], seeded["metadata"]["count"]);
+    wait_for("runs to complete after the restart", Duration::from_secs(20), || completed(&base) > after_restart + 2);
+    assert_eq!(listing(&base)["metadata"]["count"], seeded["metadata"]["count"]);
+    // SAFETY: as above.
+    unsafe { libc::kill(again.id() as i32, libc::SIGINT) };
+    assert!(again.wait().unwrap().success());
+}

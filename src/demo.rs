@@ -1,0 +1,239 @@
+//! `backfilld demo`: a server over a demo file seeded with realistic backfills in every
+//! state, and a simulated worker in the same process, so that runs move while a person
+//! watches. The seeding and the worker go through the HTTP API, as any client would.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::worker::client::{Api, CallError, Scope};
+use crate::worker::plan::Span;
+use crate::worker::{Config, Stop, Work};
+
+/// The pipelines of the demo, each with the interval its backfills mostly use.
+const PIPELINES: [&str; 5] = ["sales_daily", "events_hourly", "clickstream", "billing", "ml_features"];
+
+/// What a seeded backfill is made to look like.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// Never started.
+    NotStarted,
+    /// Every run completed.
+    Completed,
+    /// Some runs completed, then one failed: the backfill failed (Mage's rule).
+    Failed { completed: usize },
+    /// Started, some runs completed; the demo's worker takes the rest.
+    Running { completed: usize },
+    /// Running, then paused after some runs.
+    Paused { completed: usize },
+    /// Cancelled after some runs.
+    Cancelled { completed: usize },
+}
+
+/// A seeded backfill: name, interval type and units, start and end, settings, shape.
+struct Seed {
+    name: &'static str,
+    interval: (&'static str, u32),
+    range: (&'static str, &'static str),
+    settings: Value,
+    shape: Shape,
+}
+
+fn seeds() -> Vec<Seed> {
+    let s = |name, interval, range, settings, shape| Seed { name, interval, range, settings, shape };
+    vec![
+        s("Q1 reload", ("day", 1), ("2024-01-01", "2024-03-31"), Value::Null, Shape::Completed),
+        s(
+            "late events replay",
+            ("hour", 1),
+            ("2024-05-01", "2024-05-03"),
+            Value::Null,
+            Shape::Failed { completed: 30 },
+        ),
+        s(
+            "June by the minute",
+            ("minute", 1),
+            ("2024-06-01T00:00:00Z", "2024-06-01T23:59:00Z"),
+            json!({"pipeline_run_limit": 3}),
+            Shape::Running { completed: 40 },
+        ),
+        s(
+            "2023 weekly rollup",
+            ("week", 1),
+            ("2023-01-02", "2023-12-25"),
+            Value::Null,
+            Shape::Paused { completed: 12 },
+        ),
+        s(
+            "billing restatement",
+            ("month", 1),
+            ("2022-01-01", "2023-12-01"),
+            Value::Null,
+            Shape::Cancelled { completed: 6 },
+        ),
+        s("decade archive", ("year", 1), ("2015-01-01", "2024-01-01"), Value::Null, Shape::NotStarted),
+        s(
+            "recent days, newest first",
+            ("day", 1),
+            ("2024-09-01", "2024-09-30"),
+            json!({"run_backwards": true}),
+            Shape::Running { completed: 3 },
+        ),
+        s("every 6 hours", ("hour", 6), ("2024-07-01", "2024-07-10"), Value::Null, Shape::Running { completed: 0 }),
+        s(
+            "burst test",
+            ("second", 30),
+            ("2024-08-01T12:00:00Z", "2024-08-01T12:30:00Z"),
+            Value::Null,
+            Shape::Running { completed: 10 },
+        ),
+        s("custom code", ("custom", 1), ("2024-01-01", "2024-01-31"), Value::Null, Shape::NotStarted),
+    ]
+}
+
+/// Whether the file has the demo already: any backfill at all.
+fn seeded(api: &Api) -> Result<bool, CallError> {
+    let answer = api.call("GET", "/api/backfills?_limit=0", None)?;
+    Ok(answer["metadata"]["count"].as_u64().unwrap_or(0) > 0)
+}
+
+fn datetime(d: &str) -> String {
+    if d.contains('T') {
+        d.to_string()
+    } else {
+        format!("{d}T00:00:00Z")
+    }
+}
+
+/// Creates the demo's backfills: each seed in each pipeline (skipping a few, so that the
+/// pipelines differ), in its shape.
+pub fn seed(api: &Api) -> Result<usize, CallError> {
+    let mut made = 0;
+    for (p, pipeline) in PIPELINES.iter().enumerate() {
+        for (k, seed) in seeds().into_iter().enumerate() {
+            // The big minute-level backfill once; the rest in most pipelines.
+            let once = matches!(seed.interval.0, "minute" | "second" | "custom");
+            if if once { p != 2 } else { (k + p) % 4 == 3 } {
+                continue;
+            }
+            let mut fields = json!({
+                "name": format!("{pipeline}: {}", seed.name),
+                "start_datetime": datetime(seed.range.0),
+                "end_datetime": datetime(seed.range.1),
+                "interval_type": seed.interval.0,
+                "interval_units": seed.interval.1,
+                "variables": {"source": format!("s3://demo-{pipeline}/raw"), "full_refresh": k % 2 == 0},
+            });
+            if !seed.settings.is_null() {
+                fields["settings"] = seed.settings.clone();
+            }
+            let created = api.call(
+                "POST",
+                &format!("/api/pipelines/{pipeline}/backfills"),
+                Some(&json!({ "backfill": fields })),
+            )?;
+            let id = created["backfill"]["id"].as_i64().unwrap_or(0);
+            shape(api, id, seed.shape)?;
+            made += 1;
+        }
+    }
+    Ok(made)
+}
+
+fn put_backfill(api: &Api, id: i64, fields: Value) -> Result<Value, CallError> {
+    api.call("PUT", &format!("/api/backfills/{id}"), Some(&json!({ "backfill": fields })))
+}
+
+fn set_run(api: &Api, run: &Value, status: &str) -> Result<(), CallError> {
+    let id = run["id"].as_i64().unwrap_or(0);
+    let metrics = if status == "failed" {
+        json!({"error": "demo: upstream table had no partition for this date", "exit_code": 1})
+    } else {
+        json!({"rows_written": 1000 + id % 9000})
+    };
+    let body = json!({"pipeline_run": {"status": status, "metrics": metrics}});
+    api.call("PUT", &format!("/api/pipeline_runs/{id}"), Some(&body)).map(drop)
+}
+
+/// Moves a new backfill into `shape`: started, its first runs (in date order) claimed by
+/// "demo-seed" and reported, then paused or cancelled.
+fn shape(api: &Api, id: i64, shape: Shape) -> Result<(), CallError> {
+    let (completed, fail) = match shape {
+        Shape::NotStarted => return Ok(()),
+        Shape::Completed => (usize::MAX, false),
+        Shape::Failed { completed } => (completed, true),
+        Shape::Running { completed } | Shape::Paused { completed } | Shape::Cancelled { completed } => {
+            (completed, false)
+        }
+    };
+    put_backfill(api, id, json!({"status": "initial"}))?;
+    let want = completed.saturating_add(usize::from(fail));
+    let mut done = 0;
+    while done < want {
+        let limit = (want - done).min(100);
+        let body = json!({"worker": "demo-seed", "limit": limit, "lease_seconds": 60, "backfill_id": id});
+        let claimed = api.call("POST", "/api/pipeline_runs/claim", Some(&body))?;
+        let runs = claimed["pipeline_runs"].as_array().cloned().unwrap_or_default();
+        if runs.is_empty() {
+            break;
+        }
+        for run in &runs {
+            set_run(api, run, if done < completed { "completed" } else { "failed" })?;
+            done += 1;
+        }
+    }
+    match shape {
+        Shape::Paused { .. } => put_backfill(api, id, json!({"is_paused": true})).map(drop),
+        Shape::Cancelled { .. } => put_backfill(api, id, json!({"status": "cancelled"})).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// The demo's worker: 4 runs at once, each 0.5 to 3 s, 1 in 200 failing, under a 10 s lease
+/// (so that runs left held by a stopped demo come back soon after the next start).
+pub fn worker_config(api: Api) -> Config {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Config {
+        api,
+        name: "demo-worker".into(),
+        concurrency: 4,
+        scope: Scope { pipeline_uuid: None, backfill_id: None },
+        lease: Duration::from_secs(10),
+        work: Work::Simulate {
+            span: Span { low: Duration::from_millis(500), high: Duration::from_secs(3) },
+            fail_rate: 0.005,
+            seed,
+        },
+        timeout: None,
+        until_idle: false,
+        grace: Duration::ZERO,
+    }
+}
+
+/// Seeds the demo if the file has none, then runs the worker until `stop`.
+pub fn drive(api: Api, stop: std::sync::Arc<Stop>) {
+    // The server answers once its loop runs, a moment after this thread starts.
+    let mut tries = 0;
+    let fresh = loop {
+        match seeded(&api) {
+            Ok(done) => break !done,
+            Err(e) if tries < 100 && e.is_transient() => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return log::error!("demo: the server did not answer: {e}"),
+        }
+    };
+    if fresh {
+        match seed(&api) {
+            Ok(n) => log::info!("demo: seeded {n} backfills"),
+            Err(e) => return log::error!("demo: seeding failed: {e}"),
+        }
+    } else {
+        log::info!("demo: the file has backfills already; continuing the demo");
+    }
+    let mut quiet = crate::worker::progress::Progress::quiet();
+    if let Err(e) = crate::worker::run(&worker_config(api), &stop, &mut quiet) {
+        log::error!("demo: the worker stopped: {e}");
+    }
+}
