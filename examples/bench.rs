@@ -29,6 +29,12 @@
 //! out none: its row's req/s is runs per second end to end (target >= 2,000, reported after
 //! the table) and its latencies each run's, from its claim's sending to its report's answer;
 //! the backfill not completed with all its runs afterwards is an error.
+//! Then the real worker (`backfilld worker`, run by this binary as a child process with the
+//! binary's own argument parsing): `--simulate --duration 0s --concurrency 64 --until-idle`
+//! over a 100,000-run backfill of its own (2,000 with --quick; target >= 2,000 runs/s end
+//! to end), and `--exec true --concurrency 8` over 10,000 runs (500): runs per second and
+//! the worker process's own CPU per run (its commands' not counted), after the table; the
+//! worker not exiting 0 or the backfill not completed with all its runs is a failure.
 //! Once the server has stopped, "expiry sweep" times `dispatch::expire_leases` acting on
 //! 1,000 leases that ran out (claimed under 5 s leases just before) on the file directly, in
 //! one transaction rolled back so that the reused file stays as it was (the commit is not
@@ -937,10 +943,82 @@ fn serve_child(db: &str, port: &str) {
     }
 }
 
+/// `backfilld worker ARGS` as the binary runs it, in this process (a child of the bench),
+/// then this process's own CPU time on standard output: the worker's, not its commands'.
+fn worker_child(args: &[String]) {
+    use backfilld::cli::{Cli, Command};
+    use clap::Parser;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse_from(
+        std::iter::once("backfilld".to_string()).chain(["worker".to_string()]).chain(args.iter().cloned()),
+    );
+    let Some(Command::Worker(a)) = cli.command else { unreachable!("parsed as a worker") };
+    let code = backfilld::commands::worker(a);
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    println!("worker_cpu_us={}", micros(usage.ru_utime) + micros(usage.ru_stime));
+    std::process::exit(i32::from(code));
+}
+
+/// What one run of `backfilld worker` over a backfill of its own did.
+struct WorkerRun {
+    runs: u64,
+    seconds: f64,
+    cpu_per_run_us: f64,
+    ok: bool,
+}
+
+/// Creates and starts a backfill of `dates` runs (one a minute) in pipeline `pipeline`, and
+/// times `backfilld worker --pipeline PIPELINE ARGS --until-idle` (run by this binary, see
+/// `worker_child`) until it exits; fine when it exits 0 with the backfill completed.
+fn worker_scenario(bench: &Bench, pipeline: &str, dates: u64, args: &[&str]) -> Option<WorkerRun> {
+    if !bench.selected(&[pipeline, "worker"]) {
+        return None;
+    }
+    let server = bench.server;
+    let start = datetime!(2023-01-01 00:00);
+    let backfill = json!({"backfill": {"name": format!("{pipeline} {dates}"), "start_datetime": datetime::format_api(start),
+        "end_datetime": datetime::format_api(add_seconds(start, (dates as i64 - 1) * 60)),
+        "interval_type": "minute", "interval_units": 1}});
+    let (status, created) = send_json(server, "POST", &format!("/api/pipelines/{pipeline}/backfills"), &backfill);
+    assert_eq!(status, 200, "{created}");
+    let id = created["backfill"]["id"].as_i64().unwrap();
+    let (status, started) =
+        send_json(server, "PUT", &format!("/api/backfills/{id}"), &json!({"backfill": {"status": "initial"}}));
+    assert_eq!(status, 200, "{started}");
+    let t = Instant::now();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--worker-child")
+        .args(["--server", &format!("http://127.0.0.1:{}", server.port), "--pipeline", pipeline, "--until-idle"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the worker");
+    let seconds = t.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cpu: f64 =
+        stdout.lines().find_map(|l| l.strip_prefix("worker_cpu_us=")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let after = get_json(server, &format!("/api/backfills/{id}?include_run_count=true"));
+    let done = after["backfill"]["status"] == "completed"
+        && after["backfill"]["run_status_counts"] == json!({"completed": dates});
+    if !out.status.success() || !done {
+        eprintln!("bench: worker over {pipeline}: {} {stdout} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Some(WorkerRun { runs: dates, seconds, cpu_per_run_us: cpu / dates as f64, ok: out.status.success() && done })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve-child") {
         return serve_child(&args[2], &args[3]);
+    }
+    if args.get(1).map(String::as_str) == Some("--worker-child") {
+        return worker_child(&args[2..]);
     }
     let o = options();
     let db = build(&o);
@@ -1078,6 +1156,16 @@ fn main() {
     let held = claims_with_held(&mut bench);
     let drive_dates = if o.quick { 2_000 } else { 100_000 };
     let driven = drive(&mut bench, drive_dates);
+    // The real worker, simulating runs of no duration, and running `true` for each.
+    let sim_dates = if o.quick { 2_000 } else { 100_000 };
+    let simulated = worker_scenario(
+        &bench,
+        "bench_worker_simulate",
+        sim_dates,
+        &["--simulate", "--duration", "0s", "--concurrency", "64"],
+    );
+    let exec_dates = if o.quick { 500 } else { 10_000 };
+    let executed = worker_scenario(&bench, "bench_worker_exec", exec_dates, &["--exec", "true", "--concurrency", "8"]);
     // Stalled bodies, last, since the memory the attack makes the allocator keep would show
     // in every later row: one connection loops `/api/status` while thousands of others send
     // 1 MiB bodies but for the last byte and stall (they start just after it has connected,
@@ -1161,6 +1249,30 @@ fn main() {
     }
     let mut failed = rows.iter().filter(|(_, m)| m.errors > 0 || empty(m)).count();
     let mut passed = rows.len() - failed;
+    for (what, run, target) in [
+        ("worker --simulate --duration 0s --concurrency 64", &simulated, Some(DRIVE_RUNS_PER_S)),
+        ("worker --exec true --concurrency 8", &executed, None),
+    ] {
+        let Some(run) = run else { continue };
+        let rate = run.runs as f64 / run.seconds;
+        let verdict = match target {
+            Some(t) if run.ok && rate >= t => format!(" (target >= {} runs/s): met", thousands(t as u64)),
+            Some(t) => format!(" (target >= {} runs/s): not met", thousands(t as u64)),
+            None if run.ok => String::new(),
+            None => ": failed".into(),
+        };
+        println!(
+            "{what}: {} runs in {:.1} s = {rate:.0} runs/s{verdict}; the worker's own CPU {:.0} µs per run",
+            thousands(run.runs),
+            run.seconds,
+            run.cpu_per_run_us
+        );
+        if run.ok && target.is_none_or(|t| rate >= t) {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
     if let Some(e) = &expiry {
         println!(
             "{EXPIRY}: {} expired leases among {} runs in {:.2} ms ({} dates queued again; in one transaction, \

@@ -2,7 +2,7 @@
 //! output, or an `Error` whose one line says what went wrong and what to do; the caller
 //! prints it and exits non-zero.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -109,7 +109,9 @@ pub fn demo(args: DemoArgs) -> Result<(), Error> {
     let db = args.db.clone();
     let served = serve_then(serve, move |local| {
         let base = format!("http://{local}");
-        println!(
+        // Not println!: with standard output closed, the demo still serves.
+        let _ = writeln!(
+            std::io::stdout(),
             "backfilld demo: serving {} on {base}, with a simulated worker running its backfills' runs.\n\
              Look: curl '{base}/api/backfills?include_run_count=true&_limit=5'\n\
              Watch a run move: curl '{base}/api/pipeline_runs?status=running&_limit=3'\n\
@@ -241,19 +243,18 @@ pub fn token(cmd: TokenCommand) -> Result<String, Error> {
 
 /// How `backfilld worker` ended: 0 when every run it executed completed, 1 when one failed
 /// (or was given up), 2 when it could not work at all (bad flags, no server, refused).
-pub fn worker(args: WorkerArgs) -> std::process::ExitCode {
-    use std::process::ExitCode;
+pub fn worker(args: WorkerArgs) -> u8 {
     let cfg = match worker_config(args) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("backfilld worker: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     let stop = std::sync::Arc::new(crate::worker::Stop::default());
     if let Err(e) = watch_signals(stop.clone()) {
         eprintln!("backfilld worker: cannot watch for Ctrl-C and SIGTERM: {e}");
-        return ExitCode::from(2);
+        return 2;
     }
     log::info!("worker {} claiming from {} ({} at a time)", cfg.name, cfg.api.base(), cfg.concurrency);
     use std::io::IsTerminal;
@@ -269,14 +270,14 @@ pub fn worker(args: WorkerArgs) -> std::process::ExitCode {
                 s.abandoned
             );
             if s.failed + s.abandoned > 0 {
-                ExitCode::from(1)
+                1
             } else {
-                ExitCode::SUCCESS
+                0
             }
         }
         Err(e) => {
             eprintln!("backfilld worker: {e}");
-            ExitCode::from(2)
+            2
         }
     }
 }

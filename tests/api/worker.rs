@@ -355,7 +355,10 @@ fn start_demo(db: &Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    std::io::BufReader::new(demo.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let mut out = std::io::BufReader::new(demo.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    // Read the rest as it comes, so that the demo never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let base = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches(',').to_string();
     (demo, base)
 }
