@@ -45,8 +45,9 @@
 //! stall: its latencies and the server's peak memory are the row "during 2000 stalled
 //! bodies". After the last scenario the bench waits idle (11 s; 2 s with --quick) and prints
 //! the WAL size then (the server is expected to have truncated it to at most 128 MiB). Only
-//! errors, scenarios with no answered request and an expiry sweep that did not act on its
-//! 1,000 leases fail the run.
+//! errors, scenarios with no answered request, an expiry sweep that did not act on its
+//! 1,000 leases and a worker that did not complete its backfill fail the run; a missed
+//! target is said, not failed.
 //!
 //!     cargo run --release --example bench                 # 1,000,000 backfills, 2,000,000 runs
 //!     cargo run --release --example bench -- --quick      # a small smoke run, as CI does
@@ -1267,10 +1268,12 @@ fn main() {
             run.seconds,
             run.cpu_per_run_us
         );
-        if run.ok && target.is_none_or(|t| rate >= t) {
+        // As with the other targets, a miss is said, not failed: only errors fail the run.
+        if run.ok {
             passed += 1;
         } else {
             failed += 1;
+            failures += 1;
         }
     }
     if let Some(e) = &expiry {

@@ -410,3 +410,65 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
     unsafe { libc::kill(again.id() as i32, libc::SIGINT) };
     assert!(again.wait().unwrap().success());
 }
+
+/// The real server on `port` over `db`, once it accepts connections.
+fn serve_on(db: &Path, port: u16) -> Child {
+    let child = Command::new(BIN)
+        .args(["serve", "--workers", "1", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(db)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the server to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    child
+}
+
+#[test]
+fn a_report_waits_out_an_outage_of_the_server_and_goes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outage.db");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = serve_on(&db, port);
+    let agent = crate::helpers::agent();
+    let fields = json!({"backfill": {"name": "one date", "start_datetime": "2023-03-01T00:00:00Z",
+        "end_datetime": "2023-03-01T00:00:00Z", "interval_type": "hour", "interval_units": 1}});
+    let created =
+        crate::helpers::reply(agent.post(format!("{base}/api/pipelines/etl/backfills")).send_json(&fields).unwrap());
+    let id = created.body["backfill"]["id"].as_i64().unwrap();
+    let start = json!({"backfill": {"status": "initial"}});
+    assert_eq!(
+        crate::helpers::reply(agent.put(format!("{base}/api/backfills/{id}")).send_json(&start).unwrap()).status,
+        200
+    );
+    let w = Command::new(BIN)
+        .args(["worker", "--server", &base, "--until-idle", "--lease", "30s", "--exec", "sleep 1"])
+        .env("RUST_LOG", "info")
+        .env_remove("BACKFILLD_API_KEY")
+        .env_remove("BACKFILLD_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = || get_json(&format!("{base}/api/pipeline_runs?status=running&_limit=0"))["metadata"]["count"] == 1;
+    wait_for("the run to be claimed", Duration::from_secs(10), running);
+    // The server dies while the command runs, and comes back a while after it has ended.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut server = serve_on(&db, port);
+    let out = w.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("did not answer").count(), 1, "logged once per outage: {err}");
+    assert!(err.contains("the server answers again"), "{err}");
+    let runs = get_json(&format!("{base}/api/pipeline_runs?backfill_id={id}"));
+    assert_eq!(runs["pipeline_runs"][0]["status"], "completed", "{runs}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
