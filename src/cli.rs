@@ -48,7 +48,8 @@ pub struct WorkerArgs {
     /// The server to claim from.
     #[arg(long, env = "BACKFILLD_SERVER", default_value = "http://127.0.0.1:6789")]
     pub server: String,
-    /// The server's API key, when it requires auth.
+    /// The server's API key, when it requires auth (of a comma-separated list, as `serve`
+    /// takes, the first).
     #[arg(long, env = "BACKFILLD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// An OAuth token (`backfilld token create`), when the server requires auth.

@@ -320,7 +320,9 @@ fn worker_config(a: WorkerArgs) -> Result<crate::worker::Config, String> {
         return Err("--pipeline must not be blank".into());
     }
     let concurrency = usize::try_from(a.concurrency).unwrap_or(1);
-    let api = client::Api::new(&a.server, a.api_key, a.token, concurrency + 2)?;
+    // BACKFILLD_API_KEY may list the server's keys, comma-separated: the first one serves.
+    let api_key = a.api_key.and_then(|k| k.split(',').map(str::trim).find(|k| !k.is_empty()).map(str::to_string));
+    let api = client::Api::new(&a.server, api_key, a.token, concurrency + 2)?;
     api.check()?;
     Ok(Config {
         api,

@@ -472,3 +472,58 @@ fn a_report_waits_out_an_outage_of_the_server_and_goes_through() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[test]
+fn a_polling_worker_picks_up_a_backfill_started_later() {
+    let app = spawn_app();
+    let mut w =
+        worker(&app, &["--simulate", "--duration", "0s"]).stderr(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    // Idle a while first: its waits between empty claims have grown.
+    std::thread::sleep(Duration::from_millis(1500));
+    let id = started(&app, "etl", json!({}));
+    wait_for("the backfill done", Duration::from_secs(10), || app.read_backfill(id)["status"] == "completed");
+    assert_eq!(stop(&mut w).code(), Some(0));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut w.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.contains("25 runs: 25 completed"), "{out}");
+}
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({}));
+    let marker = "sleep 23.1406";
+    let mut w = worker(&app, &["--grace", "60s", "--exec", marker]).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("one running", Duration::from_secs(10), || {
+        runs(&app, &format!("backfill_id={id}&status=running")).len() == 1
+    });
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(w.try_wait().unwrap().is_none(), "the first signal waits for the command (grace 60 s)");
+    let t = Instant::now();
+    assert_eq!(stop(&mut w).code(), Some(1));
+    assert!(t.elapsed() < Duration::from_secs(5), "the second signal stops at once");
+    assert!(!process_with(marker));
+}
+
+#[test]
+fn on_a_terminal_the_worker_draws_a_bar_per_backfill() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({}));
+    // util-linux's `script` gives the worker a terminal (it is in every Debian install).
+    let cmd =
+        format!("{BIN} worker --server {} --until-idle --simulate --duration 10ms..40ms --concurrency 2", app.base);
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = text(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    assert!(screen.contains(&format!("backfill {id}")), "{screen}");
+    assert!(screen.contains("25/25"), "{screen}");
+    assert!(screen.contains("completed, 0 failed"), "{screen}");
+    assert!(!screen.contains("run 1 ("), "no line per run on a terminal: {screen}");
+}
