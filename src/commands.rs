@@ -118,7 +118,7 @@ pub fn demo(args: DemoArgs) -> Result<(), Error> {
              Ctrl-C stops it; `backfilld demo` again continues the same demo.",
             db.display()
         );
-        let Ok(api) = crate::worker::client::Api::new(&base, None, None, 8) else { return };
+        let Ok(api) = crate::worker::client::Api::new(&base, None, None, 8, Duration::from_secs(3)) else { return };
         let handle = std::thread::Builder::new().name("demo".into()).spawn(move || crate::demo::drive(api, stop_for));
         *driver_for.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = handle.ok();
     });
@@ -322,7 +322,10 @@ fn worker_config(a: WorkerArgs) -> Result<crate::worker::Config, String> {
     let concurrency = usize::try_from(a.concurrency).unwrap_or(1);
     // BACKFILLD_API_KEY may list the server's keys, comma-separated: the first one serves.
     let api_key = a.api_key.and_then(|k| k.split(',').map(str::trim).find(|k| !k.is_empty()).map(str::to_string));
-    let api = client::Api::new(&a.server, api_key, a.token, concurrency + 2)?;
+    // A call may take a third of the lease at most, so that a hung heartbeat leaves time for
+    // another before the lease ends (and 30 s at most).
+    let call_timeout = (lease / 3).clamp(Duration::from_millis(300), Duration::from_secs(30));
+    let api = client::Api::new(&a.server, api_key, a.token, concurrency + 2, call_timeout)?;
     api.check()?;
     Ok(Config {
         api,

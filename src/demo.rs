@@ -91,10 +91,31 @@ fn seeds() -> Vec<Seed> {
     ]
 }
 
-/// Whether the file has the demo already: any backfill at all.
-fn seeded(api: &Api) -> Result<bool, CallError> {
+/// How many backfills the file has.
+fn backfills(api: &Api) -> Result<usize, CallError> {
     let answer = api.call("GET", "/api/backfills?_limit=0", None)?;
-    Ok(answer["metadata"]["count"].as_u64().unwrap_or(0) > 0)
+    Ok(usize::try_from(answer["metadata"]["count"].as_u64().unwrap_or(0)).unwrap_or(usize::MAX))
+}
+
+/// The backfills the demo seeds, in order: each seed in each pipeline, skipping a few so
+/// that the pipelines differ (the minute-, second-level and custom ones once).
+fn plan() -> Vec<(&'static str, usize, Seed)> {
+    let mut plan = vec![];
+    for (p, pipeline) in PIPELINES.iter().enumerate() {
+        for (k, seed) in seeds().into_iter().enumerate() {
+            let once = matches!(seed.interval.0, "minute" | "second" | "custom");
+            if if once { p != 2 } else { (k + p) % 4 == 3 } {
+                continue;
+            }
+            plan.push((*pipeline, k, seed));
+        }
+    }
+    plan
+}
+
+/// How many backfills the demo seeds.
+pub fn planned() -> usize {
+    plan().len()
 }
 
 fn datetime(d: &str) -> String {
@@ -105,39 +126,29 @@ fn datetime(d: &str) -> String {
     }
 }
 
-/// Creates the demo's backfills: each seed in each pipeline (skipping a few, so that the
-/// pipelines differ), in its shape.
-pub fn seed(api: &Api) -> Result<usize, CallError> {
-    let mut made = 0;
-    for (p, pipeline) in PIPELINES.iter().enumerate() {
-        for (k, seed) in seeds().into_iter().enumerate() {
-            // The big minute-level backfill once; the rest in most pipelines.
-            let once = matches!(seed.interval.0, "minute" | "second" | "custom");
-            if if once { p != 2 } else { (k + p) % 4 == 3 } {
-                continue;
-            }
-            let mut fields = json!({
-                "name": format!("{pipeline}: {}", seed.name),
-                "start_datetime": datetime(seed.range.0),
-                "end_datetime": datetime(seed.range.1),
-                "interval_type": seed.interval.0,
-                "interval_units": seed.interval.1,
-                "variables": {"source": format!("s3://demo-{pipeline}/raw"), "full_refresh": k % 2 == 0},
-            });
-            if !seed.settings.is_null() {
-                fields["settings"] = seed.settings.clone();
-            }
-            let created = api.call(
-                "POST",
-                &format!("/api/pipelines/{pipeline}/backfills"),
-                Some(&json!({ "backfill": fields })),
-            )?;
-            let id = created["backfill"]["id"].as_i64().unwrap_or(0);
-            shape(api, id, seed.shape)?;
-            made += 1;
+/// Creates the demo's backfills after the first `made` (a start stopped while seeding
+/// left those), each in its shape; returns how many it created.
+pub fn seed(api: &Api, made: usize) -> Result<usize, CallError> {
+    let mut created_now = 0;
+    for (pipeline, k, seed) in plan().into_iter().skip(made) {
+        let mut fields = json!({
+            "name": format!("{pipeline}: {}", seed.name),
+            "start_datetime": datetime(seed.range.0),
+            "end_datetime": datetime(seed.range.1),
+            "interval_type": seed.interval.0,
+            "interval_units": seed.interval.1,
+            "variables": {"source": format!("s3://demo-{pipeline}/raw"), "full_refresh": k % 2 == 0},
+        });
+        if !seed.settings.is_null() {
+            fields["settings"] = seed.settings.clone();
         }
+        let created =
+            api.call("POST", &format!("/api/pipelines/{pipeline}/backfills"), Some(&json!({ "backfill": fields })))?;
+        let id = created["backfill"]["id"].as_i64().unwrap_or(0);
+        shape(api, id, seed.shape)?;
+        created_now += 1;
     }
-    Ok(made)
+    Ok(created_now)
 }
 
 fn put_backfill(api: &Api, id: i64, fields: Value) -> Result<Value, CallError> {
@@ -214,9 +225,9 @@ pub fn worker_config(api: Api) -> Config {
 pub fn drive(api: Api, stop: std::sync::Arc<Stop>) {
     // The server answers once its loop runs, a moment after this thread starts.
     let mut tries = 0;
-    let fresh = loop {
-        match seeded(&api) {
-            Ok(done) => break !done,
+    let made = loop {
+        match backfills(&api) {
+            Ok(n) => break n,
             Err(e) if tries < 100 && e.is_transient() => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(50));
@@ -224,13 +235,13 @@ pub fn drive(api: Api, stop: std::sync::Arc<Stop>) {
             Err(e) => return log::error!("demo: the server did not answer: {e}"),
         }
     };
-    if fresh {
-        match seed(&api) {
+    if made < planned() {
+        match seed(&api, made) {
             Ok(n) => log::info!("demo: seeded {n} backfills"),
             Err(e) => return log::error!("demo: seeding failed: {e}"),
         }
     } else {
-        log::info!("demo: the file has backfills already; continuing the demo");
+        log::info!("demo: the file has its backfills already; continuing the demo");
     }
     let mut quiet = crate::worker::progress::Progress::quiet();
     if let Err(e) = crate::worker::run(&worker_config(api), &stop, &mut quiet) {

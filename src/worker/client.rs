@@ -12,7 +12,7 @@ pub enum CallError {
     /// No answer: the server is down, unreachable, or too slow. Worth retrying.
     #[error("the server at {server} did not answer: {detail}")]
     Unreachable { server: String, detail: String },
-    /// A 5xx answer (503 when it sheds load or cannot write). Worth retrying.
+    /// A 5xx answer (503 when it sheds load or cannot write), or 408 or 429. Worth retrying.
     #[error("the server answered {status}: {message}")]
     Server { status: u16, message: String },
     /// 409: the run is no longer this worker's (cancelled, lease expired, held by another).
@@ -49,11 +49,18 @@ pub struct Api {
 impl Api {
     /// A client of `server`: `http://HOST[:PORT]`, or `HOST:PORT` alone. Checks only the
     /// form; `check` asks the server.
-    pub fn new(server: &str, api_key: Option<String>, token: Option<String>, pool: usize) -> Result<Api, String> {
+    /// Each call gives up after `timeout` (a heartbeat must not outlast the lease).
+    pub fn new(
+        server: &str,
+        api_key: Option<String>,
+        token: Option<String>,
+        pool: usize,
+        timeout: Duration,
+    ) -> Result<Api, String> {
         let base = base_url(server)?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
+            .timeout_global(Some(timeout))
             .max_idle_connections_per_host(pool.max(2))
             .max_idle_connections(pool.max(2))
             .build()
@@ -97,7 +104,7 @@ impl Api {
             .unwrap_or_else(|| text.chars().take(300).collect::<String>());
         Err(match status {
             409 => CallError::Conflict(message),
-            500.. => CallError::Server { status, message },
+            408 | 429 | 500.. => CallError::Server { status, message },
             _ => CallError::Refused { status, message },
         })
     }
@@ -137,7 +144,12 @@ impl Api {
             body["backfill_id"] = json!(b);
         }
         let answer = self.call("POST", "/api/pipeline_runs/claim", Some(&body))?;
-        Ok(answer["pipeline_runs"].as_array().cloned().unwrap_or_default())
+        // At most `limit`, each with an id, each once, whatever the answer holds.
+        let mut seen = std::collections::HashSet::new();
+        let mut runs: Vec<Value> = answer["pipeline_runs"].as_array().cloned().unwrap_or_default();
+        runs.retain(|r| r["id"].as_i64().is_some_and(|id| seen.insert(id)));
+        runs.truncate(limit);
+        Ok(runs)
     }
 
     /// Renews `worker`'s lease on run `id`.

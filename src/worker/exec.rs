@@ -30,12 +30,14 @@ pub enum Ended {
 }
 
 impl Running {
-    /// Starts `sh -c command` with `env` added to the worker's environment and `input` on its
-    /// standard input, in a new process group.
+    /// Starts `sh -c command` with `env` added to the worker's environment (less the
+    /// worker's own credentials) and `input` on its standard input, in a new process group.
     pub fn start(command: &str, env: &[(String, String)], input: Vec<u8>) -> std::io::Result<Running> {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(command)
+            .env_remove("BACKFILLD_API_KEY")
+            .env_remove("BACKFILLD_TOKEN")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -43,14 +45,45 @@ impl Running {
             .process_group(0)
             .spawn()?;
         let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        let started = Self::watch(&mut child, input);
+        if started.is_err() {
+            // Nobody will wait for it: kill its group (not reaped, its id is still the
+            // group's) and reap it here.
+            // SAFETY: as in `signal_group`.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+        let (tail, readers) = started?;
+        let (tx, exited) = mpsc::channel();
+        let waiter = thread("run-wait", move || {
+            let _ = tx.send(child.wait());
+        });
+        let running = Running { pid, exited, tail, readers };
+        match waiter {
+            Ok(_) => Ok(running),
+            Err(e) => {
+                running.signal_group();
+                Err(e)
+            }
+        }
+    }
+
+    /// The threads that feed the command its input and keep the tail of its output.
+    #[allow(clippy::type_complexity)]
+    fn watch(
+        child: &mut std::process::Child,
+        input: Vec<u8>,
+    ) -> std::io::Result<(Arc<Mutex<Tail>>, Vec<JoinHandle<()>>)> {
         let tail = Arc::new(Mutex::new(Tail::default()));
         let mut readers = vec![];
         if let Some(mut stdin) = child.stdin.take() {
             // A command that does not read its input must not block the worker: the write
             // runs on a thread of its own, and a closed pipe is no error.
-            readers.push(std::thread::spawn(move || {
+            readers.push(thread("run-stdin", move || {
                 let _ = stdin.write_all(&input);
-            }));
+            })?);
         }
         let out: Vec<Box<dyn Read + Send>> = [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
@@ -61,7 +94,7 @@ impl Running {
         .collect();
         for mut stream in out {
             let tail = tail.clone();
-            readers.push(std::thread::spawn(move || {
+            readers.push(thread("run-output", move || {
                 let mut buf = [0u8; 8192];
                 while let Ok(n) = stream.read(&mut buf) {
                     if n == 0 {
@@ -69,13 +102,9 @@ impl Running {
                     }
                     tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(&buf[..n]);
                 }
-            }));
+            })?);
         }
-        let (tx, exited) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        Ok(Running { pid, exited, tail, readers })
+        Ok((tail, readers))
     }
 
     /// Waits until the command ends or `until` passes (then `None`).
@@ -90,19 +119,31 @@ impl Running {
     }
 
     /// Kills the command's whole process group (SIGKILL) and waits for the command itself.
+    /// Callers ask `wait_until(now)` first, so that a command that has just ended is not
+    /// reported killed.
     pub fn kill(&self) -> Option<Ended> {
-        // SAFETY: kill(2) with a negative pid signals that process group; the group is the
-        // command's own (process_group(0) made its leader's pid the group id), and the
-        // leader is not yet reaped while `exited` has not answered, so the id is not reused.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-        }
+        self.signal_group();
         self.wait_until(Instant::now() + Duration::from_secs(5))
     }
 
-    /// The tail of the output so far, once the output has ended or `grace` has passed (a
-    /// process the command left running in the background may hold its output open).
+    /// SIGKILL to the command's process group: after its end too, so that what it left
+    /// running in the background does not outlive it (and hold its output open).
+    fn signal_group(&self) {
+        // SAFETY: kill(2) with a negative pid signals that process group, the command's own
+        // (process_group(0) made its leader's pid the group id). Linux does not give a new
+        // process an id that still names a live group, so while any process of the group
+        // lives the id is the group's; once none does, the call fails with ESRCH, unless in
+        // the moment since the id was reused, which the pid allocator makes take a wrap of
+        // the whole pid space.
+        unsafe {
+            libc::kill(-self.pid, libc::SIGKILL);
+        }
+    }
+
+    /// The tail of the output, once the output has ended or `grace` has passed; what the
+    /// command left running in its process group is killed first.
     pub fn finish(self, grace: Duration) -> (String, u64) {
+        self.signal_group();
         let deadline = Instant::now() + grace;
         for reader in self.readers {
             while !reader.is_finished() && Instant::now() < deadline {
@@ -115,6 +156,10 @@ impl Running {
         let tail = self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tail.text()
     }
+}
+
+fn thread(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f)
 }
 
 /// The exit code or the signal of a finished command, as the run's metrics say them.

@@ -58,8 +58,10 @@ pub struct Config {
 pub struct Stop(AtomicU8);
 
 impl Stop {
+    /// One more request; returns how many there have been (at most 2).
     pub fn request(&self) -> u8 {
-        self.0.fetch_add(1, Ordering::SeqCst).saturating_add(1).min(2)
+        let before = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_add(1).min(2)));
+        before.unwrap_or(2).saturating_add(1).min(2)
     }
 
     fn level(&self) -> u8 {
@@ -134,6 +136,9 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
     let mut held = 0usize;
     let (mut empty, mut errors) = (0u32, 0u32);
     let mut grace_ends: Option<Instant> = None;
+    // With `until_idle`: nothing running in scope was seen after an empty claim; one more
+    // empty claim then ends the worker (a lease that ran out in between puts a run back).
+    let mut idle_seen = false;
     let mut fatal: Option<String> = None;
     loop {
         let level = stop.level();
@@ -154,17 +159,21 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
                     outage.ok();
                     errors = 0;
                     if runs.is_empty() {
+                        wait = if held == 0 { plan::idle_wait(empty) } else { wait };
+                        empty = empty.saturating_add(1);
                         if cfg.until_idle && held == 0 {
+                            if idle_seen {
+                                break;
+                            }
                             match cfg.api.running_runs(&cfg.scope) {
-                                Ok(0) => break,
+                                Ok(0) => (idle_seen, wait) = (true, Duration::ZERO),
                                 Ok(_) => {}
                                 Err(e) if e.is_transient() => outage.failed(&e),
                                 Err(e) => fatal = Some(e.to_string()),
                             }
                         }
-                        wait = if held == 0 { plan::idle_wait(empty) } else { wait };
-                        empty = empty.saturating_add(1);
                     } else {
+                        idle_seen = false;
                         empty = 0;
                         for run in runs {
                             held += 1;
@@ -247,23 +256,56 @@ fn record(summary: &mut Summary, f: Finished, progress: &Progress) {
 fn start_run(cfg: &Config, stop: &Arc<Stop>, outage: &Arc<Outage>, run: Value, tx: Sender<Finished>) {
     let (cfg, stop, outage) = (cfg.clone(), stop.clone(), outage.clone());
     let id = run["id"].as_i64().unwrap_or(0);
-    let on_error = tx.clone();
+    let backfill = run["backfill_id"].as_i64();
+    let label = format!(
+        "backfill {}, {}, attempt {}",
+        run["backfill_id"],
+        run["execution_date"].as_str().unwrap_or("no date"),
+        run["attempt"]
+    );
+    let mut guard = Sent { tx: Some(tx), id, backfill, label, started: Instant::now() };
+    let on_error = guard.tx.clone();
     let spawned = std::thread::Builder::new().name(format!("run-{id}")).spawn(move || {
-        let started = Instant::now();
-        let label = format!(
-            "backfill {}, {}, attempt {}",
-            run["backfill_id"],
-            run["execution_date"].as_str().unwrap_or("no date"),
-            run["attempt"]
-        );
         let outcome = execute(&cfg, &stop, &outage, &run, id);
-        let backfill = run["backfill_id"].as_i64();
-        let _ = tx.send(Finished { id, backfill, label, took: started.elapsed(), outcome });
+        guard.send(outcome);
     });
     if let Err(e) = spawned {
         // Out of threads: the run is left to its lease.
         let outcome = Outcome::Abandoned(format!("no thread could be started for it: {e}"));
-        let _ = on_error.send(Finished { id, backfill: None, label: String::new(), took: Duration::ZERO, outcome });
+        if let Some(tx) = on_error {
+            let _ = tx.send(Finished { id, backfill, label: String::new(), took: Duration::ZERO, outcome });
+        }
+    }
+}
+
+/// Sends a run's outcome to the claiming loop exactly once: if the run's thread ends
+/// without one (a panic), as left to its lease, so that the loop never waits for it forever.
+struct Sent {
+    tx: Option<Sender<Finished>>,
+    id: i64,
+    backfill: Option<i64>,
+    label: String,
+    started: Instant,
+}
+
+impl Sent {
+    fn send(&mut self, outcome: Outcome) {
+        if let Some(tx) = self.tx.take() {
+            let label = std::mem::take(&mut self.label);
+            let _ = tx.send(Finished {
+                id: self.id,
+                backfill: self.backfill,
+                label,
+                took: self.started.elapsed(),
+                outcome,
+            });
+        }
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        self.send(Outcome::Abandoned("its thread ended without an outcome".into()));
     }
 }
 
@@ -310,8 +352,20 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
             r.kill();
         }
     };
-    // Wait for the end, heartbeating, and watching the timeout and a stop.
+    // Wait for the end, heartbeating, and watching the timeout, the lease and a stop.
     let ended: Option<Ended> = loop {
+        if let Task::Command(r) = &task {
+            // An end that came just now wins over a kill below.
+            if let Some(e) = r.wait_until(Instant::now()) {
+                break Some(e);
+            }
+        }
+        if Instant::now() >= lease_ends {
+            // No heartbeat got through in time: the server takes the run back and may hand
+            // it to another worker; this one must not go on with it.
+            kill(&task);
+            return Outcome::Abandoned("its lease ended before a heartbeat got through; the server has it back".into());
+        }
         if stop.level() >= 2 {
             kill(&task);
             return Outcome::Abandoned("the worker was stopped".into());
@@ -337,13 +391,15 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
                     kill(&task);
                     return Outcome::Lost(why);
                 }
-                Err(e) => {
-                    if e.is_transient() {
-                        outage.failed(&e);
-                    } else {
-                        log::error!("heartbeat of run {id}: {e}");
-                    }
+                Err(e) if e.is_transient() => {
+                    outage.failed(&e);
                     next_beat = now + Duration::from_secs(1).min(beat_every);
+                }
+                Err(e) => {
+                    // Refused (a token that expired, the run deleted): no heartbeat will get
+                    // through, so the lease is as good as lost.
+                    kill(&task);
+                    return Outcome::Abandoned(format!("its heartbeat was refused: {e}"));
                 }
             }
         }
@@ -436,12 +492,19 @@ fn report(
             Err(CallError::Conflict(why)) => return Outcome::Lost(why),
             Err(e) if e.is_transient() => {
                 outage.failed(&e);
-                let wait = plan::backoff(tries);
+                let until = Instant::now() + plan::backoff(tries);
                 tries += 1;
-                if Instant::now() + wait >= lease_ends || stop.level() >= 2 {
+                if until >= lease_ends {
                     return Outcome::Abandoned(format!("its report did not go through before its lease ended: {e}"));
                 }
-                std::thread::sleep(wait);
+                while Instant::now() < until {
+                    if stop.level() >= 2 {
+                        return Outcome::Abandoned(format!(
+                            "the worker was stopped before its report went through: {e}"
+                        ));
+                    }
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)));
+                }
             }
             Err(e) => return Outcome::Abandoned(format!("its report was refused: {e}")),
         }

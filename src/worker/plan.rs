@@ -128,12 +128,17 @@ pub fn env_name(name: &str) -> Option<String> {
     ok.then(|| format!("BACKFILL_{}", name.to_ascii_uppercase()))
 }
 
-/// A variable's value as an environment variable: a string as it is, null as empty, any
-/// other value as its JSON text.
+/// A variable's value as an environment variable: a string as it is, null as empty, a whole
+/// number as an integer (`interval_seconds` comes as `14400.0`, which shell arithmetic
+/// refuses), any other value as its JSON text.
 pub fn env_value(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -266,7 +271,7 @@ mod tests {
         let run = json!({
             "id": 41, "backfill_id": 3, "pipeline_uuid": "etl", "attempt": 2,
             "variables": {
-                "ds": "2024-03-01", "hr": "04", "interval_seconds": 14400, "flag": true, "none": null,
+                "ds": "2024-03-01", "hr": "04", "interval_seconds": 14400.0, "ratio": 0.5, "flag": true, "none": null,
                 "with space": "skipped", "dash-ed": "skipped", "": "skipped", "nul": "a\u{0}b",
                 "backfill_id": "overridden", "région": "skipped"
             }
@@ -276,6 +281,7 @@ mod tests {
         assert_eq!(get("BACKFILL_DS"), Some("2024-03-01"));
         assert_eq!(get("BACKFILL_HR"), Some("04"));
         assert_eq!(get("BACKFILL_INTERVAL_SECONDS"), Some("14400"));
+        assert_eq!(get("BACKFILL_RATIO"), Some("0.5"));
         assert_eq!(get("BACKFILL_FLAG"), Some("true"));
         assert_eq!(get("BACKFILL_NONE"), Some(""));
         assert_eq!(get("BACKFILL_ID"), Some("3"));

@@ -149,7 +149,8 @@ fn a_cancel_kills_the_running_command_and_nothing_is_reported() {
     let id = started(&app, "etl", json!({}));
     let marker = "sleep 27.1828";
     let mut w = worker(&app, &["--lease", "2s", "--concurrency", "2", "--exec", marker])
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     wait_for("two running commands", Duration::from_secs(10), || {
@@ -158,7 +159,10 @@ fn a_cancel_kills_the_running_command_and_nothing_is_reported() {
     assert_eq!(app.put_backfill(id, json!({"status": "cancelled"})).status, 200);
     // The next heartbeat (every 2/3 s) gets the 409 and kills the commands.
     wait_for("the commands killed", Duration::from_secs(10), || !process_with(marker));
-    stop(&mut w);
+    assert_eq!(stop(&mut w).code(), Some(0), "runs taken back are not failures");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut w.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.contains("2 runs: 0 completed, 0 failed, 2 taken back by the server"), "nothing reported: {out}");
     let all = runs(&app, &format!("backfill_id={id}"));
     assert!(all.iter().all(|r| r["status"] == "cancelled" && r["metrics"].is_null()), "{all:?}");
 }
@@ -182,9 +186,9 @@ fn sigterm_lets_running_commands_finish_within_the_grace_and_claims_no_more() {
     let app = spawn_app();
     let id = started(&app, "etl", json!({}));
     let out = app.dir.path().join("done.txt");
-    let cmd = format!("sleep 1; echo \"$BACKFILL_HR\" >> {}", out.display());
+    let cmd = format!("sleep 2; echo \"$BACKFILL_HR\" >> {}", out.display());
     let mut w =
-        worker(&app, &["--concurrency", "2", "--grace", "10s", "--exec", &cmd]).stderr(Stdio::piped()).spawn().unwrap();
+        worker(&app, &["--concurrency", "2", "--grace", "10s", "--exec", &cmd]).stderr(Stdio::null()).spawn().unwrap();
     wait_for("two running", Duration::from_secs(10), || {
         runs(&app, &format!("backfill_id={id}&status=running")).len() == 2
     });
@@ -203,7 +207,7 @@ fn past_the_grace_commands_are_killed_and_their_leases_left_to_run_out() {
     let app = spawn_app();
     let id = started(&app, "etl", json!({}));
     let marker = "sleep 16.1803";
-    let mut w = worker(&app, &["--grace", "300ms", "--exec", marker]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut w = worker(&app, &["--grace", "300ms", "--exec", marker]).stderr(Stdio::null()).spawn().unwrap();
     wait_for("one running", Duration::from_secs(10), || {
         runs(&app, &format!("backfill_id={id}&status=running")).len() == 1
     });
@@ -322,14 +326,14 @@ fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_
     // Each command logs its start and end; overlapping runs of a date would interleave.
     let cmd = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 0.3; echo \"end $BACKFILL_HR\" >> {0}", log.display());
     let slow = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 60.123", log.display());
-    let mut first = worker(&app, &["--lease", "1s", "--exec", &slow]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = worker(&app, &["--lease", "1s", "--exec", &slow]).stderr(Stdio::null()).spawn().unwrap();
     wait_for("a run held", Duration::from_secs(10), || {
         runs(&app, &format!("backfill_id={id}&status=running")).len() == 1
     });
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
     first.wait().unwrap();
-    let o = run_worker(&app, &["--lease", "1s", "--until-idle", "--exec", &cmd]);
+    let o = run_worker(&app, &["--lease", "3s", "--until-idle", "--exec", &cmd]);
     assert_eq!(o.status.code(), Some(0), "its own runs all completed: {}", text(&o.stderr));
     let b = app.read_backfill(id);
     assert_eq!(b["run_status_counts"]["completed"], 3, "{b}");
@@ -374,10 +378,12 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
     let db = dir.path().join("demo.db");
     let (mut demo, base) = start_demo(&db);
     let listing = |base: &str| get_json(&format!("{base}/api/backfills?_limit=100&include_run_count=true"));
+    let planned = backfilld::demo::planned() as u64;
+    assert!(planned >= 25, "a few dozen backfills");
     let mut seeded = json!(null);
     wait_for("the demo seeded", Duration::from_secs(30), || {
         seeded = listing(&base);
-        seeded["metadata"]["count"].as_u64() >= Some(25)
+        seeded["metadata"]["count"].as_u64() == Some(planned)
     });
     let backfills = seeded["backfills"].as_array().unwrap();
     let has = |status: Value, paused: bool| backfills.iter().any(|b| b["status"] == status && b["is_paused"] == paused);
@@ -391,10 +397,16 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
         assert!(intervals.contains(&interval), "no {interval} backfill");
     }
     assert!(backfills.iter().any(|b| b["total_run_count"].as_u64() > Some(1000)), "no large backfill");
-    // Runs move: the simulated worker completes some within seconds.
+    // Runs move: once the demo's worker holds runs (the seeding is over by then), it
+    // completes some within seconds.
     let completed = |base: &str| {
         get_json(&format!("{base}/api/pipeline_runs?status=completed&_limit=0"))["metadata"]["count"].as_u64().unwrap()
     };
+    let worker_holds = |base: &str| {
+        let running = get_json(&format!("{base}/api/pipeline_runs?status=running&_limit=100"));
+        running["pipeline_runs"].as_array().unwrap().iter().any(|r| r["worker"] == "demo-worker")
+    };
+    wait_for("the demo's worker to claim", Duration::from_secs(20), || worker_holds(&base));
     let before = completed(&base);
     wait_for("runs to complete", Duration::from_secs(20), || completed(&base) > before + 2);
     // SAFETY: kill(2) on our own child.
@@ -402,6 +414,7 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
     assert!(demo.wait().unwrap().success());
     // Again on the same file: the same backfills, nothing seeded twice, and runs go on.
     let (mut again, base) = start_demo(&db);
+    wait_for("the demo's worker to claim again", Duration::from_secs(20), || worker_holds(&base));
     let after_restart = completed(&base);
     assert_eq!(listing(&base)["metadata"]["count"], seeded["metadata"]["count"]);
     wait_for("runs to complete after the restart", Duration::from_secs(20), || completed(&base) > after_restart + 2);
@@ -446,7 +459,7 @@ fn a_report_waits_out_an_outage_of_the_server_and_goes_through() {
         200
     );
     let w = Command::new(BIN)
-        .args(["worker", "--server", &base, "--until-idle", "--lease", "30s", "--exec", "sleep 1"])
+        .args(["worker", "--server", &base, "--until-idle", "--lease", "30s", "--exec", "sleep 2"])
         .env("RUST_LOG", "info")
         .env_remove("BACKFILLD_API_KEY")
         .env_remove("BACKFILLD_TOKEN")
@@ -460,7 +473,7 @@ fn a_report_waits_out_an_outage_of_the_server_and_goes_through() {
     // The server dies while the command runs, and comes back a while after it has ended.
     server.kill().unwrap();
     server.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(3500));
     let mut server = serve_on(&db, port);
     let out = w.wait_with_output().unwrap();
     let err = text(&out.stderr);
