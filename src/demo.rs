@@ -51,9 +51,9 @@ fn seeds() -> Vec<Seed> {
             Shape::Failed { completed: 30 },
         ),
         s(
-            "June by the minute",
+            "a June week by the minute",
             ("minute", 1),
-            ("2024-06-01T00:00:00Z", "2024-06-01T23:59:00Z"),
+            ("2024-06-01T00:00:00Z", "2024-06-07T23:59:00Z"),
             json!({"pipeline_run_limit": 3}),
             Shape::Running { completed: 40 },
         ),
