@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod backfills;
 pub mod body;
+pub mod dashboard;
 pub mod error;
 pub mod params;
 pub mod pipeline_runs;
@@ -197,6 +198,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // A health check outside authentication: it tells only the version and whether
     // authentication is required, and touches no database.
     .service(resource("/api/status", "GET, HEAD").route(get().to(status::get)))
+    // The dashboard: static assets compiled in, outside authentication (the page asks for
+    // credentials when the API wants them).
+    .service(resource("/", "GET, HEAD").route(get().to(dashboard::index)))
+    .service(resource("/assets/app.js", "GET, HEAD").route(get().to(dashboard::script)))
+    .service(resource("/assets/app.css", "GET, HEAD").route(get().to(dashboard::style)))
     .service(
         web::scope("/api")
             // Middleware runs last-added first: credentials in headers are checked before

@@ -47,7 +47,7 @@ fn a_malformed_query_string_is_a_400() {
 #[test]
 fn unknown_paths_are_404s() {
     let app = spawn_app();
-    for path in ["/api/nothing", "/api", "/", "/favicon.ico", "/api/backfills/extra/segments"] {
+    for path in ["/api/nothing", "/api", "/favicon.ico", "/assets/nothing.js", "/api/backfills/extra/segments"] {
         let message = assert_error(&app.get(path), 404, "record_not_found");
         assert!(message.contains("no route"), "{path}: {message}");
     }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod backfills;
+mod browser;
 mod cli;
 mod dispatch;
 mod errors;
