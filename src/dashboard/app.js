@@ -55,7 +55,7 @@ function el(tag, attrs, ...children) {
 }
 
 const app = () => document.getElementById('app');
-function show(...nodes) { app().replaceChildren(...nodes); }
+function show(...nodes) { app().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined)); }
 
 function route() {
   const hash = location.hash.replace(/^#/, '') || '/';
@@ -65,7 +65,7 @@ function route() {
 
 // The API's datetimes are UTC and say so ("2023-03-01 00:00:00+00:00"); shown with the
 // offset kept, without microseconds, and without seconds when they are zero.
-function when(s) { return s ? s.replace(/\.\d+(?=[+-]\d\d:\d\d$)/, '').replace(/(\d\d:\d\d):00(?=[+-])/, '$1') : '—'; }
+function when(s) { return s ? s.replace('T', ' ').replace(/\.\d+(?=[+-]\d\d:\d\d$)/, '').replace(/(\d\d:\d\d):00(?=[+-])/, '$1') : '—'; }
 
 function statusBadge(status) {
   return el('span', { class: 'status ' + (status || 'none') }, status || 'not started');
@@ -78,7 +78,10 @@ function countsBar(counts, total) {
     const n = (counts && counts[s]) || 0;
     if (!n) continue;
     parts.push(n + ' ' + s);
-    bar.append(el('span', { class: s, style: 'width:' + (total ? (100 * n / total) : 0) + '%' }));
+    const part = el('span', { class: s });
+    // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+    part.style.width = (total ? (100 * n / total) : 0) + '%';
+    bar.append(part);
   }
   bar.setAttribute('aria-label', parts.length ? parts.join(', ') + ' of ' + total : 'no runs yet');
   return el('div', {}, bar, el('div', { class: 'counts' }, parts.length ? parts.join(' · ') : 'no runs yet'));
@@ -162,10 +165,103 @@ async function listBackfills(params, quiet) {
 
 // --- One backfill ----------------------------------------------------------------------
 
-async function showBackfill(id, quiet) {
-  let b;
+const GRID_PAGE = 500;
+
+// A button that calls the API and shows its answer: a refusal in the view's message line,
+// success by rendering again.
+function action(label, run, opts) {
+  return el('button', { type: 'button', class: (opts && opts.class) || '', onclick: async (ev) => {
+    if (opts && opts.confirm && !confirm(opts.confirm)) return;
+    ev.target.disabled = true;
+    try {
+      await run();
+      if (opts && opts.after) opts.after(); else render();
+    } catch (e) {
+      say(e.message);
+      ev.target.disabled = false;
+    }
+  } }, label);
+}
+
+function say(text) {
+  const line = document.getElementById('message');
+  if (line) { line.textContent = text; line.hidden = !text; }
+}
+
+function put(id, fields) { return api('/api/backfills/' + id, 'PUT', { backfill: fields }); }
+
+function actions(b) {
+  const id = b.id;
+  const buttons = [];
+  const started = b.status !== null && b.status !== undefined;
+  if (!started) buttons.push(action('Start', () => put(id, { status: 'initial' })));
+  if (b.status === 'initial' || b.status === 'running') {
+    buttons.push(b.is_paused ? action('Resume', () => put(id, { is_paused: false })) : action('Pause', () => put(id, { is_paused: true })));
+    buttons.push(action('Cancel', () => put(id, { status: 'cancelled' }), { confirm: 'Cancel this backfill and its waiting and running runs?' }));
+  }
+  if (['completed', 'failed', 'cancelled', 'running'].includes(b.status)) {
+    const how = el('select', { id: 'reprocess', 'aria-label': 'What to run again' },
+      el('option', { value: 'none' }, 'cancelled dates'),
+      el('option', { value: 'failed' }, 'failed and cancelled dates'),
+      el('option', { value: 'completed' }, 'every finished date'));
+    how.value = (b.settings && b.settings.reprocess_behavior) || 'none';
+    buttons.push(el('span', { class: 'again' }, how, action('Run again', () =>
+      put(id, { status: 'initial', settings: Object.assign({}, b.settings || {}, { reprocess_behavior: how.value }) }))));
+  }
+  buttons.push(action('Delete', () => api('/api/backfills/' + id, 'DELETE'), {
+    confirm: 'Delete backfill "' + b.name + '"? Its runs are kept.', class: 'danger', after: () => { location.hash = '#/'; },
+  }));
+  return el('div', { class: 'toolbar actions' }, buttons);
+}
+
+// The run dates as a grid of cells, one per date, coloured by the status of the date's
+// newest run, a page of runs at a time: a 100,000-run backfill is 200 pages of 500, each a
+// cheap request (the listing's cursor), where one request for all would be megabytes.
+function grid(runs) {
+  const newest = new Map();
+  for (const r of runs) {
+    const key = r.execution_date || ('run ' + r.id);
+    const seen = newest.get(key);
+    if (!seen || r.id > seen.id) newest.set(key, r);
+  }
+  const dates = [...newest.keys()].sort();
+  return el('div', { class: 'grid', role: 'list', 'aria-label': dates.length + ' run dates' },
+    dates.map((d) => {
+      const r = newest.get(d);
+      return el('a', { role: 'listitem', class: 'cell ' + r.status, href: '#/runs/' + r.id, title: when(d) + ': ' + r.status + (r.attempt > 1 ? ' (attempt ' + r.attempt + ')' : '') });
+    }));
+}
+
+function runsTable(runs) {
+  return el('div', { class: 'table-wrap' }, el('table', { id: 'runs' },
+    el('thead', {}, el('tr', {}, ['Run', 'Date', 'Status', 'Attempt', 'Worker', 'Lease until', 'Output', ''].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, runs.map((r) => el('tr', { 'data-id': r.id },
+      el('td', { class: 'num' }, String(r.id)),
+      el('td', {}, when(r.execution_date)),
+      el('td', {}, statusBadge(r.status)),
+      el('td', { class: 'num' }, r.attempt === null || r.attempt === undefined ? '—' : String(r.attempt)),
+      el('td', {}, r.worker || '—'),
+      el('td', {}, when(r.lease_expires_at)),
+      el('td', { class: 'output' }, r.metrics && (r.metrics.error || r.metrics.output_tail)
+        ? el('details', {}, el('summary', {}, r.metrics.error || 'output'), r.metrics.output_tail ? el('pre', {}, r.metrics.output_tail) : null)
+        : ''),
+      el('td', {}, ['failed', 'cancelled', 'completed'].includes(r.status)
+        ? action('Retry', () => api('/api/pipeline_runs/' + r.id + '/retry', 'POST'))
+        : ''))))));
+}
+
+async function showBackfill(id, params, quiet) {
+  const cursor = params.get('cursor') || '';
+  let b, page;
   try {
     b = (await api('/api/backfills/' + id + '?include_run_count=true')).backfill;
+    if (b.status) {
+      const q = new URLSearchParams({ backfill_id: String(id), _limit: String(GRID_PAGE) });
+      if (cursor) q.set('_cursor', cursor);
+      page = await api('/api/pipeline_runs?' + q);
+    } else {
+      page = null;
+    }
   } catch (e) {
     if (quiet) return;
     if (e.status === 404) {
@@ -175,9 +271,24 @@ async function showBackfill(id, quiet) {
     }
     return;
   }
+  let preview = null;
+  if (!b.status) {
+    try {
+      const p = await api('/api/backfills/' + id + '?include_preview_runs=true&_limit=40');
+      const runs = p.backfill.pipeline_run_dates || [];
+      preview = el('section', {}, el('h2', {}, 'Run dates once started (first ' + runs.length + ' of ' + b.total_run_count + ')'),
+        el('ol', { class: 'preview' }, runs.map((r) => el('li', {}, when(r.execution_date)))));
+    } catch (e) { preview = null; }
+  }
   const field = (label, value) => [el('dt', {}, label), el('dd', {}, value)];
+  const runs = page ? page.pipeline_runs : [];
+  const pager = page ? el('nav', { class: 'pager', 'aria-label': 'run pages' },
+    cursor ? el('a', { href: '#/backfills/' + id }, 'Newest runs') : null,
+    page.metadata.next && page.metadata.cursor ? el('a', { href: '#/backfills/' + id + '?cursor=' + encodeURIComponent(page.metadata.cursor), rel: 'next' }, 'Older runs') : null) : null;
   show(
     el('h1', {}, b.name, ' ', statusBadge(b.status), b.is_paused ? el('span', { class: 'status' }, 'paused') : null),
+    el('p', { id: 'message', class: 'problem', role: 'alert', hidden: true }),
+    actions(b),
     countsBar(b.run_status_counts, b.total_run_count),
     el('dl', { class: 'fields' },
       field('Pipeline', el('a', { href: '#/?pipeline=' + encodeURIComponent(b.pipeline_uuid) }, b.pipeline_uuid)),
@@ -190,7 +301,72 @@ async function showBackfill(id, quiet) {
       field('Failed at', when(b.failed_at)),
       field('Variables', el('pre', {}, JSON.stringify(b.variables || {}, null, 2))),
       field('Settings', el('pre', {}, JSON.stringify(b.settings || {}, null, 2)))),
+    preview,
+    page ? el('section', {}, el('h2', {}, 'Runs (' + page.metadata.count + ', newest first; ' + GRID_PAGE + ' a page)'), grid(runs), runsTable(runs), pager) : null,
     el('p', {}, el('a', { href: '#/' }, 'All backfills')));
+}
+
+// --- Creating one ----------------------------------------------------------------------
+
+const FIELDS = [
+  ['name', 'Name', 'text'], ['pipeline_uuid', 'Pipeline', 'text'],
+  ['start_datetime', 'Start (UTC)', 'when'], ['end_datetime', 'End (UTC)', 'when'],
+  ['interval_type', 'Interval', 'select'], ['interval_units', 'Every', 'number'],
+];
+
+function createForm() {
+  const inputs = {};
+  const errors = {};
+  const rows = FIELDS.map(([key, label, type]) => {
+    const input = type === 'select'
+      ? el('select', { id: 'f-' + key, name: key }, ['minute', 'hour', 'day', 'week', 'month', 'year', 'second', 'custom'].map((t) => el('option', { value: t }, t)))
+      : el('input', { id: 'f-' + key, name: key, type: type === 'when' ? 'text' : type, placeholder: type === 'when' ? '2023-03-01 00:00' : undefined,
+        inputmode: type === 'number' ? 'numeric' : undefined, value: type === 'number' ? '1' : undefined, 'aria-describedby': 'e-' + key });
+    inputs[key] = input;
+    errors[key] = el('span', { id: 'e-' + key, class: 'field-error', role: 'alert' });
+    return el('label', { for: 'f-' + key }, label, input, errors[key]);
+  });
+  const general = el('p', { id: 'message', class: 'problem', role: 'alert', hidden: true });
+  const form = el('form', { class: 'create', onsubmit: async (ev) => {
+    ev.preventDefault();
+    for (const e of Object.values(errors)) e.textContent = '';
+    say('');
+    // "2023-03-01", "2023-03-01 04:00" or with seconds, in UTC; anything else goes as typed,
+    // so that the API's own message about it comes back.
+    const utc = (v) => {
+      v = v.trim();
+      if (!v) return null;
+      const m = v.match(/^(\d{4}-\d\d-\d\d)(?:[ T](\d\d:\d\d)(:\d\d)?)?$/);
+      return m ? m[1] + 'T' + (m[2] || '00:00') + (m[3] || ':00') + 'Z' : v;
+    };
+    const body = { name: inputs.name.value, start_datetime: utc(inputs.start_datetime.value), end_datetime: utc(inputs.end_datetime.value),
+      interval_type: inputs.interval_type.value, interval_units: /^\s*\d+\s*$/.test(inputs.interval_units.value) ? Number(inputs.interval_units.value) : inputs.interval_units.value };
+    const pipeline = inputs.pipeline_uuid.value.trim();
+    if (!pipeline) { errors.pipeline_uuid.textContent = 'a backfill belongs to a pipeline: name one'; return; }
+    try {
+      const made = await api('/api/pipelines/' + encodeURIComponent(pipeline) + '/backfills', 'POST', { backfill: body });
+      location.hash = '#/backfills/' + made.backfill.id;
+    } catch (e) {
+      // The API names the field each message is about ("interval_units: must be ..."):
+      // shown next to it; any other message above the form.
+      const messages = (e.body && e.body.error && e.body.error.errors) || [e.message];
+      for (const m of messages) {
+        const [field, ...rest] = String(m).split(': ');
+        if (errors[field]) errors[field].textContent = rest.join(': '); else say(m);
+      }
+    }
+  } }, el('h1', {}, 'New backfill'), general, el('div', { class: 'form-grid' }, rows), el('button', { type: 'submit' }, 'Create'));
+  show(form);
+}
+
+async function showRun(id, quiet) {
+  let r;
+  try { r = (await api('/api/pipeline_runs/' + id)).pipeline_run; } catch (e) { if (!quiet) show(el('h1', {}, 'Run ' + id), problem(e)); return; }
+  show(el('h1', {}, 'Run ' + r.id + ' ', statusBadge(r.status)),
+    el('p', {}, el('a', { href: '#/backfills/' + r.backfill_id }, 'Backfill ' + r.backfill_id)),
+    runsTable([r]),
+    el('h2', {}, 'Metrics'), el('pre', {}, JSON.stringify(r.metrics || {}, null, 2)),
+    el('h2', {}, 'Variables'), el('pre', {}, JSON.stringify(r.variables || {}, null, 2)));
 }
 
 // --- Routing and live updates ----------------------------------------------------------
@@ -201,8 +377,11 @@ async function render(quiet) {
   const { path, params } = route();
   document.getElementById('signout').hidden = !creds.key;
   const one = path.match(/^\/backfills\/(\d+)$/);
+  const run = path.match(/^\/runs\/(\d+)$/);
   if (path === '/' || path === '') await listBackfills(params, quiet === true);
-  else if (one) await showBackfill(one[1], quiet === true);
+  else if (path === '/new') { if (quiet !== true) createForm(); }
+  else if (one) await showBackfill(one[1], params, quiet === true);
+  else if (run) await showRun(run[1], quiet === true);
   else show(el('div', { class: 'problem' }, 'Nothing here. ', el('a', { href: '#/' }, 'See the backfills')));
   if (quiet !== true) app().focus();
 }

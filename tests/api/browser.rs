@@ -118,6 +118,21 @@ impl Browser {
         self.call("POST", &format!("/element/{e}/value"), Some(json!({ "text": text })));
     }
 
+    fn clear(&self, css: &str) {
+        let e = self.find_all(css).pop().unwrap_or_else(|| panic!("no {css}"));
+        self.call("POST", &format!("/element/{e}/clear"), None);
+    }
+
+    /// Clicks the element `css` selects whose text is `text`.
+    fn click_text(&self, css: &str, text: &str) {
+        let e = self
+            .find_all(css)
+            .into_iter()
+            .find(|e| self.text(e) == text)
+            .unwrap_or_else(|| panic!("no {css} saying {text}"));
+        self.call("POST", &format!("/element/{e}/click"), None);
+    }
+
     fn click(&self, css: &str) {
         let e = self.find_all(css).pop().unwrap_or_else(|| panic!("no {css}"));
         self.call("POST", &format!("/element/{e}/click"), None);
@@ -189,6 +204,16 @@ fn the_listing_shows_the_seed_backfill_with_its_25_runs_and_updates_by_itself() 
     browser.wait_text("#backfills tbody tr", "5 completed");
     let bar = browser.find_all(&format!("#backfills tr[data-id='{id}'] .bar"))[0].clone();
     assert_eq!(browser.attribute(&bar, "aria-label"), "5 completed, 20 initial of 25");
+    // Drawn to scale: the completed part a fifth of the bar.
+    let widths = browser.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"args": [], "script":
+        format!("const b = document.querySelector(\"#backfills tr[data-id='{id}'] .bar\"); \
+                 return [b.querySelector('.completed').offsetWidth, b.clientWidth];")})),
+    );
+    let (part, whole) = (widths[0].as_f64().unwrap(), widths[1].as_f64().unwrap());
+    assert!((part / whole - 0.2).abs() < 0.03, "{part} of {whole}");
     // A deep link to the backfill, and to one that does not exist.
     browser.goto(&format!("{}/#/backfills/{id}", app.base));
     browser.wait_text("main h1", "sparkling glitter");
@@ -242,4 +267,58 @@ fn with_auth_on_the_page_asks_for_credentials_and_then_works() {
     // Never in a URL.
     let url = browser.call("GET", "/url", None);
     assert!(!url.as_str().unwrap().contains(&token) && !url.as_str().unwrap().contains("k3y"), "{url}");
+}
+
+#[test]
+fn a_backfill_is_created_through_the_form_started_and_cancelled_with_the_api_s_answers() {
+    if !browser_here() {
+        return;
+    }
+    let _turn = crate::helpers::busy_turn();
+    let app = spawn_app();
+    let browser = Browser::start();
+    browser.goto(&format!("{}/#/new", app.base));
+    browser.wait_text("form.create h1", "New backfill");
+    browser.type_into("#f-name", "from the form");
+    browser.type_into("#f-pipeline_uuid", "etl");
+    browser.type_into("#f-start_datetime", "2023-03-01");
+    browser.type_into("#f-end_datetime", "2023-03-05 00:00");
+    browser.clear("#f-interval_units");
+    browser.type_into("#f-interval_units", "0");
+    browser.click("form.create button[type=submit]");
+    // The API's message, next to its field; nothing created.
+    browser.wait_text("#e-interval_units", "must be at least 1");
+    assert_eq!(app.get("/api/backfills").body["metadata"]["count"], 0);
+    browser.clear("#f-interval_units");
+    browser.type_into("#f-interval_units", "4");
+    browser.type_into("#f-interval_type", "hour");
+    browser.click("form.create button[type=submit]");
+    browser.wait_text("main h1", "from the form");
+    let b = &app.get("/api/backfills?include_run_count=true").body["backfills"][0];
+    assert_eq!((b["name"].as_str(), b["total_run_count"].as_u64()), (Some("from the form"), Some(25)), "{b}");
+    // The preview of its dates, then Start: its runs, in the grid.
+    browser.wait_text("ol.preview", "2023-03-01 00:00+00:00");
+    browser.click_text(".actions button", "Start");
+    browser.wait_text("main h1", "initial");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while browser.find_all(".grid .cell").len() != 25 {
+        assert!(Instant::now() < deadline, "the grid did not show 25 dates");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = b["id"].as_i64().unwrap();
+    for run in app.run_ids(id).into_iter().take(3) {
+        assert_eq!(app.report_run(run, "completed").status, 200);
+    }
+    // Live: the grid changes without a reload.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while browser.find_all(".grid .cell.completed").len() != 3 {
+        assert!(Instant::now() < deadline, "the grid did not show the 3 completed dates");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.screenshot("backfill");
+    // Cancel, confirmed in the browser's dialog.
+    browser.click_text(".actions button", "Cancel");
+    browser.call("POST", "/alert/accept", None);
+    browser.wait_text("main h1", "cancelled");
+    assert_eq!(app.read_backfill(id)["status"], "cancelled");
 }
