@@ -29,6 +29,10 @@
 //! out none: its row's req/s is runs per second end to end (target >= 2,000, reported after
 //! the table) and its latencies each run's, from its claim's sending to its report's answer;
 //! the backfill not completed with all its runs afterwards is an error.
+//! "dashboards": 100 open dashboards (10 with --quick) polling one 1,000-run backfill as the
+//! page does, every 3 s the backfill and its first 500 runs with `If-None-Match`: the share
+//! of a core the server spends while nothing changes, and while a worker completes 10 runs
+//! a second (with that worker's own cost measured alone), after the table.
 //! Then the real worker (`backfilld worker`, run by this binary as a child process with the
 //! binary's own argument parsing): `--simulate --duration 0s --concurrency 64 --until-idle`
 //! over a 100,000-run backfill of its own (2,000 with --quick; target >= 2,000 runs/s end
@@ -343,6 +347,140 @@ impl Conn {
     fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
         self.exchange(method, path, body).map(|(status, body, _)| (status, body))
     }
+
+    /// `GET path` as a browser revalidating its copy: `If-None-Match: tag` when it has one.
+    /// Returns the status, the body's length and the answer's `ETag`.
+    fn revalidate(&mut self, path: &str, tag: Option<&str>) -> std::io::Result<(u16, usize, Option<String>)> {
+        let condition = tag.map_or(String::new(), |t| format!("If-None-Match: {t}\r\n"));
+        let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{condition}\r\n");
+        self.writer.write_all(head.as_bytes())?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let (mut length, mut etag) = (0usize, None);
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("etag") {
+                    etag = Some(v.trim().to_string());
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok((status, length, etag))
+    }
+}
+
+/// The server's CPU time so far (user and system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // utime and stime are fields 14 and 15 of the line, 12th and 13th after the name (the
+    // state, a letter, is not a number and was skipped).
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    // SAFETY: sysconf only reads a system setting.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / per_second
+}
+
+/// What `tabs` open dashboards cost the server, as the page polls one backfill: every 3 s
+/// each tab revalidates the backfill and its first page of 500 runs (`If-None-Match`, as
+/// the browser does for `fetch` with `cache: 'no-cache'`). Three phases of `seconds`:
+/// nothing changing; a worker completing 10 runs a second (its claims and reports alone);
+/// and the tabs with that worker. Returns the share of a core each took, the 304s among the
+/// tabs' answers, and the bytes the tabs received.
+fn dashboards(server: &Server, seconds: f64, tabs: usize) -> String {
+    let port = server.port;
+    let start = datetime!(2023-01-01 00:00);
+    let backfill = json!({"backfill": {"name": "watched", "start_datetime": datetime::format_api(start),
+        "end_datetime": datetime::format_api(add_seconds(start, 999 * 60)), "interval_type": "minute", "interval_units": 1}});
+    let (_, created) = send_json(server, "POST", "/api/pipelines/bench_dashboards/backfills", &backfill);
+    let id = created["backfill"]["id"].as_i64().unwrap();
+    send_json(server, "PUT", &format!("/api/backfills/{id}"), &json!({"backfill": {"status": "initial"}}));
+    let pid = server.child.id();
+    let paths = [
+        format!("/api/backfills/{id}?include_run_count=true"),
+        format!("/api/pipeline_runs?backfill_id={id}&_limit=500"),
+    ];
+    let phase = |watch: bool, work: bool| {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let cpu = cpu_seconds(pid);
+        let t = Instant::now();
+        let (answers, unchanged, bytes) = std::thread::scope(|scope| {
+            if work {
+                scope.spawn(|| {
+                    let mut conn = Conn::open(port).unwrap();
+                    let claim =
+                        json!({"worker": "dash-bench", "limit": 1, "lease_seconds": 60, "backfill_id": id}).to_string();
+                    let report = json!({"pipeline_run": {"status": "completed", "worker": "dash-bench"}}).to_string();
+                    while Instant::now() < deadline {
+                        let next = Instant::now() + Duration::from_millis(100);
+                        if let Ok((200, body)) = conn.send("POST", "/api/pipeline_runs/claim", claim.as_bytes()) {
+                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            if let Some(run) = v["pipeline_runs"][0]["id"].as_i64() {
+                                let _ = conn.send("PUT", &format!("/api/pipeline_runs/{run}"), report.as_bytes());
+                            }
+                        }
+                        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    }
+                });
+            }
+            let tabs: Vec<_> = (0..if watch { tabs } else { 0 })
+                .map(|k| {
+                    let paths = &paths;
+                    scope.spawn(move || {
+                        let mut conn = Conn::open(port).unwrap();
+                        let mut tags: [Option<String>; 2] = [None, None];
+                        let (mut answers, mut unchanged, mut bytes) = (0u64, 0u64, 0u64);
+                        std::thread::sleep(Duration::from_millis(3000 * k as u64 / tabs as u64));
+                        while Instant::now() < deadline {
+                            let next = Instant::now() + Duration::from_secs(3);
+                            for (path, tag) in paths.iter().zip(tags.iter_mut()) {
+                                if let Ok((status, length, etag)) = conn.revalidate(path, tag.as_deref()) {
+                                    answers += 1;
+                                    unchanged += u64::from(status == 304);
+                                    bytes += length as u64;
+                                    if etag.is_some() {
+                                        *tag = etag;
+                                    }
+                                }
+                            }
+                            std::thread::sleep(
+                                next.saturating_duration_since(Instant::now())
+                                    .min(deadline.saturating_duration_since(Instant::now())),
+                            );
+                        }
+                        (answers, unchanged, bytes)
+                    })
+                })
+                .collect();
+            tabs.into_iter().map(|t| t.join().unwrap()).fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+        });
+        let share = (cpu_seconds(pid) - cpu) / t.elapsed().as_secs_f64();
+        (share, answers, unchanged, bytes)
+    };
+    let (idle, answers, unchanged, bytes) = phase(true, false);
+    let (work_alone, ..) = phase(false, true);
+    let (both, answers2, unchanged2, bytes2) = phase(true, true);
+    format!(
+        "{tabs} dashboards on one backfill: {:.1}% of a core while it does not change ({unchanged} of {answers} answers \
+         304, {} KiB); {:.1}% with a worker completing 10 runs/s, whose claims and reports alone take {:.1}% \
+         ({unchanged2} of {answers2} answers 304, {} KiB)",
+        idle * 100.0,
+        bytes / 1024,
+        both * 100.0,
+        work_alone * 100.0,
+        bytes2 / 1024
+    )
 }
 
 /// The server's anonymous resident memory in KiB (heap and stacks; not the page cache or
@@ -1157,6 +1295,7 @@ fn main() {
     let held = claims_with_held(&mut bench);
     let drive_dates = if o.quick { 2_000 } else { 100_000 };
     let driven = drive(&mut bench, drive_dates);
+    let watched = bench.selected(&["dashboards"]).then(|| dashboards(&server, seconds, if o.quick { 10 } else { 100 }));
     // The real worker, simulating runs of no duration, and running `true` for each.
     let sim_dates = if o.quick { 2_000 } else { 100_000 };
     let simulated = worker_scenario(
@@ -1247,6 +1386,9 @@ fn main() {
             runs.seconds,
             thousands(DRIVE_RUNS_PER_S as u64)
         );
+    }
+    if let Some(line) = &watched {
+        println!("{line}");
     }
     let mut failed = rows.iter().filter(|(_, m)| m.errors > 0 || empty(m)).count();
     let mut passed = rows.len() - failed;

@@ -24,6 +24,9 @@ pub struct Pool {
     inner: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Mutex<Connection>>,
     watch: Arc<FileWatch>,
+    /// Transactions this server has committed (see `data_version`).
+    commits: Arc<std::sync::atomic::AtomicU64>,
+    wal: PathBuf,
     _checkpointer: Arc<Periodic>,
     _lock: Arc<File>,
 }
@@ -46,6 +49,23 @@ impl Pool {
         // A panic in another writer rolled its transaction back when it unwound (rusqlite's
         // Transaction drops with a rollback), so the connection is fine to use.
         self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a committed write transaction: the writer calls it after each commit.
+    pub fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Release);
+    }
+
+    /// A token that changes whenever the data may have: this server's commits, and the
+    /// WAL's size and modification time, which another process's commit (an `import`
+    /// beside the server) changes too. Read before a read runs, so that an answer is never
+    /// older than the token given with it (a write in between makes the next request fetch
+    /// again). One `stat`; the listings' conditional requests use it (`api::fresh`).
+    pub fn data_version(&self) -> String {
+        let commits = self.commits.load(Ordering::Acquire);
+        let (size, modified) =
+            std::fs::metadata(&self.wal).map_or((0, 0), |m| (m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000));
+        format!("{commits:x}-{size:x}-{modified:x}")
     }
 
     /// Whether the path still names the file the server opened (one `stat`, about a
@@ -696,7 +716,15 @@ pub fn open_pool_tuned(path: &Path, size: u32, tuning: Tuning) -> Result<Pool, O
     writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(sqlite)?;
     let writer = Arc::new(Mutex::new(writer));
     let checkpointer = Checkpointer::start(path, tuning, watch.clone(), writer.clone())?;
-    Ok(Pool { inner, writer, watch, _checkpointer: Arc::new(checkpointer), _lock: Arc::new(lock) })
+    Ok(Pool {
+        inner,
+        writer,
+        watch,
+        commits: Arc::default(),
+        wal: wal_path(path),
+        _checkpointer: Arc::new(checkpointer),
+        _lock: Arc::new(lock),
+    })
 }
 
 #[cfg(test)]

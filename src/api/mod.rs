@@ -9,6 +9,7 @@ pub mod backfills;
 pub mod body;
 pub mod dashboard;
 pub mod error;
+pub mod fresh;
 pub mod params;
 pub mod pipeline_runs;
 pub mod slow;
@@ -207,6 +208,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             // Middleware runs last-added first: credentials in headers are checked before
             // any body is read, then the body is read whole, then the handler runs.
+            .wrap(from_fn(fresh::conditional))
             .wrap(from_fn(body::buffered))
             .wrap(from_fn(auth::authenticate))
             .service(resource("/backfills", "GET, HEAD").route(get().to(backfills::list)))

@@ -26,7 +26,9 @@ async function api(path, method = 'GET', body) {
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let resp;
   try {
-    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    // 'no-cache': ask the server each time, naming the version held (If-None-Match); an
+    // unchanged answer is then a 304 with no body, and the server skips the read.
+    resp = await fetch(path, { method, headers, cache: 'no-cache', body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
     throw new ApiError('unreachable', 'The server did not answer. Is backfilld still running at ' + location.origin + '?');
   }

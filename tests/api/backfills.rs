@@ -251,3 +251,47 @@ fn a_keyset_cursor_walks_the_same_pages_as_offsets() {
     let forged = assert_error(&app.get("/api/backfills?_cursor=yesterday"), 400, "api_resource_error");
     assert!(forged.contains("_cursor"), "{forged}");
 }
+
+#[test]
+fn reads_answer_304_to_the_version_they_gave_until_something_is_written() {
+    let app = crate::helpers::spawn_app();
+    let agent = crate::helpers::agent();
+    let first = agent.get(app.url("/api/backfills?include_run_count=true")).call().unwrap();
+    let tag = first.headers().get("etag").unwrap().to_str().unwrap().to_string();
+    assert!(tag.starts_with("W/\""), "{tag}");
+    assert_eq!(first.headers().get("cache-control").unwrap(), "no-cache");
+    let again = |tag: &str| {
+        agent.get(app.url("/api/backfills?include_run_count=true")).header("If-None-Match", tag).call().unwrap()
+    };
+    let mut unchanged = again(&tag);
+    assert_eq!(unchanged.status(), 304);
+    assert_eq!(unchanged.body_mut().read_to_string().unwrap(), "");
+    // A write through the server: a new version, and the new data.
+    app.create_backfill("etl", crate::helpers::seed_fields("new"));
+    let changed = again(&tag);
+    assert_eq!(changed.status(), 200);
+    let tag2 = changed.headers().get("etag").unwrap().to_str().unwrap().to_string();
+    assert_ne!(tag2, tag);
+    assert_eq!(again(&tag2).status(), 304);
+    // A write by another process on the same file (an import beside the server).
+    app.import(
+        &serde_json::json!({"backfills": [crate::helpers::backfill(50, "etl", "2023-03-23 18:27:58.848959+00:00")]}),
+    );
+    let after_import = again(&tag2);
+    assert_eq!(after_import.status(), 200);
+    let mut body = after_import;
+    let listed: serde_json::Value = serde_json::from_str(&body.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(listed["metadata"]["count"], 2);
+}
+
+#[test]
+fn a_conditional_read_still_needs_credentials() {
+    let app = crate::helpers::spawn_app_with(backfilld::AuthConfig::new(true, &["k3y".to_string()]));
+    let agent = crate::helpers::agent();
+    let token = app.add_token("t", None);
+    let ok =
+        agent.get(app.url("/api/backfills")).header("X-API-KEY", "k3y").header("OAUTH-TOKEN", &token).call().unwrap();
+    let tag = ok.headers().get("etag").unwrap().to_str().unwrap().to_string();
+    let refused = agent.get(app.url("/api/backfills")).header("If-None-Match", &tag).call().unwrap();
+    assert_eq!(refused.status(), 401);
+}
