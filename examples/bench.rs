@@ -33,6 +33,9 @@
 //! page does, every 3 s the backfill and its first 500 runs with `If-None-Match`: the share
 //! of a core the server spends while nothing changes, and while a worker completes 10 runs
 //! a second (with that worker's own cost measured alone), after the table.
+//! "first render": the dashboard's first view in headless Chromium (when Chromium and
+//! chromedriver are installed), from navigation to the first page of rows on screen, and
+//! the bytes transferred, the median of three fresh browser profiles (target <= 300 ms).
 //! Then the real worker (`backfilld worker`, run by this binary as a child process with the
 //! binary's own argument parsing): `--simulate --duration 0s --concurrency 64 --until-idle`
 //! over a 100,000-run backfill of its own (2,000 with --quick; target >= 2,000 runs/s end
@@ -376,6 +379,38 @@ impl Conn {
         self.reader.read_exact(&mut body)?;
         Ok((status, length, etag))
     }
+}
+
+#[path = "../tests/api/webdriver.rs"]
+mod webdriver;
+
+/// The dashboard's first view in headless Chromium, a fresh profile each time (nothing
+/// cached): from navigation to the first page of backfill rows on screen (the page's
+/// `backfills-rows` mark), and the bytes transferred for it (the page, its assets and the
+/// listing), the median of `times`. None when Chromium and chromedriver are not installed.
+fn first_render(server: &Server, times: usize) -> Option<(f64, u64)> {
+    if !webdriver::browser_here() {
+        return None;
+    }
+    let mut runs: Vec<(f64, u64)> = (0..times)
+        .map(|_| {
+            let browser = webdriver::Browser::start();
+            browser.goto(&format!("http://127.0.0.1:{}/", server.port));
+            browser.wait_text("#backfills caption", "newest first");
+            let m = browser.call(
+                "POST",
+                "/execute/sync",
+                Some(json!({"args": [], "script":
+                "const nav = performance.getEntriesByType('navigation')[0]; \
+                 const all = [nav, ...performance.getEntriesByType('resource')]; \
+                 return [performance.getEntriesByName('backfills-rows')[0].startTime, \
+                         all.reduce((n, e) => n + (e.transferSize || 0), 0)];"})),
+            );
+            (m[0].as_f64().unwrap_or(f64::NAN), m[1].as_u64().unwrap_or(0))
+        })
+        .collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Some(runs[runs.len() / 2])
 }
 
 /// The server's CPU time so far (user and system), from /proc.
@@ -1296,6 +1331,7 @@ fn main() {
     let drive_dates = if o.quick { 2_000 } else { 100_000 };
     let driven = drive(&mut bench, drive_dates);
     let watched = bench.selected(&["dashboards"]).then(|| dashboards(&server, seconds, if o.quick { 10 } else { 100 }));
+    let rendered = bench.selected(&["first render"]).then(|| first_render(&server, 3)).flatten();
     // The real worker, simulating runs of no duration, and running `true` for each.
     let sim_dates = if o.quick { 2_000 } else { 100_000 };
     let simulated = worker_scenario(
@@ -1389,6 +1425,14 @@ fn main() {
     }
     if let Some(line) = &watched {
         println!("{line}");
+    }
+    if let Some((ms, bytes)) = rendered {
+        let verdict = if ms <= 300.0 { "met" } else { "not met" };
+        println!(
+            "dashboard first render: {ms:.0} ms from navigation to the first rows (target <= 300 ms): {verdict}; {:.1} KiB \
+             transferred (median of 3, fresh browser profiles)",
+            bytes as f64 / 1024.0
+        );
     }
     let mut failed = rows.iter().filter(|(_, m)| m.errors > 0 || empty(m)).count();
     let mut passed = rows.len() - failed;

@@ -10,4 +10,5 @@ mod errors;
 mod hardening;
 mod helpers;
 mod lifecycle;
+mod webdriver;
 mod worker;

@@ -1,0 +1,173 @@
+//! A small synchronous WebDriver client (the W3C calls the dashboard's tests and the
+//! bench make) over ureq, driving Debian's headless Chromium through chromedriver. Shared
+//! by tests/api/browser.rs and examples/bench.rs (`#[path]`).
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Whether the browser tests can run here. In CI (`CI` set, as `.ci/run` runs) Chromium must
+/// be there, and its absence fails the test; elsewhere a machine without it skips them,
+/// saying how to get it, so that `cargo test --locked` works on a fresh machine.
+pub fn browser_here() -> bool {
+    let found = ["chromedriver", "chromium"].iter().all(|tool| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    });
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "CI needs chromium and chromedriver (.ci/run installs them)");
+        eprintln!("skipping a browser test: install Debian's chromium and chromium-driver to run it");
+    }
+    found
+}
+
+/// A chromedriver and one headless Chromium session; both end when dropped.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    pub fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)");
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while agent.get(format!("{url}/status")).call().is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"]
+        }}}});
+        let mut b = Browser { driver, base: url, agent };
+        let session = b.call("POST", "/session", Some(caps));
+        let id = session["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")).to_string();
+        b.base = format!("{}/session/{id}", b.base);
+        b
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        let mut resp = match body {
+            Some(b) => self.agent.run(req.header("Content-Type", "application/json").body(b.to_string()).unwrap()),
+            None if method == "POST" => {
+                self.agent.run(req.header("Content-Type", "application/json").body("{}".to_string()).unwrap())
+            }
+            None => self.agent.run(req.body(()).unwrap()),
+        }
+        .unwrap();
+        let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        v["value"].clone()
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// The elements `css` selects now.
+    pub fn find_all(&self, css: &str) -> Vec<String> {
+        let found = self.call("POST", "/elements", Some(json!({"using": "css selector", "value": css})));
+        found
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e[ELEMENT].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn text(&self, element: &str) -> String {
+        self.call("GET", &format!("/element/{element}/text"), None).as_str().unwrap_or_default().to_string()
+    }
+
+    pub fn attribute(&self, element: &str, name: &str) -> String {
+        self.call("GET", &format!("/element/{element}/attribute/{name}"), None).as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits (up to 15 s) until `css` selects an element whose text contains `text`; returns it.
+    pub fn wait_text(&self, css: &str, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            for e in self.find_all(css) {
+                if self.text(&e).contains(text) {
+                    return e;
+                }
+            }
+            let page = self.find_all("main").first().map(|m| self.text(m)).unwrap_or_default();
+            assert!(Instant::now() < deadline, "no {css} with {text:?}; the page says: {page}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn type_into(&self, css: &str, text: &str) {
+        let e = self.find_all(css).pop().unwrap_or_else(|| panic!("no {css}"));
+        self.call("POST", &format!("/element/{e}/value"), Some(json!({ "text": text })));
+    }
+
+    pub fn clear(&self, css: &str) {
+        let e = self.find_all(css).pop().unwrap_or_else(|| panic!("no {css}"));
+        self.call("POST", &format!("/element/{e}/clear"), None);
+    }
+
+    /// Clicks the element `css` selects whose text is `text`.
+    pub fn click_text(&self, css: &str, text: &str) {
+        let e = self
+            .find_all(css)
+            .into_iter()
+            .find(|e| self.text(e) == text)
+            .unwrap_or_else(|| panic!("no {css} saying {text}"));
+        self.call("POST", &format!("/element/{e}/click"), None);
+    }
+
+    pub fn click(&self, css: &str) {
+        let e = self.find_all(css).pop().unwrap_or_else(|| panic!("no {css}"));
+        self.call("POST", &format!("/element/{e}/click"), None);
+    }
+
+    /// Saves a PNG of the window to target/screenshots/NAME.png.
+    pub fn screenshot(&self, name: &str) {
+        use base64_decode as decode;
+        let png = self.call("GET", "/screenshot", None);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), decode(png.as_str().unwrap())).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.agent.run(ureq::http::Request::builder().method("DELETE").uri(&self.base).body(()).unwrap());
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Standard base64, as WebDriver sends screenshots.
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).map(value).collect();
+    bytes
+        .chunks(4)
+        .flat_map(|c| {
+            let n = c.iter().fold(0u32, |acc, &v| (acc << 6) | u32::from(v)) << (6 * (4 - c.len()));
+            let out = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            out.into_iter().take(c.len() - 1)
+        })
+        .collect()
+}
