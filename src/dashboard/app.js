@@ -25,13 +25,18 @@ async function api(path, method = 'GET', body) {
   if (creds.token) headers['OAUTH-TOKEN'] = creds.token;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let resp;
+  const live = document.getElementById('live');
   try {
     // 'no-cache': ask the server each time, naming the version held (If-None-Match); an
     // unchanged answer is then a 304 with no body, and the server skips the read.
     resp = await fetch(path, { method, headers, cache: 'no-cache', body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
+    // Said in the header too, so that a view that reloads itself says its data is old.
+    if (live) live.textContent = 'No answer from the server since ' + clock(new Date()) + ': showing what was last seen.';
+    if (live) live.className = 'stale';
     throw new ApiError('unreachable', 'The server did not answer. Is backfilld still running at ' + location.origin + '?');
   }
+  if (live) { live.textContent = 'Updated ' + clock(new Date()); live.className = 'note'; }
   const data = await resp.json().catch(() => null);
   if (!resp.ok) {
     const message = (data && data.error && data.error.message) || resp.statusText || ('HTTP ' + resp.status);
@@ -64,6 +69,8 @@ function route() {
   const [path, query] = hash.split('?');
   return { path, params: new URLSearchParams(query || '') };
 }
+
+function clock(d) { return d.toISOString().slice(11, 19) + ' UTC'; }
 
 // The API's datetimes are UTC and say so ("2023-03-01 00:00:00+00:00"); shown with the
 // offset kept, without microseconds, and without seconds when they are zero.
@@ -212,6 +219,7 @@ function actions(b) {
     buttons.push(el('span', { class: 'again' }, how, action('Run again', () =>
       put(id, { status: 'initial', settings: Object.assign({}, b.settings || {}, { reprocess_behavior: how.value }) }))));
   }
+  buttons.push(el('a', { href: '#/backfills/' + id + '/edit', class: 'button' }, 'Edit'));
   buttons.push(action('Delete', () => api('/api/backfills/' + id, 'DELETE'), {
     confirm: 'Delete backfill "' + b.name + '"? Its runs are kept.', class: 'danger', after: () => { location.hash = '#/'; },
   }));
@@ -319,7 +327,11 @@ const FIELDS = [
   ['interval_type', 'Interval', 'select'], ['interval_units', 'Every', 'number'],
 ];
 
-function createForm() {
+// The API's "2023-03-01 04:00:00+00:00" as the form takes it: "2023-03-01 04:00".
+function formDate(s) { return s ? s.replace('T', ' ').slice(0, 16) : ''; }
+
+// The form that creates a backfill, or, given one, edits it (its pipeline stays).
+function backfillForm(existing) {
   const inputs = {};
   const errors = {};
   const rows = FIELDS.map(([key, label, type]) => {
@@ -327,6 +339,11 @@ function createForm() {
       ? el('select', { id: 'f-' + key, name: key }, ['minute', 'hour', 'day', 'week', 'month', 'year', 'second', 'custom'].map((t) => el('option', { value: t }, t)))
       : el('input', { id: 'f-' + key, name: key, type: type === 'when' ? 'text' : type, placeholder: type === 'when' ? '2023-03-01 00:00' : undefined,
         inputmode: type === 'number' ? 'numeric' : undefined, value: type === 'number' ? '1' : undefined, 'aria-describedby': 'e-' + key });
+    if (existing) {
+      const v = existing[key];
+      input.value = type === 'when' ? formDate(v) : (v === null || v === undefined ? '' : String(v));
+      if (key === 'pipeline_uuid') input.disabled = true;
+    }
     inputs[key] = input;
     errors[key] = el('span', { id: 'e-' + key, class: 'field-error', role: 'alert' });
     return el('label', { for: 'f-' + key }, label, input, errors[key]);
@@ -349,7 +366,9 @@ function createForm() {
     const pipeline = inputs.pipeline_uuid.value.trim();
     if (!pipeline) { errors.pipeline_uuid.textContent = 'a backfill belongs to a pipeline: name one'; return; }
     try {
-      const made = await api('/api/pipelines/' + encodeURIComponent(pipeline) + '/backfills', 'POST', { backfill: body });
+      const made = existing
+        ? await api('/api/backfills/' + existing.id, 'PUT', { backfill: body })
+        : await api('/api/pipelines/' + encodeURIComponent(pipeline) + '/backfills', 'POST', { backfill: body });
       location.hash = '#/backfills/' + made.backfill.id;
     } catch (e) {
       // The API names the field each message is about ("interval_units: must be ..."):
@@ -360,8 +379,18 @@ function createForm() {
         if (errors[field]) errors[field].textContent = rest.join(': '); else say(m);
       }
     }
-  } }, el('h1', {}, 'New backfill'), general, el('div', { class: 'form-grid' }, rows), el('button', { type: 'submit' }, 'Create'));
+  } }, el('h1', {}, existing ? 'Edit ' + existing.name : 'New backfill'), general, el('div', { class: 'form-grid' }, rows),
+    el('button', { type: 'submit' }, existing ? 'Save' : 'Create'),
+    existing ? el('a', { href: '#/backfills/' + existing.id, class: 'cancel-edit' }, ' Back without saving') : null);
   show(form);
+}
+
+async function editBackfill(id) {
+  try {
+    backfillForm((await api('/api/backfills/' + id)).backfill);
+  } catch (e) {
+    show(el('h1', {}, 'Backfill ' + id), problem(e));
+  }
 }
 
 async function showRun(id, quiet) {
@@ -383,12 +412,15 @@ async function render(quiet) {
   document.getElementById('signout').hidden = !creds.key;
   const one = path.match(/^\/backfills\/(\d+)$/);
   const run = path.match(/^\/runs\/(\d+)$/);
+  const edit = path.match(/^\/backfills\/(\d+)\/edit$/);
   if (path === '/' || path === '') await listBackfills(params, quiet === true);
-  else if (path === '/new') { if (quiet !== true) createForm(); }
+  else if (path === '/new') { if (quiet !== true) backfillForm(null); }
+  else if (edit) { if (quiet !== true) await editBackfill(edit[1]); }
   else if (one) await showBackfill(one[1], params, quiet === true);
   else if (run) await showRun(run[1], quiet === true);
   else show(el('div', { class: 'problem' }, 'Nothing here. ', el('a', { href: '#/' }, 'See the backfills')));
-  if (quiet !== true) app().focus();
+  // A new view: focus its content for keyboard and screen-reader users, from the top.
+  if (quiet !== true) { app().focus({ preventScroll: true }); window.scrollTo(0, 0); }
 }
 
 // While the tab is visible the view reloads itself every few seconds.

@@ -58,6 +58,12 @@ fn the_listing_shows_the_seed_backfill_with_its_25_runs_and_updates_by_itself() 
     browser.wait_text("main h1", "sparkling glitter");
     browser.goto(&format!("{}/#/backfills/999", app.base));
     browser.wait_text("main .problem", "does not exist");
+    // The server stops: the page says its data is old instead of going blank.
+    browser.goto(&format!("{}/#/", app.base));
+    browser.wait_text("#live", "Updated");
+    drop(app);
+    browser.wait_text("#live", "No answer from the server");
+    browser.wait_text("#backfills tbody tr", "sparkling glitter");
 }
 
 #[test]
@@ -135,10 +141,24 @@ fn a_backfill_is_created_through_the_form_started_and_cancelled_with_the_api_s_a
     browser.wait_text("main h1", "from the form");
     let b = &app.get("/api/backfills?include_run_count=true").body["backfills"][0];
     assert_eq!((b["name"].as_str(), b["total_run_count"].as_u64()), (Some("from the form"), Some(25)), "{b}");
+    // Listed, and editable before it starts: the API's answer either way.
+    browser.goto(&format!("{}/#/", app.base));
+    browser.wait_text("#backfills tbody tr", "from the form");
+    browser.goto(&format!("{}/#/backfills/{}/edit", app.base, b["id"]));
+    browser.wait_text("form.create h1", "Edit from the form");
+    browser.clear("#f-name");
+    browser.type_into("#f-name", " ");
+    browser.click("form.create button[type=submit]");
+    browser.wait_text("#message, #e-name", "blank");
+    browser.clear("#f-name");
+    browser.type_into("#f-name", "renamed");
+    browser.click("form.create button[type=submit]");
+    browser.wait_text("main h1", "renamed");
     // The preview of its dates, then Start: its runs, in the grid.
     browser.wait_text("ol.preview", "2023-03-01 00:00+00:00");
     browser.click_text(".actions button", "Start");
     browser.wait_text("main h1", "initial");
+    assert_eq!(app.read_backfill(b["id"].as_i64().unwrap())["name"], "renamed");
     let deadline = Instant::now() + Duration::from_secs(15);
     while browser.find_all(".grid .cell").len() != 25 {
         assert!(Instant::now() < deadline, "the grid did not show 25 dates");
