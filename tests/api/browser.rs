@@ -181,3 +181,48 @@ fn a_backfill_is_created_through_the_form_started_and_cancelled_with_the_api_s_a
     browser.wait_text("main h1", "cancelled");
     assert_eq!(app.read_backfill(id)["status"], "cancelled");
 }
+
+#[test]
+fn on_a_phone_the_table_scrolls_in_its_box_and_the_keyboard_reaches_a_backfill() {
+    if !browser_here() {
+        return;
+    }
+    let _turn = crate::helpers::busy_turn();
+    let app = spawn_app();
+    let id = started_seed(&app, "etl", "on the small screen");
+    let browser = Browser::start();
+    browser.call("POST", "/window/rect", Some(json!({"width": 390, "height": 844})));
+    browser.goto(&format!("{}/#/", app.base));
+    browser.wait_text("#backfills tbody tr", "on the small screen");
+    // The page itself does not scroll sideways: the table does, inside its box.
+    let widths = browser.call("POST", "/execute/sync", Some(json!({"args": [], "script":
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth, \
+                 document.querySelector('.table-wrap').scrollWidth, document.querySelector('.table-wrap').clientWidth];"})));
+    let w: Vec<i64> = widths.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert!(w[0] <= w[1], "the page is wider than the screen: {w:?}");
+    assert!(w[2] > w[3], "the table scrolls in its box: {w:?}");
+    // Keyboard only: Tab to the backfill's link, Enter opens it.
+    let link = browser.find_all(&format!("#backfills tr[data-id='{id}'] td.name a"))[0].clone();
+    let mut tabs = 0;
+    loop {
+        browser.call(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "k", "actions": [
+            {"type": "keyDown", "value": "\u{E004}"}, {"type": "keyUp", "value": "\u{E004}"}]}]})),
+        );
+        let active = browser.call("GET", "/element/active", None);
+        if active[crate::webdriver::ELEMENT].as_str() == Some(link.as_str()) {
+            break;
+        }
+        tabs += 1;
+        assert!(tabs < 30, "Tab never reached the backfill's link");
+    }
+    browser.call(
+        "POST",
+        "/actions",
+        Some(json!({"actions": [{"type": "key", "id": "k", "actions": [
+        {"type": "keyDown", "value": "\u{E007}"}, {"type": "keyUp", "value": "\u{E007}"}]}]})),
+    );
+    browser.wait_text("main h1", "on the small screen");
+}

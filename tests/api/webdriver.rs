@@ -30,7 +30,7 @@ pub struct Browser {
     agent: ureq::Agent,
 }
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+pub const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
     pub fn start() -> Browser {
