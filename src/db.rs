@@ -24,9 +24,8 @@ pub struct Pool {
     inner: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Mutex<Connection>>,
     watch: Arc<FileWatch>,
-    /// Transactions this server has committed (see `data_version`).
-    commits: Arc<std::sync::atomic::AtomicU64>,
-    wal: PathBuf,
+    /// A connection that only asks `PRAGMA data_version` (see `data_version`).
+    version: Arc<Mutex<Connection>>,
     _checkpointer: Arc<Periodic>,
     _lock: Arc<File>,
 }
@@ -51,21 +50,15 @@ impl Pool {
         self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts a committed write transaction: the writer calls it after each commit.
-    pub fn committed(&self) {
-        self.commits.fetch_add(1, Ordering::Release);
-    }
-
-    /// A token that changes whenever the data may have: this server's commits, and the
-    /// WAL's size and modification time, which another process's commit (an `import`
-    /// beside the server) changes too. Read before a read runs, so that an answer is never
-    /// older than the token given with it (a write in between makes the next request fetch
-    /// again). One `stat`; the listings' conditional requests use it (`api::fresh`).
-    pub fn data_version(&self) -> String {
-        let commits = self.commits.load(Ordering::Acquire);
-        let (size, modified) =
-            std::fs::metadata(&self.wal).map_or((0, 0), |m| (m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000));
-        format!("{commits:x}-{size:x}-{modified:x}")
+    /// A token that changes whenever the data has: SQLite's `PRAGMA data_version` on a
+    /// connection of its own, which moves with every commit of any other connection, this
+    /// server's writer and another process's (an `import` beside the server) alike. Read
+    /// before a read runs, so that an answer is never older than the token given with it (a
+    /// write in between makes the next request fetch again). About a microsecond; the API's
+    /// conditional reads use it (`api::fresh`). None if SQLite cannot say.
+    pub fn data_version(&self) -> Option<i64> {
+        let conn = self.version.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        conn.pragma_query_value(None, "data_version", |r| r.get(0)).ok()
     }
 
     /// Whether the path still names the file the server opened (one `stat`, about a
@@ -716,12 +709,12 @@ pub fn open_pool_tuned(path: &Path, size: u32, tuning: Tuning) -> Result<Pool, O
     writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(sqlite)?;
     let writer = Arc::new(Mutex::new(writer));
     let checkpointer = Checkpointer::start(path, tuning, watch.clone(), writer.clone())?;
+    let version = connect(path)?;
     Ok(Pool {
         inner,
         writer,
         watch,
-        commits: Arc::default(),
-        wal: wal_path(path),
+        version: Arc::new(Mutex::new(version)),
         _checkpointer: Arc::new(checkpointer),
         _lock: Arc::new(lock),
     })

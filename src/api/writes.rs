@@ -134,7 +134,7 @@ fn serve(pool: &Pool, rx: Receiver<Job>) {
                 // At the last moment: a write committed into a deleted or replaced file is lost.
                 match pool.check_file() {
                     Err(e) => Err(format!("{e}; writes are refused until backfilld is restarted")),
-                    Ok(()) => tx.commit().map(|()| pool.committed()).map_err(|e| {
+                    Ok(()) => tx.commit().map_err(|e| {
                         log::error!("a write transaction failed to commit: {e}");
                         format!("the write could not be committed ({e}); try again")
                     }),

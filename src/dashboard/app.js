@@ -32,11 +32,14 @@ async function api(path, method = 'GET', body) {
     resp = await fetch(path, { method, headers, cache: 'no-cache', body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
     // Said in the header too, so that a view that reloads itself says its data is old.
-    if (live) live.textContent = 'No answer from the server since ' + clock(new Date()) + ': showing what was last seen.';
-    if (live) live.className = 'stale';
+    if (live && live.className !== 'stale') {
+      live.textContent = 'No answer from the server since ' + clock(new Date()) + ': showing what was last seen.';
+      live.className = 'stale';
+      live.setAttribute('role', 'alert');
+    }
     throw new ApiError('unreachable', 'The server did not answer. Is backfilld still running at ' + location.origin + '?');
   }
-  if (live) { live.textContent = 'Updated ' + clock(new Date()); live.className = 'note'; }
+  if (live && resp.ok) { live.textContent = 'Updated ' + clock(new Date()); live.className = 'note'; live.removeAttribute('role'); }
   const data = await resp.json().catch(() => null);
   if (!resp.ok) {
     const message = (data && data.error && data.error.message) || resp.statusText || ('HTTP ' + resp.status);
@@ -122,7 +125,7 @@ function credentialsForm(message) {
 
 // --- Backfills -------------------------------------------------------------------------
 
-async function listBackfills(params, quiet) {
+async function listBackfills(params, mode, fresh) {
   const pipeline = params.get('pipeline') || '';
   const cursor = params.get('cursor') || '';
   const base = pipeline ? '/api/pipelines/' + encodeURIComponent(pipeline) + '/backfills' : '/api/backfills';
@@ -132,9 +135,10 @@ async function listBackfills(params, quiet) {
   try {
     data = await api(base + '?' + query);
   } catch (e) {
-    if (!quiet) show(el('h1', {}, 'Backfills'), problem(e));
+    if (fresh() && !(mode === 'live' && e.kind === 'unreachable')) show(el('h1', {}, 'Backfills'), problem(e));
     return;
   }
+  if (!fresh() || same(mode, data)) return;
   const filter = el('input', { id: 'pipeline', name: 'pipeline', value: pipeline, placeholder: 'any pipeline' });
   const toolbar = el('form', { class: 'toolbar', role: 'search', onsubmit: (ev) => {
     ev.preventDefault();
@@ -147,7 +151,7 @@ async function listBackfills(params, quiet) {
   if (!rows.length && !cursor) {
     body = el('div', { class: 'problem empty' }, pipeline
       ? 'Pipeline ' + pipeline + ' has no backfills.'
-      : 'No backfills yet. Create one with POST /api/pipelines/PIPELINE/backfills, or run `backfilld demo` to see backfilld at work.');
+      : ['No backfills yet. ', el('a', { href: '#/new' }, 'Create one'), ' (or POST /api/pipelines/PIPELINE/backfills), or run `backfilld demo` to see backfilld at work.']);
   } else {
     const table = el('table', { id: 'backfills' },
       el('caption', { class: 'note' }, data.metadata.count + ' backfill' + (data.metadata.count === 1 ? '' : 's') + (pipeline ? ' in ' + pipeline : '') + ', newest first'),
@@ -186,7 +190,7 @@ function action(label, run, opts) {
     ev.target.disabled = true;
     try {
       await run();
-      if (opts && opts.after) opts.after(); else render();
+      if (opts && opts.after) opts.after(); else render('refresh');
     } catch (e) {
       say(e.message);
       ev.target.disabled = false;
@@ -263,7 +267,7 @@ function runsTable(runs) {
         : ''))))));
 }
 
-async function showBackfill(id, params, quiet) {
+async function showBackfill(id, params, mode, fresh) {
   const cursor = params.get('cursor') || '';
   let b, page;
   try {
@@ -276,7 +280,9 @@ async function showBackfill(id, params, quiet) {
       page = null;
     }
   } catch (e) {
-    if (quiet) return;
+    // While reloading itself a view keeps what it shows when the server is away (the header
+    // says so), but says when the backfill is gone or the credentials are refused.
+    if (!fresh() || (mode === 'live' && e.kind === 'unreachable')) return;
     if (e.status === 404) {
       show(el('h1', {}, 'Backfill ' + id), el('div', { class: 'problem', role: 'alert' }, 'Backfill ' + id + ' does not exist (it may have been deleted). ', el('a', { href: '#/' }, 'Back to the backfills')));
     } else {
@@ -284,6 +290,7 @@ async function showBackfill(id, params, quiet) {
     }
     return;
   }
+  if (!fresh() || same(mode, [b, page])) return;
   let preview = null;
   if (!b.status) {
     try {
@@ -328,7 +335,7 @@ const FIELDS = [
 ];
 
 // The API's "2023-03-01 04:00:00+00:00" as the form takes it: "2023-03-01 04:00".
-function formDate(s) { return s ? s.replace('T', ' ').slice(0, 16) : ''; }
+function formDate(s) { return s ? s.replace('T', ' ').replace(/(:\d\d)?(\.\d+)?[+-]\d\d:\d\d$/, (m, sec) => (sec && sec !== ':00' ? sec : '')) : ''; }
 
 // The form that creates a backfill, or, given one, edits it (its pipeline stays).
 function backfillForm(existing) {
@@ -349,6 +356,7 @@ function backfillForm(existing) {
     return el('label', { for: 'f-' + key }, label, input, errors[key]);
   });
   const general = el('p', { id: 'message', class: 'problem', role: 'alert', hidden: true });
+  const submit = el('button', { type: 'submit' }, existing ? 'Save' : 'Create');
   const form = el('form', { class: 'create', onsubmit: async (ev) => {
     ev.preventDefault();
     for (const e of Object.values(errors)) e.textContent = '';
@@ -365,6 +373,14 @@ function backfillForm(existing) {
       interval_type: inputs.interval_type.value, interval_units: /^\s*\d+\s*$/.test(inputs.interval_units.value) ? Number(inputs.interval_units.value) : inputs.interval_units.value };
     const pipeline = inputs.pipeline_uuid.value.trim();
     if (!pipeline) { errors.pipeline_uuid.textContent = 'a backfill belongs to a pipeline: name one'; return; }
+    if (existing) {
+      // Only what was changed: a started backfill refuses new dates, even equal ones.
+      for (const [key, , type] of FIELDS) {
+        const before = type === 'when' ? formDate(existing[key]) : (existing[key] === null || existing[key] === undefined ? '' : String(existing[key]));
+        if (key === 'pipeline_uuid' || inputs[key].value === before) delete body[key];
+      }
+    }
+    submit.disabled = true;
     try {
       const made = existing
         ? await api('/api/backfills/' + existing.id, 'PUT', { backfill: body })
@@ -373,14 +389,16 @@ function backfillForm(existing) {
     } catch (e) {
       // The API names the field each message is about ("interval_units: must be ..."):
       // shown next to it; any other message above the form.
-      const messages = (e.body && e.body.error && e.body.error.errors) || [e.message];
+      submit.disabled = false;
+      const listed = e.body && e.body.error && e.body.error.errors;
+      const messages = listed && listed.length ? listed : [e.message];
       for (const m of messages) {
         const [field, ...rest] = String(m).split(': ');
         if (errors[field]) errors[field].textContent = rest.join(': '); else say(m);
       }
     }
   } }, el('h1', {}, existing ? 'Edit ' + existing.name : 'New backfill'), general, el('div', { class: 'form-grid' }, rows),
-    el('button', { type: 'submit' }, existing ? 'Save' : 'Create'),
+    submit,
     existing ? el('a', { href: '#/backfills/' + existing.id, class: 'cancel-edit' }, ' Back without saving') : null);
   show(form);
 }
@@ -393,9 +411,15 @@ async function editBackfill(id) {
   }
 }
 
-async function showRun(id, quiet) {
+async function showRun(id, mode, fresh) {
   let r;
-  try { r = (await api('/api/pipeline_runs/' + id)).pipeline_run; } catch (e) { if (!quiet) show(el('h1', {}, 'Run ' + id), problem(e)); return; }
+  try {
+    r = (await api('/api/pipeline_runs/' + id)).pipeline_run;
+  } catch (e) {
+    if (fresh() && !(mode === 'live' && e.kind === 'unreachable')) show(el('h1', {}, 'Run ' + id), problem(e));
+    return;
+  }
+  if (!fresh() || same(mode, r)) return;
   show(el('h1', {}, 'Run ' + r.id + ' ', statusBadge(r.status)),
     el('p', {}, el('a', { href: '#/backfills/' + r.backfill_id }, 'Backfill ' + r.backfill_id)),
     runsTable([r]),
@@ -405,30 +429,50 @@ async function showRun(id, quiet) {
 
 // --- Routing and live updates ----------------------------------------------------------
 
-let live = null;
+// The view on screen: which render drew it (a later one wins; an answer that comes back
+// after the user moved on is dropped) and what data it drew (a reload that brings the same
+// data leaves the page alone: focus, open details, a table scrolled sideways all stay).
+const view = { seq: 0, drawn: null };
 
-async function render(quiet) {
+function same(mode, data) {
+  const drawn = JSON.stringify(data);
+  if (mode === 'live' && drawn === view.drawn) return true;
+  view.drawn = drawn;
+  return false;
+}
+
+// mode: 'nav' (a new view: drawn, focused, from the top), 'refresh' (after an action: drawn
+// in place) or 'live' (a reload: drawn only if the data changed).
+async function render(mode = 'nav') {
+  const my = ++view.seq;
+  const fresh = () => my === view.seq;
+  if (mode !== 'live') view.drawn = null;
   const { path, params } = route();
   document.getElementById('signout').hidden = !creds.key;
   const one = path.match(/^\/backfills\/(\d+)$/);
   const run = path.match(/^\/runs\/(\d+)$/);
   const edit = path.match(/^\/backfills\/(\d+)\/edit$/);
-  if (path === '/' || path === '') await listBackfills(params, quiet === true);
-  else if (path === '/new') { if (quiet !== true) backfillForm(null); }
-  else if (edit) { if (quiet !== true) await editBackfill(edit[1]); }
-  else if (one) await showBackfill(one[1], params, quiet === true);
-  else if (run) await showRun(run[1], quiet === true);
+  if (path === '/' || path === '') await listBackfills(params, mode, fresh);
+  else if (path === '/new') { if (mode === 'nav') backfillForm(null); }
+  else if (edit) { if (mode === 'nav') await editBackfill(edit[1]); }
+  else if (one) await showBackfill(one[1], params, mode, fresh);
+  else if (run) await showRun(run[1], mode, fresh);
   else show(el('div', { class: 'problem' }, 'Nothing here. ', el('a', { href: '#/' }, 'See the backfills')));
   // A new view: focus its content for keyboard and screen-reader users, from the top.
-  if (quiet !== true) { app().focus({ preventScroll: true }); window.scrollTo(0, 0); }
+  if (mode === 'nav' && fresh()) { app().focus({ preventScroll: true }); window.scrollTo(0, 0); }
 }
 
-// While the tab is visible the view reloads itself every few seconds.
+// While the tab is visible the view reloads itself every few seconds, one reload at a time
+// (the next is timed from the end of the last), and not while someone types in a field.
 function startLive() {
-  clearInterval(live);
-  // Not while someone types in a field: a reload would take the text away.
   const typing = () => document.activeElement && ['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement.tagName);
-  live = setInterval(() => { if (document.visibilityState === 'visible' && !typing()) render(true); }, LIVE_MS);
+  const tick = async () => {
+    if (document.visibilityState === 'visible' && !typing()) {
+      try { await render('live'); } catch (e) { /* the next tick tries again */ }
+    }
+    setTimeout(tick, LIVE_MS);
+  };
+  setTimeout(tick, LIVE_MS);
 }
 
 window.addEventListener('hashchange', () => render());

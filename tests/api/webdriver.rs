@@ -59,7 +59,13 @@ impl Browser {
         b
     }
 
+    /// A WebDriver call's value; a WebDriver error fails the test with its message.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body).unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
+    }
+
+    /// A WebDriver call's value, or its error (`value.error` and message).
+    pub fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
         let mut resp = match body {
             Some(b) => self.agent.run(req.header("Content-Type", "application/json").body(b.to_string()).unwrap()),
@@ -70,7 +76,10 @@ impl Browser {
         }
         .unwrap();
         let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-        v["value"].clone()
+        match v["value"]["error"].as_str() {
+            Some(error) => Err(format!("{error}: {}", v["value"]["message"].as_str().unwrap_or(""))),
+            None => Ok(v["value"].clone()),
+        }
     }
 
     pub fn goto(&self, url: &str) {
@@ -86,8 +95,13 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// An element's text; "" if the page has redrawn it away meanwhile (a stale element).
     pub fn text(&self, element: &str) -> String {
-        self.call("GET", &format!("/element/{element}/text"), None).as_str().unwrap_or_default().to_string()
+        match self.try_call("GET", &format!("/element/{element}/text"), None) {
+            Ok(v) => v.as_str().unwrap_or_default().to_string(),
+            Err(e) if e.starts_with("stale element reference") => String::new(),
+            Err(e) => panic!("WebDriver text of {element}: {e}"),
+        }
     }
 
     pub fn attribute(&self, element: &str, name: &str) -> String {
