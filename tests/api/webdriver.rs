@@ -13,14 +13,18 @@ use serde_json::{json, Value};
 /// be there, and its absence fails the test; elsewhere a machine without it skips them,
 /// saying how to get it, so that `cargo test --locked` works on a fresh machine.
 pub fn browser_here() -> bool {
-    let found = ["chromedriver", "chromium"].iter().all(|tool| {
-        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-    });
+    let found = ["chromedriver", "chromium"].iter().all(|tool| on_path(tool).is_some());
     if !found {
         assert!(std::env::var_os("CI").is_none(), "CI needs chromium and chromedriver (.ci/run installs them)");
         eprintln!("skipping a browser test: install Debian's chromium and chromium-driver to run it");
     }
     found
+}
+
+/// Where `tool` is on the PATH.
+fn on_path(tool: &str) -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file()).map(|p| p.display().to_string())
 }
 
 /// A chromedriver and one headless Chromium session; both end when dropped.
@@ -49,7 +53,7 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         }
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
+            "binary": on_path("chromium").unwrap_or_else(|| "/usr/bin/chromium".into()),
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"]
         }}}});
         let mut b = Browser { driver, base: url, agent };
