@@ -113,7 +113,8 @@ pub fn demo(args: DemoArgs) -> Result<(), Error> {
         let _ = writeln!(
             std::io::stdout(),
             "backfilld demo: serving {} on {base}, with a simulated worker running its backfills' runs.\n\
-             Look: curl '{base}/api/backfills?include_run_count=true&_limit=5'\n\
+             Open the dashboard: {base}/\n\
+             Or ask the API: curl '{base}/api/backfills?include_run_count=true&_limit=5'\n\
              Watch a run move: curl '{base}/api/pipeline_runs?status=running&_limit=3'\n\
              Ctrl-C stops it; `backfilld demo` again continues the same demo.",
             db.display()
