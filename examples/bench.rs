@@ -72,7 +72,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backfilld::cli::{DbArg, ServeArgs};
+use backfilld::cli::ServeArgs;
 use backfilld::datetime::{self, DateTime};
 use backfilld::db;
 use backfilld::dispatch::{self, Claim, Report, EXPIRY_BATCH};
@@ -157,11 +157,7 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        backfilld::worker::plan::splitmix64(&mut self.0)
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -323,11 +319,16 @@ impl Conn {
         let mut request = head.into_bytes();
         request.extend_from_slice(body);
         self.writer.write_all(&request)?;
+        let answer = self.answer()?;
+        Ok((answer.status, answer.body, answer.close))
+    }
+
+    /// Reads one answer: its status, body, `Connection: close` and `ETag`.
+    fn answer(&mut self) -> std::io::Result<Answer> {
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
         let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let mut length = 0usize;
-        let mut close = false;
+        let (mut length, mut close, mut etag) = (0usize, false, None);
         loop {
             line.clear();
             self.reader.read_line(&mut line)?;
@@ -339,12 +340,14 @@ impl Conn {
                     length = v.trim().parse().unwrap_or(0);
                 } else if k.eq_ignore_ascii_case("connection") {
                     close = v.trim().eq_ignore_ascii_case("close");
+                } else if k.eq_ignore_ascii_case("etag") {
+                    etag = Some(v.trim().to_string());
                 }
             }
         }
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body)?;
-        Ok((status, body, close))
+        Ok(Answer { status, body, close, etag })
     }
 
     fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
@@ -357,28 +360,17 @@ impl Conn {
         let condition = tag.map_or(String::new(), |t| format!("If-None-Match: {t}\r\n"));
         let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{condition}\r\n");
         self.writer.write_all(head.as_bytes())?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let (mut length, mut etag) = (0usize, None);
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                } else if k.eq_ignore_ascii_case("etag") {
-                    etag = Some(v.trim().to_string());
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        Ok((status, length, etag))
+        let answer = self.answer()?;
+        Ok((answer.status, answer.body.len(), answer.etag))
     }
+}
+
+/// One answer as `Conn` reads it.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    close: bool,
+    etag: Option<String>,
 }
 
 #[path = "../tests/api/webdriver.rs"]
@@ -1099,18 +1091,7 @@ fn expiry_sweep(path: &Path) -> Expiry {
 
 fn serve_child(db: &str, port: &str) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = ServeArgs {
-        db: DbArg { db: PathBuf::from(db) },
-        bind: format!("127.0.0.1:{port}"),
-        api_keys: vec![],
-        require_auth: false,
-        max_runs: Limits::default().max_runs,
-        body_timeout: 5.0,
-        max_connections: backfilld::DEFAULT_MAX_CONNECTIONS,
-        min_lease_seconds: backfilld::dispatch::MIN_LEASE_SECONDS,
-        lease_check_ms: 1000,
-        workers: None,
-    };
+    let args = ServeArgs::local(PathBuf::from(db), format!("127.0.0.1:{port}"));
     if let Err(e) = backfilld::commands::serve(args) {
         eprintln!("bench server: {e}");
         std::process::exit(1);

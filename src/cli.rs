@@ -127,7 +127,7 @@ pub struct ServeArgs {
     pub max_runs: u64,
     /// Seconds a client has, after its request headers, to send the whole body; a slower one
     /// is answered 408 and disconnected.
-    #[arg(long, env = "BACKFILLD_BODY_TIMEOUT", default_value_t = 5.0, value_parser = body_timeout)]
+    #[arg(long, env = "BACKFILLD_BODY_TIMEOUT", default_value_t = BODY_TIMEOUT_SECS, value_parser = body_timeout)]
     pub body_timeout: f64,
     /// The most connections served at once; more wait to be accepted. Each may cost the
     /// server up to about 170 KiB before its request is read.
@@ -140,12 +140,35 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(i64).range(1..=5))]
     pub min_lease_seconds: i64,
     /// How often, in milliseconds, the server looks for leases that ran out.
-    #[arg(long, env = "BACKFILLD_LEASE_CHECK_MS", default_value_t = 1000,
+    #[arg(long, env = "BACKFILLD_LEASE_CHECK_MS", default_value_t = LEASE_CHECK_MS,
         value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub lease_check_ms: u64,
     /// HTTP worker threads [default: the number of CPUs].
     #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
+}
+
+/// `--body-timeout` and `--lease-check-ms` unless given.
+const BODY_TIMEOUT_SECS: f64 = 5.0;
+const LEASE_CHECK_MS: u64 = 1000;
+
+impl ServeArgs {
+    /// `serve`'s defaults, unauthenticated, on `bind` over `db`, whatever the environment
+    /// says: what `backfilld demo` and the bench serve.
+    pub fn local(db: PathBuf, bind: String) -> ServeArgs {
+        ServeArgs {
+            db: DbArg { db },
+            bind,
+            api_keys: vec![],
+            require_auth: false,
+            max_runs: crate::lifecycle::Limits::default().max_runs,
+            body_timeout: BODY_TIMEOUT_SECS,
+            max_connections: crate::DEFAULT_MAX_CONNECTIONS,
+            min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
+            lease_check_ms: LEASE_CHECK_MS,
+            workers: None,
+        }
+    }
 }
 
 fn body_timeout(s: &str) -> Result<f64, String> {
@@ -209,6 +232,13 @@ mod tests {
         let cli = Cli::try_parse_from(["backfilld", "serve", "--api-key", "a", "--api-key", "b"]).unwrap();
         let Some(Command::Serve(args)) = cli.command else { panic!("not serve") };
         assert_eq!(args.api_keys, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_local_server_has_serve_s_defaults() {
+        let cli = Cli::try_parse_from(["backfilld", "serve", "--db", "x.db", "--bind", "127.0.0.1:1"]).unwrap();
+        let Some(Command::Serve(parsed)) = cli.command else { panic!("not serve") };
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", ServeArgs::local("x.db".into(), "127.0.0.1:1".into())));
     }
 
     #[test]

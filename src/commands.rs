@@ -91,18 +91,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
 /// `backfilld demo`: serves the demo file and, on a thread of its own, seeds it when empty
 /// and runs a simulated worker against it; stops both on Ctrl-C.
 pub fn demo(args: DemoArgs) -> Result<(), Error> {
-    let serve = ServeArgs {
-        db: crate::cli::DbArg { db: args.db.clone() },
-        bind: args.bind,
-        api_keys: vec![],
-        require_auth: false,
-        max_runs: crate::lifecycle::Limits::default().max_runs,
-        body_timeout: 5.0,
-        max_connections: crate::DEFAULT_MAX_CONNECTIONS,
-        min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
-        lease_check_ms: 1000,
-        workers: None,
-    };
+    let serve = ServeArgs::local(args.db.clone(), args.bind);
     let stop = std::sync::Arc::new(crate::worker::Stop::default());
     let driver = std::sync::Arc::new(std::sync::Mutex::new(None));
     let (stop_for, driver_for) = (stop.clone(), driver.clone());

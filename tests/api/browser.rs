@@ -15,6 +15,12 @@ use crate::webdriver::{browser_here, Browser};
 
 use crate::helpers::{seed_fields, spawn_app, spawn_app_with, TestApp};
 
+/// The turn of a test that drives the browser (one CPU-heavy test at a time), or none when
+/// there is no browser here (see `browser_here`).
+fn browser_turn() -> Option<std::sync::MutexGuard<'static, ()>> {
+    browser_here().then(crate::helpers::busy_turn)
+}
+
 fn started_seed(app: &TestApp, pipeline: &str, name: &str) -> i64 {
     let id = app.create_backfill(pipeline, seed_fields(name));
     assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
@@ -23,10 +29,7 @@ fn started_seed(app: &TestApp, pipeline: &str, name: &str) -> i64 {
 
 #[test]
 fn the_listing_shows_the_seed_backfill_with_its_25_runs_and_updates_by_itself() {
-    if !browser_here() {
-        return;
-    }
-    let _turn = crate::helpers::busy_turn();
+    let Some(_turn) = browser_turn() else { return };
     let app = spawn_app();
     let id = started_seed(&app, "example_pipeline", "sparkling glitter");
     let browser = Browser::start();
@@ -68,10 +71,7 @@ fn the_listing_shows_the_seed_backfill_with_its_25_runs_and_updates_by_itself() 
 
 #[test]
 fn an_empty_database_says_what_to_do_and_the_filter_narrows_by_pipeline() {
-    if !browser_here() {
-        return;
-    }
-    let _turn = crate::helpers::busy_turn();
+    let Some(_turn) = browser_turn() else { return };
     let app = spawn_app();
     let browser = Browser::start();
     browser.goto(&format!("{}/", app.base));
@@ -88,10 +88,7 @@ fn an_empty_database_says_what_to_do_and_the_filter_narrows_by_pipeline() {
 
 #[test]
 fn with_auth_on_the_page_asks_for_credentials_and_then_works() {
-    if !browser_here() {
-        return;
-    }
-    let _turn = crate::helpers::busy_turn();
+    let Some(_turn) = browser_turn() else { return };
     let app = spawn_app_with(AuthConfig::new(true, &["k3y".to_string()]));
     let token = app.add_token("browser", None);
     let browser = Browser::start();
@@ -116,10 +113,7 @@ fn with_auth_on_the_page_asks_for_credentials_and_then_works() {
 
 #[test]
 fn a_backfill_is_created_through_the_form_started_and_cancelled_with_the_api_s_answers() {
-    if !browser_here() {
-        return;
-    }
-    let _turn = crate::helpers::busy_turn();
+    let Some(_turn) = browser_turn() else { return };
     let app = spawn_app();
     let browser = Browser::start();
     browser.goto(&format!("{}/#/new", app.base));
@@ -184,10 +178,7 @@ fn a_backfill_is_created_through_the_form_started_and_cancelled_with_the_api_s_a
 
 #[test]
 fn on_a_phone_the_table_scrolls_in_its_box_and_the_keyboard_reaches_a_backfill() {
-    if !browser_here() {
-        return;
-    }
-    let _turn = crate::helpers::busy_turn();
+    let Some(_turn) = browser_turn() else { return };
     let app = spawn_app();
     let id = started_seed(&app, "etl", "on the small screen");
     let browser = Browser::start();

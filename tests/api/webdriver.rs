@@ -154,11 +154,10 @@ impl Browser {
 
     /// Saves a PNG of the window to target/screenshots/NAME.png.
     pub fn screenshot(&self, name: &str) {
-        use base64_decode as decode;
         let png = self.call("GET", "/screenshot", None);
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{name}.png")), decode(png.as_str().unwrap())).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), base64_decode(png.as_str().unwrap())).unwrap();
     }
 }
 

@@ -153,9 +153,7 @@ fn a_cancel_kills_the_running_command_and_nothing_is_reported() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("two running commands", Duration::from_secs(10), || {
-        runs(&app, &format!("backfill_id={id}&status=running")).len() == 2
-    });
+    wait_running(&app, id, 2);
     assert_eq!(app.put_backfill(id, json!({"status": "cancelled"})).status, 200);
     // The next heartbeat (every 2/3 s) gets the 409 and kills the commands.
     wait_for("the commands killed", Duration::from_secs(10), || !process_with(marker));
@@ -167,10 +165,22 @@ fn a_cancel_kills_the_running_command_and_nothing_is_reported() {
     assert!(all.iter().all(|r| r["status"] == "cancelled" && r["metrics"].is_null()), "{all:?}");
 }
 
+/// Waits until `n` runs of backfill `id` are running.
+fn wait_running(app: &TestApp, id: i64, n: usize) {
+    wait_for(&format!("{n} running"), Duration::from_secs(10), || {
+        runs(app, &format!("backfill_id={id}&status=running")).len() == n
+    });
+}
+
+/// Sends `signal` to our child `w`.
+fn signal(w: &Child, signal: i32) {
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(w.id() as i32, signal) };
+}
+
 /// Sends SIGTERM and waits for the worker's end.
 fn stop(w: &mut Child) -> std::process::ExitStatus {
-    // SAFETY: kill(2) on the pid of our own child.
-    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+    signal(w, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(s) = w.try_wait().unwrap() {
@@ -189,9 +199,7 @@ fn sigterm_lets_running_commands_finish_within_the_grace_and_claims_no_more() {
     let cmd = format!("sleep 2; echo \"$BACKFILL_HR\" >> {}", out.display());
     let mut w =
         worker(&app, &["--concurrency", "2", "--grace", "10s", "--exec", &cmd]).stderr(Stdio::null()).spawn().unwrap();
-    wait_for("two running", Duration::from_secs(10), || {
-        runs(&app, &format!("backfill_id={id}&status=running")).len() == 2
-    });
+    wait_running(&app, id, 2);
     let status = stop(&mut w);
     // The two that ran finished and were reported; nothing more was claimed.
     assert_eq!(status.code(), Some(0));
@@ -208,9 +216,7 @@ fn past_the_grace_commands_are_killed_and_their_leases_left_to_run_out() {
     let id = started(&app, "etl", json!({}));
     let marker = "sleep 16.1803";
     let mut w = worker(&app, &["--grace", "300ms", "--exec", marker]).stderr(Stdio::null()).spawn().unwrap();
-    wait_for("one running", Duration::from_secs(10), || {
-        runs(&app, &format!("backfill_id={id}&status=running")).len() == 1
-    });
+    wait_running(&app, id, 1);
     let status = stop(&mut w);
     assert_eq!(status.code(), Some(1), "a run left to its lease is not a success");
     assert!(!process_with(marker));
@@ -327,11 +333,8 @@ fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_
     let cmd = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 0.3; echo \"end $BACKFILL_HR\" >> {0}", log.display());
     let slow = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 60.123", log.display());
     let mut first = worker(&app, &["--lease", "1s", "--exec", &slow]).stderr(Stdio::null()).spawn().unwrap();
-    wait_for("a run held", Duration::from_secs(10), || {
-        runs(&app, &format!("backfill_id={id}&status=running")).len() == 1
-    });
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
+    wait_running(&app, id, 1);
+    signal(&first, libc::SIGKILL);
     first.wait().unwrap();
     let o = run_worker(&app, &["--lease", "3s", "--until-idle", "--exec", &cmd]);
     assert_eq!(o.status.code(), Some(0), "its own runs all completed: {}", text(&o.stderr));
@@ -409,8 +412,7 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
     wait_for("the demo's worker to claim", Duration::from_secs(20), || worker_holds(&base));
     let before = completed(&base);
     wait_for("runs to complete", Duration::from_secs(20), || completed(&base) > before + 2);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(demo.id() as i32, libc::SIGINT) };
+    signal(&demo, libc::SIGINT);
     assert!(demo.wait().unwrap().success());
     // Again on the same file: the same backfills, nothing seeded twice, and runs go on.
     let (mut again, base) = start_demo(&db);
@@ -419,8 +421,7 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
     assert_eq!(listing(&base)["metadata"]["count"], seeded["metadata"]["count"]);
     wait_for("runs to complete after the restart", Duration::from_secs(20), || completed(&base) > after_restart + 2);
     assert_eq!(listing(&base)["metadata"]["count"], seeded["metadata"]["count"]);
-    // SAFETY: as above.
-    unsafe { libc::kill(again.id() as i32, libc::SIGINT) };
+    signal(&again, libc::SIGINT);
     assert!(again.wait().unwrap().success());
 }
 
@@ -507,11 +508,8 @@ fn a_second_sigterm_stops_at_once() {
     let id = started(&app, "etl", json!({}));
     let marker = "sleep 23.1406";
     let mut w = worker(&app, &["--grace", "60s", "--exec", marker]).stderr(Stdio::null()).spawn().unwrap();
-    wait_for("one running", Duration::from_secs(10), || {
-        runs(&app, &format!("backfill_id={id}&status=running")).len() == 1
-    });
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+    wait_running(&app, id, 1);
+    signal(&w, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(w.try_wait().unwrap().is_none(), "the first signal waits for the command (grace 60 s)");
     let t = Instant::now();
