@@ -19,7 +19,9 @@ CREATE TABLE IF NOT EXISTS pipeline_schedule (
                       CHECK (status IN ('active', 'inactive')),
     variables         TEXT    CHECK (variables IS NULL OR json_valid(variables)),
     created_at        INTEGER NOT NULL,
-    updated_at        INTEGER NOT NULL
+    updated_at        INTEGER NOT NULL,
+    -- Version 4: Mage's schedule token, 32 hex digits, made on insert.
+    token             TEXT
 );
 
 -- AUTOINCREMENT: ids are never reused, so a deleted backfill's id cannot be taken by a new
@@ -187,3 +189,38 @@ CREATE TABLE IF NOT EXISTS oauth_token (
     created_at INTEGER NOT NULL,
     expires_at INTEGER
 );
+
+-- Version 4: users who log in (POST /api/sessions) and their sessions. Users are managed with
+-- `backfilld user`; only a password's Argon2id hash (PHC string) is stored.
+CREATE TABLE IF NOT EXISTS user (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    email         TEXT    NOT NULL UNIQUE COLLATE NOCASE CHECK (trim(email) <> ''),
+    username      TEXT    NOT NULL,
+    password_hash TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+
+-- A login's OAuth token, looked up by its SHA-256 like oauth_token's; it ends when it
+-- expires, when its user logs out with it, or when its user is deleted.
+CREATE TABLE IF NOT EXISTS user_session (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id    INTEGER NOT NULL REFERENCES user (id) ON DELETE CASCADE,
+    token_hash BLOB    NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS user_session_user ON user_session (user_id, id);
+
+-- The server's own secrets, made once per file: `jwt_secret` signs the JWT a login answers
+-- (HS256), so that a session's cookie stays valid across restarts and for every process
+-- serving the file.
+CREATE TABLE IF NOT EXISTS secret (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO secret (name, value) VALUES ('jwt_secret', randomblob(32));
+
+-- Version 4 gave schedules Mage's `token` (32 hex digits), which runs show as
+-- `pipeline_schedule_token`; older schedules get one here.
+UPDATE pipeline_schedule SET token = lower(hex(randomblob(16))) WHERE token IS NULL;

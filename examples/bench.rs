@@ -1067,8 +1067,14 @@ fn expiry_sweep(path: &Path) -> Expiry {
     let at = backfilld::now();
     let due = add_seconds(at, 10);
     while dispatch::expire_leases(&tx, due, EXPIRY_BATCH).expect("a sweep") as u64 == EXPIRY_BATCH {}
-    let claim =
-        Claim { worker: "expiring".into(), limit: 1000, lease_seconds: 5, pipeline_uuid: None, backfill_id: None };
+    let claim = Claim {
+        worker: "expiring".into(),
+        limit: 1000,
+        lease_seconds: 5,
+        pipeline_uuid: None,
+        backfill_id: None,
+        executor_type: None,
+    };
     let claimed = dispatch::claim(&tx, &claim, 0, at).expect("a claim of 1,000").runs.len();
     // While the 1,000 leases run (none due yet at T).
     let mean = |f: &dyn Fn()| {

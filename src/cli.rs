@@ -118,6 +118,12 @@ pub struct ServeArgs {
     /// environment variable takes a comma-separated list.
     #[arg(long = "api-key", env = "BACKFILLD_API_KEY", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
+    /// An origin (scheme://host[:port]) whose web pages may call the API from a browser
+    /// (CORS); repeat for several, or * for any. Off unless given; the environment variable
+    /// takes a comma-separated list.
+    #[arg(long = "cors-origin", env = "BACKFILLD_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN",
+        value_parser = crate::api::cors::parse_origin)]
+    pub cors_origins: Vec<String>,
     /// Require an API key and an OAuth token on every /api request.
     #[arg(long, env = "BACKFILLD_REQUIRE_AUTH")]
     pub require_auth: bool,
@@ -160,6 +166,7 @@ impl ServeArgs {
             db: DbArg { db },
             bind,
             api_keys: vec![],
+            cors_origins: vec![],
             require_auth: false,
             max_runs: crate::lifecycle::Limits::default().max_runs,
             body_timeout: BODY_TIMEOUT_SECS,

@@ -149,6 +149,7 @@ fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) -> Result<(),
     let mut state =
         AppState::new(pool, AuthConfig::new(required, &api_keys), crate::lifecycle::Limits { max_runs: args.max_runs })
             .map_err(Error::Serve)?;
+    state.cors_origins = args.cors_origins;
     state.body = BodyLimits { deadline: Duration::from_secs_f64(args.body_timeout), ..BodyLimits::default() };
     state.set_lease_timing(args.min_lease_seconds, Duration::from_millis(args.lease_check_ms)).map_err(Error::Serve)?;
     let system = actix_web::rt::System::new();

@@ -374,23 +374,25 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
 
 /// The schema version this build writes; `PRAGMA user_version` holds a file's. Version 2
 /// added `run_tally` and the status listing indexes; version 3 the leases of claimed runs,
-/// `is_paused` and the claim indexes. An older file gets what it lacks at open.
-pub const SCHEMA_VERSION: i64 = 3;
+/// `is_paused` and the claim indexes; version 4 users, their sessions, the JWT secret and the
+/// schedules' tokens. An older file gets what it lacks at open.
+pub const SCHEMA_VERSION: i64 = 4;
 
-/// The columns version 3 added to tables an older file already has (`CREATE TABLE IF NOT
-/// EXISTS` leaves an existing table alone): table, column, definition. Adding a column
+/// The columns versions 3 and 4 added to tables an older file already has (`CREATE TABLE IF
+/// NOT EXISTS` leaves an existing table alone): table, column, definition. Adding a column
 /// rewrites no rows in SQLite.
-const VERSION_3_COLUMNS: [(&str, &str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("backfill", "is_paused", "INTEGER NOT NULL DEFAULT 0 CHECK (is_paused IN (0, 1))"),
     ("pipeline_run", "worker", "TEXT"),
     ("pipeline_run", "lease_seconds", "INTEGER"),
     ("pipeline_run", "lease_expires_at", "INTEGER"),
     ("pipeline_run", "attempt", "INTEGER"),
+    ("pipeline_schedule", "token", "TEXT"),
 ];
 
-/// Adds each of `VERSION_3_COLUMNS` that its table lacks.
-fn add_version_3_columns(conn: &Connection) -> rusqlite::Result<()> {
-    for (table, column, definition) in VERSION_3_COLUMNS {
+/// Adds each of `ADDED_COLUMNS` that its table lacks.
+fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, definition) in ADDED_COLUMNS {
         let has: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
             [table, column],
@@ -631,9 +633,9 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     // is enough. It also makes a killed writer's partial transaction invisible after restart.
     conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
-    if matches!(found, Found::Ours(1 | 2)) {
-        // Before the schema, whose indexes name the new columns.
-        add_version_3_columns(&tx).map_err(sqlite)?;
+    if matches!(found, Found::Ours(1..=3)) {
+        // Before the schema, whose indexes and updates name the new columns.
+        add_columns(&tx).map_err(sqlite)?;
     }
     tx.execute_batch(SCHEMA).map_err(sqlite)?;
     if matches!(found, Found::Ours(1)) {
@@ -889,6 +891,42 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexes, 3);
+    }
+
+    #[test]
+    fn a_version_3_file_gets_users_a_jwt_secret_and_schedule_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        // A file as version 3 left it: schedules without tokens, no users, no secret.
+        conn.execute_batch(
+            "INSERT INTO pipeline_schedule (name, pipeline_uuid, created_at, updated_at) VALUES ('Backfill a', 'p', 0, 0);
+             INSERT INTO pipeline_schedule (name, pipeline_uuid, created_at, updated_at) VALUES ('Backfill b', 'p', 0, 0);
+             DROP TABLE user_session; DROP TABLE user; DROP TABLE secret;
+             ALTER TABLE pipeline_schedule DROP COLUMN token;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let tokens: Vec<String> = conn
+            .prepare("SELECT token FROM pipeline_schedule ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(tokens.iter().all(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit())), "{tokens:?}");
+        assert_ne!(tokens[0], tokens[1]);
+        let secret = crate::store::users::secret(&conn, "jwt_secret").unwrap().unwrap();
+        assert_eq!(secret.len(), 32);
+        drop(conn);
+        // Opening again keeps the secret (sessions' cookies stay valid across restarts).
+        let conn = open(&path).unwrap();
+        assert_eq!(crate::store::users::secret(&conn, "jwt_secret").unwrap().unwrap(), secret);
     }
 
     #[test]

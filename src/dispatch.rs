@@ -42,10 +42,16 @@ pub struct Claim {
     pub lease_seconds: i64,
     pub pipeline_uuid: Option<String>,
     pub backfill_id: Option<i64>,
+    /// What will run the claimed runs, stored as their `executor_type` (Mage's field; the
+    /// worker sends `backfilld_exec` or `backfilld_simulate`); none leaves it null.
+    pub executor_type: Option<String>,
 }
 
 /// The keys a claim's body may have.
-pub const CLAIM_KEYS: [&str; 5] = ["worker", "limit", "lease_seconds", "pipeline_uuid", "backfill_id"];
+pub const CLAIM_KEYS: [&str; 6] = ["worker", "limit", "lease_seconds", "pipeline_uuid", "backfill_id", "executor_type"];
+
+/// The longest `executor_type` a claim may give, in characters.
+pub const MAX_EXECUTOR_TYPE_CHARS: usize = 64;
 
 /// A worker's name: a non-blank string of at most `MAX_WORKER_CHARS` characters.
 fn parse_worker(f: &Fields, required: bool) -> std::result::Result<Option<String>, FieldError> {
@@ -76,6 +82,15 @@ impl Claim {
                 .unwrap_or(DEFAULT_LEASE_SECONDS.max(min_lease_seconds)),
             pipeline_uuid: f.nonblank_string("pipeline_uuid")?,
             backfill_id: f.number_in("backfill_id", 1, i64::MAX)?,
+            executor_type: match f.nonblank_string("executor_type")? {
+                Some(e) if e.chars().count() > MAX_EXECUTOR_TYPE_CHARS => {
+                    return Err(FieldError::new(
+                        "executor_type",
+                        format!("must be at most {MAX_EXECUTOR_TYPE_CHARS} characters"),
+                    ))
+                }
+                other => other,
+            },
         })
     }
 }
@@ -210,6 +225,7 @@ pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) 
         worker: &c.worker,
         seconds: c.lease_seconds,
         expires_at: lease_end(now, c.lease_seconds)?,
+        executor_type: c.executor_type.as_deref(),
     };
     let mut runs = vec![];
     let mut last_backfill = after;

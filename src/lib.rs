@@ -33,7 +33,7 @@ pub mod worker;
 use std::net::TcpListener;
 
 use actix_web::dev::{Server, ServiceRequest};
-use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
+use actix_web::middleware::{from_fn, Condition, Logger, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
 
 pub use api::auth::AuthConfig;
@@ -90,9 +90,14 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 /// its handle stops it.
 pub fn run(listener: TcpListener, state: AppState, workers: usize, max_connections: usize) -> std::io::Result<Server> {
     let workers = workers.max(1);
+    let cors = state.cors_origins.clone();
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
+            // Cross-origin requests, when --cors-origin allows any: preflights answered before
+            // routing and authentication (they carry no credentials), refusals in the envelope.
+            .wrap(Condition::new(!cors.is_empty(), api::cors::policy(&cors)))
+            .wrap(Condition::new(!cors.is_empty(), from_fn(api::cors::enveloped)))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
             // One access line per request: peer, request line (keys redacted), status,
             // body bytes, milliseconds.

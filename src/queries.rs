@@ -10,6 +10,10 @@ use crate::datetime::DateTime;
 use crate::error::{Error, Result};
 use crate::model::{Backfill, PipelineRun, RunStatusCounts};
 use crate::store::pipeline_runs::{RunFilter, RunStart};
+use crate::store::schedules::ScheduleInfo;
+
+/// Schedules by id (`schedules_of`).
+pub type Schedules = HashMap<i64, ScheduleInfo>;
 use crate::store::tokens::TokenRecord;
 use crate::store::{self, Start};
 
@@ -69,6 +73,12 @@ pub fn run_listing(
     let count = store::pipeline_runs::count_pipeline_runs(conn, filter)?;
     let runs = if count == 0 { vec![] } else { store::pipeline_runs::list_pipeline_runs(conn, filter, limit, start)? };
     Ok((runs, count))
+}
+
+/// The schedules the runs hang from, by id, for presenting them.
+pub fn schedules_of(conn: &Connection, runs: &[PipelineRun]) -> Result<Schedules> {
+    let ids: Vec<i64> = runs.iter().filter_map(|r| r.pipeline_schedule_id).collect();
+    Ok(store::schedules::schedules_by_id(conn, &ids)?)
 }
 
 /// The pipeline run `id`.

@@ -130,7 +130,8 @@ pub async fn list_for_pipeline(
     respond_with_listing(state, &query, Some(path.into_inner())).await
 }
 
-/// `GET /api/backfills/{id}`: with the run counts and the preview page when asked for.
+/// `GET /api/backfills/{id}`: with the run counts and the preview page when asked for (the
+/// preview brings the counts too, as in Mage).
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -138,8 +139,8 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     // Parameters are checked before any work, so a bad one is a 400 even for a missing id.
     let id = parse_id(&path)?;
-    let with_counts = query.include_run_count()?;
     let preview = if query.include_preview_runs()? { Some(query.page()?) } else { None };
+    let with_counts = query.include_run_count()? || preview.is_some();
     // The record and its counts in one read transaction.
     let (backfill, counts) = read(state, move |conn| queries::backfill(conn, id, with_counts)).await?;
     let mut json = BackfillJson::new(&backfill, counts.as_ref());

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod backfills;
 pub mod body;
+pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod fresh;
@@ -47,6 +48,9 @@ pub struct AppState {
     /// a claim served. Claims run one at a time (the single writer), so a plain load and
     /// store suffice; it starts over at 0 after a restart.
     pub claim_cursor: std::sync::atomic::AtomicI64,
+    /// The origins whose pages may call the API (`--cors-origin`, checked by
+    /// `cors::parse_origin`); none turns CORS off.
+    pub cors_origins: Vec<String>,
     writes: Writes,
     /// The lease sweep's thread, stopped when the state is dropped.
     sweeper: crate::periodic::Periodic,
@@ -67,6 +71,7 @@ impl AppState {
             slow: SlowReads::start(slow::SLOW_QUEUE)?,
             min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
             claim_cursor: std::sync::atomic::AtomicI64::new(0),
+            cors_origins: Vec::new(),
         })
     }
 
@@ -83,13 +88,15 @@ impl AppState {
     }
 }
 
-/// `{"<key>": value}`, serialized straight from `value` (no intermediate JSON tree).
+/// `{"<key>": value, "metadata": null}`, as Mage answers a single record, serialized
+/// straight from `value` (no intermediate JSON tree).
 pub fn one<T: Serialize>(key: &'static str, value: &T) -> HttpResponse {
     struct Keyed<'a, T>(&'static str, &'a T);
     impl<T: Serialize> Serialize for Keyed<'_, T> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut map = s.serialize_map(Some(1))?;
+            let mut map = s.serialize_map(Some(2))?;
             map.serialize_entry(self.0, self.1)?;
+            map.serialize_entry("metadata", &())?;
             map.end()
         }
     }
@@ -199,6 +206,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // A health check outside authentication: it tells only the version and whether
     // authentication is required, and touches no database.
     .service(resource("/api/status", "GET, HEAD").route(get().to(status::get)))
+    .service(resource("/api/statuses", "GET, HEAD").route(get().to(status::get)))
     // The dashboard: static assets compiled in, outside authentication (the page asks for
     // credentials when the API wants them).
     .service(resource("/", "GET, HEAD").route(get().to(dashboard::index)))

@@ -12,16 +12,22 @@ use std::sync::atomic::Ordering;
 
 use crate::dispatch::{self, Claim, Report};
 use crate::model::{Object, PipelineRun};
-use crate::queries;
+use crate::queries::{self, Schedules};
 use crate::store::pipeline_runs::{RunFilter, RunStart};
 
-/// A pipeline run as the API shows it, keys in alphabetical order.
+/// A pipeline run as the API shows it, keys in alphabetical order: Mage's (those of its
+/// listing rows, with the values true for backfilld, which runs no blocks and keeps no
+/// pipelines) and the lease's.
 #[derive(Serialize)]
 pub struct PipelineRunJson<'a> {
     attempt: Option<i64>,
     backfill_id: Option<i64>,
+    /// backfilld runs no blocks: always empty, and both block counts 0.
+    block_runs: [(); 0],
+    block_runs_count: u8,
     #[serde(serialize_with = "api_format::option::serialize")]
     completed_at: Option<DateTime>,
+    completed_block_runs_count: u8,
     #[serde(serialize_with = "api_format::serialize")]
     created_at: DateTime,
     event_variables: &'a Option<Object>,
@@ -34,7 +40,15 @@ pub struct PipelineRunJson<'a> {
     metrics: &'a Option<Object>,
     passed_sla: bool,
     pipeline_schedule_id: Option<i64>,
+    pipeline_schedule_name: Option<&'a str>,
+    pipeline_schedule_token: Option<&'a str>,
+    pipeline_schedule_type: Option<&'a str>,
+    /// backfilld keeps no pipelines, so knows no tags (Mage's answer for a missing pipeline)
+    /// and no pipeline type; nor a project, so no repo_path.
+    pipeline_tags: [(); 0],
+    pipeline_type: Option<()>,
     pipeline_uuid: &'a str,
+    repo_path: Option<()>,
     #[serde(serialize_with = "api_format::option::serialize")]
     started_at: Option<DateTime>,
     status: &'static str,
@@ -44,11 +58,16 @@ pub struct PipelineRunJson<'a> {
     worker: &'a Option<String>,
 }
 
-impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
-    fn from(r: &'a PipelineRun) -> Self {
+impl<'a> PipelineRunJson<'a> {
+    /// `r` with its schedule, looked up in `schedules` (`queries::schedules_of`).
+    pub fn new(r: &'a PipelineRun, schedules: &'a Schedules) -> Self {
+        let schedule = r.pipeline_schedule_id.and_then(|id| schedules.get(&id));
         PipelineRunJson {
             attempt: r.attempt,
             backfill_id: r.backfill_id,
+            block_runs: [],
+            block_runs_count: 0,
+            completed_block_runs_count: 0,
             completed_at: r.completed_at,
             created_at: r.created_at,
             event_variables: &r.event_variables,
@@ -59,7 +78,13 @@ impl<'a> From<&'a PipelineRun> for PipelineRunJson<'a> {
             metrics: &r.metrics,
             passed_sla: r.passed_sla,
             pipeline_schedule_id: r.pipeline_schedule_id,
+            pipeline_schedule_name: schedule.map(|s| s.name.as_str()),
+            pipeline_schedule_token: schedule.and_then(|s| s.token.as_deref()),
+            pipeline_schedule_type: schedule.map(|s| s.schedule_type.as_str()),
+            pipeline_tags: [],
+            pipeline_type: None,
             pipeline_uuid: &r.pipeline_uuid,
+            repo_path: None,
             started_at: r.started_at,
             status: r.status.as_str(),
             updated_at: r.updated_at,
@@ -80,24 +105,28 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
         status: query.run_status()?,
     };
     // One row more than asked, to know whether more follow.
-    let fetch = move |conn: &rusqlite::Connection| queries::run_listing(conn, &filter, limit.saturating_add(1), start);
+    let fetch = move |conn: &rusqlite::Connection| {
+        let (runs, count) = queries::run_listing(conn, &filter, limit.saturating_add(1), start)?;
+        let schedules = queries::schedules_of(conn, &runs)?;
+        Ok((runs, count, schedules))
+    };
     let offset = match start {
         RunStart::Offset(n) => n,
         RunStart::Below(_) => 0,
     };
-    let (mut runs, count) = read_at_offset(state, offset, fetch).await?;
+    let (mut runs, count, schedules) = read_at_offset(state, offset, fetch).await?;
     let next = runs.len() as u64 > limit;
     runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let cursor = runs.last().filter(|_| next).map(|r| encode_run_cursor(r.id));
-    let rows: Vec<PipelineRunJson> = runs.iter().map(PipelineRunJson::from).collect();
+    let rows: Vec<PipelineRunJson> = runs.iter().map(|r| PipelineRunJson::new(r, &schedules)).collect();
     Ok(collection("pipeline_runs", &rows, &Metadata { count, next, cursor }))
 }
 
 /// `GET /api/pipeline_runs/{id}`
 pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let run = read(state, move |conn| queries::run(conn, id)).await?;
-    Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
+    let (run, schedules) = read(state, move |conn| with_schedule(conn, queries::run(conn, id)?)).await?;
+    Ok(one("pipeline_run", &PipelineRunJson::new(&run, &schedules)))
 }
 
 /// `PUT /api/pipeline_runs/{id}` with `{"pipeline_run": {"status": ..., "worker": ...,
@@ -109,8 +138,9 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let report = Report::parse(&body::record(payload, "pipeline_run").await?)?;
-    let run = write(state, move |conn, now| dispatch::report(conn, id, report, now)).await?;
-    Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
+    let (run, schedules) =
+        write(state, move |conn, now| with_schedule(conn, dispatch::report(conn, id, report, now)?)).await?;
+    Ok(one("pipeline_run", &PipelineRunJson::new(&run, &schedules)))
 }
 
 /// `POST /api/pipeline_runs/claim` with `{"worker": ..., "limit": ..., "lease_seconds": ...}`
@@ -123,16 +153,27 @@ pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<
         let claimed = dispatch::claim(conn, &claim, after, now)?;
         // Kept even should the commit fail: the cursor only spreads claims, it promises nothing.
         shared.claim_cursor.store(claimed.last_backfill, Ordering::Relaxed);
-        Ok(claimed)
+        let schedules = queries::schedules_of(conn, &claimed.runs)?;
+        Ok((claimed, schedules))
     })
     .await?;
-    let rows: Vec<PipelineRunJson> = claimed.runs.iter().map(PipelineRunJson::from).collect();
+    let (claimed, schedules) = claimed;
+    let rows: Vec<PipelineRunJson> = claimed.runs.iter().map(|r| PipelineRunJson::new(r, &schedules)).collect();
     Ok(one("pipeline_runs", &rows))
 }
 
 /// `POST /api/pipeline_runs/{id}/retry`: a new run of the run's date; answers the new run.
 pub async fn retry(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let run = write(state, move |conn, now| dispatch::retry(conn, id, now)).await?;
-    Ok(one("pipeline_run", &PipelineRunJson::from(&run)))
+    let (run, schedules) = write(state, move |conn, now| with_schedule(conn, dispatch::retry(conn, id, now)?)).await?;
+    Ok(one("pipeline_run", &PipelineRunJson::new(&run, &schedules)))
+}
+
+/// `run` and its schedule, read in the same transaction.
+fn with_schedule(
+    conn: &rusqlite::Connection,
+    run: PipelineRun,
+) -> Result<(PipelineRun, Schedules), crate::error::Error> {
+    let schedules = queries::schedules_of(conn, std::slice::from_ref(&run))?;
+    Ok((run, schedules))
 }

@@ -10,6 +10,7 @@ pub mod backfills;
 pub mod pipeline_runs;
 pub mod schedules;
 pub mod tokens;
+pub mod users;
 
 use std::str::FromStr;
 

@@ -384,6 +384,8 @@ pub struct Lease<'a> {
     pub worker: &'a str,
     pub seconds: i64,
     pub expires_at: DateTime,
+    /// What runs the claimed runs (the run's `executor_type`), when the claim says.
+    pub executor_type: Option<&'a str>,
 }
 
 /// Moves the backfill's runs `ids` (waiting, as `waiting_runs` gave them) to `running` under
@@ -413,12 +415,15 @@ pub fn claim_runs(
     let mut runs: Vec<PipelineRun> = conn
         .prepare_cached(&format!(
             "UPDATE pipeline_run SET status = 'running', started_at = ?2, updated_at = ?2, worker = ?3, \
-             lease_seconds = ?4, lease_expires_at = ?5, attempt = COALESCE(attempt, \
+             lease_seconds = ?4, lease_expires_at = ?5, executor_type = ?6, attempt = COALESCE(attempt, \
                  (SELECT COUNT(*) FROM pipeline_run AS d WHERE d.backfill_id = pipeline_run.backfill_id \
                   AND d.execution_date IS pipeline_run.execution_date AND d.id <= pipeline_run.id)) \
              WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'initial' RETURNING {COLUMNS}"
         ))?
-        .query_map(params![list, at, lease.worker, lease.seconds, micros(Some(lease.expires_at))], from_row)?
+        .query_map(
+            params![list, at, lease.worker, lease.seconds, micros(Some(lease.expires_at)), lease.executor_type],
+            from_row,
+        )?
         .collect::<rusqlite::Result<_>>()?;
     let k = runs.len() as i64;
     add_to_tally(conn, pipeline_uuid, Some(backfill_id), RunStatus::Initial.as_str(), -k)?;

@@ -1,6 +1,9 @@
-//! The `pipeline_schedule` table: the `@once` schedule a started backfill's runs hang from.
+//! The `pipeline_schedule` table: the `@once` schedule a started backfill's runs hang from,
+//! with Mage's random `token` made on insert.
 
-use rusqlite::{params, Connection};
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::micros;
 use crate::datetime::DateTime;
@@ -18,8 +21,8 @@ pub struct NewPipelineSchedule {
 
 pub fn insert_pipeline_schedule(conn: &Connection, s: &NewPipelineSchedule) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO pipeline_schedule (id, name, pipeline_uuid, schedule_interval, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        "INSERT INTO pipeline_schedule (id, name, pipeline_uuid, schedule_interval, created_at, updated_at, token) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, lower(hex(randomblob(16))))",
     )?
     .execute(params![s.id, s.name, s.pipeline_uuid, s.schedule_interval, micros(Some(s.created_at))])?;
     Ok(conn.last_insert_rowid())
@@ -27,4 +30,31 @@ pub fn insert_pipeline_schedule(conn: &Connection, s: &NewPipelineSchedule) -> r
 
 pub fn pipeline_schedule_exists(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM pipeline_schedule WHERE id = ?1)")?.query_row([id], |r| r.get(0))
+}
+
+/// What a run shows of its schedule (`pipeline_schedule_name`, `_token`, `_type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleInfo {
+    pub name: String,
+    pub token: Option<String>,
+    pub schedule_type: String,
+}
+
+/// The schedules of these ids (each looked up by its primary key), by id; ids that name no
+/// schedule are left out.
+pub fn schedules_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, ScheduleInfo>> {
+    let mut stmt = conn.prepare_cached("SELECT name, token, schedule_type FROM pipeline_schedule WHERE id = ?1")?;
+    let mut found = HashMap::with_capacity(ids.len());
+    for &id in ids {
+        if found.contains_key(&id) {
+            continue;
+        }
+        let info = stmt
+            .query_row([id], |r| Ok(ScheduleInfo { name: r.get(0)?, token: r.get(1)?, schedule_type: r.get(2)? }))
+            .optional()?;
+        if let Some(info) = info {
+            found.insert(id, info);
+        }
+    }
+    Ok(found)
 }

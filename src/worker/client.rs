@@ -135,8 +135,11 @@ impl Api {
         limit: usize,
         lease_seconds: u64,
         scope: &Scope,
+        executor_type: &str,
     ) -> Result<Vec<Value>, CallError> {
-        let mut body = json!({"worker": worker, "limit": limit, "lease_seconds": lease_seconds});
+        let mut body = json!({
+            "worker": worker, "limit": limit, "lease_seconds": lease_seconds, "executor_type": executor_type,
+        });
         if let Some(p) = &scope.pipeline_uuid {
             body["pipeline_uuid"] = json!(p);
         }

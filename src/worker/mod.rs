@@ -35,6 +35,16 @@ pub enum Work {
     Simulate { span: Span, fail_rate: f64, seed: u64 },
 }
 
+impl Work {
+    /// What the claimed runs' `executor_type` says ran them.
+    pub fn executor_type(&self) -> &'static str {
+        match self {
+            Work::Exec(_) => "backfilld_exec",
+            Work::Simulate { .. } => "backfilld_simulate",
+        }
+    }
+}
+
 /// A worker's settings, checked.
 #[derive(Clone)]
 pub struct Config {
@@ -154,7 +164,13 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
         }
         let mut wait = Duration::from_millis(250);
         if level == 0 && fatal.is_none() && held < cfg.concurrency {
-            match cfg.api.claim(&cfg.name, cfg.concurrency - held, cfg.lease.as_secs(), &cfg.scope) {
+            match cfg.api.claim(
+                &cfg.name,
+                cfg.concurrency - held,
+                cfg.lease.as_secs(),
+                &cfg.scope,
+                cfg.work.executor_type(),
+            ) {
                 Ok(runs) => {
                     outage.ok();
                     errors = 0;

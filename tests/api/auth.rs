@@ -93,4 +93,32 @@ fn the_status_health_check_needs_no_credentials_and_says_whether_others_do() {
     let r = secured().get("/api/status");
     assert_eq!(r.status, 200);
     assert_eq!(r.body["statuses"][0]["require_user_authentication"], true);
+    // Mage's other spelling, and Mage's keys with what is true of backfilld.
+    let r = secured().get("/api/statuses");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["metadata"], serde_json::json!({}));
+    let s = r.body["statuses"][0].as_object().unwrap();
+    let mut keys: Vec<&str> = s.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "backfilld_version",
+            "disable_pipeline_edit_access",
+            "instance_type",
+            "is_instance_manager",
+            "max_print_output_lines",
+            "project_type",
+            "project_uuid",
+            "repo_path",
+            "repo_path_relative",
+            "repo_path_relative_root",
+            "repo_path_root",
+            "require_user_authentication",
+            "require_user_permissions",
+            "scheduler_status",
+        ]
+    );
+    assert_eq!((&s["is_instance_manager"], &s["require_user_permissions"]), (&false.into(), &false.into()));
+    assert_eq!(s["scheduler_status"], "running");
 }

@@ -22,6 +22,9 @@ fn the_whole_lifecycle_of_the_seed_backfill() {
     fields["created_at"] = json!("2001-01-01");
     let created = app.send("POST", "/api/pipelines/example_pipeline/backfills", &json!({ "backfill": fields }));
     assert_eq!(created.status, 200, "{:?}", created.body);
+    // A single record comes with `"metadata": null`, as Mage's do.
+    assert_eq!(created.body.as_object().unwrap().keys().collect::<Vec<_>>(), ["backfill", "metadata"]);
+    assert_eq!(created.body["metadata"], Value::Null);
     let b = &created.body["backfill"];
     let id = b["id"].as_i64().unwrap();
     assert_ne!(id, 999);
@@ -46,8 +49,14 @@ fn the_whole_lifecycle_of_the_seed_backfill() {
             "interval_start_datetime_previous": "2023-03-01T00:00:00+00:00",
         })
     );
+    // The preview brings the counts, as Mage's does: no runs yet.
+    assert_eq!(preview.body["backfill"]["total_run_count"], 25);
+    assert_eq!(preview.body["backfill"]["run_status_counts"], json!({}));
+    assert_eq!(preview.body["metadata"], Value::Null);
     let last = app.get(&format!("/api/backfills/{id}?include_preview_runs=1&_limit=40&_offset=24"));
     assert_eq!(last.body["backfill"]["pipeline_run_dates"].as_array().unwrap().len(), 1);
+    let plain = app.get(&format!("/api/backfills/{id}"));
+    assert!(plain.body["backfill"].get("total_run_count").is_none(), "counts only when asked for");
 
     // Start.
     let started = app.put_backfill(id, json!({"status": "initial"}));

@@ -10,5 +10,6 @@ mod errors;
 mod hardening;
 mod helpers;
 mod lifecycle;
+mod mage;
 mod webdriver;
 mod worker;
