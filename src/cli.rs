@@ -25,6 +25,9 @@ pub enum Command {
     /// Manage the OAuth tokens that `--require-auth` asks for.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the users who log in with POST /api/sessions (email and password).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Claim runs from a server and run a command once per run date (or simulate one).
     Worker(WorkerArgs),
     /// Serve a demo file seeded with backfills in every state, with a simulated worker
@@ -124,6 +127,9 @@ pub struct ServeArgs {
     #[arg(long = "cors-origin", env = "BACKFILLD_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN",
         value_parser = crate::api::cors::parse_origin)]
     pub cors_origins: Vec<String>,
+    /// How long a login's session (POST /api/sessions) lasts: 30d, 12h, 90m, 45s or 2w.
+    #[arg(long, env = "BACKFILLD_SESSION_LIFETIME", default_value = "30d", value_parser = crate::token::parse_lifetime)]
+    pub session_lifetime: i64,
     /// Require an API key and an OAuth token on every /api request.
     #[arg(long, env = "BACKFILLD_REQUIRE_AUTH")]
     pub require_auth: bool,
@@ -167,6 +173,7 @@ impl ServeArgs {
             bind,
             api_keys: vec![],
             cors_origins: vec![],
+            session_lifetime: crate::api::DEFAULT_SESSION_SECONDS,
             require_auth: false,
             max_runs: crate::lifecycle::Limits::default().max_runs,
             body_timeout: BODY_TIMEOUT_SECS,
@@ -191,6 +198,36 @@ pub struct ImportArgs {
     pub db: DbArg,
     /// The JSON file to load, or - for standard input.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. The password is asked for on a terminal (twice) or read from standard
+    /// input's first line otherwise; never from a flag, which would show in `ps` and the
+    /// shell's history.
+    Create {
+        #[command(flatten)]
+        db: DbArg,
+        /// The user's email, what they log in with.
+        #[arg(long)]
+        email: String,
+        /// The name Mage's clients show, which may also log in [default: the email's part
+        /// before @].
+        #[arg(long)]
+        username: Option<String>,
+    },
+    /// List the users: email, username, when made, live sessions.
+    List {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Delete the user EMAIL; their sessions end at once.
+    Delete {
+        #[command(flatten)]
+        db: DbArg,
+        /// The user's email.
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::api::body::BodyLimits;
-use crate::cli::{DemoArgs, ImportArgs, ServeArgs, TokenCommand, WorkerArgs};
+use crate::cli::{DemoArgs, ImportArgs, ServeArgs, TokenCommand, UserCommand, WorkerArgs};
 use crate::store::tokens::TokenRecord;
 use crate::{datetime, db, import, store, token, AppState, AuthConfig};
 
@@ -49,6 +49,8 @@ pub enum Error {
     Db { what: &'static str, source: rusqlite::Error },
     #[error("the server stopped with an error: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    User(String),
 }
 
 /// SQLite's "database is locked", said with what it means for a command.
@@ -150,6 +152,7 @@ fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) -> Result<(),
         AppState::new(pool, AuthConfig::new(required, &api_keys), crate::lifecycle::Limits { max_runs: args.max_runs })
             .map_err(Error::Serve)?;
     state.cors_origins = args.cors_origins;
+    state.session_lifetime = args.session_lifetime;
     state.body = BodyLimits { deadline: Duration::from_secs_f64(args.body_timeout), ..BodyLimits::default() };
     state.set_lease_timing(args.min_lease_seconds, Duration::from_millis(args.lease_check_ms)).map_err(Error::Serve)?;
     let system = actix_web::rt::System::new();
@@ -228,6 +231,71 @@ pub fn token(cmd: TokenCommand) -> Result<String, Error> {
                 true => Ok(format!("revoked token '{name}'")),
                 false => Err(Error::NoSuchToken(name)),
             }
+        }
+    }
+}
+
+/// The new user's password: asked twice on a terminal (not echoed), else standard input's
+/// first line (without its line ending).
+fn read_new_password() -> Result<String, Error> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")
+            .map_err(|source| Error::Read { what: "the password".into(), source })?;
+        let again = rpassword::prompt_password("Password again: ")
+            .map_err(|source| Error::Read { what: "the password".into(), source })?;
+        if first != again {
+            return Err(Error::User("the two passwords differ; nothing was changed".into()));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|source| Error::Read { what: "the password from standard input".into(), source })?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    crate::password::check_new(&password).map_err(|m| Error::User(format!("{m}; nothing was changed")))?;
+    Ok(password)
+}
+
+/// `backfilld user ...`: what to print on standard output.
+pub fn user(cmd: UserCommand) -> Result<String, Error> {
+    let now = crate::now();
+    let refused = |e: crate::error::Error| match e {
+        crate::error::Error::Db(source) => Error::Db { what: "cannot change the users", source },
+        other => Error::User(other.to_string()),
+    };
+    match cmd {
+        UserCommand::Create { db, email, username } => {
+            let email = email.trim().to_string();
+            crate::accounts::check_email(&email).map_err(Error::User)?;
+            let password = read_new_password()?;
+            let hash = crate::password::hash(&password).map_err(Error::User)?;
+            let conn = db::open(&db.db)?;
+            let user = crate::accounts::create_user(&conn, &email, username.as_deref(), &hash, now).map_err(refused)?;
+            Ok(format!("created user {} (username '{}', id {})", user.email, user.username, user.id))
+        }
+        UserCommand::List { db } => {
+            let conn = db::open(&db.db)?;
+            let users = crate::accounts::list_users(&conn, now).map_err(refused)?;
+            Ok(users
+                .iter()
+                .map(|(u, sessions)| {
+                    format!(
+                        "{}\t{}\tcreated {}\t{sessions} live session(s)",
+                        u.email,
+                        u.username,
+                        datetime::format_api(u.created_at)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        UserCommand::Delete { db, email } => {
+            let conn = db::open(&db.db)?;
+            crate::accounts::delete_user(&conn, email.trim()).map_err(refused)?;
+            Ok(format!("deleted user {} and their sessions", email.trim()))
         }
     }
 }

@@ -11,6 +11,7 @@
 //! seeded demo, which drives a server through the same client. `run` builds the server on an already-bound listener, so tests can
 //! bind port 0.
 
+pub mod accounts;
 pub mod api;
 pub mod cli;
 pub mod commands;
@@ -20,13 +21,16 @@ pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod import;
+pub mod jwt;
 pub mod lifecycle;
 pub mod logging;
 pub mod model;
+pub mod password;
 pub mod periodic;
 pub mod queries;
 pub mod schedule;
 pub mod store;
+pub mod throttle;
 pub mod token;
 pub mod worker;
 

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => commands::serve(args).map(|()| String::new()),
         Some(Command::Import(args)) => commands::import(args),
         Some(Command::Token(cmd)) => commands::token(cmd),
+        Some(Command::User(cmd)) => commands::user(cmd),
         Some(Command::Worker(args)) => return ExitCode::from(commands::worker(args)),
         Some(Command::Demo(args)) => commands::demo(args).map(|()| String::new()),
     };

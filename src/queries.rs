@@ -92,6 +92,15 @@ pub fn next_lease_expiry(conn: &Connection) -> Result<Option<DateTime>> {
     Ok(store::pipeline_runs::next_lease_expiry(conn)?)
 }
 
+/// When the token whose SHA-256 is `hash` expires (`Some(None)`: never), if it is one made
+/// with `backfilld token create` or a login's session.
+pub fn token_expiry(conn: &Connection, hash: &[u8; 32]) -> Result<Option<Option<DateTime>>> {
+    if let Some(t) = store::tokens::find_token_by_hash(conn, hash)? {
+        return Ok(Some(t.expires_at));
+    }
+    Ok(store::users::find_session_by_hash(conn, hash)?.map(|s| Some(s.expires_at)))
+}
+
 /// The token whose SHA-256 is `hash`, if one is stored.
 pub fn token(conn: &Connection, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
     Ok(store::tokens::find_token_by_hash(conn, hash)?)

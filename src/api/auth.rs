@@ -3,21 +3,23 @@
 //! Off (the default on a loopback address) every request passes and credentials are ignored.
 //! On (`--require-auth`, implied by a non-loopback bind), every `/api` request needs a
 //! configured API key (`X-API-KEY` header, `api_key` query parameter, or a top-level
-//! `api_key` in a small POST or PUT body) and a known,
-//! unexpired OAuth token (`OAUTH-TOKEN` header, `Authorization: Bearer`, or the `oauth_token`
-//! cookie). Keys are compared in constant time; tokens are looked up by their SHA-256.
+//! `api_key` in a small POST or PUT body) and a known, unexpired OAuth token (`OAUTH-TOKEN`
+//! header, `Authorization: Bearer`, or the `oauth_token` cookie, which carries a login's JWT):
+//! one made with `backfilld token create` or a login's session. A login (`POST
+//! /api/sessions`) needs the key alone. Keys are compared in constant time; tokens are looked
+//! up by their SHA-256.
 //! Neither is ever logged (the access log redacts `api_key`, see `lib.rs`).
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{web, HttpRequest};
 
 use super::body::{self, Reservation};
 use super::error::ApiError;
 use super::AppState;
-use crate::{queries, token};
+use crate::{jwt, queries, token};
 
 /// Who may call the API. The default is authentication off.
 #[derive(Debug, Clone, Default)]
@@ -46,17 +48,30 @@ fn query_value(req: &ServiceRequest, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-fn presented_token(req: &ServiceRequest) -> Option<String> {
-    if let Some(t) = header_value(req, "OAUTH-TOKEN") {
-        return Some(t.to_string());
+/// The OAuth token the request presents, if any: the `OAUTH-TOKEN` header, else
+/// `Authorization: Bearer`, else the `oauth_token` cookie, as Mage reads them. The headers
+/// carry the token itself; the cookie carries the JWT a login answers (`jwt`), checked
+/// against the file's secret and opened to its token (one that fails the check is refused),
+/// or a bare token.
+pub fn presented_token(req: &HttpRequest, secret: &[u8]) -> Result<Option<String>, ApiError> {
+    let header =
+        |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(t) = header("OAUTH-TOKEN") {
+        return Ok(Some(t.to_string()));
     }
-    if let Some(auth) = header_value(req, header::AUTHORIZATION.as_str()) {
+    if let Some(auth) = header(header::AUTHORIZATION.as_str()) {
         let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
         if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
-            return Some(rest.trim().to_string());
+            return Ok(Some(rest.trim().to_string()));
         }
     }
-    req.cookie("oauth_token").map(|c| c.value().to_string()).filter(|v| !v.is_empty())
+    let Some(cookie) = req.cookie("oauth_token").map(|c| c.value().to_string()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if jwt::looks_like(&cookie) {
+        return jwt::decode(&cookie, secret).map(|claims| Some(claims.token)).ok_or(ApiError::InvalidOauthToken);
+    }
+    Ok(Some(cookie))
 }
 
 /// The largest body in which a top-level `api_key` is looked for. Real requests carrying the
@@ -92,14 +107,21 @@ fn check_key(key: Option<&str>, state: &AppState) -> Result<(), ApiError> {
 }
 
 fn check_token(req: &ServiceRequest, state: &AppState) -> Result<(), ApiError> {
-    let presented = presented_token(req).ok_or(ApiError::UnauthorizedAccess)?;
-    // One indexed lookup: done on the worker, as reads are (see `api::read`).
+    let presented = presented_token(req.request(), &state.jwt_secret)?.ok_or(ApiError::UnauthorizedAccess)?;
+    // One or two indexed lookups (a token made with `backfilld token create`, else a login's
+    // session): done on the worker, as reads are (see `api::read`).
     let conn = state.pool.get()?;
-    let record = queries::token(&conn, &token::hash(&presented))?.ok_or(ApiError::InvalidOauthToken)?;
-    match record.expires_at {
+    let expires_at = queries::token_expiry(&conn, &token::hash(&presented))?.ok_or(ApiError::InvalidOauthToken)?;
+    match expires_at {
         Some(expires) if expires <= crate::now() => Err(ApiError::ExpiredOauthToken),
         _ => Ok(()),
     }
+}
+
+/// Whether the request logs in (`POST /api/sessions`), which needs the API key but, of
+/// course, no token.
+fn is_login(req: &ServiceRequest) -> bool {
+    req.method() == actix_web::http::Method::POST && req.path() == "/api/sessions"
 }
 
 /// Checks the request's credentials. Those in headers, cookies and the query come first, so
@@ -107,6 +129,14 @@ fn check_token(req: &ServiceRequest, state: &AppState) -> Result<(), ApiError> {
 /// PUT that has a valid token but no key elsewhere has its (small) body searched for one.
 async fn check(req: &mut ServiceRequest, state: &AppState) -> Result<Option<Reservation>, ApiError> {
     let key = header_value(req, "X-API-KEY").map(str::to_string).or_else(|| query_value(req, "api_key"));
+    if is_login(req) {
+        let (key, reservation) = match key {
+            Some(key) => (Some(key), None),
+            None => body_api_key(req, state).await?,
+        };
+        check_key(key.as_deref(), state)?;
+        return Ok(reservation);
+    }
     if key.is_some() || !matches!(req.method().as_str(), "POST" | "PUT") {
         check_key(key.as_deref(), state)?;
         check_token(req, state)?;

@@ -47,6 +47,14 @@ pub enum ApiError {
     ExpiredOauthToken,
     #[error("an OAuth token is required")]
     UnauthorizedAccess,
+    /// A login's email (or username) and password do not match a user: one message for
+    /// both, Mage's (401 `invalid_credentials`).
+    #[error("Email/username and/or password invalid.")]
+    InvalidCredentials,
+    /// Too many failed logins for one address: the next is allowed after `retry_after_secs`
+    /// (429, with `Retry-After`).
+    #[error("too many failed logins for this email or username; try again in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u32 },
     /// Anything else: logged in full, answered as a generic 500.
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -67,6 +75,8 @@ impl ApiError {
             ApiError::InvalidOauthToken => "invalid_oauth_token",
             ApiError::ExpiredOauthToken => "expired_oauth_token",
             ApiError::UnauthorizedAccess => "unauthorized_access",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -114,9 +124,11 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::InvalidApiKey | ApiError::InvalidOauthToken | ApiError::ExpiredOauthToken => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::InvalidApiKey
+            | ApiError::InvalidOauthToken
+            | ApiError::ExpiredOauthToken
+            | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnauthorizedAccess => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -144,7 +156,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allowed, .. } => {
                 response.insert_header((header::ALLOW, *allowed));
             }
-            ApiError::Unavailable { retry_after_secs, .. } => {
+            ApiError::Unavailable { retry_after_secs, .. } | ApiError::TooManyRequests { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}

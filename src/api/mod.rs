@@ -13,6 +13,7 @@ pub mod error;
 pub mod fresh;
 pub mod params;
 pub mod pipeline_runs;
+pub mod sessions;
 pub mod slow;
 pub mod status;
 pub mod sweep;
@@ -34,6 +35,9 @@ use error::ApiError;
 use slow::SlowReads;
 use writes::Writes;
 
+/// How long a login's session lasts unless `--session-lifetime` says: 30 days, as Mage's.
+pub const DEFAULT_SESSION_SECONDS: i64 = 30 * 86_400;
+
 /// What every handler can reach.
 pub struct AppState {
     pub pool: Pool,
@@ -51,6 +55,14 @@ pub struct AppState {
     /// The origins whose pages may call the API (`--cors-origin`, checked by
     /// `cors::parse_origin`); none turns CORS off.
     pub cors_origins: Vec<String>,
+    /// How long a login's session lasts, in seconds (`--session-lifetime`).
+    pub session_lifetime: i64,
+    /// The data file's secret that signs sessions' JWTs.
+    pub jwt_secret: Vec<u8>,
+    /// Failed logins per address (`throttle`).
+    pub logins: std::sync::Mutex<crate::throttle::Throttle>,
+    /// The thread that checks logins' passwords.
+    pub passwords: SlowReads,
     writes: Writes,
     /// The lease sweep's thread, stopped when the state is dropped.
     sweeper: crate::periodic::Periodic,
@@ -61,6 +73,13 @@ impl AppState {
     /// looking every `sweep::SWEEP_EVERY`.
     pub fn new(pool: Pool, auth: AuthConfig, limits: Limits) -> std::io::Result<AppState> {
         let writes = Writes::start(pool.clone())?;
+        let jwt_secret = pool
+            .get()
+            .map_err(std::io::Error::other)
+            .and_then(|conn| crate::accounts::jwt_secret(&conn).map_err(std::io::Error::other))?;
+        // Made now rather than on the first login for an unknown user, which would otherwise
+        // take twice as long as any other.
+        crate::password::decoy();
         Ok(AppState {
             sweeper: sweep::start(pool.clone(), writes.clone(), sweep::SWEEP_EVERY)?,
             writes,
@@ -72,6 +91,14 @@ impl AppState {
             min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
             claim_cursor: std::sync::atomic::AtomicI64::new(0),
             cors_origins: Vec::new(),
+            session_lifetime: DEFAULT_SESSION_SECONDS,
+            jwt_secret,
+            logins: std::sync::Mutex::default(),
+            passwords: SlowReads::named(
+                "password",
+                sessions::PASSWORD_QUEUE,
+                "the server is busy checking other logins' passwords; try again shortly",
+            )?,
         })
     }
 
@@ -234,6 +261,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/pipelines/{pipeline_uuid}/backfills/{id}", "PUT")
                     .route(web::put().to(backfills::update_in_pipeline)),
+            )
+            .service(resource("/sessions", "POST").route(web::post().to(sessions::create)))
+            .service(
+                resource("/sessions/{id}", "PUT, DELETE")
+                    .route(web::put().to(sessions::end))
+                    .route(web::delete().to(sessions::end)),
             )
             .service(resource("/pipeline_runs", "GET, HEAD").route(get().to(pipeline_runs::list)))
             // Before `/pipeline_runs/{id}`, which would otherwise take `claim` for an id.

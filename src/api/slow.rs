@@ -27,31 +27,43 @@ const NICENESS: i32 = 10;
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The queue of slow reads and the thread that runs them; it stops when this is dropped.
+/// Logins' password checks use one of their own (`api::sessions`), so that neither kind can
+/// take the other's place or more than one core.
 pub struct SlowReads {
     queue: SyncSender<Job>,
+    name: &'static str,
+    busy: &'static str,
 }
 
 impl SlowReads {
-    /// The thread, with room for `queue` reads waiting for it.
+    /// The slow-read thread, with room for `queue` reads waiting for it.
     pub fn start(queue: usize) -> std::io::Result<SlowReads> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(queue);
-        std::thread::Builder::new().name("slow-read".into()).spawn(move || serve(rx))?;
-        Ok(SlowReads { queue: tx })
+        SlowReads::named(
+            "slow-read",
+            queue,
+            "the server is busy with slow reads (deep _offset pages); try again shortly, or page with _cursor, \
+             which is never slow",
+        )
     }
 
-    /// Runs `f` on the slow-read thread and returns its result; 503 when the queue is full.
+    /// A thread called `name` with room for `queue` jobs waiting; a job beyond that is
+    /// answered 503 with `busy`.
+    pub fn named(name: &'static str, queue: usize, busy: &'static str) -> std::io::Result<SlowReads> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue);
+        std::thread::Builder::new().name(name.into()).spawn(move || serve(rx))?;
+        Ok(SlowReads { queue: tx, name, busy })
+    }
+
+    /// Runs `f` on the thread and returns its result; 503 when the queue is full.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.queue.try_send(Box::new(move || drop(tx.send(f())))).map_err(|e| match e {
-            TrySendError::Full(_) => ApiError::Unavailable {
-                message: "the server is busy with slow reads (deep _offset pages); try again shortly, \
-                          or page with _cursor, which is never slow"
-                    .into(),
-                retry_after_secs: 1,
-            },
-            TrySendError::Disconnected(_) => ApiError::Internal("the slow-read thread has stopped".into()),
+            TrySendError::Full(_) => ApiError::Unavailable { message: self.busy.into(), retry_after_secs: 1 },
+            TrySendError::Disconnected(_) => ApiError::Internal(format!("the {} thread has stopped", self.name).into()),
         })?;
-        rx.await.map_err(|_| ApiError::Internal("a slow read ended without an answer".into()))
+        rx.await.map_err(|_| {
+            ApiError::Internal(format!("a job on the {} thread ended without an answer", self.name).into())
+        })
     }
 }
 

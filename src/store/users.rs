@@ -66,6 +66,13 @@ pub fn find_user_by_email(conn: &Connection, email: &str) -> rusqlite::Result<Op
         .optional()
 }
 
+/// The user with this username, compared without case.
+pub fn find_user_by_username(conn: &Connection, username: &str) -> rusqlite::Result<Option<User>> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM user WHERE username = ?1 COLLATE NOCASE"))?
+        .query_row([username], user_from_row)
+        .optional()
+}
+
 pub fn find_user(conn: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
     conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM user WHERE id = ?1"))?
         .query_row([id], user_from_row)

@@ -11,5 +11,6 @@ mod hardening;
 mod helpers;
 mod lifecycle;
 mod mage;
+mod sessions;
 mod webdriver;
 mod worker;

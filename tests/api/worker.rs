@@ -102,6 +102,7 @@ fn exec_runs_each_date_once_with_its_variables_and_its_json() {
         let r = app.get(&format!("/api/pipeline_runs/{}", f[3]));
         let date = r.body["pipeline_run"]["execution_date"].as_str().unwrap().to_string();
         assert_eq!(f[7], format!("\"execution_date\":\"{date}\""), "line {run}");
+        assert_eq!(r.body["pipeline_run"]["executor_type"], "backfilld_exec", "what ran it");
     }
     let b = app.read_backfill(id);
     assert_eq!((b["status"].as_str(), b["run_status_counts"]["completed"].as_u64()), (Some("completed"), Some(25)));
@@ -255,6 +256,7 @@ fn the_same_seed_fails_the_same_dates() {
             .collect();
         failed.sort();
         assert_eq!(runs(&app, "status=completed").len() + failed.len(), 30);
+        assert!(runs(&app, "status=completed").iter().all(|r| r["executor_type"] == "backfilld_simulate"));
         (failed, o.status.code())
     };
     let (first, code) = outcomes("7");

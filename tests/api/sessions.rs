@@ -1,0 +1,278 @@
+//! Logging in as Mage's clients do (`POST /api/sessions`), the sessions' tokens in every place
+//! Mage reads them, logging out, and the users the `backfilld user` commands manage.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use backfilld::lifecycle::Limits;
+use backfilld::AuthConfig;
+
+const KEY: &str = "zkWlN0PkIKSN0C11CfUHUj84OT5XOJ6tDZ6bDRO2";
+
+fn secured() -> TestApp {
+    spawn_app_with(AuthConfig::new(true, &[KEY.into()]))
+}
+
+/// `backfilld user ARGS` on the app's file with `stdin` as its input.
+fn user_cmd(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .arg("user")
+        .args(&args[..1])
+        .arg("--db")
+        .arg(&app.db_path)
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn add_user(app: &TestApp, email: &str, password: &str) {
+    let (ok, out, err) = user_cmd(app, &["create", "--email", email], &format!("{password}\n"));
+    assert!(ok, "{out}{err}");
+}
+
+fn login(app: &TestApp, session: Value, headers: &[(&str, &str)]) -> Reply {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    app.send_raw("POST", "/api/sessions", &all, serde_json::to_vec(&json!({ "session": session })).unwrap())
+}
+
+/// The claims of a JWT, read without checking it, as Mage's clients read it.
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[test]
+fn a_login_answers_mage_s_session_whose_token_works_where_mage_takes_it() {
+    let app = secured();
+    add_user(&app, "ada@example.com", "correct horse");
+    let r = login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[("X-API-KEY", KEY)]);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["metadata"], Value::Null);
+    let session = &r.body["session"];
+    assert_eq!(
+        session["user"],
+        json!({"avatar": null, "first_name": null, "id": 1, "last_name": null, "owner": true, "roles": null,
+               "roles_display": "Owner", "username": "ada"})
+    );
+    // expires: Mage's form (no offset), 30 days on; the JWT's `expires` is the same instant.
+    let expires = session["expires"].as_str().unwrap();
+    assert!(!expires.contains('+') && !expires.contains('T'), "{expires}");
+    let jwt = session["token"].as_str().unwrap();
+    let c = claims(jwt);
+    let inner = c["token"].as_str().unwrap().to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let lifetime = c["expires"].as_f64().unwrap() - now;
+    assert!((30.0 * 86_400.0 - 60.0..=30.0 * 86_400.0).contains(&lifetime), "{lifetime}");
+    let whole_seconds = expires.split('.').next().unwrap();
+    let c_secs = c["expires"].as_f64().unwrap() as i64;
+    let formatted = time::OffsetDateTime::from_unix_timestamp(c_secs).unwrap();
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    assert_eq!(formatted.format(&fmt).unwrap(), whole_seconds);
+
+    // The inner token in the OAUTH-TOKEN and Bearer headers; the JWT in the cookie.
+    let key = ("X-API-KEY", KEY);
+    assert_eq!(app.get_with("/api/backfills", &[key, ("OAUTH-TOKEN", &inner)]).status, 200);
+    assert_eq!(app.get_with("/api/backfills", &[key, ("Authorization", &format!("Bearer {inner}"))]).status, 200);
+    assert_eq!(app.get_with("/api/backfills", &[key, ("Cookie", &format!("oauth_token={jwt}"))]).status, 200);
+    // Not the other way round, and not a JWT signed by anyone else.
+    assert_error(&app.get_with("/api/backfills", &[key, ("OAUTH-TOKEN", jwt)]), 401, "invalid_oauth_token");
+    assert_error(
+        &app.get_with("/api/backfills", &[key, ("Cookie", &format!("oauth_token={jwt}x"))]),
+        401,
+        "invalid_oauth_token",
+    );
+    let mut parts: Vec<&str> = jwt.split('.').collect();
+    let forged_claims = URL_SAFE_NO_PAD.encode(json!({"expires": 4e9, "token": "made-up"}).to_string());
+    parts[1] = &forged_claims;
+    let forged = parts.join(".");
+    assert_error(
+        &app.get_with("/api/backfills", &[key, ("Cookie", &format!("oauth_token={forged}"))]),
+        401,
+        "invalid_oauth_token",
+    );
+    // The session needs the key, as every request does.
+    assert_error(&app.get_with("/api/backfills", &[("OAUTH-TOKEN", &inner)]), 401, "invalid_api_key");
+
+    // Login by username, with the key in the body as Mage also takes it.
+    let body = json!({"session": {"username": "ADA", "password": "correct horse"}, "api_key": KEY});
+    let r = app.send("POST", "/api/sessions", &body);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_ne!(claims(r.body["session"]["token"].as_str().unwrap())["token"], json!(inner), "a new session");
+    // Without the key, no login.
+    let r = login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[]);
+    assert_error(&r, 401, "invalid_api_key");
+}
+
+#[test]
+fn wrong_emails_and_passwords_are_one_answer_in_about_the_same_time() {
+    let _turn = busy_turn();
+    let app = spawn_app();
+    add_user(&app, "ada@example.com", "correct horse");
+    let time = |session: Value| {
+        let t = Instant::now();
+        let r = login(&app, session, &[]);
+        let took = t.elapsed();
+        (assert_error(&r, 401, "invalid_credentials"), took)
+    };
+    let mut wrong_password = vec![];
+    let mut unknown_email = vec![];
+    // Different addresses each time: under the throttle's free failures.
+    for k in 0..5 {
+        let (m1, t1) = time(json!({"email": "ada@example.com", "password": format!("wrong {k}")}));
+        let (m2, t2) = time(json!({"email": format!("nobody{k}@example.com"), "password": "correct horse"}));
+        assert_eq!(m1, m2, "the same message for both");
+        assert_eq!(m1, "Email/username and/or password invalid.");
+        wrong_password.push(t1);
+        unknown_email.push(t2);
+        if k == 1 {
+            // ada's failures so far are free; her right password still gets in.
+            assert_eq!(login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[]).status, 200);
+        }
+    }
+    wrong_password.sort();
+    unknown_email.sort();
+    let (a, b) = (wrong_password[2].as_secs_f64(), unknown_email[2].as_secs_f64());
+    // Each is an Argon2id check (about 20 ms here); a missing check would be well under 1 ms.
+    assert!(a > 0.005 && b > 0.005, "{a} {b}");
+    assert!(a / b > 0.5 && a / b < 2.0, "median wrong password {a:.4} s, unknown email {b:.4} s");
+    // Missing fields are a 400 naming them, not a failed login.
+    assert!(assert_error(&login(&app, json!({"password": "x"}), &[]), 400, "record_invalid").contains("email"));
+    assert!(assert_error(&login(&app, json!({"email": "a@b"}), &[]), 400, "record_invalid").contains("password"));
+    let r = app.send("POST", "/api/sessions", &json!({"email": "a@b", "password": "x"}));
+    assert_error(&r, 400, "api_resource_error");
+}
+
+#[test]
+fn repeated_failures_for_an_address_are_slowed_down() {
+    let app = spawn_app();
+    add_user(&app, "ada@example.com", "correct horse");
+    add_user(&app, "bob@example.com", "battery staple");
+    let wrong = json!({"email": "ada@example.com", "password": "nope"});
+    for _ in 0..3 {
+        assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
+    }
+    // The fourth try within the second is refused unchecked, even with the right password.
+    let right = json!({"email": "ADA@example.com", "password": "correct horse"});
+    let r = login(&app, right.clone(), &[]);
+    assert!(assert_error(&r, 429, "too_many_requests").contains("try again"));
+    let raw = ureq::http::Request::builder()
+        .method("POST")
+        .uri(app.url("/api/sessions"))
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&json!({"session": right})).unwrap())
+        .unwrap();
+    let resp = agent().run(raw).unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+    // Another address is not slowed down.
+    assert_eq!(login(&app, json!({"email": "bob@example.com", "password": "battery staple"}), &[]).status, 200);
+    // After the wait, the right password gets in, and the count starts over.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(login(&app, right, &[]).status, 200);
+    assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
+    assert_error(&login(&app, wrong, &[]), 401, "invalid_credentials");
+}
+
+#[test]
+fn sessions_expire_end_at_logout_and_with_their_user() {
+    let app = spawn_app_tuned(AuthConfig::new(true, &[KEY.into()]), Limits::default(), |s| s.session_lifetime = 1);
+    add_user(&app, "ada@example.com", "correct horse");
+    let key = ("X-API-KEY", KEY);
+    let session = |app: &TestApp| {
+        let r = login(app, json!({"email": "ada@example.com", "password": "correct horse"}), &[key]);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        claims(r.body["session"]["token"].as_str().unwrap())["token"].as_str().unwrap().to_string()
+    };
+    let short = session(&app);
+    assert_eq!(app.get_with("/api/backfills", &[key, ("OAUTH-TOKEN", &short)]).status, 200);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_error(&app.get_with("/api/backfills", &[key, ("OAUTH-TOKEN", &short)]), 401, "expired_oauth_token");
+
+    // Logout, Mage's way (PUT /api/sessions/1) and with DELETE: the answer's expires is now.
+    let app = spawn_app_with(AuthConfig::new(true, &[KEY.into()]));
+    add_user(&app, "ada@example.com", "correct horse");
+    for method in ["PUT", "DELETE"] {
+        let token = session(&app);
+        let auth = ("OAUTH-TOKEN", token.as_str());
+        let r = app.send_raw(method, "/api/sessions/1", &[key, auth], vec![]);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["session"]["user"]["username"], "ada");
+        let ends = claims(r.body["session"]["token"].as_str().unwrap())["expires"].as_f64().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!((now - ends).abs() < 60.0, "{ends} vs {now}");
+        assert_error(&app.get_with("/api/backfills", &[key, auth]), 401, "invalid_oauth_token");
+        assert_error(&app.send_raw(method, "/api/sessions/1", &[key, auth], vec![]), 401, "invalid_oauth_token");
+    }
+    // A token made with `backfilld token create` is not a session to log out of.
+    let cli_token = app.add_token("ci", None);
+    let r = app.send_raw("PUT", "/api/sessions/1", &[key, ("OAUTH-TOKEN", &cli_token)], vec![]);
+    assert!(assert_error(&r, 400, "api_resource_error").contains("token revoke ci"));
+    // Without authentication required, a logout still needs the token it ends.
+    let open = spawn_app();
+    assert_error(&open.send_raw("PUT", "/api/sessions/1", &[], vec![]), 403, "unauthorized_access");
+
+    // Deleting the user ends their sessions at once.
+    let token = session(&app);
+    let (ok, out, err) = user_cmd(&app, &["delete", "ADA@example.com"], "");
+    assert!(ok, "{out}{err}");
+    assert_error(&app.get_with("/api/backfills", &[key, ("OAUTH-TOKEN", &token)]), 401, "invalid_oauth_token");
+    assert_error(
+        &login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[key]),
+        401,
+        "invalid_credentials",
+    );
+}
+
+#[test]
+fn the_user_commands_take_passwords_from_standard_input_never_a_flag() {
+    let app = spawn_app();
+    let (ok, out, _) = user_cmd(&app, &["create", "--email", "ada@example.com"], "correct horse\n");
+    assert!(ok);
+    assert_eq!(out.trim(), "created user ada@example.com (username 'ada', id 1)");
+    // The stored password is an Argon2id hash, not the password.
+    let conn = backfilld::db::open(&app.db_path).unwrap();
+    let stored: String = conn.query_row("SELECT password_hash FROM user", [], |r| r.get(0)).unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains("correct horse"), "{stored}");
+    drop(conn);
+    // Refusals: a taken email (any case), a taken username, a short password, a bad email,
+    // a password flag.
+    let (ok, _, err) = user_cmd(&app, &["create", "--email", "ADA@example.com", "--username", "x"], "long enough\n");
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let (ok, _, err) = user_cmd(&app, &["create", "--email", "ada@other.org"], "long enough\n");
+    assert!(!ok && err.contains("username 'ada' is taken"), "{err}");
+    let (ok, _, err) = user_cmd(&app, &["create", "--email", "bob@example.com"], "short\n");
+    assert!(!ok && err.contains("at least 8"), "{err}");
+    let (ok, _, err) = user_cmd(&app, &["create", "--email", "bob"], "long enough\n");
+    assert!(!ok && err.contains("not an email"), "{err}");
+    let (ok, _, err) = user_cmd(&app, &["create", "--email", "bob@example.com", "--password", "x"], "");
+    assert!(!ok && err.contains("--password"), "{err}");
+    let (ok, out, _) =
+        user_cmd(&app, &["create", "--email", "bob@example.com", "--username", "robert"], "long enough\r\n");
+    assert!(ok, "{out}");
+    // The password was the line without its ending.
+    assert_eq!(login(&app, json!({"username": "robert", "password": "long enough"}), &[]).status, 200);
+    let (ok, out, _) = user_cmd(&app, &["list"], "");
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("ada@example.com\tada\tcreated ") && lines[0].ends_with("\t0 live session(s)"),
+        "{out}"
+    );
+    assert!(lines[1].starts_with("bob@example.com\trobert\t") && lines[1].ends_with("\t1 live session(s)"), "{out}");
+    let (ok, _, err) = user_cmd(&app, &["delete", "nobody@example.com"], "");
+    assert!(!ok && err.contains("no user has the email"), "{err}");
+}
