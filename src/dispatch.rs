@@ -70,7 +70,8 @@ impl Claim {
     /// must be JSON numbers: a claim is written by programs. `min_lease_seconds` is the
     /// server's floor (`MIN_LEASE_SECONDS` but in tests).
     pub fn parse(obj: &Object, min_lease_seconds: i64) -> std::result::Result<Claim, FieldError> {
-        if let Some(k) = obj.keys().find(|k| !CLAIM_KEYS.contains(&k.as_str())) {
+        // `api_key` is the credential a body may carry (api::auth), not a field of the claim.
+        if let Some(k) = obj.keys().find(|k| !CLAIM_KEYS.contains(&k.as_str()) && k.as_str() != "api_key") {
             return Err(FieldError::new(k, format!("is not a field of a claim; expected {}", CLAIM_KEYS.join(", "))));
         }
         let f = Fields(obj);

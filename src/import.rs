@@ -57,6 +57,18 @@ const BACKFILL_KEYS: &[&str] = &[
 ];
 
 const RUN_KEYS: &[&str] = &[
+    // Derived in answers: the schedule's name and token (taken for a schedule this import
+    // makes, so that an exported run reads back the same), and keys whose values backfilld
+    // fixes (no blocks, tags, pipeline type or repo path); accepted.
+    "block_runs",
+    "block_runs_count",
+    "completed_block_runs_count",
+    "pipeline_schedule_name",
+    "pipeline_schedule_token",
+    "pipeline_schedule_type",
+    "pipeline_tags",
+    "pipeline_type",
+    "repo_path",
     "id",
     "pipeline_schedule_id",
     "pipeline_uuid",
@@ -205,6 +217,8 @@ pub fn import(conn: &mut Connection, input: &str, now: DateTime) -> Result<Summa
 
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut summary = Summary { backfills: 0, pipeline_runs: 0, pipeline_schedules: 0 };
+    // The schedules this import makes (not those the file had already).
+    let mut made = std::collections::HashSet::new();
     // The pipeline of every backfill loaded or referenced, for the runs' checks.
     let mut pipelines: HashMap<i64, String> = HashMap::new();
 
@@ -218,7 +232,10 @@ pub fn import(conn: &mut Connection, input: &str, now: DateTime) -> Result<Summa
         }
         if let Some(sid) = b.pipeline_schedule_id {
             let name = format!("Backfill {}", b.fields.name);
-            summary.pipeline_schedules += usize::from(ensure_schedule(&tx, sid, name, &b.pipeline_uuid, now)?);
+            if ensure_schedule(&tx, sid, name, &b.pipeline_uuid, now)? {
+                summary.pipeline_schedules += 1;
+                made.insert(sid);
+            }
         }
         let id = store::backfills::insert_backfill(&tx, &b)?;
         pipelines.insert(id, b.pipeline_uuid);
@@ -256,7 +273,17 @@ pub fn import(conn: &mut Connection, input: &str, now: DateTime) -> Result<Summa
         }
         if let Some(sid) = r.pipeline_schedule_id {
             let name = format!("Imported schedule {sid}");
-            summary.pipeline_schedules += usize::from(ensure_schedule(&tx, sid, name, &r.pipeline_uuid, now)?);
+            if ensure_schedule(&tx, sid, name, &r.pipeline_uuid, now)? {
+                summary.pipeline_schedules += 1;
+                made.insert(sid);
+            }
+            // A schedule this import made takes the name and token its runs show.
+            let f = Fields(obj);
+            let name = f.nonblank_string("pipeline_schedule_name").map_err(at)?;
+            let token = f.nonblank_string("pipeline_schedule_token").map_err(at)?;
+            if made.contains(&sid) && (name.is_some() || token.is_some()) {
+                store::schedules::set_schedule_identity(&tx, sid, name.as_deref(), token.as_deref())?;
+            }
         }
         store::pipeline_runs::insert_pipeline_run(&tx, &r)?;
         summary.pipeline_runs += 1;

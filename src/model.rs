@@ -115,11 +115,13 @@ impl Fields<'_> {
         }
     }
 
-    /// An integer, or a string of one (Mage's forms send numbers as text).
+    /// An integer, or a string of one (Mage's forms send numbers as text). A number with a
+    /// zero fraction (`4.0`, which Python's JSON writes for a float) is the whole number it
+    /// equals, as JSON Schema counts it.
     pub fn integer(&self, key: &str) -> Result<Option<i64>, FieldError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
+            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().and_then(whole)).map(Some).ok_or_else(|| {
                 FieldError::new(key, format!("must be a whole number from {} to {}, got {n}", i64::MIN, i64::MAX))
             }),
             Some(Value::String(s)) => s
@@ -316,6 +318,12 @@ impl RunSettings {
     }
 }
 
+/// `f` as an i64 when it is whole and in range.
+fn whole(f: f64) -> Option<i64> {
+    // i64::MAX as f64 rounds up to 2^63, which is out of range: hence the strict bound.
+    (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
+}
+
 /// A value as an error message shows it: a string quoted, anything else as its JSON type.
 fn describe(v: &Value) -> String {
     match v {
@@ -488,6 +496,16 @@ mod tests {
         .unwrap();
         assert_eq!(f.interval_units, Some(12));
         assert_eq!(f.start_datetime, Some(time::macros::datetime!(2023-03-01 00:00)));
+        // A float with a zero fraction is its whole number (Python writes 4.0); others are not.
+        let f = BackfillFields::parse(&obj(json!({"name": "x", "interval_units": 4.0}))).unwrap();
+        assert_eq!(f.interval_units, Some(4));
+        for bad in [json!(4.5), json!(1e300), json!(-0.5)] {
+            let e = BackfillFields::parse(&obj(json!({"name": "x", "interval_units": bad}))).unwrap_err();
+            assert_eq!(e.field, "interval_units", "{bad}");
+        }
+        let fields = obj(json!({"limit": 202.0, "big": 9.3e18}));
+        assert_eq!(Fields(&fields).number_in("limit", 1, 1000).unwrap(), Some(202));
+        assert!(Fields(&fields).integer("big").is_err(), "past i64");
     }
 
     #[test]

@@ -139,7 +139,9 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     // Parameters are checked before any work, so a bad one is a 400 even for a missing id.
     let id = parse_id(&path)?;
-    let preview = if query.include_preview_runs()? { Some(query.page()?) } else { None };
+    // The page is checked even when it goes unused, as every parameter is.
+    let page = query.page()?;
+    let preview = if query.include_preview_runs()? { Some(page) } else { None };
     let with_counts = query.include_run_count()? || preview.is_some();
     // The record and its counts in one read transaction.
     let (backfill, counts) = read(state, move |conn| queries::backfill(conn, id, with_counts)).await?;

@@ -39,9 +39,19 @@ pub fn parse_origin(s: &str) -> Result<String, String> {
     if scheme != "http" && scheme != "https" {
         return Err(err("the scheme is not http or https"));
     }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
-        _ => (rest, None),
+    // An IPv6 host is bracketed, colons inside; any other host has no colon.
+    let (host, port) = match rest.find(']') {
+        Some(end) if rest.starts_with('[') => match &rest[end + 1..] {
+            "" => (rest, None),
+            after => match after.strip_prefix(':') {
+                Some(p) => (&rest[..=end], Some(p)),
+                None => return Err(err("the host is not a host name or address (no path, query or user)")),
+            },
+        },
+        _ => match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        },
     };
     let host_ok =
         !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));

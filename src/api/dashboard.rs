@@ -1,5 +1,6 @@
 //! The dashboard's static assets, compiled into the binary (src/dashboard/): `GET /` and
-//! `/assets/...`. The page uses the API itself; nothing here reads the database.
+//! `/assets/...`, and the API's OpenAPI document. The page uses the API itself; nothing here
+//! reads the database.
 //!
 //! Each answer carries an `ETag` (the SHA-256 of the asset) and `Cache-Control: no-cache`,
 //! so a browser asks again each time and gets a 304 without a body while the binary is the
@@ -65,4 +66,13 @@ pub async fn script(req: HttpRequest) -> HttpResponse {
 pub async fn style(req: HttpRequest) -> HttpResponse {
     static TAG: OnceLock<String> = OnceLock::new();
     serve(&req, &STYLE, &TAG)
+}
+
+/// The OpenAPI 3.1 document of the whole API (`GET /api/openapi.json`), served like the
+/// page's assets.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub async fn openapi(req: HttpRequest) -> HttpResponse {
+    static TAG: OnceLock<String> = OnceLock::new();
+    serve(&req, &Asset { body: OPENAPI, content_type: "application/json" }, &TAG)
 }

@@ -232,13 +232,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     // A health check outside authentication: it tells only the version and whether
     // authentication is required, and touches no database.
-    .service(resource("/api/status", "GET, HEAD").route(get().to(status::get)))
-    .service(resource("/api/statuses", "GET, HEAD").route(get().to(status::get)))
+    .service(resource("/api/status").route(get().to(status::get)))
+    .service(resource("/api/statuses").route(get().to(status::get)))
+    // The OpenAPI document of every route here, outside authentication like the page.
+    .service(resource("/api/openapi.json").route(get().to(dashboard::openapi)))
     // The dashboard: static assets compiled in, outside authentication (the page asks for
     // credentials when the API wants them).
-    .service(resource("/", "GET, HEAD").route(get().to(dashboard::index)))
-    .service(resource("/assets/app.js", "GET, HEAD").route(get().to(dashboard::script)))
-    .service(resource("/assets/app.css", "GET, HEAD").route(get().to(dashboard::style)))
+    .service(resource("/").route(get().to(dashboard::index)))
+    .service(resource("/assets/app.js").route(get().to(dashboard::script)))
+    .service(resource("/assets/app.css").route(get().to(dashboard::style)))
     .service(
         web::scope("/api")
             // Middleware runs last-added first: credentials in headers are checked before
@@ -246,44 +248,85 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(fresh::conditional))
             .wrap(from_fn(body::buffered))
             .wrap(from_fn(auth::authenticate))
-            .service(resource("/backfills", "GET, HEAD").route(get().to(backfills::list)))
+            .service(api_resource("/backfills").route(get().to(backfills::list)))
             .service(
-                resource("/backfills/{id}", "GET, HEAD, PUT, DELETE")
+                api_resource("/backfills/{id}")
                     .route(get().to(backfills::get))
                     .route(web::put().to(backfills::update))
                     .route(web::delete().to(backfills::delete)),
             )
             .service(
-                resource("/pipelines/{pipeline_uuid}/backfills", "GET, HEAD, POST")
+                api_resource("/pipelines/{pipeline_uuid}/backfills")
                     .route(get().to(backfills::list_for_pipeline))
                     .route(web::post().to(backfills::create)),
             )
             .service(
-                resource("/pipelines/{pipeline_uuid}/backfills/{id}", "PUT")
+                api_resource("/pipelines/{pipeline_uuid}/backfills/{id}")
                     .route(web::put().to(backfills::update_in_pipeline)),
             )
-            .service(resource("/sessions", "POST").route(web::post().to(sessions::create)))
+            .service(api_resource("/sessions").route(web::post().to(sessions::create)))
             .service(
-                resource("/sessions/{id}", "PUT, DELETE")
+                api_resource("/sessions/{id}")
                     .route(web::put().to(sessions::end))
                     .route(web::delete().to(sessions::end)),
             )
-            .service(resource("/pipeline_runs", "GET, HEAD").route(get().to(pipeline_runs::list)))
+            .service(api_resource("/pipeline_runs").route(get().to(pipeline_runs::list)))
             // Before `/pipeline_runs/{id}`, which would otherwise take `claim` for an id.
-            .service(resource("/pipeline_runs/claim", "POST").route(web::post().to(pipeline_runs::claim)))
+            .service(api_resource("/pipeline_runs/claim").route(web::post().to(pipeline_runs::claim)))
             .service(
-                resource("/pipeline_runs/{id}", "GET, HEAD, PUT")
+                api_resource("/pipeline_runs/{id}")
                     .route(get().to(pipeline_runs::get))
                     .route(web::put().to(pipeline_runs::update)),
             )
-            .service(resource("/pipeline_runs/{id}/retry", "POST").route(web::post().to(pipeline_runs::retry)))
+            .service(api_resource("/pipeline_runs/{id}/retry").route(web::post().to(pipeline_runs::retry)))
             .default_service(web::to(route_not_found)),
     )
     .default_service(web::to(route_not_found));
 }
 
+/// Every route and the methods it answers: what `configure` registers (a resource missing
+/// here stops the server at start-up, so every test fails), what the 405s' `Allow` says, and
+/// what the OpenAPI document (`openapi.json`) is tested against, so that a route added
+/// without its description fails the tests.
+pub const ROUTES: [(&str, &str); 16] = [
+    ("/", "GET, HEAD"),
+    ("/assets/app.js", "GET, HEAD"),
+    ("/assets/app.css", "GET, HEAD"),
+    ("/api/status", "GET, HEAD"),
+    ("/api/statuses", "GET, HEAD"),
+    ("/api/openapi.json", "GET, HEAD"),
+    ("/api/backfills", "GET, HEAD"),
+    ("/api/backfills/{id}", "GET, HEAD, PUT, DELETE"),
+    ("/api/pipelines/{pipeline_uuid}/backfills", "GET, HEAD, POST"),
+    ("/api/pipelines/{pipeline_uuid}/backfills/{id}", "PUT"),
+    ("/api/sessions", "POST"),
+    ("/api/sessions/{id}", "PUT, DELETE"),
+    ("/api/pipeline_runs", "GET, HEAD"),
+    ("/api/pipeline_runs/claim", "POST"),
+    ("/api/pipeline_runs/{id}", "GET, HEAD, PUT"),
+    ("/api/pipeline_runs/{id}/retry", "POST"),
+];
+
+/// The methods `ROUTES` gives `path`.
+fn allowed(path: &str) -> &'static str {
+    match ROUTES.iter().find(|(p, _)| *p == path) {
+        Some((_, methods)) => methods,
+        None => panic!("{path} is not in api::ROUTES: add it there and to the OpenAPI document"),
+    }
+}
+
+/// A resource inside the `/api` scope (`path` relative to it).
+fn api_resource(path: &str) -> Resource {
+    resource_at(path, allowed(&format!("/api{path}")))
+}
+
+/// A resource outside any scope.
+fn resource(path: &str) -> Resource {
+    resource_at(path, allowed(path))
+}
+
 /// A resource whose other methods answer 405 with an `Allow` header.
-fn resource(path: &str, allowed: &'static str) -> Resource {
+fn resource_at(path: &str, allowed: &'static str) -> Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
         let e = ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.path().to_string(), allowed };
         body::refusal(&req, e)
@@ -293,4 +336,34 @@ fn resource(path: &str, allowed: &'static str) -> Resource {
 async fn route_not_found(req: HttpRequest) -> HttpResponse {
     let e = ApiError::RouteNotFound { method: req.method().to_string(), path: req.path().to_string() };
     body::refusal(&req, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROUTES;
+
+    /// The OpenAPI document describes exactly the route table, every method of it (HEAD
+    /// beside each GET): a route added without its description fails here.
+    #[test]
+    fn the_openapi_document_describes_every_route_and_no_other() {
+        let doc: serde_json::Value = serde_json::from_str(super::dashboard::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented: Vec<(String, String)> = vec![];
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if ["get", "head", "post", "put", "delete", "patch", "options", "trace"].contains(&method.as_str()) {
+                    documented.push((path.clone(), method.to_uppercase()));
+                    let op = &item[method];
+                    assert!(op["operationId"].is_string() && op["responses"].is_object(), "{method} {path}");
+                }
+            }
+        }
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .flat_map(|(path, methods)| methods.split(", ").map(|m| (path.to_string(), m.to_string())))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
 }

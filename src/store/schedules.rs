@@ -58,3 +58,18 @@ pub fn schedules_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashM
     }
     Ok(found)
 }
+
+/// Gives schedule `id` this name and token, each when given (`import`, for a schedule it made,
+/// so that runs read back as they were exported).
+pub fn set_schedule_identity(
+    conn: &Connection,
+    id: i64,
+    name: Option<&str>,
+    token: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE pipeline_schedule SET name = COALESCE(?2, name), token = COALESCE(?3, token) WHERE id = ?1",
+    )?
+    .execute(params![id, name, token])?;
+    Ok(())
+}

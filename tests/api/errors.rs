@@ -74,6 +74,32 @@ fn wrong_methods_are_405s_with_an_allow_header() {
     }
 }
 
+/// Every route of `api::ROUTES` answers each of its methods (no 405, no "no route"), and
+/// every other method with a 405 whose `Allow` is that list: the table the OpenAPI document
+/// is checked against is the server's own.
+#[test]
+fn the_route_table_is_what_the_server_serves() {
+    let app = spawn_app();
+    const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"];
+    for (path, allow) in backfilld::api::ROUTES {
+        let concrete = path.replace("{id}", "1").replace("{pipeline_uuid}", "p");
+        for method in METHODS {
+            let req = ureq::http::Request::builder().method(method).uri(app.url(&concrete)).body(()).unwrap();
+            let mut resp = crate::helpers::agent().run(req).unwrap();
+            let status = resp.status().as_u16();
+            let listed = allow.split(", ").any(|m| m == method);
+            if listed {
+                assert_ne!(status, 405, "{method} {path}");
+                let text = resp.body_mut().read_to_string().unwrap_or_default();
+                assert!(!text.contains("no route"), "{method} {path}: {text}");
+            } else {
+                assert_eq!(status, 405, "{method} {path}");
+                assert_eq!(resp.headers().get("allow").unwrap().to_str().unwrap(), allow, "{path}");
+            }
+        }
+    }
+}
+
 #[test]
 fn an_internal_error_is_a_generic_500_that_hides_its_cause() {
     // Arrange: break the schema behind the server's back.

@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod lifecycle;
 mod mage;
+mod schemathesis;
 mod sessions;
 mod webdriver;
 mod worker;
