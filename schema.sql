@@ -224,5 +224,6 @@ INSERT OR IGNORE INTO secret (name, value) VALUES ('jwt_secret', randomblob(32))
 -- Version 4 gave schedules Mage's `token` (32 hex digits), which runs show as
 -- `pipeline_schedule_token`; older schedules get one here.
 UPDATE pipeline_schedule SET token = lower(hex(randomblob(16))) WHERE token IS NULL;
--- Logins may name the user by username instead of email (as Mage's do): unique, without case.
+-- Version 5. Logins may name the user by username instead of email (as Mage's do): unique,
+-- without case.
 CREATE UNIQUE INDEX IF NOT EXISTS user_username ON user (username COLLATE NOCASE);

@@ -19,12 +19,14 @@ pub enum Address {
 }
 
 impl Address {
-    /// The key failed logins are counted under (`throttle`): the same for any case.
+    /// The key failed logins are counted under (`throttle`): the same for any case, and a
+    /// fixed 64 characters (a SHA-256) however long the address sent.
     pub fn key(&self) -> String {
-        match self {
+        let address = match self {
             Address::Email(e) => format!("email:{}", e.to_lowercase()),
             Address::Username(u) => format!("username:{}", u.to_lowercase()),
-        }
+        };
+        token::hash(&address).iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

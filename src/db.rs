@@ -375,8 +375,9 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
 /// The schema version this build writes; `PRAGMA user_version` holds a file's. Version 2
 /// added `run_tally` and the status listing indexes; version 3 the leases of claimed runs,
 /// `is_paused` and the claim indexes; version 4 users, their sessions, the JWT secret and the
-/// schedules' tokens. An older file gets what it lacks at open.
-pub const SCHEMA_VERSION: i64 = 4;
+/// schedules' tokens; version 5 the unique index on usernames (which a version 4 file made
+/// by an earlier build lacks). An older file gets what it lacks at open.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The columns versions 3 and 4 added to tables an older file already has (`CREATE TABLE IF
 /// NOT EXISTS` leaves an existing table alone): table, column, definition. Adding a column
@@ -633,7 +634,7 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     // is enough. It also makes a killed writer's partial transaction invisible after restart.
     conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
-    if matches!(found, Found::Ours(1..=3)) {
+    if matches!(found, Found::Ours(1..=4)) {
         // Before the schema, whose indexes and updates name the new columns.
         add_columns(&tx).map_err(sqlite)?;
     }
@@ -894,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_3_file_gets_users_a_jwt_secret_and_schedule_tokens() {
+    fn a_version_3_or_4_file_gets_users_a_jwt_secret_schedule_tokens_and_the_username_index() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let conn = open(&path).unwrap();
@@ -927,6 +928,14 @@ mod tests {
         // Opening again keeps the secret (sessions' cookies stay valid across restarts).
         let conn = open(&path).unwrap();
         assert_eq!(crate::store::users::secret(&conn, "jwt_secret").unwrap().unwrap(), secret);
+        // A version 4 file without the username index (an earlier build's) gets it.
+        conn.execute_batch("DROP INDEX user_username; PRAGMA user_version = 4;").unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let has: bool = conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'user_username')", [], |r| r.get(0))
+            .unwrap();
+        assert!(has);
     }
 
     #[test]

@@ -318,10 +318,11 @@ impl RunSettings {
     }
 }
 
-/// `f` as an i64 when it is whole and in range.
+/// `f` as an i64 when it is whole and exact: within ±2^53, past which a float no longer
+/// holds every whole number (9007199254740993.0 would be read as ...992).
 fn whole(f: f64) -> Option<i64> {
-    // i64::MAX as f64 rounds up to 2^63, which is out of range: hence the strict bound.
-    (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
+    const EXACT: f64 = (1u64 << 53) as f64;
+    (f.fract() == 0.0 && f.abs() <= EXACT).then_some(f as i64)
 }
 
 /// A value as an error message shows it: a string quoted, anything else as its JSON type.
@@ -503,9 +504,10 @@ mod tests {
             let e = BackfillFields::parse(&obj(json!({"name": "x", "interval_units": bad}))).unwrap_err();
             assert_eq!(e.field, "interval_units", "{bad}");
         }
-        let fields = obj(json!({"limit": 202.0, "big": 9.3e18}));
+        let fields = obj(json!({"limit": 202.0, "big": 9.3e18, "inexact": 9007199254740994.0}));
         assert_eq!(Fields(&fields).number_in("limit", 1, 1000).unwrap(), Some(202));
         assert!(Fields(&fields).integer("big").is_err(), "past i64");
+        assert!(Fields(&fields).integer("inexact").is_err(), "past 2^53 a float is not exact");
     }
 
     #[test]

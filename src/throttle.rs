@@ -1,9 +1,9 @@
-//! Failed logins, slowed down per address (the email or username tried): the first
-//! `FREE_FAILURES` failures cost nothing; after that, each failure makes the address wait
-//! twice as long as the last before its next try (1 s, 2 s, 4 s, ... at most `MAX_WAIT`),
-//! and a try during the wait is refused without checking the password. An address is
-//! forgotten `FORGET_AFTER` after its last failure, and on a successful login. Pure: the
-//! caller passes the time.
+//! Failed logins, slowed down per address (the email or username tried, as a fixed-size
+//! digest): the first `FREE_FAILURES` failures cost nothing; each one after makes the address
+//! wait twice as long as the last before its next try (1 s, 2 s, 4 s, ... at most
+//! `MAX_WAIT`), and a try during the wait is refused without checking the password. An
+//! address is forgotten `FORGET_AFTER` after its last failure, and on a successful login.
+//! Pure: the caller passes the time.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,9 +14,12 @@ pub const FREE_FAILURES: u32 = 3;
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How long an address's failures are remembered after its last.
 pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// The most addresses remembered; beyond it, the one whose last failure is oldest is
-/// forgotten first, so that a client trying endless addresses cannot exhaust memory.
-pub const MAX_ADDRESSES: usize = 10_000;
+/// The most addresses remembered (about 150 bytes each: 15 MB at most); beyond it, the one
+/// whose last failure is oldest is forgotten first, so that a client trying endless addresses
+/// cannot exhaust memory. Failures are counted only for tries whose password was checked,
+/// one at a time on one thread (about 25 ms each): fewer than 40,000 in `FORGET_AFTER`, so an
+/// address still remembered is never pushed out by others.
+pub const MAX_ADDRESSES: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -33,10 +36,10 @@ pub struct Throttle {
 
 /// The wait after the `count`th failure.
 pub fn wait_after(count: u32) -> Duration {
-    if count < FREE_FAILURES {
+    if count <= FREE_FAILURES {
         return Duration::ZERO;
     }
-    let doublings = (count - FREE_FAILURES).min(16);
+    let doublings = (count - FREE_FAILURES - 1).min(16);
     Duration::from_secs(1u64 << doublings).min(MAX_WAIT)
 }
 
@@ -64,6 +67,18 @@ impl Throttle {
         self.addresses.insert(address.to_string(), Failures { count, last: now, until: now + wait_after(count) });
     }
 
+    /// Takes back the last `fail` of `address`: its try was counted but never checked (the
+    /// server was too busy to).
+    pub fn undo(&mut self, address: &str) {
+        if let Some(f) = self.addresses.get_mut(address) {
+            f.count = f.count.saturating_sub(1);
+            f.until = f.last + wait_after(f.count);
+            if f.count == 0 {
+                self.addresses.remove(address);
+            }
+        }
+    }
+
     /// A successful login: the address starts afresh.
     pub fn succeed(&mut self, address: &str) {
         self.addresses.remove(address);
@@ -85,11 +100,11 @@ mod tests {
     #[test]
     fn waits_double_from_the_first_failure_past_the_free_ones() {
         assert_eq!(wait_after(1), Duration::ZERO);
-        assert_eq!(wait_after(FREE_FAILURES - 1), Duration::ZERO);
-        assert_eq!(wait_after(FREE_FAILURES), Duration::from_secs(1));
-        assert_eq!(wait_after(FREE_FAILURES + 1), Duration::from_secs(2));
-        assert_eq!(wait_after(FREE_FAILURES + 5), Duration::from_secs(32));
-        assert_eq!(wait_after(FREE_FAILURES + 6), MAX_WAIT);
+        assert_eq!(wait_after(FREE_FAILURES), Duration::ZERO);
+        assert_eq!(wait_after(FREE_FAILURES + 1), Duration::from_secs(1));
+        assert_eq!(wait_after(FREE_FAILURES + 2), Duration::from_secs(2));
+        assert_eq!(wait_after(FREE_FAILURES + 6), Duration::from_secs(32));
+        assert_eq!(wait_after(FREE_FAILURES + 7), MAX_WAIT);
         assert_eq!(wait_after(u32::MAX), MAX_WAIT);
     }
 
@@ -97,12 +112,16 @@ mod tests {
     fn an_address_waits_others_do_not_and_success_or_time_forgets() {
         let t0 = Instant::now();
         let mut t = Throttle::default();
-        for k in 0..FREE_FAILURES - 1 {
+        for k in 0..FREE_FAILURES {
             t.fail("a", t0);
             assert!(t.check("a", t0).is_ok(), "failure {k} is free");
         }
         t.fail("a", t0);
         assert_eq!(t.check("a", t0), Err(Duration::from_secs(1)));
+        // A try counted but never checked is taken back.
+        t.undo("a");
+        assert!(t.check("a", t0).is_ok());
+        t.fail("a", t0);
         assert!(t.check("b", t0).is_ok(), "per address");
         let later = t0 + Duration::from_millis(1500);
         assert!(t.check("a", later).is_ok(), "the wait is over");
@@ -129,8 +148,7 @@ mod tests {
         }
         assert_eq!(t.len(), MAX_ADDRESSES);
         let now = t0 + Duration::from_secs(20);
-        for k in 0..FREE_FAILURES {
-            let _ = k;
+        for _ in 0..=FREE_FAILURES {
             t.fail("last", now);
         }
         assert!(t.check("last", now).is_err(), "a new address is still counted");

@@ -742,8 +742,19 @@ schemas["LoginRequest"] = {
             "come), and the password. Other keys are ignored.",
             "required": ["password"],
             "properties": {
-                "email": {"type": ["string", "null"], "pattern": NONBLANK},
-                "username": {"type": ["string", "null"], "pattern": NONBLANK},
+                "email": {
+                    "type": ["string", "null"],
+                    "pattern": NONBLANK,
+                    "maxLength": 63,
+                    "description": "At most 254 bytes of UTF-8 (the schema's 63 characters are the most that "
+                    "always fit; a longer one may still be accepted).",
+                },
+                "username": {
+                    "type": ["string", "null"],
+                    "pattern": NONBLANK,
+                    "maxLength": 63,
+                    "description": "At most 254 bytes of UTF-8, as `email`.",
+                },
                 "password": {
                     "type": "string",
                     "minLength": 1,

@@ -26,6 +26,9 @@ use crate::{jwt, password, token};
 /// How many password checks may wait for their thread; one more is answered 503.
 pub const PASSWORD_QUEUE: usize = 16;
 
+/// The longest email or username a login may send, in bytes (an email has at most 254).
+pub const MAX_ADDRESS_BYTES: usize = 254;
+
 /// The user in a session's answer: Mage's keys. backfilld has no roles: every user may do
 /// everything, which Mage calls an owner.
 #[derive(Serialize)]
@@ -75,6 +78,13 @@ fn parse_login(record: &crate::model::Object) -> Result<(Address, String), Field
         (None, Some(username)) => Address::Username(username.trim().to_string()),
         (None, None) => return Err(FieldError::new("email", "is required (or username): who is logging in")),
     };
+    let (field, value) = match &address {
+        Address::Email(e) => ("email", e),
+        Address::Username(u) => ("username", u),
+    };
+    if value.len() > MAX_ADDRESS_BYTES {
+        return Err(FieldError::new(field, format!("must be at most {MAX_ADDRESS_BYTES} bytes")));
+    }
     let password =
         f.string("password")?.filter(|p| !p.is_empty()).ok_or_else(|| FieldError::new("password", "is required"))?;
     if password.len() > password::MAX_BYTES {
@@ -98,12 +108,24 @@ pub async fn create(state: web::Data<AppState>, payload: web::Payload) -> Result
         }
         logins.fail(&key, now);
     }
-    let user = read(state.clone(), move |conn| accounts::find(conn, &address)).await?;
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let matched = state
-        .passwords
-        .run(move || password::verify(&password, hash.as_deref().unwrap_or_else(|| password::decoy())))
-        .await?;
+    let checked = async {
+        let user = read(state.clone(), move |conn| accounts::find(conn, &address)).await?;
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let matched = state
+            .passwords
+            .run(move || password::verify(&password, hash.as_deref().unwrap_or_else(|| password::decoy())))
+            .await?;
+        Ok::<_, ApiError>((user, matched))
+    }
+    .await;
+    let (user, matched) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            // Not checked (a full queue, a failed read): not a failure of the address.
+            state.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).undo(&key);
+            return Err(e);
+        }
+    };
     let Some(user) = user.filter(|_| matched) else { return Err(ApiError::InvalidCredentials) };
     state.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).succeed(&key);
     let token =
@@ -162,6 +184,8 @@ mod tests {
             (json!({"email": "e@x", "password": 7}), "password"),
             (json!({"email": 7, "password": "pw"}), "email"),
             (json!({"email": "e@x", "password": "x".repeat(password::MAX_BYTES + 1)}), "password"),
+            (json!({"email": format!("{}@x", "a".repeat(MAX_ADDRESS_BYTES)), "password": "pw"}), "email"),
+            (json!({"username": "u".repeat(MAX_ADDRESS_BYTES + 1), "password": "pw"}), "username"),
         ] {
             assert_eq!(parse_login(&obj(bad.clone())).unwrap_err().field, field, "{bad}");
         }

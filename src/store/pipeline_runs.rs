@@ -415,7 +415,7 @@ pub fn claim_runs(
     let mut runs: Vec<PipelineRun> = conn
         .prepare_cached(&format!(
             "UPDATE pipeline_run SET status = 'running', started_at = ?2, updated_at = ?2, worker = ?3, \
-             lease_seconds = ?4, lease_expires_at = ?5, executor_type = ?6, attempt = COALESCE(attempt, \
+             lease_seconds = ?4, lease_expires_at = ?5, executor_type = COALESCE(?6, executor_type), attempt = COALESCE(attempt, \
                  (SELECT COUNT(*) FROM pipeline_run AS d WHERE d.backfill_id = pipeline_run.backfill_id \
                   AND d.execution_date IS pipeline_run.execution_date AND d.id <= pipeline_run.id)) \
              WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'initial' RETURNING {COLUMNS}"
