@@ -227,3 +227,24 @@ UPDATE pipeline_schedule SET token = lower(hex(randomblob(16))) WHERE token IS N
 -- Version 5. Logins may name the user by username instead of email (as Mage's do): unique,
 -- without case.
 CREATE UNIQUE INDEX IF NOT EXISTS user_username ON user (username COLLATE NOCASE);
+
+-- Version 6: how many backfills each status has ('' for not started), for /metrics; kept by
+-- these triggers in the transaction of every insert, status change and delete (a handful of
+-- backfill writes per request, against a scan of every backfill per scrape).
+CREATE TABLE IF NOT EXISTS backfill_status_count (
+    status TEXT    PRIMARY KEY,
+    n      INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO backfill_status_count (status, n)
+    VALUES ('', 0), ('initial', 0), ('running', 0), ('completed', 0), ('failed', 0), ('cancelled', 0);
+CREATE TRIGGER IF NOT EXISTS backfill_status_count_insert AFTER INSERT ON backfill BEGIN
+    UPDATE backfill_status_count SET n = n + 1 WHERE status = COALESCE(NEW.status, '');
+END;
+CREATE TRIGGER IF NOT EXISTS backfill_status_count_delete AFTER DELETE ON backfill BEGIN
+    UPDATE backfill_status_count SET n = n - 1 WHERE status = COALESCE(OLD.status, '');
+END;
+CREATE TRIGGER IF NOT EXISTS backfill_status_count_update AFTER UPDATE OF status ON backfill
+    WHEN OLD.status IS NOT NEW.status BEGIN
+    UPDATE backfill_status_count SET n = n - 1 WHERE status = COALESCE(OLD.status, '');
+    UPDATE backfill_status_count SET n = n + 1 WHERE status = COALESCE(NEW.status, '');
+END;

@@ -22,6 +22,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load backfills and pipeline runs from a JSON file, all or nothing.
     Import(ImportArgs),
+    /// Write every backfill and pipeline run as JSON that `backfilld import` reads back (one
+    /// snapshot, also while a server writes the file).
+    #[command(mut_arg("db", |a| a.help("The SQLite data file to export (it must exist)")))]
+    Export(ExportArgs),
+    /// Copy the data file, all of it as one commit left it, also while a server writes it
+    /// (SQLite's online backup); the copy is a data file like any other.
+    #[command(mut_arg("db", |a| a.help("The SQLite data file to copy (it must exist)")))]
+    Backup(BackupArgs),
     /// Manage the OAuth tokens that `--require-auth` asks for.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -33,6 +41,13 @@ pub enum Command {
     /// Serve a demo file seeded with backfills in every state, with a simulated worker
     /// running their runs; starting again continues the same demo.
     Demo(DemoArgs),
+    /// Print a shell completion script: `backfilld completions bash > /etc/bash_completion.d/backfilld`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `backfilld man > backfilld.1 && man ./backfilld.1`.
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -130,8 +145,9 @@ pub struct ServeArgs {
     /// How long a login's session (POST /api/sessions) lasts: 30d, 12h, 90m, 45s or 2w.
     #[arg(long, env = "BACKFILLD_SESSION_LIFETIME", default_value = "30d", value_parser = crate::token::parse_lifetime)]
     pub session_lifetime: i64,
-    /// Require an API key and an OAuth token on every /api request.
-    #[arg(long, env = "BACKFILLD_REQUIRE_AUTH")]
+    /// Require an API key and an OAuth token on every /api request. The environment variable
+    /// takes true/1/yes/on or false/0/no/off, as the API's flags do.
+    #[arg(long, env = "BACKFILLD_REQUIRE_AUTH", value_parser = boolish)]
     pub require_auth: bool,
     /// The most pipeline runs that starting one backfill may create; a larger backfill is
     /// refused with a 400 before anything is written.
@@ -155,6 +171,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BACKFILLD_LEASE_CHECK_MS", default_value_t = LEASE_CHECK_MS,
         value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub lease_check_ms: u64,
+    /// How log lines are written: text, or json (one object per line, for log shippers).
+    #[arg(long, env = "BACKFILLD_LOG_FORMAT", value_enum, default_value_t = crate::logging::Format::Text)]
+    pub log_format: crate::logging::Format,
     /// HTTP worker threads [default: the number of CPUs].
     #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
@@ -180,9 +199,15 @@ impl ServeArgs {
             max_connections: crate::DEFAULT_MAX_CONNECTIONS,
             min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
             lease_check_ms: LEASE_CHECK_MS,
+            log_format: crate::logging::Format::Text,
             workers: None,
         }
     }
+}
+
+/// A boolean environment variable, spelt as the API's flags are (`model::flag_value`).
+fn boolish(s: &str) -> Result<bool, String> {
+    crate::model::flag_value(s).ok_or_else(|| format!("'{s}' is not true/1/yes/on or false/0/no/off"))
 }
 
 fn body_timeout(s: &str) -> Result<f64, String> {
@@ -198,6 +223,23 @@ pub struct ImportArgs {
     pub db: DbArg,
     /// The JSON file to load, or - for standard input.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The JSON file to write, which must not exist; - (or nothing) for standard output.
+    #[arg(default_value = "-")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The copy to write, which must not exist.
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +325,18 @@ mod tests {
         let cli = Cli::try_parse_from(["backfilld", "serve", "--db", "x.db", "--bind", "127.0.0.1:1"]).unwrap();
         let Some(Command::Serve(parsed)) = cli.command else { panic!("not serve") };
         assert_eq!(format!("{parsed:?}"), format!("{:?}", ServeArgs::local("x.db".into(), "127.0.0.1:1".into())));
+    }
+
+    #[test]
+    fn require_auth_takes_the_api_s_flag_spellings() {
+        for (v, want) in
+            [("1", true), ("yes", true), ("ON", true), ("true", true), ("0", false), ("no", false), ("off", false)]
+        {
+            assert_eq!(boolish(v), Ok(want), "{v}");
+        }
+        assert!(boolish("maybe").unwrap_err().contains("true/1/yes/on"));
+        let cli = Cli::try_parse_from(["backfilld", "--require-auth"]).unwrap();
+        assert!(cli.serve.require_auth);
     }
 
     #[test]

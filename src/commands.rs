@@ -4,13 +4,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::body::BodyLimits;
-use crate::cli::{DemoArgs, ImportArgs, ServeArgs, TokenCommand, UserCommand, WorkerArgs};
+use crate::cli::{BackupArgs, DemoArgs, ExportArgs, ImportArgs, ServeArgs, TokenCommand, UserCommand, WorkerArgs};
 use crate::store::tokens::TokenRecord;
-use crate::{datetime, db, import, store, token, AppState, AuthConfig};
+use crate::{backup, datetime, db, export, import, store, token, AppState, AuthConfig};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,17 @@ pub enum Error {
     Bind { bind: String, source: std::io::Error },
     #[error("cannot listen on {bind}: {source}")]
     Listen { bind: String, source: std::io::Error },
+    #[error(
+        "cannot listen on {bind}: the address is already in use. Mage serves on port 6789 too, so Mage (or \
+         another backfilld, or another server) may hold it: stop it, or pick another port with --bind \
+         127.0.0.1:PORT (or BACKFILLD_BIND=127.0.0.1:PORT)"
+    )]
+    PortInUse { bind: String },
+    #[error(
+        "--bind {bind}: expected HOST:PORT, e.g. 127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every \
+         interface, which requires auth)"
+    )]
+    BarePort { bind: String, port: String },
     #[error(
         "authentication is required ({why}) but no API key is configured: pass --api-key KEY (or set \
          BACKFILLD_API_KEY=KEY), and create a token with `backfilld token create --name NAME`"
@@ -35,6 +46,16 @@ pub enum Error {
     Read { what: String, source: std::io::Error },
     #[error("{file}: nothing was imported: {source}")]
     Import { file: PathBuf, source: import::ImportError },
+    #[error("{0}: no such data file (--db names the file to read, which this command does not create)")]
+    NoDataFile(PathBuf),
+    #[error("{0} exists already; export never overwrites a file: remove it, or name another")]
+    OutputExists(PathBuf),
+    #[error("cannot create {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("{out}: the export stopped: {source}")]
+    Export { out: String, source: export::ExportError },
+    #[error(transparent)]
+    Backup(#[from] backup::BackupError),
     #[error("--name must not be blank")]
     BlankName,
     #[error("--expires-in {0}")]
@@ -85,6 +106,15 @@ fn api_keys(given: Vec<String>) -> Result<Vec<String>, Error> {
         .collect()
 }
 
+/// `--bind`'s addresses; a bare port (`20003`, `:20003`) is refused with what to write.
+fn bind_addresses(bind: &str) -> Result<Vec<SocketAddr>, Error> {
+    let bare = bind.trim().trim_start_matches(':');
+    if !bare.is_empty() && bare.chars().all(|c| c.is_ascii_digit()) {
+        return Err(Error::BarePort { bind: bind.to_string(), port: bare.to_string() });
+    }
+    bind.to_socket_addrs().map(Iterator::collect).map_err(|source| Error::Bind { bind: bind.to_string(), source })
+}
+
 /// `backfilld serve`: open the file, bind, and serve until stopped.
 pub fn serve(args: ServeArgs) -> Result<(), Error> {
     serve_then(args, |_| {})
@@ -126,8 +156,7 @@ pub fn demo(args: DemoArgs) -> Result<(), Error> {
 
 /// Serves as `serve` does, calling `listening` with the bound address before serving.
 fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
-    let addrs: Vec<SocketAddr> =
-        args.bind.to_socket_addrs().map_err(|source| Error::Bind { bind: args.bind.clone(), source })?.collect();
+    let addrs = bind_addresses(&args.bind)?;
     let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
     let required = args.require_auth || !loopback;
     let api_keys = api_keys(args.api_keys)?;
@@ -141,12 +170,21 @@ fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) -> Result<(),
     // before the handler reads). Writes use the one writer connection, outside the pool.
     let pool_size = u32::try_from(workers + 1).unwrap_or(u32::MAX);
     let pool = db::open_pool(&args.db.db, pool_size)?;
-    let listener = TcpListener::bind(&addrs[..]).map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
+    let listener = TcpListener::bind(&addrs[..]).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => Error::PortInUse { bind: args.bind.clone() },
+        _ => Error::Listen { bind: args.bind.clone(), source },
+    })?;
     let local = listener.local_addr().map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
+    let path = std::fs::canonicalize(&args.db.db).unwrap_or_else(|_| args.db.db.clone());
     log::info!(
-        "serving {} on http://{local} (authentication {})",
-        args.db.db.display(),
+        "backfilld {} serving {} on http://{local} (authentication {})",
+        env!("CARGO_PKG_VERSION"),
+        path.display(),
         if required { "required" } else { "off" }
+    );
+    log::info!(
+        "next: open the dashboard at http://{local}/ or `curl http://{local}/api/backfills`; `backfilld demo` shows runs \
+         moving; Ctrl-C stops (requests in flight finish first)"
     );
     let mut state =
         AppState::new(pool, AuthConfig::new(required, &api_keys), crate::lifecycle::Limits { max_runs: args.max_runs })
@@ -158,29 +196,93 @@ fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) -> Result<(),
     let system = actix_web::rt::System::new();
     let server = crate::run(listener, state, workers, args.max_connections as usize).map_err(Error::Serve)?;
     listening(local);
-    system.block_on(server).map_err(Error::Serve)
+    system.block_on(server).map_err(Error::Serve)?;
+    log::info!("stopped");
+    Ok(())
 }
 
-/// `backfilld import`: prints what it loaded.
+/// How much of an import's input is read at a time.
+const IMPORT_BUFFER: usize = 256 << 10;
+
+/// `backfilld import`: prints what it loaded. The input is read as its records are loaded
+/// (`import::import_from`), never whole into memory.
 pub fn import(args: ImportArgs) -> Result<String, Error> {
-    let input = if args.file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|source| Error::Read { what: "standard input".into(), source })?;
-        s
+    let input: Box<dyn Read> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
     } else {
-        std::fs::read_to_string(&args.file)
-            .map_err(|source| Error::Read { what: args.file.display().to_string(), source })?
+        let file = std::fs::File::open(&args.file)
+            .map_err(|source| Error::Read { what: args.file.display().to_string(), source })?;
+        Box::new(file)
     };
     let mut conn = db::open(&args.db.db)?;
-    let summary = import::import(&mut conn, &input, crate::now())
+    let input = std::io::BufReader::with_capacity(IMPORT_BUFFER, input);
+    let summary = import::import_from(&mut conn, input, crate::now())
         .map_err(|source| Error::Import { file: args.file.clone(), source })?;
     Ok(format!(
         "imported {} backfill(s) and {} pipeline run(s) into {}",
         summary.backfills,
         summary.pipeline_runs,
         args.db.db.display()
+    ))
+}
+
+/// Opens the data file `path` for a command that reads all of it once (`export`): one that
+/// does not exist is refused rather than created empty, and the memory map is off.
+fn open_existing(path: &Path) -> Result<rusqlite::Connection, Error> {
+    if !path.exists() {
+        return Err(Error::NoDataFile(path.to_path_buf()));
+    }
+    let conn = db::open(path)?;
+    db::unmap(&conn).map_err(db_error("cannot set up the connection"))?;
+    Ok(conn)
+}
+
+/// `backfilld export`: writes the document to OUT, a new file, or to standard output (`-`).
+/// What it wrote is said on standard output after a file, and on standard error after
+/// standard output, which carries the document.
+pub fn export(args: ExportArgs) -> Result<String, Error> {
+    let mut conn = open_existing(&args.db.db)?;
+    let said = |s: export::Summary| {
+        format!(
+            "exported {} backfill(s) and {} pipeline run(s) from {}",
+            s.backfills,
+            s.pipeline_runs,
+            args.db.db.display()
+        )
+    };
+    if args.out.as_os_str() == "-" {
+        let summary = export::export(&mut conn, std::io::stdout().lock())
+            .map_err(|source| Error::Export { out: "standard output".into(), source })?;
+        eprintln!("{}", said(summary));
+        return Ok(String::new());
+    }
+    let file = std::fs::File::create_new(&args.out).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::OutputExists(args.out.clone()),
+        _ => Error::Create { path: args.out.clone(), source },
+    })?;
+    match export::export(&mut conn, file) {
+        Ok(summary) => Ok(format!("{} to {}", said(summary), args.out.display())),
+        Err(source) => {
+            // A half-written document would only fail an import later.
+            let _ = std::fs::remove_file(&args.out);
+            Err(Error::Export { out: format!("{} (removed)", args.out.display()), source })
+        }
+    }
+}
+
+/// `backfilld backup`: copies the data file to OUT, a new file, and says what the copy holds.
+pub fn backup(args: BackupArgs) -> Result<String, Error> {
+    if !args.db.db.exists() {
+        return Err(Error::NoDataFile(args.db.db.clone()));
+    }
+    let copied = backup::backup(&args.db.db, &args.out)?;
+    Ok(format!(
+        "backed up {} to {}: {}, {} backfill(s), {} pipeline run(s)",
+        args.db.db.display(),
+        args.out.display(),
+        backup::describe_size(copied.bytes),
+        copied.backfills,
+        copied.pipeline_runs
     ))
 }
 
@@ -298,6 +400,24 @@ pub fn user(cmd: UserCommand) -> Result<String, Error> {
             Ok(format!("deleted user {} and their sessions", email.trim()))
         }
     }
+}
+
+/// `backfilld completions SHELL`: the completion script, made by clap_complete from the
+/// command line's own definition.
+pub fn completions(shell: clap_complete::Shell) -> Result<String, Error> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut <crate::cli::Cli as clap::CommandFactory>::command(), "backfilld", &mut out);
+    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
+}
+
+/// `backfilld man`: the manual page in roff (serve's flags, and the subcommands, whose own
+/// flags `backfilld help COMMAND` shows), made by clap_mangen from the same definition.
+pub fn man() -> Result<String, Error> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(<crate::cli::Cli as clap::CommandFactory>::command())
+        .render(&mut out)
+        .map_err(|source| Error::Read { what: "the manual page".into(), source })?;
+    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
 }
 
 /// How `backfilld worker` ended: 0 when every run it executed completed, 1 when one failed

@@ -100,6 +100,8 @@ impl Claim {
 #[derive(Debug)]
 pub struct Claimed {
     pub runs: Vec<PipelineRun>,
+    /// How many expired leases the claim acted on first.
+    pub expired: usize,
     /// The last backfill that got a run (the walk's start, unchanged when none did).
     pub last_backfill: i64,
 }
@@ -191,7 +193,7 @@ fn share(capacities: &[u64], limit: u64) -> Vec<u64> {
 /// `run_backwards`). Up to `EXPIRY_IN_CLAIM` expired leases are acted on first, so that
 /// their dates and their places under the limit are free again.
 pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) -> Result<Claimed> {
-    expire_leases(conn, now, EXPIRY_IN_CLAIM)?;
+    let expired = expire_leases(conn, now, EXPIRY_IN_CLAIM)?;
     let mut picked: Vec<Candidate> = vec![];
     if let Some(id) = c.backfill_id {
         picked.push(Candidate::of(conn, queries::backfill_in(conn, id, c.pipeline_uuid.as_deref())?)?);
@@ -242,7 +244,7 @@ pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) 
         }
         last_backfill = b.id;
     }
-    Ok(Claimed { runs, last_backfill })
+    Ok(Claimed { runs, expired, last_backfill })
 }
 
 fn lease_end(now: DateTime, seconds: i64) -> Result<DateTime> {

@@ -1,18 +1,21 @@
 //! backfilld: Mage's backfills REST API served from an embedded SQLite file.
 //!
 //! Layout, from the top: `cli` the command line and `commands` what each subcommand does;
-//! `api` the HTTP layer and `import` the JSON loader; `lifecycle` the backfill's writes,
-//! `dispatch` the runs' (claims, reports, leases, retries) and `queries` the reads, all
-//! failing with `error::Error`; `store` all SQL; `model` the domain types and their
+//! `api` the HTTP layer, `import` the JSON loader and `export` its writer, `backup` the
+//! online copy of a data file; `lifecycle` the backfill's writes, `accounts` the users and
+//! their sessions, `dispatch` the runs' (claims, reports, leases, retries) and `queries` the
+//! reads, all failing with `error::Error`; `store` all SQL; `model` the domain types and their
 //! validation; `schedule` and `datetime` the pure run-date and datetime logic; `db` the
-//! connection policy; `token` token and key hashing; `logging` the log's rate limit;
-//! `periodic` the background threads' loop; `worker` the `backfilld worker` client, which
-//! reaches the server over HTTP alone; `demo` the
-//! seeded demo, which drives a server through the same client. `run` builds the server on an already-bound listener, so tests can
-//! bind port 0.
+//! connection policy; `token` token and key hashing, `password` password hashing, `jwt` the
+//! sessions' JWTs and `throttle` the slowing of failed logins; `logging` the log's rate limit
+//! and formats; `periodic` the background threads' loop; `worker` the `backfilld worker`
+//! client, which reaches the server over HTTP alone; `demo` the seeded demo, which drives a
+//! server through the same client. `run` builds the server on an already-bound listener, so
+//! tests can bind port 0.
 
 pub mod accounts;
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod datetime;
@@ -20,6 +23,7 @@ pub mod db;
 pub mod demo;
 pub mod dispatch;
 pub mod error;
+pub mod export;
 pub mod import;
 pub mod jwt;
 pub mod lifecycle;
@@ -36,8 +40,8 @@ pub mod worker;
 
 use std::net::TcpListener;
 
-use actix_web::dev::{Server, ServiceRequest};
-use actix_web::middleware::{from_fn, Condition, Logger, NormalizePath, TrailingSlash};
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, Condition, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
 
 pub use api::auth::AuthConfig;
@@ -48,30 +52,6 @@ pub fn now() -> datetime::DateTime {
     let now = time::OffsetDateTime::now_utc();
     let now = time::PrimitiveDateTime::new(now.date(), now.time());
     now.replace_nanosecond(now.microsecond() * 1000).unwrap_or(now)
-}
-
-/// The request line for the access log, with the value of any `api_key` parameter replaced,
-/// so that keys never reach a log file.
-fn redacted_request_line(req: &ServiceRequest) -> String {
-    let query = req.query_string();
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        let parts: Vec<String> = query
-            .split('&')
-            .map(|pair| {
-                // Decoded as the auth middleware decodes it, so `api%5Fkey` is caught too.
-                let is_key = web::Query::<Vec<(String, String)>>::from_query(pair)
-                    .is_ok_and(|q| q.first().is_some_and(|(k, _)| k == "api_key"));
-                match pair.split_once('=') {
-                    Some((k, _)) if is_key => format!("{k}=[redacted]"),
-                    _ => pair.to_string(),
-                }
-            })
-            .collect();
-        format!("?{}", parts.join("&"))
-    };
-    format!("{} {}{} {:?}", req.method(), req.path(), query, req.version())
 }
 
 /// What a connection can cost the server before any of backfilld's code has seen its
@@ -104,10 +84,8 @@ pub fn run(listener: TcpListener, state: AppState, workers: usize, max_connectio
             .wrap(Condition::new(!cors.is_empty(), from_fn(api::cors::enveloped)))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
             // One access line per request: peer, request line (keys redacted), status,
-            // body bytes, milliseconds.
-            .wrap(
-                Logger::new(r#"%a "%{request}xi" %s %b %Dms"#).custom_request_replace("request", redacted_request_line),
-            )
+            // body bytes, milliseconds, request id; and the id on every answer.
+            .wrap(from_fn(api::access::log_request))
             .app_data(state.clone())
             .configure(api::configure)
     })

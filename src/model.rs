@@ -318,6 +318,16 @@ impl RunSettings {
     }
 }
 
+/// A flag's value as the API's query flags and the command line's boolean environment
+/// variables take it: true/1/yes/on or false/0/no/off (or empty), any case, spaces trimmed.
+pub fn flag_value(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
 /// `f` as an i64 when it is whole and exact: within ±2^53, past which a float no longer
 /// holds every whole number (9007199254740993.0 would be read as ...992).
 fn whole(f: f64) -> Option<i64> {

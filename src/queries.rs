@@ -75,6 +75,12 @@ pub fn run_listing(
     Ok((runs, count))
 }
 
+/// Reads the database's header through `conn` (readiness: the file answers).
+pub fn touch(conn: &Connection) -> Result<()> {
+    store::schema_version(conn)?;
+    Ok(())
+}
+
 /// The schedules the runs hang from, by id, for presenting them.
 pub fn schedules_of(conn: &Connection, runs: &[PipelineRun]) -> Result<Schedules> {
     let ids: Vec<i64> = runs.iter().filter_map(|r| r.pipeline_schedule_id).collect();
@@ -104,4 +110,17 @@ pub fn token_expiry(conn: &Connection, hash: &[u8; 32]) -> Result<Option<Option<
 /// The token whose SHA-256 is `hash`, if one is stored.
 pub fn token(conn: &Connection, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
     Ok(store::tokens::find_token_by_hash(conn, hash)?)
+}
+
+/// What `/metrics` reads from the database: backfills and runs by status, from kept counts.
+pub struct StatusCounts {
+    pub backfills: Vec<(String, i64)>,
+    pub runs: Vec<(String, i64)>,
+}
+
+pub fn status_counts(conn: &Connection) -> Result<StatusCounts> {
+    Ok(StatusCounts {
+        backfills: store::backfills::status_counts(conn)?,
+        runs: store::pipeline_runs::status_totals(conn)?,
+    })
 }

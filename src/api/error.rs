@@ -136,6 +136,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
+        let mut internal_cause = None;
         let message = match self {
             ApiError::Internal(cause) => {
                 let mut chain = cause.to_string();
@@ -145,7 +146,8 @@ impl ResponseError for ApiError {
                     chain.push_str(&s.to_string());
                     source = s.source();
                 }
-                log::error!("internal error: {chain}");
+                // Logged by the access log's middleware, with the request id (api::access).
+                internal_cause = Some(chain);
                 "Unexpected error: the server could not answer this request; its log has the cause.".to_string()
             }
             other => other.to_string(),
@@ -161,9 +163,13 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(json!({
+        let mut answer = response.json(json!({
             "error": {"code": code, "type": self.kind(), "message": message, "errors": self.details()},
             "status": code,
-        }))
+        }));
+        if let Some(cause) = internal_cause {
+            answer.extensions_mut().insert(super::access::InternalCause(cause));
+        }
+        answer
     }
 }

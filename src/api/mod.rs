@@ -4,6 +4,7 @@
 //! (writes) through `read`, `read_at_offset` and `write`, which choose the thread and the
 //! transaction, and present. No SQL here.
 
+pub mod access;
 pub mod auth;
 pub mod backfills;
 pub mod body;
@@ -11,6 +12,7 @@ pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod fresh;
+pub mod metrics;
 pub mod params;
 pub mod pipeline_runs;
 pub mod sessions;
@@ -63,6 +65,8 @@ pub struct AppState {
     pub logins: std::sync::Mutex<crate::throttle::Throttle>,
     /// The thread that checks logins' passwords.
     pub passwords: SlowReads,
+    /// What `/metrics` reports.
+    pub metrics: std::sync::Arc<metrics::Metrics>,
     writes: Writes,
     /// The lease sweep's thread, stopped when the state is dropped.
     sweeper: crate::periodic::Periodic,
@@ -73,6 +77,7 @@ impl AppState {
     /// looking every `sweep::SWEEP_EVERY`.
     pub fn new(pool: Pool, auth: AuthConfig, limits: Limits) -> std::io::Result<AppState> {
         let writes = Writes::start(pool.clone())?;
+        let metrics = std::sync::Arc::new(metrics::Metrics::new());
         let jwt_secret = pool
             .get()
             .map_err(std::io::Error::other)
@@ -81,7 +86,7 @@ impl AppState {
         // take twice as long as any other.
         crate::password::decoy();
         Ok(AppState {
-            sweeper: sweep::start(pool.clone(), writes.clone(), sweep::SWEEP_EVERY)?,
+            sweeper: sweep::start(pool.clone(), writes.clone(), sweep::SWEEP_EVERY, metrics.clone())?,
             writes,
             pool,
             auth,
@@ -99,6 +104,7 @@ impl AppState {
                 sessions::PASSWORD_QUEUE,
                 "the server is busy checking other logins' passwords; try again shortly",
             )?,
+            metrics,
         })
     }
 
@@ -110,7 +116,7 @@ impl AppState {
         sweep_every: std::time::Duration,
     ) -> std::io::Result<()> {
         self.min_lease_seconds = min_lease_seconds;
-        self.sweeper = sweep::start(self.pool.clone(), self.writes.clone(), sweep_every)?;
+        self.sweeper = sweep::start(self.pool.clone(), self.writes.clone(), sweep_every, self.metrics.clone())?;
         Ok(())
     }
 }
@@ -234,6 +240,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // authentication is required, and touches no database.
     .service(resource("/api/status").route(get().to(status::get)))
     .service(resource("/api/statuses").route(get().to(status::get)))
+    // Readiness, outside authentication for orchestrators: a write through the writer.
+    .service(resource("/api/ready").route(get().to(status::ready)))
+    // Prometheus metrics, behind the API's authentication when it is on.
+    .service(
+        web::scope("/metrics")
+            .wrap(from_fn(auth::authenticate))
+            .service(resource_at("", allowed("/metrics")).route(get().to(metrics::get))),
+    )
     // The OpenAPI document of every route here, outside authentication like the page.
     .service(resource("/api/openapi.json").route(get().to(dashboard::openapi)))
     // The dashboard: static assets compiled in, outside authentication (the page asks for
@@ -288,12 +302,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// here stops the server at start-up, so every test fails), what the 405s' `Allow` says, and
 /// what the OpenAPI document (`openapi.json`) is tested against, so that a route added
 /// without its description fails the tests.
-pub const ROUTES: [(&str, &str); 16] = [
+pub const ROUTES: [(&str, &str); 18] = [
     ("/", "GET, HEAD"),
     ("/assets/app.js", "GET, HEAD"),
     ("/assets/app.css", "GET, HEAD"),
     ("/api/status", "GET, HEAD"),
     ("/api/statuses", "GET, HEAD"),
+    ("/api/ready", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
     ("/api/openapi.json", "GET, HEAD"),
     ("/api/backfills", "GET, HEAD"),
     ("/api/backfills/{id}", "GET, HEAD, PUT, DELETE"),

@@ -1188,6 +1188,32 @@ paths["/api/statuses"] = {
     "head": head_of(statuses_get, "headStatuses", "Health check (Mage's other spelling), headers only"),
 }
 
+schemas["ReadyAnswer"] = {
+    "type": "object",
+    "description": "The server can serve and write: a write transaction on its data file just went through.",
+    "required": ["ready"],
+    "properties": {"ready": {"const": True}},
+    "additionalProperties": False,
+}
+ready_get = {
+    "tags": ["status"],
+    "operationId": "getReady",
+    "summary": "Readiness: can the server serve and write?",
+    "description": "Outside authentication, for orchestrators. Unlike `/api/status` (liveness, no database), this "
+    "takes the data file's write lock through the server's writer, as every write does: 200 when that went through, "
+    "503 when the server cannot write now (its data file was deleted or replaced, or its writes are queued full).",
+    "security": [],
+    "responses": {
+        "200": ok("Ready.", "ReadyAnswer"),
+        "500": r("InternalError"),
+        "503": r("ServiceUnavailable"),
+    },
+}
+paths["/api/ready"] = {
+    "get": ready_get,
+    "head": head_of(ready_get, "headReady", "Readiness, headers only"),
+}
+
 # ---- dashboard ----
 headers["AssetCacheControl"] = {**headers["CacheControl"], "required": True}
 ASSET_HEADERS = {
@@ -1255,6 +1281,31 @@ openapi_get = {
 paths["/api/openapi.json"] = {
     "get": openapi_get,
     "head": head_of(openapi_get, "headOpenApi", "This OpenAPI document, headers only"),
+}
+
+metrics_get = {
+    "tags": ["status"],
+    "operationId": "getMetrics",
+    "summary": "Prometheus metrics",
+    "description": "The OpenMetrics text format: requests by route pattern, method and status and their latency "
+    "(`backfilld_http_requests_total`, `backfilld_http_request_duration_seconds`), claims, runs handed out and lease "
+    "expiries, backfills and runs by status, and the sizes of the data file and its WAL. Behind the API's "
+    "authentication when it is on.",
+    "security": KEY_AND_TOKEN,
+    "responses": {
+        "200": {
+            "description": "The metrics.",
+            "content": {"application/openmetrics-text; version=1.0.0; charset=utf-8": {"schema": {"type": "string"}}},
+        },
+        "401": r("Unauthorized"),
+        "403": r("Forbidden"),
+        "500": r("InternalError"),
+        "503": r("ServiceUnavailable"),
+    },
+}
+paths["/metrics"] = {
+    "get": metrics_get,
+    "head": head_of(metrics_get, "headMetrics", "Prometheus metrics, headers only"),
 }
 
 asset("/", "getDashboard", "headDashboard", "The dashboard's page", "text/html")

@@ -144,13 +144,9 @@ pub fn parse_id(value: &str) -> Result<i64, ApiError> {
 /// `true`/`1`/`yes`/`on` and `false`/`0`/`no`/`off`/empty, in any case; absent is false.
 pub fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     let Some(value) = value else { return Ok(false) };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => {
-            Err(ApiError::BadRequest(format!("{name} must be true or false (also 1/0, yes/no, on/off), got '{value}'")))
-        }
-    }
+    crate::model::flag_value(value).ok_or_else(|| {
+        ApiError::BadRequest(format!("{name} must be true or false (also 1/0, yes/no, on/off), got '{value}'"))
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::dispatch::{self, Claim, Report};
 use crate::model::{Object, PipelineRun};
 use crate::queries::{self, Schedules};
 use crate::store::pipeline_runs::{RunFilter, RunStart};
+use crate::store::schedules::ScheduleInfo;
 
 /// A pipeline run as the API shows it, keys in alphabetical order: Mage's (those of its
 /// listing rows, with the values true for backfilld, which runs no blocks and keeps no
@@ -61,7 +62,12 @@ pub struct PipelineRunJson<'a> {
 impl<'a> PipelineRunJson<'a> {
     /// `r` with its schedule, looked up in `schedules` (`queries::schedules_of`).
     pub fn new(r: &'a PipelineRun, schedules: &'a Schedules) -> Self {
-        let schedule = r.pipeline_schedule_id.and_then(|id| schedules.get(&id));
+        Self::with_schedule(r, r.pipeline_schedule_id.and_then(|id| schedules.get(&id)))
+    }
+
+    /// `r` with `schedule`, the one it hangs from (none when it names none, or one that no
+    /// longer exists).
+    pub fn with_schedule(r: &'a PipelineRun, schedule: Option<&'a ScheduleInfo>) -> Self {
         PipelineRunJson {
             attempt: r.attempt,
             backfill_id: r.backfill_id,
@@ -148,6 +154,7 @@ pub async fn update(
 pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let claim = Claim::parse(&body::object(&body::read(payload).await?)?, state.min_lease_seconds)?;
     let shared = state.clone();
+    let state_metrics = state.metrics.clone();
     let claimed = write(state, move |conn, now| {
         let after = shared.claim_cursor.load(Ordering::Relaxed);
         let claimed = dispatch::claim(conn, &claim, after, now)?;
@@ -158,6 +165,10 @@ pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<
     })
     .await?;
     let (claimed, schedules) = claimed;
+    let m = &state_metrics;
+    m.claims.inc();
+    m.claimed_runs.inc_by(claimed.runs.len() as u64);
+    m.lease_expiries.inc_by(claimed.expired as u64);
     let rows: Vec<PipelineRunJson> = claimed.runs.iter().map(|r| PipelineRunJson::new(r, &schedules)).collect();
     Ok(one("pipeline_runs", &rows))
 }

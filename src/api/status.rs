@@ -1,9 +1,19 @@
 //! `GET /api/status` (and Mage's other spelling, `/api/statuses`): a health check in Mage's
-//! shape, `{"statuses": [{...}], "metadata": {}}`.
+//! shape, `{"statuses": [{...}], "metadata": {}}`, that touches nothing (liveness); and
+//! `GET /api/ready`, which writes (readiness).
 
 use actix_web::{web, HttpResponse};
 
-use super::AppState;
+use super::error::ApiError;
+use super::{write, AppState};
+
+/// `GET /api/ready`: whether the server can serve and write now. An empty write through the
+/// writer thread, as every write goes: it takes the data file's write lock, and is refused
+/// (503) when the file was deleted or replaced or the writer's queue is full.
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    write(state, |conn, _| crate::queries::touch(conn)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ready": true})))
+}
 
 /// Answers without touching the database: the cheapest request the server can serve, which
 /// the benchmark uses as its baseline. Mage's keys carry what is true of backfilld: no Mage

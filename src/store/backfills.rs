@@ -185,6 +185,26 @@ pub fn get_backfills(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<Bac
     Ok(rows)
 }
 
+/// The pipeline of backfill `id`, when there is one: a primary-key lookup of one column.
+pub fn pipeline_of(conn: &Connection, id: i64) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT pipeline_uuid FROM backfill WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()
+}
+
+/// Calls `f` with every backfill, by id, as the statement steps through the table: one row
+/// in memory at a time, whatever the table holds (`export`). The first error `f` returns
+/// stops the walk and is returned.
+pub fn for_each_backfill<E: From<rusqlite::Error>>(
+    conn: &Connection,
+    mut f: impl FnMut(Backfill) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM backfill ORDER BY id"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        f(from_row(row)?)?;
+    }
+    Ok(())
+}
+
 /// How many backfills `list_backfills` pages through: one row of `backfill_count`, which
 /// triggers keep (schema.sql), instead of a scan of every matching row.
 pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqlite::Result<u64> {
@@ -261,6 +281,23 @@ pub fn count_runs_by_status(conn: &Connection, ids: &[i64]) -> rusqlite::Result<
         }
     }
     Ok(counts)
+}
+
+/// Counts the backfills by status into `backfill_status_count` (its triggers keep it from
+/// then on): for a file made before version 6.
+pub fn fill_status_counts(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "UPDATE backfill_status_count SET n = 0;
+         UPDATE backfill_status_count SET n = (SELECT COUNT(*) FROM backfill
+             WHERE COALESCE(backfill.status, '') = backfill_status_count.status);",
+    )
+}
+
+/// How many backfills each status has (`""` for not started), from the kept counts.
+pub fn status_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached("SELECT status, n FROM backfill_status_count ORDER BY status")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
 }
 
 #[cfg(test)]

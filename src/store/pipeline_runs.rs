@@ -5,6 +5,7 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
+use super::schedules::ScheduleInfo;
 use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime};
 use crate::datetime::DateTime;
 use crate::model::{NewPipelineRun, PipelineRun, RunStatus};
@@ -289,6 +290,36 @@ pub fn get_pipeline_run(conn: &Connection, id: i64) -> rusqlite::Result<Option<P
         .optional()
 }
 
+/// Calls `f` with every run, by id, and the schedule it hangs from (when it names one that
+/// exists), as one statement steps through the table: one row in memory at a time, whatever
+/// the table holds (`export`). The schedule is a primary-key lookup per run, in the same
+/// statement. The first error `f` returns stops the walk and is returned.
+pub fn for_each_pipeline_run<E: From<rusqlite::Error>>(
+    conn: &Connection,
+    mut f: impl FnMut(PipelineRun, Option<ScheduleInfo>) -> Result<(), E>,
+) -> Result<(), E> {
+    // The run's columns under their own names, which `from_row` reads them by.
+    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("r.{c} AS {c}")).collect();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {}, s.id AS s_id, s.name AS s_name, s.token AS s_token, s.schedule_type AS s_type \
+         FROM pipeline_run AS r LEFT JOIN pipeline_schedule AS s ON s.id = r.pipeline_schedule_id ORDER BY r.id",
+        columns.join(", ")
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let schedule = match row.get::<_, Option<i64>>("s_id")? {
+            Some(_) => Some(ScheduleInfo {
+                name: row.get("s_name")?,
+                token: row.get("s_token")?,
+                schedule_type: row.get("s_type")?,
+            }),
+            None => None,
+        };
+        f(from_row(row)?, schedule)?;
+    }
+    Ok(())
+}
+
 /// One page of runs, newest (highest id) first. With a status filter it reads one of the
 /// status listing indexes, so a rare status costs no more than a common one.
 pub fn list_pipeline_runs(
@@ -536,6 +567,13 @@ pub fn cancel_unfinished_runs(conn: &Connection, backfill_id: i64, now: DateTime
          WHERE backfill_id = ?1 AND status IN ('initial', 'running')",
     )?
     .execute(params![backfill_id, micros(Some(now))])
+}
+
+/// How many runs each status has, all backfills and pipelines (the kept `run_tally`).
+pub fn status_totals(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached("SELECT status, n FROM run_tally WHERE pipeline_uuid = '' AND backfill_id = 0 ORDER BY status")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
 }
 
 #[cfg(test)]

@@ -32,6 +32,20 @@ pub fn pipeline_schedule_exists(conn: &Connection, id: i64) -> rusqlite::Result<
     conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM pipeline_schedule WHERE id = ?1)")?.query_row([id], |r| r.get(0))
 }
 
+/// The latest `created_at` of any schedule, if there is one (a scan of the table: no index
+/// has the column).
+pub fn latest_schedule_created_at(conn: &Connection) -> rusqlite::Result<Option<DateTime>> {
+    let m: Option<i64> = conn.query_row("SELECT MAX(created_at) FROM pipeline_schedule", [], |r| r.get(0))?;
+    Ok(m.and_then(crate::datetime::from_micros))
+}
+
+/// Whether schedule `id` exists and was created at `at`, to the microsecond (`import`, which
+/// tells the schedules it made by a time no earlier one has).
+pub fn schedule_created_at(conn: &Connection, id: i64, at: DateTime) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM pipeline_schedule WHERE id = ?1 AND created_at = ?2)")?
+        .query_row(params![id, micros(Some(at))], |r| r.get(0))
+}
+
 /// What a run shows of its schedule (`pipeline_schedule_name`, `_token`, `_type`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleInfo {

@@ -398,3 +398,101 @@ fn a_serve_killed_during_a_stream_of_claims_leaves_every_running_run_under_a_lea
     let waiting = counts["initial"].as_u64().unwrap();
     assert_eq!(waiting + counts["completed"].as_u64().unwrap(), 2000, "{counts}");
 }
+
+#[test]
+fn the_start_up_says_where_the_data_is_and_what_to_do_next_without_actix_s_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("start.db");
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["--bind", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(&db)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let absolute = std::fs::canonicalize(&db).unwrap();
+    assert!(first.contains(&format!("serving {} on http://127.0.0.1:{port}", absolute.display())), "{first}");
+    assert!(second.contains(&format!("http://127.0.0.1:{port}/")) && second.contains("backfilld demo"), "{second}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().all(|l| !l.contains("actix_server")), "{rest:?}");
+}
+
+#[test]
+fn a_taken_port_and_a_bare_port_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = run(&["serve", "--bind", &format!("127.0.0.1:{port}")], &dir.path().join("a.db"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("already in use") && err.contains("Mage") && err.contains("--bind 127.0.0.1:PORT"), "{err}");
+    for bare in ["20003", ":20003"] {
+        let out = run(&["serve", "--bind", bare], &dir.path().join("a.db"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("expected HOST:PORT, e.g. 127.0.0.1:20003"), "{bare}: {err}");
+    }
+}
+
+#[test]
+fn require_auth_from_the_environment_takes_the_api_s_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, required) in [("1", true), ("yes", true), ("on", true), ("0", false), ("no", false), ("off", false)] {
+        let mut server = serve_with(
+            &dir.path().join("a.db"),
+            &[],
+            &[("BACKFILLD_REQUIRE_AUTH", value), ("BACKFILLD_API_KEY", "k")],
+            Stdio::null(),
+        );
+        let r = reply(agent().get(format!("{}/api/status", server.base)).call().unwrap());
+        assert_eq!(r.body["statuses"][0]["require_user_authentication"], required, "{value}");
+        let _ = server.child.kill();
+    }
+    let out = Command::new(BIN).env("BACKFILLD_REQUIRE_AUTH", "maybe").stdin(Stdio::null()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("true/1/yes/on"), "{out:?}");
+}
+
+#[test]
+fn json_logs_carry_the_request_id_each_answer_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve_with(&dir.path().join("a.db"), &["--log-format", "json"], &[], Stdio::piped());
+    let sent = agent()
+        .get(format!("{}/api/backfills?api_key=secret-key", server.base))
+        .header("X-Request-Id", "trace-0f8fad5b")
+        .call()
+        .unwrap();
+    assert_eq!(sent.headers().get("x-request-id").unwrap(), "trace-0f8fad5b");
+    // Without one (or with one unsafe to log), the server makes one.
+    let made = agent().get(format!("{}/api/status", server.base)).header("X-Request-Id", "bad id\"").call().unwrap();
+    let made_id = made.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    assert!(made_id.len() == 16 && made_id.chars().all(|c| c.is_ascii_hexdigit()), "{made_id}");
+    let log = server.stop_and_read_log();
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    let access: Vec<&serde_json::Value> = lines.iter().filter(|l| l["target"] == "backfilld::access").collect();
+    assert_eq!(access.len(), 2, "{log}");
+    assert_eq!(access[0]["request_id"], "trace-0f8fad5b");
+    assert_eq!(access[0]["request"], "GET /api/backfills?api_key=[redacted] HTTP/1.1");
+    assert_eq!((&access[0]["status"], &access[0]["level"]), (&json!(200), &json!("INFO")));
+    assert!(access[0]["ms"].is_number() && access[0]["time"].is_string());
+    assert_eq!(access[1]["request_id"], json!(made_id));
+    assert!(!log.contains("secret-key"));
+}
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_binary() {
+    let out = Command::new(BIN).args(["completions", "bash"]).output().unwrap();
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && script.contains("_backfilld()") && script.contains("worker"), "{script}");
+    let out = Command::new(BIN).args(["completions", "zsh"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("#compdef backfilld"));
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH backfilld 1") && page.contains("\\-\\-require\\-auth"), "{page}");
+}

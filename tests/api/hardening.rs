@@ -320,6 +320,8 @@ fn stalled_bodies_under_auth_cannot_exhaust_memory_nor_stall_other_requests() {
 fn writes_are_refused_once_the_data_file_is_deleted_or_replaced() {
     let app = spawn_app();
     let id = app.create_backfill("p", seed_fields("before"));
+    // Ready: it can write. (`/api/status`, the liveness check, says nothing of the file.)
+    assert_eq!(app.get("/api/ready").body, json!({"ready": true}));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", app.db_path.display()));
     }
@@ -327,6 +329,9 @@ fn writes_are_refused_once_the_data_file_is_deleted_or_replaced() {
     let message = assert_error(&r, 503, "service_unavailable");
     assert!(message.contains("deleted"), "{message}");
     assert_error(&app.put_backfill(id, json!({"name": "renamed"})), 503, "service_unavailable");
+    // Not ready any more, though alive.
+    assert!(assert_error(&app.get("/api/ready"), 503, "service_unavailable").contains("deleted"));
+    assert_eq!(app.get("/api/status").status, 200);
     // Reads of the open file go on, and no empty file appears at the path.
     for _ in 0..20 {
         let r = app.get("/api/backfills");

@@ -1,0 +1,154 @@
+//! The access log and request ids: one line per request (peer, request line with `api_key`
+//! redacted, status, body bytes, milliseconds, request id), and an `X-Request-Id` on every
+//! answer: the request's own when it sent a usable one, else a new one. Each answer is also
+//! counted in the metrics (`api::metrics`). The id is also in the
+//! line of an internal error's cause, so that a 500 a client reports can be found.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage};
+
+/// The header, in requests and answers.
+pub const HEADER: &str = "x-request-id";
+
+/// The longest id taken from a request; a longer one (or one with other characters than
+/// `usable` allows) is replaced by a new one.
+pub const MAX_ID_LEN: usize = 128;
+
+/// This request's id, in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// An internal error's cause, put in the answer's extensions by `api::error` for this module
+/// to log with the request id.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+/// Whether a client's id can be logged and echoed as is: 1 to `MAX_ID_LEN` characters of
+/// letters, digits and `-_.:/+=@` (UUIDs, trace ids, base64).
+pub fn usable(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
+}
+
+/// A new id: 16 hex digits, random per process start, then counting, so that ids are unique
+/// across restarts without a system call per request.
+pub fn new_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_or(0, |()| u64::from_le_bytes(b))
+    });
+    format!("{:016x}", base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// The request line for the access log, with the value of any `api_key` parameter replaced,
+/// so that keys never reach a log file.
+pub fn redacted_request_line(req: &ServiceRequest) -> String {
+    let query = req.query_string();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                // Decoded as the auth middleware decodes it, so `api%5Fkey` is caught too.
+                let is_key = web::Query::<Vec<(String, String)>>::from_query(pair)
+                    .is_ok_and(|q| q.first().is_some_and(|(k, _)| k == "api_key"));
+                match pair.split_once('=') {
+                    Some((k, _)) if is_key => format!("{k}=[redacted]"),
+                    _ => pair.to_string(),
+                }
+            })
+            .collect();
+        format!("?{}", parts.join("&"))
+    };
+    format!("{} {}{} {:?}", req.method(), req.path(), query, req.version())
+}
+
+/// The outermost middleware: tags the request, answers with its id, writes the access line.
+pub async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| usable(v))
+        .map_or_else(new_id, str::to_string);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let peer = req.peer_addr().map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+    let line = redacted_request_line(&req);
+    // (No clone of the request may be held across the call: NormalizePath needs it alone.)
+    let mut res = match next.call(req).await {
+        Ok(res) => res,
+        Err(e) => {
+            // Handlers' and extractors' errors come back as answers; this is for the rare
+            // error a middleware returns, which actix answers after this.
+            let status = e.as_response_error().status_code().as_u16();
+            log::info!(
+                target: "backfilld::access",
+                request_id = id.as_str(), peer = peer.as_str(), request = line.as_str(), status = status;
+                "{peer} \"{line}\" {status} - {:.3}ms {id}", start.elapsed().as_secs_f64() * 1000.0
+            );
+            return Err(e);
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(HeaderName::from_static(HEADER), value);
+    }
+    let status = res.status().as_u16();
+    if let Some(state) = res.request().app_data::<web::Data<super::AppState>>() {
+        let method = res.request().method().as_str();
+        state.metrics.observe(res.request().match_pattern().as_deref(), method, status, start.elapsed().as_secs_f64());
+    }
+    let bytes = match res.response().body().size() {
+        BodySize::Sized(n) => n,
+        _ => 0,
+    };
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if let Some(InternalCause(cause)) = res.response().extensions().get::<InternalCause>() {
+        log::error!(target: "backfilld::api", request_id = id.as_str(); "internal error: {cause} (request {id})");
+    }
+    log::info!(
+        target: "backfilld::access",
+        request_id = id.as_str(), peer = peer.as_str(), request = line.as_str(), status = status, bytes = bytes,
+        ms = (ms * 1000.0).round() / 1000.0;
+        "{peer} \"{line}\" {status} {bytes} {ms:.3}ms {id}"
+    );
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_kept_only_when_safe_to_log() {
+        for ok in [
+            "abc",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "x/y+z==",
+        ] {
+            assert!(usable(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a\"b", "é", "line\nbreak", &"x".repeat(MAX_ID_LEN + 1)] {
+            assert!(!usable(bad), "{bad:?}");
+        }
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 16);
+        assert!(usable(&a));
+    }
+}
