@@ -92,13 +92,13 @@ pub fn describe_size(bytes: u64) -> String {
 }
 
 /// `.NAME.partial-PID` beside `out`.
-fn partial_path(out: &Path) -> PathBuf {
+pub(crate) fn partial_path(out: &Path) -> PathBuf {
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
 /// The files SQLite may leave beside the copy being written.
-fn remove_partial(partial: &Path) {
+pub(crate) fn remove_partial(partial: &Path) {
     for suffix in ["", "-journal", "-wal", "-shm"] {
         let mut p = partial.as_os_str().to_owned();
         p.push(suffix);
@@ -136,7 +136,7 @@ fn copy_to(src: &Connection, partial: &Path, out: &Path) -> Result<(), BackupErr
 }
 
 /// Gives the finished copy its name, unless a file took that name meanwhile.
-fn publish(partial: &Path, out: &Path) -> Result<(), BackupError> {
+pub(crate) fn publish(partial: &Path, out: &Path) -> Result<(), BackupError> {
     let write = |source| BackupError::Write { path: out.to_path_buf(), source };
     match std::fs::hard_link(partial, out) {
         Ok(()) => {}

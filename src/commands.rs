@@ -256,18 +256,25 @@ pub fn export(args: ExportArgs) -> Result<String, Error> {
         eprintln!("{}", said(summary));
         return Ok(String::new());
     }
-    let file = std::fs::File::create_new(&args.out).map_err(|source| match source.kind() {
-        std::io::ErrorKind::AlreadyExists => Error::OutputExists(args.out.clone()),
-        _ => Error::Create { path: args.out.clone(), source },
-    })?;
-    match export::export(&mut conn, file) {
-        Ok(summary) => Ok(format!("{} to {}", said(summary), args.out.display())),
-        Err(source) => {
-            // A half-written document would only fail an import later.
-            let _ = std::fs::remove_file(&args.out);
-            Err(Error::Export { out: format!("{} (removed)", args.out.display()), source })
-        }
+    if args.out.symlink_metadata().is_ok() {
+        return Err(Error::OutputExists(args.out.clone()));
     }
+    // Written under a hidden name beside OUT, synced, and only then given its name (as a
+    // backup is): an export cut short (an error, Ctrl-C) never leaves a half document at OUT.
+    let partial = backup::partial_path(&args.out);
+    let create = |source| Error::Create { path: args.out.clone(), source };
+    let file = std::fs::File::create_new(&partial).map_err(create)?;
+    let written = export::export(&mut conn, &file)
+        .map_err(|source| Error::Export { out: args.out.display().to_string(), source })
+        .and_then(|summary| file.sync_all().map(|()| summary).map_err(create))
+        .and_then(|summary| {
+            backup::publish(&partial, &args.out).map(|()| summary).map_err(|e| match e {
+                backup::BackupError::Exists(out) => Error::OutputExists(out),
+                other => Error::Create { path: args.out.clone(), source: std::io::Error::other(other.to_string()) },
+            })
+        });
+    backup::remove_partial(&partial);
+    Ok(format!("{} to {}", said(written?), args.out.display()))
 }
 
 /// `backfilld backup`: copies the data file to OUT, a new file, and says what the copy holds.

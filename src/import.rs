@@ -389,7 +389,13 @@ impl Waiting {
     fn new() -> std::io::Result<Waiting> {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let path = std::env::temp_dir().join(format!(".backfilld-import-{}-{}", std::process::id(), stamp.as_nanos()));
-        let file = std::fs::File::options().read(true).write(true).create_new(true).open(&path)?;
+        // Readable by this user alone (the runs' variables may be private), for the moment
+        // it has a name.
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::File::options().read(true).write(true).create_new(true),
+            0o600,
+        )
+        .open(&path)?;
         std::fs::remove_file(&path)?;
         Ok(Waiting { file: std::io::BufWriter::new(file) })
     }

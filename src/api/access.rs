@@ -89,6 +89,7 @@ pub async fn log_request(
     req.extensions_mut().insert(RequestId(id.clone()));
     let peer = req.peer_addr().map_or_else(|| "-".to_string(), |a| a.ip().to_string());
     let line = redacted_request_line(&req);
+    let (app_state, method) = (req.app_data::<web::Data<super::AppState>>().cloned(), req.method().to_string());
     // (No clone of the request may be held across the call: NormalizePath needs it alone.)
     let mut res = match next.call(req).await {
         Ok(res) => res,
@@ -96,6 +97,9 @@ pub async fn log_request(
             // Handlers' and extractors' errors come back as answers; this is for the rare
             // error a middleware returns, which actix answers after this.
             let status = e.as_response_error().status_code().as_u16();
+            if let Some(state) = app_state.as_ref() {
+                state.metrics.observe(None, &method, status, start.elapsed().as_secs_f64());
+            }
             log::info!(
                 target: "backfilld::access",
                 request_id = id.as_str(), peer = peer.as_str(), request = line.as_str(), status = status;

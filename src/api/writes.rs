@@ -29,8 +29,9 @@ const BATCH: usize = 64;
 
 /// What a job leaves to do once its batch's commit is known: answer its request.
 type Finish = Box<dyn FnOnce(&Result<(), String>) + Send>;
-/// A write: its work on the writer's connection, inside the batch's transaction.
-type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+/// A write: its work on the writer's connection, inside the batch's transaction; or, when
+/// that transaction could not begin, the reason to answer with instead.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Finish + Send>;
 
 /// The queue of writes and the thread that commits them; the thread stops once every clone
 /// of this is dropped.
@@ -74,6 +75,13 @@ impl Writes {
     ) -> Result<tokio::sync::oneshot::Receiver<Result<T, ApiError>>, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, ApiError>>();
         let job: Job = Box::new(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(message) => {
+                    let refused = ApiError::Unavailable { message: message.to_string(), retry_after_secs: 5 };
+                    return Box::new(move |_: &Result<(), String>| drop(tx.send(Err(refused))));
+                }
+            };
             let out = in_savepoint(conn, f);
             Box::new(move |commit: &Result<(), String>| {
                 let answer = match commit {
@@ -124,10 +132,10 @@ fn serve(pool: &Pool, rx: Receiver<Job>) {
         let mut finishes: Vec<Finish> = Vec::with_capacity(BATCH);
         let commit = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => {
-                finishes.push(first(&tx));
+                finishes.push(first(Ok(&tx)));
                 while finishes.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(job) => finishes.push(job(&tx)),
+                        Ok(job) => finishes.push(job(Ok(&tx))),
                         Err(_) => break,
                     }
                 }
@@ -141,8 +149,18 @@ fn serve(pool: &Pool, rx: Receiver<Job>) {
                 }
             }
             Err(e) => {
-                // `first` is dropped unrun, which answers its request with an internal error.
+                // The write lock stayed taken past the busy timeout (an `import` or another
+                // process writing the file at length), or the file failed: `first` is answered
+                // 503 with why, and the next write tries again.
                 log::error!("a write transaction could not begin: {e}");
+                let why = match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                        "the data file is locked by another process writing it (an import?); try again shortly"
+                            .to_string()
+                    }
+                    _ => format!("the write could not begin ({e}); try again"),
+                };
+                finishes.push(first(Err(&why)));
                 Ok(())
             }
         };
@@ -171,6 +189,23 @@ mod tests {
 
     /// Writes queued together commit together, and one that fails or panics takes back
     /// its own rows and no one else's.
+    #[test]
+    fn a_write_that_cannot_take_the_lock_is_a_503_saying_why_and_the_next_goes_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let pool = crate::db::open_pool(&path, 1).unwrap();
+        pool.writer().busy_timeout(std::time::Duration::from_millis(100)).unwrap();
+        let writes = Writes::start(pool.clone()).unwrap();
+        // Another process (an import) holds the file's write lock.
+        let other = crate::db::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let refused = writes.run_blocking(|c, now| Ok(schedule(c, "refused", now)?)).unwrap_err();
+        assert!(matches!(refused, ApiError::Unavailable { retry_after_secs: 5, .. }), "{refused}");
+        assert!(refused.to_string().contains("locked by another process"), "{refused}");
+        other.execute_batch("COMMIT").unwrap();
+        assert!(writes.run_blocking(|c, now| Ok(schedule(c, "written", now)?)).is_ok());
+    }
+
     #[test]
     fn a_batch_commits_its_writes_and_a_failed_one_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();

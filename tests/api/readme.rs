@@ -61,8 +61,13 @@ fn every_sh_example_in_the_readme_runs_in_order_as_written() {
     script.push_str("echo '### README done'\n");
     let bin_dir = Path::new(BIN).parent().unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c").arg(&script).current_dir(dir.path()).env("PATH", path).env("RUST_LOG", "warn");
+    // Bounded: a server that never starts would leave an `until curl` waiting for ever.
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=10", "600", "bash", "-c"])
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("RUST_LOG", "warn");
     for (k, _) in std::env::vars() {
         if k.starts_with("BACKFILLD_") {
             cmd.env_remove(k);
