@@ -19,7 +19,7 @@ use super::error::ApiError;
 const ALLOWED_HEADERS: [&str; 5] = ["authorization", "content-type", "if-none-match", "oauth-token", "x-api-key"];
 
 /// The answer headers a page may read besides the simple ones.
-const EXPOSED_HEADERS: [&str; 3] = ["allow", "etag", "retry-after"];
+const EXPOSED_HEADERS: [&str; 4] = ["allow", "etag", "retry-after", "x-request-id"];
 
 /// How long a browser may keep a preflight's answer (seconds).
 const MAX_AGE: usize = 3600;
