@@ -26,7 +26,7 @@ impl Address {
             Address::Email(e) => format!("email:{}", e.to_lowercase()),
             Address::Username(u) => format!("username:{}", u.to_lowercase()),
         };
-        token::hash(&address).iter().map(|b| format!("{b:02x}")).collect()
+        token::hex(&token::hash(&address))
     }
 }
 

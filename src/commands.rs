@@ -125,10 +125,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
 pub fn demo(args: DemoArgs) -> Result<(), Error> {
     let serve = ServeArgs::local(args.db.clone(), args.bind);
     let stop = std::sync::Arc::new(crate::worker::Stop::default());
-    let driver = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let (stop_for, driver_for) = (stop.clone(), driver.clone());
+    let mut driver = None;
+    let stop_for = stop.clone();
     let db = args.db.clone();
-    let served = serve_then(serve, move |local| {
+    let served = serve_then(serve, |local| {
         let base = format!("http://{local}");
         // Not println!: with standard output closed, the demo still serves.
         let _ = writeln!(
@@ -142,13 +142,12 @@ pub fn demo(args: DemoArgs) -> Result<(), Error> {
         );
         let Ok(api) = crate::worker::client::Api::new(&base, None, None, 8, Duration::from_secs(3)) else { return };
         let handle = std::thread::Builder::new().name("demo".into()).spawn(move || crate::demo::drive(api, stop_for));
-        *driver_for.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = handle.ok();
+        driver = handle.ok();
     });
     // The server has stopped: the worker stops at once (its held runs' leases run out, and
     // the next start takes them again).
-    stop.request();
-    stop.request();
-    if let Some(h) = driver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+    stop.now();
+    if let Some(h) = driver {
         let _ = h.join();
     }
     served
@@ -256,6 +255,7 @@ pub fn export(args: ExportArgs) -> Result<String, Error> {
         eprintln!("{}", said(summary));
         return Ok(String::new());
     }
+    // Said before the work (publishing refuses it again, atomically, at the end).
     if args.out.symlink_metadata().is_ok() {
         return Err(Error::OutputExists(args.out.clone()));
     }
@@ -270,7 +270,7 @@ pub fn export(args: ExportArgs) -> Result<String, Error> {
         .and_then(|summary| {
             backup::publish(&partial, &args.out).map(|()| summary).map_err(|e| match e {
                 backup::BackupError::Exists(out) => Error::OutputExists(out),
-                other => Error::Create { path: args.out.clone(), source: std::io::Error::other(other.to_string()) },
+                other => Error::from(other),
             })
         });
     backup::remove_partial(&partial);
@@ -447,14 +447,7 @@ pub fn worker(args: WorkerArgs) -> u8 {
     let mut progress = crate::worker::progress::Progress::new(std::io::stderr().is_terminal());
     match crate::worker::run(&cfg, &stop, &mut progress) {
         Ok(s) => {
-            println!(
-                "{} runs: {} completed, {} failed, {} taken back by the server, {} left to their leases",
-                s.runs(),
-                s.completed,
-                s.failed,
-                s.lost,
-                s.abandoned
-            );
+            println!("{s}");
             if s.failed + s.abandoned > 0 {
                 1
             } else {

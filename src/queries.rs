@@ -75,16 +75,16 @@ pub fn run_listing(
     Ok((runs, count))
 }
 
-/// Reads the database's header through `conn` (readiness: the file answers).
-pub fn touch(conn: &Connection) -> Result<()> {
-    store::schema_version(conn)?;
-    Ok(())
-}
-
 /// The schedules the runs hang from, by id, for presenting them.
 pub fn schedules_of(conn: &Connection, runs: &[PipelineRun]) -> Result<Schedules> {
     let ids: Vec<i64> = runs.iter().filter_map(|r| r.pipeline_schedule_id).collect();
     Ok(store::schedules::schedules_by_id(conn, &ids)?)
+}
+
+/// The schedule one run hangs from, if it names one that exists.
+pub fn schedule_of(conn: &Connection, run: &PipelineRun) -> Result<Option<ScheduleInfo>> {
+    let Some(id) = run.pipeline_schedule_id else { return Ok(None) };
+    Ok(store::schedules::schedules_by_id(conn, &[id])?.remove(&id))
 }
 
 /// The pipeline run `id`.
@@ -101,7 +101,7 @@ pub fn next_lease_expiry(conn: &Connection) -> Result<Option<DateTime>> {
 /// When the token whose SHA-256 is `hash` expires (`Some(None)`: never), if it is one made
 /// with `backfilld token create` or a login's session.
 pub fn token_expiry(conn: &Connection, hash: &[u8; 32]) -> Result<Option<Option<DateTime>>> {
-    if let Some(t) = store::tokens::find_token_by_hash(conn, hash)? {
+    if let Some(t) = token(conn, hash)? {
         return Ok(Some(t.expires_at));
     }
     Ok(store::users::find_session_by_hash(conn, hash)?.map(|s| Some(s.expires_at)))

@@ -51,7 +51,7 @@ pub fn new_id() -> String {
 
 /// The request line for the access log, with the value of any `api_key` parameter replaced,
 /// so that keys never reach a log file.
-pub fn redacted_request_line(req: &ServiceRequest) -> String {
+fn redacted_request_line(req: &ServiceRequest) -> String {
     let query = req.query_string();
     let query = if query.is_empty() {
         String::new()
@@ -89,47 +89,48 @@ pub async fn log_request(
     req.extensions_mut().insert(RequestId(id.clone()));
     let peer = req.peer_addr().map_or_else(|| "-".to_string(), |a| a.ip().to_string());
     let line = redacted_request_line(&req);
-    let (app_state, method) = (req.app_data::<web::Data<super::AppState>>().cloned(), req.method().to_string());
+    let state = req.app_data::<web::Data<super::AppState>>().cloned();
+    let method = req.method().clone();
+    // Counts the answer and writes its access line.
+    let done = |route: Option<&str>, status: u16, bytes: Option<u64>| {
+        let seconds = start.elapsed().as_secs_f64();
+        if let Some(state) = &state {
+            state.metrics.observe(route, method.as_str(), status, seconds);
+        }
+        let ms = (seconds * 1e6).round() / 1e3;
+        let shown = bytes.map_or_else(|| "-".to_string(), |b| b.to_string());
+        log::info!(
+            target: "backfilld::access",
+            request_id = id.as_str(), peer = peer.as_str(), request = line.as_str(), status = status,
+            bytes = bytes.unwrap_or(0), ms = ms;
+            "{peer} \"{line}\" {status} {shown} {ms:.3}ms {id}"
+        );
+    };
     // (No clone of the request may be held across the call: NormalizePath needs it alone.)
     let mut res = match next.call(req).await {
         Ok(res) => res,
         Err(e) => {
             // Handlers' and extractors' errors come back as answers; this is for the rare
             // error a middleware returns, which actix answers after this.
-            let status = e.as_response_error().status_code().as_u16();
-            if let Some(state) = app_state.as_ref() {
-                state.metrics.observe(None, &method, status, start.elapsed().as_secs_f64());
+            let status = e.as_response_error().status_code();
+            if status.is_server_error() {
+                log::error!(target: "backfilld::api", request_id = id.as_str(); "{e} (request {id})");
             }
-            log::info!(
-                target: "backfilld::access",
-                request_id = id.as_str(), peer = peer.as_str(), request = line.as_str(), status = status;
-                "{peer} \"{line}\" {status} - {:.3}ms {id}", start.elapsed().as_secs_f64() * 1000.0
-            );
+            done(None, status.as_u16(), None);
             return Err(e);
         }
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HeaderName::from_static(HEADER), value);
     }
-    let status = res.status().as_u16();
-    if let Some(state) = res.request().app_data::<web::Data<super::AppState>>() {
-        let method = res.request().method().as_str();
-        state.metrics.observe(res.request().match_pattern().as_deref(), method, status, start.elapsed().as_secs_f64());
+    if let Some(InternalCause(cause)) = res.response().extensions().get::<InternalCause>() {
+        log::error!(target: "backfilld::api", request_id = id.as_str(); "internal error: {cause} (request {id})");
     }
     let bytes = match res.response().body().size() {
         BodySize::Sized(n) => n,
         _ => 0,
     };
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
-    if let Some(InternalCause(cause)) = res.response().extensions().get::<InternalCause>() {
-        log::error!(target: "backfilld::api", request_id = id.as_str(); "internal error: {cause} (request {id})");
-    }
-    log::info!(
-        target: "backfilld::access",
-        request_id = id.as_str(), peer = peer.as_str(), request = line.as_str(), status = status, bytes = bytes,
-        ms = (ms * 1000.0).round() / 1000.0;
-        "{peer} \"{line}\" {status} {bytes} {ms:.3}ms {id}"
-    );
+    done(res.request().match_pattern().as_deref(), res.status().as_u16(), Some(bytes));
     Ok(res)
 }
 

@@ -8,7 +8,7 @@
 //! one made with `backfilld token create` or a login's session. A login (`POST
 //! /api/sessions`) needs the key alone. Keys are compared in constant time; tokens are looked
 //! up by their SHA-256.
-//! Neither is ever logged (the access log redacts `api_key`, see `lib.rs`).
+//! Neither is ever logged (the access log redacts `api_key`, see `api::access`).
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -35,7 +35,7 @@ impl AuthConfig {
     }
 }
 
-fn header_value<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
+fn header_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
@@ -54,12 +54,10 @@ fn query_value(req: &ServiceRequest, name: &str) -> Option<String> {
 /// against the file's secret and opened to its token (one that fails the check is refused),
 /// or a bare token.
 pub fn presented_token(req: &HttpRequest, secret: &[u8]) -> Result<Option<String>, ApiError> {
-    let header =
-        |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    if let Some(t) = header("OAUTH-TOKEN") {
+    if let Some(t) = header_value(req, "OAUTH-TOKEN") {
         return Ok(Some(t.to_string()));
     }
-    if let Some(auth) = header(header::AUTHORIZATION.as_str()) {
+    if let Some(auth) = header_value(req, header::AUTHORIZATION.as_str()) {
         let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
         if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
             return Ok(Some(rest.trim().to_string()));
@@ -128,7 +126,7 @@ fn is_login(req: &ServiceRequest) -> bool {
 /// that a request without them is refused before a byte of its body is read; only a POST or
 /// PUT that has a valid token but no key elsewhere has its (small) body searched for one.
 async fn check(req: &mut ServiceRequest, state: &AppState) -> Result<Option<Reservation>, ApiError> {
-    let key = header_value(req, "X-API-KEY").map(str::to_string).or_else(|| query_value(req, "api_key"));
+    let key = header_value(req.request(), "X-API-KEY").map(str::to_string).or_else(|| query_value(req, "api_key"));
     if is_login(req) {
         let (key, reservation) = match key {
             Some(key) => (Some(key), None),
@@ -154,7 +152,8 @@ async fn check(req: &mut ServiceRequest, state: &AppState) -> Result<Option<Rese
 }
 
 /// Middleware for the `/api` scope. A refusal is answered here as a response rather than
-/// returned as an error, so that the access log (which skips errors) writes its line.
+/// returned as an error, so that it is counted and logged with its status like any answer
+/// (`api::access`), and its connection closed where `body::refuse` says so.
 pub async fn authenticate(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,

@@ -53,8 +53,12 @@ pub fn parse_origin(s: &str) -> Result<String, String> {
             None => (rest, None),
         },
     };
-    let host_ok =
-        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    // A name or an IPv4 address: letters, digits, dots and hyphens; an IPv6 address: hex
+    // digits and colons inside its brackets.
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.')),
+        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')),
+    };
     if !host_ok {
         return Err(err("the host is not a host name or address (no path, query or user)"));
     }
@@ -137,6 +141,8 @@ mod tests {
             "http://a.com:99999",
             "http://a.com:x",
             "https://*.a.com",
+            "http://a]b",
+            "http://[::1",
         ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
         }

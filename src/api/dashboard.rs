@@ -28,17 +28,13 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; c
 fn etag(asset: &Asset, cell: &'static OnceLock<String>) -> &'static str {
     cell.get_or_init(|| {
         let digest = crate::token::hash(asset.body);
-        format!("\"{}\"", digest[..16].iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!("\"{}\"", crate::token::hex(&digest[..16]))
     })
 }
 
 fn serve(req: &HttpRequest, asset: &Asset, cell: &'static OnceLock<String>) -> HttpResponse {
     let tag = etag(asset, cell);
-    let matches = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let matches = super::fresh::if_none_match(req, tag) || super::fresh::if_none_match(req, "*");
     let mut answer = if matches { HttpResponse::NotModified() } else { HttpResponse::Ok() };
     answer
         .insert_header((header::ETAG, tag))

@@ -23,11 +23,7 @@ pub async fn conditional(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let tag = format!("W/\"{version:x}\"");
-    let unchanged = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let unchanged = if_none_match(req.request(), &tag);
     if unchanged {
         let answer = HttpResponse::NotModified()
             .insert_header((header::ETAG, tag))
@@ -45,4 +41,13 @@ pub async fn conditional(
         headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
     }
     Ok(res)
+}
+
+/// Whether the request's `If-None-Match` lists `tag`. Used here and by the page's assets
+/// (which also take `*`: they always exist, which an API record may not).
+pub fn if_none_match(req: &actix_web::HttpRequest, tag: &str) -> bool {
+    req.headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag))
 }

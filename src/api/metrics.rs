@@ -116,6 +116,9 @@ impl Default for Metrics {
 pub async fn get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let counts = read(state.clone(), crate::queries::status_counts).await?;
     let m = &state.metrics;
+    // Set afresh: a status whose kept count is gone (a rebuilt tally) shows no stale value.
+    m.backfills.clear();
+    m.runs.clear();
     for (status, n) in counts.backfills {
         m.backfills.get_or_create(&StatusLabel { status }).set(n);
     }

@@ -389,51 +389,38 @@ schemas["PipelineRun"] = {
 }
 schemas["PipelineRun"]["required"] = sorted(schemas["PipelineRun"]["properties"])
 
-schemas["BackfillAnswer"] = {
-    "type": "object",
-    "required": ["backfill", "metadata"],
-    "additionalProperties": False,
-    "properties": {"backfill": sref("Backfill"), "metadata": {"type": "null"}},
-}
-schemas["BackfillDetailAnswer"] = {
-    "type": "object",
-    "required": ["backfill", "metadata"],
-    "additionalProperties": False,
-    "properties": {"backfill": sref("BackfillDetail"), "metadata": {"type": "null"}},
-}
-schemas["BackfillPage"] = {
-    "type": "object",
-    "required": ["backfills", "metadata"],
-    "additionalProperties": False,
-    "properties": {
-        "backfills": {"type": "array", "items": sref("BackfillListed"), "maxItems": 1000},
-        "metadata": sref("Metadata"),
-    },
-}
-schemas["PipelineRunAnswer"] = {
-    "type": "object",
-    "required": ["pipeline_run", "metadata"],
-    "additionalProperties": False,
-    "properties": {"pipeline_run": sref("PipelineRun"), "metadata": {"type": "null"}},
-}
-schemas["PipelineRunPage"] = {
-    "type": "object",
-    "required": ["pipeline_runs", "metadata"],
-    "additionalProperties": False,
-    "properties": {
-        "pipeline_runs": {"type": "array", "items": sref("PipelineRun"), "maxItems": 1000},
-        "metadata": sref("Metadata"),
-    },
-}
+def one_answer(key, record):
+    """`{"<key>": record, "metadata": null}`: a single record, as `api::one` writes it."""
+    return {
+        "type": "object",
+        "required": [key, "metadata"],
+        "additionalProperties": False,
+        "properties": {key: record, "metadata": {"type": "null"}},
+    }
+
+
+def page_answer(key, item, metadata=None):
+    """`{"<key>": [items], "metadata": ...}`: a listing, as `api::collection` writes it (or a
+    list answered with `api::one`, whose metadata is null)."""
+    return {
+        "type": "object",
+        "required": [key, "metadata"],
+        "additionalProperties": False,
+        "properties": {
+            key: {"type": "array", "items": item, "maxItems": 1000},
+            "metadata": metadata or sref("Metadata"),
+        },
+    }
+
+
+schemas["BackfillAnswer"] = one_answer("backfill", sref("Backfill"))
+schemas["BackfillDetailAnswer"] = one_answer("backfill", sref("BackfillDetail"))
+schemas["BackfillPage"] = page_answer("backfills", sref("BackfillListed"))
+schemas["PipelineRunAnswer"] = one_answer("pipeline_run", sref("PipelineRun"))
+schemas["PipelineRunPage"] = page_answer("pipeline_runs", sref("PipelineRun"))
 schemas["ClaimAnswer"] = {
-    "type": "object",
     "description": "The claimed runs, now `running` under the worker's lease; possibly none.",
-    "required": ["pipeline_runs", "metadata"],
-    "additionalProperties": False,
-    "properties": {
-        "pipeline_runs": {"type": "array", "items": sref("PipelineRun"), "maxItems": 1000},
-        "metadata": {"type": "null"},
-    },
+    **page_answer("pipeline_runs", sref("PipelineRun"), {"type": "null"}),
 }
 
 schemas["Status"] = {
@@ -510,12 +497,7 @@ schemas["Session"] = {
         "user": sref("User"),
     },
 }
-schemas["SessionAnswer"] = {
-    "type": "object",
-    "required": ["session", "metadata"],
-    "additionalProperties": False,
-    "properties": {"session": sref("Session"), "metadata": {"type": "null"}},
-}
+schemas["SessionAnswer"] = one_answer("session", sref("Session"))
 
 # ---- Request bodies ----
 

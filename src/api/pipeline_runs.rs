@@ -131,8 +131,8 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
 /// `GET /api/pipeline_runs/{id}`
 pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let (run, schedules) = read(state, move |conn| with_schedule(conn, queries::run(conn, id)?)).await?;
-    Ok(one("pipeline_run", &PipelineRunJson::new(&run, &schedules)))
+    let (run, schedule) = read(state, move |conn| and_schedule(conn, queries::run(conn, id)?)).await?;
+    Ok(one("pipeline_run", &PipelineRunJson::with_schedule(&run, schedule.as_ref())))
 }
 
 /// `PUT /api/pipeline_runs/{id}` with `{"pipeline_run": {"status": ..., "worker": ...,
@@ -144,9 +144,9 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let report = Report::parse(&body::record(payload, "pipeline_run").await?)?;
-    let (run, schedules) =
-        write(state, move |conn, now| with_schedule(conn, dispatch::report(conn, id, report, now)?)).await?;
-    Ok(one("pipeline_run", &PipelineRunJson::new(&run, &schedules)))
+    let (run, schedule) =
+        write(state, move |conn, now| and_schedule(conn, dispatch::report(conn, id, report, now)?)).await?;
+    Ok(one("pipeline_run", &PipelineRunJson::with_schedule(&run, schedule.as_ref())))
 }
 
 /// `POST /api/pipeline_runs/claim` with `{"worker": ..., "limit": ..., "lease_seconds": ...}`
@@ -176,15 +176,15 @@ pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<
 /// `POST /api/pipeline_runs/{id}/retry`: a new run of the run's date; answers the new run.
 pub async fn retry(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let (run, schedules) = write(state, move |conn, now| with_schedule(conn, dispatch::retry(conn, id, now)?)).await?;
-    Ok(one("pipeline_run", &PipelineRunJson::new(&run, &schedules)))
+    let (run, schedule) = write(state, move |conn, now| and_schedule(conn, dispatch::retry(conn, id, now)?)).await?;
+    Ok(one("pipeline_run", &PipelineRunJson::with_schedule(&run, schedule.as_ref())))
 }
 
 /// `run` and its schedule, read in the same transaction.
-fn with_schedule(
+fn and_schedule(
     conn: &rusqlite::Connection,
     run: PipelineRun,
-) -> Result<(PipelineRun, Schedules), crate::error::Error> {
-    let schedules = queries::schedules_of(conn, std::slice::from_ref(&run))?;
-    Ok((run, schedules))
+) -> Result<(PipelineRun, Option<ScheduleInfo>), crate::error::Error> {
+    let schedule = queries::schedule_of(conn, &run)?;
+    Ok((run, schedule))
 }

@@ -20,11 +20,6 @@ use rusqlite::{Row, RowIndex};
 use crate::datetime::{self, DateTime};
 use crate::model::Object;
 
-/// The file's schema version (`PRAGMA user_version`): a read of the database header.
-pub fn schema_version(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-}
-
 /// One page of a listing: at most `limit` rows after skipping `offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {

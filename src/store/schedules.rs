@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::micros;
 use crate::datetime::DateTime;
@@ -54,23 +54,21 @@ pub struct ScheduleInfo {
     pub schedule_type: String,
 }
 
-/// The schedules of these ids (each looked up by its primary key), by id; ids that name no
-/// schedule are left out.
+/// The schedules of these ids, by id, in one statement (primary-key lookups of the distinct
+/// ids); ids that name no schedule are left out.
 pub fn schedules_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, ScheduleInfo>> {
-    let mut stmt = conn.prepare_cached("SELECT name, token, schedule_type FROM pipeline_schedule WHERE id = ?1")?;
-    let mut found = HashMap::with_capacity(ids.len());
-    for &id in ids {
-        if found.contains_key(&id) {
-            continue;
-        }
-        let info = stmt
-            .query_row([id], |r| Ok(ScheduleInfo { name: r.get(0)?, token: r.get(1)?, schedule_type: r.get(2)? }))
-            .optional()?;
-        if let Some(info) = info {
-            found.insert(id, info);
-        }
+    if ids.is_empty() {
+        return Ok(HashMap::new());
     }
-    Ok(found)
+    let list = serde_json::to_string(ids).unwrap_or_default();
+    conn.prepare_cached(
+        "SELECT id, name, token, schedule_type FROM pipeline_schedule \
+         WHERE id IN (SELECT DISTINCT value FROM json_each(?1))",
+    )?
+    .query_map([list], |r| {
+        Ok((r.get(0)?, ScheduleInfo { name: r.get(1)?, token: r.get(2)?, schedule_type: r.get(3)? }))
+    })?
+    .collect()
 }
 
 /// Gives schedule `id` this name and token, each when given (`import`, for a schedule it made,

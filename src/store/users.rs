@@ -89,10 +89,9 @@ pub fn list_users(conn: &Connection, now: DateTime) -> rusqlite::Result<Vec<(Use
     .collect()
 }
 
-/// Whether the user existed; their sessions go with them.
+/// Whether the user existed; their sessions go with them (`ON DELETE CASCADE`: every
+/// connection turns foreign keys on, `db::configure`).
 pub fn delete_user(conn: &Connection, email: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("DELETE FROM user_session WHERE user_id IN (SELECT id FROM user WHERE email = ?1)")?
-        .execute([email])?;
     Ok(conn.prepare_cached("DELETE FROM user WHERE email = ?1")?.execute([email])? == 1)
 }
 

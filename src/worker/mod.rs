@@ -74,6 +74,11 @@ impl Stop {
         before.unwrap_or(2).saturating_add(1).min(2)
     }
 
+    /// Both requests at once: stop now, killing what runs (its leases then run out).
+    pub fn now(&self) {
+        self.0.store(2, Ordering::SeqCst);
+    }
+
     fn level(&self) -> u8 {
         self.0.load(Ordering::SeqCst).min(2)
     }
@@ -97,6 +102,21 @@ pub struct Summary {
 impl Summary {
     pub fn runs(&self) -> u64 {
         self.completed + self.failed + self.lost + self.abandoned
+    }
+}
+
+/// `25 runs: 25 completed, 0 failed, 0 taken back by the server, 0 left to their leases`.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} runs: {} completed, {} failed, {} taken back by the server, {} left to their leases",
+            self.runs(),
+            self.completed,
+            self.failed,
+            self.lost,
+            self.abandoned
+        )
     }
 }
 
@@ -205,10 +225,8 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
                     wait = plan::backoff(errors);
                     errors = errors.saturating_add(1);
                 }
-                Err(e) => {
-                    log::error!("claiming failed: {e}");
-                    fatal = Some(format!("claiming failed: {e}"));
-                }
+                // Said once, by the caller, when the held runs have finished.
+                Err(e) => fatal = Some(format!("claiming failed: {e}")),
             }
         }
         let mut next = match rx.recv_timeout(wait) {
@@ -226,16 +244,7 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
     }
     progress.finish(&cfg.api);
     let took = started.elapsed().as_secs_f64();
-    log::info!(
-        "worker {}: {} runs in {took:.1} s: {} completed, {} failed, {} taken back by the server, {} left to their \
-         leases",
-        cfg.name,
-        summary.runs(),
-        summary.completed,
-        summary.failed,
-        summary.lost,
-        summary.abandoned
-    );
+    log::info!("worker {} in {took:.1} s: {summary}", cfg.name);
     match fatal {
         Some(e) => Err(e),
         None => Ok(summary),
@@ -280,17 +289,14 @@ fn start_run(cfg: &Config, stop: &Arc<Stop>, outage: &Arc<Outage>, run: Value, t
         run["attempt"]
     );
     let mut guard = Sent { tx: Some(tx), id, backfill, label, started: Instant::now() };
-    let on_error = guard.tx.clone();
+    // Out of threads, the closure (and the guard in it) is dropped unrun: the guard reports the
+    // run as left to its lease, once, as for a thread that ends without an outcome.
     let spawned = std::thread::Builder::new().name(format!("run-{id}")).spawn(move || {
         let outcome = execute(&cfg, &stop, &outage, &run, id);
         guard.send(outcome);
     });
     if let Err(e) = spawned {
-        // Out of threads: the run is left to its lease.
-        let outcome = Outcome::Abandoned(format!("no thread could be started for it: {e}"));
-        if let Some(tx) = on_error {
-            let _ = tx.send(Finished { id, backfill, label: String::new(), took: Duration::ZERO, outcome });
-        }
+        log::warn!("no thread could be started for run {id}: {e}");
     }
 }
 

@@ -2,7 +2,6 @@
 //! serves (and writes), `import` of what they give, and their refusals.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,13 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::cli::{serve, serve_with};
+use crate::cli::{run, serve, serve_with};
 use crate::helpers::{agent, reply, seed_fields, spawn_app, TestApp, BIN};
-
-/// `backfilld ARGS --db DB`, standard input empty.
-fn run(args: &[&str], db: &Path) -> Output {
-    Command::new(BIN).args(args).arg("--db").arg(db).stdin(Stdio::null()).output().unwrap()
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -108,13 +102,7 @@ fn an_export_imports_into_a_new_file_that_lists_the_same() {
 
     // Act: export it while it is served, to a file, and import that into a new file.
     let file = source.dir.path().join("export.json");
-    let out = Command::new(BIN)
-        .args(["export", "--db"])
-        .arg(&source.db_path)
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run(&["export", file.to_str().unwrap()], &source.db_path);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
@@ -125,13 +113,7 @@ fn an_export_imports_into_a_new_file_that_lists_the_same() {
         )
     );
     let target = spawn_app();
-    let out = Command::new(BIN)
-        .args(["import", "--db"])
-        .arg(&target.db_path)
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run(&["import", file.to_str().unwrap()], &target.db_path);
     assert!(out.status.success(), "{}", stderr(&out));
 
     // Assert: every page of both listings is the same, counts, cursors and runs included.
@@ -385,7 +367,7 @@ fn a_backup_and_an_export_taken_under_writes_each_hold_one_consistent_state() {
 
     // Each copy is a data file that serves a state the source went through.
     let imported = dir.path().join("imported.db");
-    let out = Command::new(BIN).args(["import", "--db"]).arg(&imported).arg(&exported).output().unwrap();
+    let out = run(&["import", exported.to_str().unwrap()], &imported);
     assert!(out.status.success(), "{}", stderr(&out));
     let states = copies.iter().map(|(c, during, said)| (c.clone(), Some((*during, said.clone()))));
     for (file, backup) in states.chain([(imported, None)]) {
