@@ -418,6 +418,22 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / per_second
 }
 
+/// Creates, through the API, a backfill of `dates` runs a minute apart from 2023-01-01 in
+/// `pipeline`, and starts it; returns its id (both answers must be 200).
+fn started_minute_backfill(server: &Server, pipeline: &str, name: &str, dates: u64) -> i64 {
+    let start = datetime!(2023-01-01 00:00);
+    let backfill = json!({"backfill": {"name": name, "start_datetime": datetime::format_api(start),
+        "end_datetime": datetime::format_api(add_seconds(start, (dates as i64 - 1) * 60)),
+        "interval_type": "minute", "interval_units": 1}});
+    let (status, created) = send_json(server, "POST", &format!("/api/pipelines/{pipeline}/backfills"), &backfill);
+    assert_eq!(status, 200, "{created}");
+    let id = created["backfill"]["id"].as_i64().unwrap();
+    let (status, started) =
+        send_json(server, "PUT", &format!("/api/backfills/{id}"), &json!({"backfill": {"status": "initial"}}));
+    assert_eq!(status, 200, "{started}");
+    id
+}
+
 /// What `tabs` open dashboards cost the server, as the page polls one backfill: every 3 s
 /// each tab revalidates the backfill and its first page of 500 runs (`If-None-Match`, as
 /// the browser does for `fetch` with `cache: 'no-cache'`). Three phases of `seconds`:
@@ -426,12 +442,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// tabs' answers, and the bytes the tabs received.
 fn dashboards(server: &Server, seconds: f64, tabs: usize) -> String {
     let port = server.port;
-    let start = datetime!(2023-01-01 00:00);
-    let backfill = json!({"backfill": {"name": "watched", "start_datetime": datetime::format_api(start),
-        "end_datetime": datetime::format_api(add_seconds(start, 999 * 60)), "interval_type": "minute", "interval_units": 1}});
-    let (_, created) = send_json(server, "POST", "/api/pipelines/bench_dashboards/backfills", &backfill);
-    let id = created["backfill"]["id"].as_i64().unwrap();
-    send_json(server, "PUT", &format!("/api/backfills/{id}"), &json!({"backfill": {"status": "initial"}}));
+    let id = started_minute_backfill(server, "bench_dashboards", "watched", 1000);
     let pid = server.child.id();
     let paths = [
         format!("/api/backfills/{id}?include_run_count=true"),
@@ -998,16 +1009,7 @@ fn drive(bench: &mut Bench, dates: u64) -> Option<String> {
         return None;
     }
     let server = bench.server;
-    let start = datetime!(2023-01-01 00:00);
-    let backfill = json!({"backfill": {"name": format!("drive {dates}"), "start_datetime": datetime::format_api(start),
-        "end_datetime": datetime::format_api(add_seconds(start, (dates as i64 - 1) * 60)),
-        "interval_type": "minute", "interval_units": 1}});
-    let (status, created) = send_json(server, "POST", "/api/pipelines/bench_drive/backfills", &backfill);
-    assert_eq!(status, 200, "{created}");
-    let id = created["backfill"]["id"].as_i64().unwrap();
-    let start_body = json!({"backfill": {"status": "initial"}});
-    let (status, started) = send_json(server, "PUT", &format!("/api/backfills/{id}"), &start_body);
-    assert_eq!(status, 200, "{started}");
+    let id = started_minute_backfill(server, "bench_drive", &format!("drive {dates}"), dates);
     let measured = claim_loop(
         server,
         8,
@@ -1141,16 +1143,7 @@ fn worker_scenario(bench: &Bench, pipeline: &str, dates: u64, args: &[&str]) -> 
         return None;
     }
     let server = bench.server;
-    let start = datetime!(2023-01-01 00:00);
-    let backfill = json!({"backfill": {"name": format!("{pipeline} {dates}"), "start_datetime": datetime::format_api(start),
-        "end_datetime": datetime::format_api(add_seconds(start, (dates as i64 - 1) * 60)),
-        "interval_type": "minute", "interval_units": 1}});
-    let (status, created) = send_json(server, "POST", &format!("/api/pipelines/{pipeline}/backfills"), &backfill);
-    assert_eq!(status, 200, "{created}");
-    let id = created["backfill"]["id"].as_i64().unwrap();
-    let (status, started) =
-        send_json(server, "PUT", &format!("/api/backfills/{id}"), &json!({"backfill": {"status": "initial"}}));
-    assert_eq!(status, 200, "{started}");
+    let id = started_minute_backfill(server, pipeline, &format!("{pipeline} {dates}"), dates);
     let t = Instant::now();
     let out = Command::new(std::env::current_exe().unwrap())
         .arg("--worker-child")

@@ -30,10 +30,13 @@ impl Address {
     }
 }
 
+/// The longest email (RFC 5321's 254), and so the longest address a login may send, in bytes.
+pub const MAX_ADDRESS_BYTES: usize = 254;
+
 /// Checks an email the way `user create` needs it: one `@` with text on both sides, no
-/// spaces, at most 254 characters.
+/// spaces, at most `MAX_ADDRESS_BYTES` bytes.
 pub fn check_email(email: &str) -> std::result::Result<(), String> {
-    let ok = email.len() <= 254
+    let ok = email.len() <= MAX_ADDRESS_BYTES
         && !email.chars().any(char::is_whitespace)
         && email
             .split_once('@')

@@ -155,15 +155,15 @@ fn put_backfill(api: &Api, id: i64, fields: Value) -> Result<Value, CallError> {
     api.call("PUT", &format!("/api/backfills/{id}"), Some(&json!({ "backfill": fields })))
 }
 
-fn set_run(api: &Api, run: &Value, status: &str) -> Result<(), CallError> {
+/// Reports a run "demo-seed" claimed, as a worker does: completed, or failed with an error.
+fn finish_run(api: &Api, run: &Value, completed: bool) -> Result<(), CallError> {
     let id = run["id"].as_i64().unwrap_or(0);
-    let metrics = if status == "failed" {
-        json!({"error": "demo: upstream table had no partition for this date", "exit_code": 1})
-    } else {
+    let metrics = if completed {
         json!({"rows_written": 1000 + id % 9000})
+    } else {
+        json!({"error": "demo: upstream table had no partition for this date", "exit_code": 1})
     };
-    let body = json!({"pipeline_run": {"status": status, "metrics": metrics}});
-    api.call("PUT", &format!("/api/pipeline_runs/{id}"), Some(&body)).map(drop)
+    api.report(id, "demo-seed", completed, &metrics)
 }
 
 /// Moves a new backfill into `shape`: started, its first runs (in date order) claimed by
@@ -181,15 +181,13 @@ fn shape(api: &Api, id: i64, shape: Shape) -> Result<(), CallError> {
     let want = completed.saturating_add(usize::from(fail));
     let mut done = 0;
     while done < want {
-        let limit = (want - done).min(100);
-        let body = json!({"worker": "demo-seed", "limit": limit, "lease_seconds": 60, "backfill_id": id});
-        let claimed = api.call("POST", "/api/pipeline_runs/claim", Some(&body))?;
-        let runs = claimed["pipeline_runs"].as_array().cloned().unwrap_or_default();
+        let scope = Scope { pipeline_uuid: None, backfill_id: Some(id) };
+        let runs = api.claim("demo-seed", (want - done).min(100), 60, &scope, "backfilld_simulate")?;
         if runs.is_empty() {
             break;
         }
         for run in &runs {
-            set_run(api, run, if done < completed { "completed" } else { "failed" })?;
+            finish_run(api, run, done < completed)?;
             done += 1;
         }
     }

@@ -350,11 +350,9 @@ impl Loader<'_> {
             let name = f.nonblank_string("pipeline_schedule_name").map_err(at)?;
             let token = f.nonblank_string("pipeline_schedule_token").map_err(at)?;
             let identity = (sid, name, token);
-            if (identity.1.is_some() || identity.2.is_some())
-                && self.last_identity.as_ref() != Some(&identity)
-                && store::schedules::schedule_created_at(self.conn, sid, self.made_at)?
-            {
-                store::schedules::set_schedule_identity(self.conn, sid, identity.1.as_deref(), identity.2.as_deref())?;
+            if (identity.1.is_some() || identity.2.is_some()) && self.last_identity.as_ref() != Some(&identity) {
+                let (name, token) = (identity.1.as_deref(), identity.2.as_deref());
+                store::schedules::set_schedule_identity(self.conn, sid, name, token, self.made_at)?;
                 self.last_identity = Some(identity);
             }
         }

@@ -61,8 +61,8 @@ pub struct AppState {
     pub session_lifetime: i64,
     /// The data file's secret that signs sessions' JWTs.
     pub jwt_secret: Vec<u8>,
-    /// Failed logins per address (`throttle`).
-    pub logins: std::sync::Mutex<crate::throttle::Throttle>,
+    /// Failed logins per address (`throttle`; `logins()` locks them).
+    logins: std::sync::Mutex<crate::throttle::Throttle>,
     /// The thread that checks logins' passwords.
     pub passwords: SlowReads,
     /// What `/metrics` reports.
@@ -106,6 +106,11 @@ impl AppState {
             )?,
             metrics,
         })
+    }
+
+    /// The failed logins' counts, locked (a panic while they were held leaves them usable).
+    pub fn logins(&self) -> std::sync::MutexGuard<'_, crate::throttle::Throttle> {
+        self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Lease timing (`--min-lease-seconds`, `--lease-check-ms`): the shortest lease a claim

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::auth;
 use super::error::ApiError;
 use super::{body, one, read, write, AppState};
-use crate::accounts::{self, Address};
+use crate::accounts::{self, Address, MAX_ADDRESS_BYTES};
 use crate::datetime::{self, DateTime};
 use crate::model::{FieldError, Fields};
 use crate::store::users::User;
@@ -25,9 +25,6 @@ use crate::{jwt, password, token};
 
 /// How many password checks may wait for their thread; one more is answered 503.
 pub const PASSWORD_QUEUE: usize = 16;
-
-/// The longest email or username a login may send, in bytes (an email has at most 254).
-pub const MAX_ADDRESS_BYTES: usize = 254;
 
 /// The user in a session's answer: Mage's keys. backfilld has no roles: every user may do
 /// everything, which Mage calls an owner.
@@ -100,7 +97,7 @@ pub async fn create(state: web::Data<AppState>, payload: web::Payload) -> Result
     {
         // Checked and counted as a failure at once, so that tries sent side by side count
         // too; a success forgets them.
-        let mut logins = state.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut logins = state.logins();
         let now = Instant::now();
         if let Err(wait) = logins.check(&key, now) {
             let secs = u32::try_from(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).unwrap_or(u32::MAX);
@@ -122,12 +119,12 @@ pub async fn create(state: web::Data<AppState>, payload: web::Payload) -> Result
         Ok(checked) => checked,
         Err(e) => {
             // Not checked (a full queue, a failed read): not a failure of the address.
-            state.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).undo(&key);
+            state.logins().undo(&key);
             return Err(e);
         }
     };
     let Some(user) = user.filter(|_| matched) else { return Err(ApiError::InvalidCredentials) };
-    state.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).succeed(&key);
+    state.logins().succeed(&key);
     let token =
         token::generate().map_err(|e| ApiError::Internal(format!("no randomness from the system: {e}").into()))?;
     let (lifetime, user_id, stored) = (state.session_lifetime, user.id, token.clone());

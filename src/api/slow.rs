@@ -28,7 +28,8 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The queue of slow reads and the thread that runs them; it stops when this is dropped.
 /// Logins' password checks use one of their own (`api::sessions`), so that neither kind can
-/// take the other's place or more than one core.
+/// take the other's place or more than one core; it runs at the same lowered priority, so
+/// that a flood of logins slows logins, not the other requests.
 pub struct SlowReads {
     queue: SyncSender<Job>,
     name: &'static str,

@@ -39,13 +39,6 @@ pub fn latest_schedule_created_at(conn: &Connection) -> rusqlite::Result<Option<
     Ok(m.and_then(crate::datetime::from_micros))
 }
 
-/// Whether schedule `id` exists and was created at `at`, to the microsecond (`import`, which
-/// tells the schedules it made by a time no earlier one has).
-pub fn schedule_created_at(conn: &Connection, id: i64, at: DateTime) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM pipeline_schedule WHERE id = ?1 AND created_at = ?2)")?
-        .query_row(params![id, micros(Some(at))], |r| r.get(0))
-}
-
 /// What a run shows of its schedule (`pipeline_schedule_name`, `_token`, `_type`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleInfo {
@@ -71,17 +64,20 @@ pub fn schedules_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashM
     .collect()
 }
 
-/// Gives schedule `id` this name and token, each when given (`import`, for a schedule it made,
-/// so that runs read back as they were exported).
+/// Gives schedule `id` this name and token, each when given, if it was created at `made_at`
+/// (`import`, which tells the schedules it made by a time no earlier one has, so that runs
+/// read back as they were exported and an existing schedule is never renamed).
 pub fn set_schedule_identity(
     conn: &Connection,
     id: i64,
     name: Option<&str>,
     token: Option<&str>,
+    made_at: DateTime,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE pipeline_schedule SET name = COALESCE(?2, name), token = COALESCE(?3, token) WHERE id = ?1",
+        "UPDATE pipeline_schedule SET name = COALESCE(?2, name), token = COALESCE(?3, token) \
+         WHERE id = ?1 AND created_at = ?4",
     )?
-    .execute(params![id, name, token])?;
+    .execute(params![id, name, token, micros(Some(made_at))])?;
     Ok(())
 }
