@@ -73,12 +73,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backfilld::cli::ServeArgs;
-use backfilld::datetime::{self, DateTime};
 use backfilld::db;
-use backfilld::dispatch::{self, Claim, Report, EXPIRY_BATCH};
-use backfilld::lifecycle::{self, Limits};
-use backfilld::model::RunStatus;
-use backfilld::schedule::IntervalType;
+use backfilld::domain::datetime::{self, DateTime};
+use backfilld::domain::model::RunStatus;
+use backfilld::domain::schedule::IntervalType;
+use backfilld::service::dispatch::{self, Claim, Report, EXPIRY_BATCH};
+use backfilld::service::lifecycle::{self, Limits};
 use backfilld::store;
 use serde_json::{json, Value};
 use time::macros::datetime;
@@ -1065,7 +1065,7 @@ fn expiry_sweep(path: &Path) -> Expiry {
     let runs: i64 = tx
         .query_row("SELECT SUM(n) FROM run_tally WHERE pipeline_uuid = '' AND backfill_id = 0", [], |r| r.get(0))
         .expect("the runs stored");
-    let at = backfilld::now();
+    let at = datetime::now();
     let due = add_seconds(at, 10);
     while dispatch::expire_leases(&tx, due, EXPIRY_BATCH).expect("a sweep") as u64 == EXPIRY_BATCH {}
     let claim = Claim {

@@ -8,8 +8,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use backfilld::model::BackfillFields;
-use backfilld::schedule::IntervalType;
+use backfilld::domain::model::BackfillFields;
+use backfilld::domain::schedule::IntervalType;
 use time::macros::datetime;
 
 fn fields(start: time::PrimitiveDateTime, end: time::PrimitiveDateTime, t: IntervalType) -> BackfillFields {

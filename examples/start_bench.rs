@@ -7,21 +7,24 @@
 //!     cargo run --release --example start_bench [ROUNDS]
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Instant;
 
-use backfilld::{db, lifecycle::Limits, AppState, AuthConfig};
+use backfilld::api::{self, AppState, Settings};
+use backfilld::cli::DEFAULT_MAX_CONNECTIONS;
 use serde_json::{json, Value};
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let pool = db::open_pool(&dir.path().join("bench.db"), 8).expect("the database");
+    let mut settings = Settings::default();
+    settings.engine.readers = 8;
+    let state = Arc::new(AppState::open(&dir.path().join("bench.db"), settings).expect("the server state"));
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
     let base = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
-        let state = AppState::new(pool, AuthConfig::default(), Limits::default()).expect("the server state");
         actix_web::rt::System::new()
-            .block_on(backfilld::run(listener, state, 2, backfilld::DEFAULT_MAX_CONNECTIONS as usize).unwrap())
+            .block_on(api::run(listener, state, 2, DEFAULT_MAX_CONNECTIONS as usize).unwrap())
             .unwrap();
     });
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(true).build().into();

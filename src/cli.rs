@@ -1,9 +1,15 @@
-//! The command line. Every flag can also come from the environment variable `--help` names;
-//! this is the only module that reads the environment.
+//! The command line: every subcommand and flag, with its help and default. Every flag can
+//! also come from the environment variable `--help` names; this is the only module that
+//! reads the environment. It describes and parses, nothing more: `commands` does the work.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::auth::token;
+use crate::domain::model;
+use crate::service::lifecycle::Limits;
+use crate::service::{accounts, dispatch};
 
 /// backfilld serves Mage's backfills REST API from an embedded SQLite file.
 #[derive(Debug, Parser)]
@@ -37,6 +43,7 @@ pub enum Command {
     #[command(subcommand)]
     User(UserCommand),
     /// Claim runs from a server and run a command once per run date (or simulate one).
+    #[command(after_help = WORKER_ENVIRONMENT)]
     Worker(WorkerArgs),
     /// Serve a demo file seeded with backfills in every state, with a simulated worker
     /// running their runs; starting again continues the same demo.
@@ -49,6 +56,23 @@ pub enum Command {
     /// Print the manual page (roff): `backfilld man > backfilld.1 && man ./backfilld.1`.
     Man,
 }
+
+/// What `backfilld worker --help` says of a command's environment (`worker::plan::run_env`).
+const WORKER_ENVIRONMENT: &str = "\
+The command's environment (--exec), besides the worker's own (without BACKFILLD_API_KEY and BACKFILLD_TOKEN):
+  BACKFILL_DS                 the run date's day, e.g. 2024-03-01
+  BACKFILL_HR                 its hour, e.g. 04
+  BACKFILL_EXECUTION_DATE     the run date, e.g. 2024-03-01T04:00:00+00:00
+  BACKFILL_INTERVAL_START_DATETIME, BACKFILL_INTERVAL_END_DATETIME
+                              the interval the run covers
+  BACKFILL_INTERVAL_SECONDS   its length in seconds
+  BACKFILL_INTERVAL_START_DATETIME_PREVIOUS
+                              the previous run date
+  BACKFILL_<NAME>             each of the backfill's variables, its name in upper case
+  BACKFILL_ID, PIPELINE_RUN_ID, PIPELINE_UUID, BACKFILL_ATTEMPT
+                              the backfill, the run, its pipeline and the run's attempt
+Its standard input is the run's JSON. Exit status 0 completes the run, anything else fails it.
+A run may be executed more than once (a lease that ran out, a retry): make the command safe to repeat.";
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -139,11 +163,10 @@ pub struct ServeArgs {
     /// An origin (scheme://host[:port]) whose web pages may call the API from a browser
     /// (CORS); repeat for several, or * for any. Off unless given; the environment variable
     /// takes a comma-separated list.
-    #[arg(long = "cors-origin", env = "BACKFILLD_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN",
-        value_parser = crate::api::cors::parse_origin)]
+    #[arg(long = "cors-origin", env = "BACKFILLD_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
     /// How long a login's session (POST /api/sessions) lasts: 30d, 12h, 90m, 45s or 2w.
-    #[arg(long, env = "BACKFILLD_SESSION_LIFETIME", default_value = "30d", value_parser = crate::token::parse_lifetime)]
+    #[arg(long, env = "BACKFILLD_SESSION_LIFETIME", default_value = "30d", value_parser = token::parse_lifetime)]
     pub session_lifetime: i64,
     /// Require an API key and an OAuth token on every /api request. The environment variable
     /// takes true/1/yes/on or false/0/no/off, as the API's flags do.
@@ -159,7 +182,7 @@ pub struct ServeArgs {
     pub body_timeout: f64,
     /// The most connections served at once; more wait to be accepted. Each may cost the
     /// server up to about 170 KiB before its request is read.
-    #[arg(long, env = "BACKFILLD_MAX_CONNECTIONS", default_value_t = crate::DEFAULT_MAX_CONNECTIONS,
+    #[arg(long, env = "BACKFILLD_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
         value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
     /// The shortest lease a claim may ask for, in seconds (the protocol's floor is 5; lower
@@ -172,16 +195,34 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub lease_check_ms: u64,
     /// How log lines are written: text, or json (one object per line, for log shippers).
-    #[arg(long, env = "BACKFILLD_LOG_FORMAT", value_enum, default_value_t = crate::logging::Format::Text)]
-    pub log_format: crate::logging::Format,
+    #[arg(long, env = "BACKFILLD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// HTTP worker threads [default: the number of CPUs].
     #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `[time LEVEL target] message`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers: `time`, `level`, `target`, `message`, and
+    /// the line's fields (an access line's `request_id`, `peer`, `request`, `status`,
+    /// `bytes`, `ms`).
+    Json,
+}
+
 /// `--body-timeout` and `--lease-check-ms` unless given.
 const BODY_TIMEOUT_SECS: f64 = 5.0;
 const LEASE_CHECK_MS: u64 = 1000;
+
+/// `--max-connections` unless given: each connection may cost the server up to about
+/// `api::CONNECTION_KIB` before its request is read, so 256 bound what connections alone can
+/// cost to tens of MiB, which keeps a server under an attack of stalled bodies (connections
+/// plus the body budget) well inside a small machine's memory (docs/performance.md).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 
 impl ServeArgs {
     /// `serve`'s defaults, unauthenticated, on `bind` over `db`, whatever the environment
@@ -192,14 +233,14 @@ impl ServeArgs {
             bind,
             api_keys: vec![],
             cors_origins: vec![],
-            session_lifetime: crate::api::DEFAULT_SESSION_SECONDS,
+            session_lifetime: accounts::DEFAULT_SESSION_SECONDS,
             require_auth: false,
-            max_runs: crate::lifecycle::Limits::default().max_runs,
+            max_runs: Limits::default().max_runs,
             body_timeout: BODY_TIMEOUT_SECS,
-            max_connections: crate::DEFAULT_MAX_CONNECTIONS,
-            min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            min_lease_seconds: dispatch::MIN_LEASE_SECONDS,
             lease_check_ms: LEASE_CHECK_MS,
-            log_format: crate::logging::Format::Text,
+            log_format: LogFormat::Text,
             workers: None,
         }
     }
@@ -207,7 +248,7 @@ impl ServeArgs {
 
 /// A boolean environment variable, spelt as the API's flags are (`model::flag_value`).
 fn boolish(s: &str) -> Result<bool, String> {
-    crate::model::flag_value(s).ok_or_else(|| format!("'{s}' is not true/1/yes/on or false/0/no/off"))
+    model::flag_value(s).ok_or_else(|| format!("'{s}' is not true/1/yes/on or false/0/no/off"))
 }
 
 fn body_timeout(s: &str) -> Result<f64, String> {

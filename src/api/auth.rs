@@ -19,7 +19,9 @@ use actix_web::{web, HttpRequest};
 use super::body::{self, Reservation};
 use super::error::ApiError;
 use super::AppState;
-use crate::{jwt, queries, token};
+use crate::auth::{jwt, token};
+use crate::domain::datetime;
+use crate::service::queries;
 
 /// Who may call the API. The default is authentication off.
 #[derive(Debug, Clone, Default)]
@@ -107,11 +109,12 @@ fn check_key(key: Option<&str>, state: &AppState) -> Result<(), ApiError> {
 fn check_token(req: &ServiceRequest, state: &AppState) -> Result<(), ApiError> {
     let presented = presented_token(req.request(), &state.jwt_secret)?.ok_or(ApiError::UnauthorizedAccess)?;
     // One or two indexed lookups (a token made with `backfilld token create`, else a login's
-    // session): done on the worker, as reads are (see `api::read`).
-    let conn = state.pool.get()?;
-    let expires_at = queries::token_expiry(&conn, &token::hash(&presented))?.ok_or(ApiError::InvalidOauthToken)?;
+    // session): on this thread, as reads are (`engine::Engine::read`).
+    let hash = token::hash(&presented);
+    let expires_at =
+        state.engine.read(|conn| queries::token_expiry(conn, &hash))?.ok_or(ApiError::InvalidOauthToken)?;
     match expires_at {
-        Some(expires) if expires <= crate::now() => Err(ApiError::ExpiredOauthToken),
+        Some(expires) if expires <= datetime::now() => Err(ApiError::ExpiredOauthToken),
         _ => Ok(()),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Why buffer up front: a client that sends the headers of a large body and then stalls
 //! would otherwise hold a handler, and up to a body's worth of memory, for as long as it
-//! likes (2,000 such connections took the server to 2.7 GB). `buffer` bounds all three: the
+//! likes (thousands of such connections took the server to gigabytes: docs/performance.md).
+//! `buffer` bounds all three: the
 //! time (`BodyLimits::deadline`), each body (`BODY_LIMIT`) and all bodies being read at once
 //! (`BodyLimits::budget`).
 
@@ -25,7 +26,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::model::Object;
+use crate::domain::model::Object;
 
 /// The largest body accepted: far above any real backfill, far below what would hurt.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -37,9 +38,11 @@ pub const BODY_LIMIT: usize = 1 << 20;
 pub const BODY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How many bytes of request bodies may be held at once, across all connections: 16 bodies
-/// of the largest size, or tens of thousands of real ones. 2,000 connections stalling 1 MiB
-/// bodies cost the server about 60 MiB before any body is read (actix's per-connection
-/// buffers; tests/api/hardening.rs measures it): with this budget it stays under 128 MiB.
+/// of the largest size, or tens of thousands of real ones. Connections stalling large bodies
+/// cost the server actix's per-connection buffers before any body is read
+/// (`api::CONNECTION_KIB` each, bounded by `--max-connections`); with this budget on top, a
+/// server under such an attack stays within a small machine's memory (the bench measures it:
+/// docs/performance.md).
 pub const BODY_BUDGET: usize = 16 << 20;
 
 /// Bytes of memory shared by every request body being read, reserved before reading.

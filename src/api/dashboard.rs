@@ -27,8 +27,11 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; c
 
 fn etag(asset: &Asset, cell: &'static OnceLock<String>) -> &'static str {
     cell.get_or_init(|| {
-        let digest = crate::token::hash(asset.body);
-        format!("\"{}\"", crate::token::hex(&digest[..16]))
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(asset.body).into();
+        let mut half = [0u8; 16];
+        half.copy_from_slice(&digest[..16]);
+        format!("\"{:032x}\"", u128::from_be_bytes(half))
     })
 }
 

@@ -1,4 +1,5 @@
-//! `ApiError`: every way a request can fail, and the contract's error envelope for each.
+//! `ApiError`: every way a request can fail, and the contract's error envelope for each. The
+//! layers below fail with their own errors (`service::Error`, `engine::Error`), mapped here.
 //!
 //! `{"error": {"code", "type", "message", "errors"}, "status"}` with the HTTP status equal to
 //! `code` (Mage sends most errors with HTTP 200; backfilld does not). An internal error logs
@@ -8,7 +9,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::model::FieldError;
+use crate::domain::model::FieldError;
+use crate::{engine, service};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -90,26 +92,31 @@ impl ApiError {
     }
 }
 
-macro_rules! internal_from {
-    ($($t:ty),+) => {$(
-        impl From<$t> for ApiError {
-            fn from(e: $t) -> Self {
-                ApiError::Internal(Box::new(e))
-            }
-        }
-    )+};
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        ApiError::Internal(Box::new(e))
+    }
 }
 
-internal_from!(rusqlite::Error, r2d2::Error);
-
-impl From<crate::lifecycle::Error> for ApiError {
-    fn from(e: crate::lifecycle::Error) -> Self {
-        use crate::lifecycle::Error;
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> Self {
         match e {
-            Error::NotFound(m) => ApiError::NotFound(m),
-            Error::Invalid(f) => ApiError::Invalid(f),
-            Error::Conflict(m) => ApiError::Conflict(m),
-            Error::Db(e) => e.into(),
+            service::Error::NotFound(m) => ApiError::NotFound(m),
+            service::Error::Invalid(f) => ApiError::Invalid(f),
+            service::Error::Conflict(m) => ApiError::Conflict(m),
+            service::Error::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<engine::Error> for ApiError {
+    fn from(e: engine::Error) -> Self {
+        match e {
+            engine::Error::Service(e) => e.into(),
+            engine::Error::Unavailable { message, retry_after_secs } => {
+                ApiError::Unavailable { message, retry_after_secs }
+            }
+            engine::Error::Internal(cause) => ApiError::Internal(cause),
         }
     }
 }

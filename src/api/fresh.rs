@@ -1,5 +1,5 @@
 //! Conditional reads: every `GET` of the API answers with an `ETag` naming the data's
-//! version (`db::Pool::data_version`, SQLite's own change counter) and `Cache-Control: no-cache`, and a request whose
+//! version (`engine::Engine::data_version`, SQLite's own change counter) and `Cache-Control: no-cache`, and a request whose
 //! `If-None-Match` names the current version is answered 304 at once, without running the
 //! read. A dashboard polling a backfill that has not changed costs the server one pragma.
 
@@ -19,7 +19,7 @@ pub async fn conditional(
     let Some(state) = req.app_data::<web::Data<AppState>>().filter(|_| reads).cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let Some(version) = state.pool.data_version() else {
+    let Some(version) = state.engine.data_version() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let tag = format!("W/\"{version:x}\"");

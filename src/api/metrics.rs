@@ -4,7 +4,8 @@
 //!
 //! Counted as requests are answered: requests by route pattern, method and status, and their
 //! latency by route and method (the access log's middleware records both); claims, runs
-//! handed out and leases expired. Read at each scrape: backfills and runs by status (kept
+//! handed out and leases expired (by claims as they answer, by the engine's sweep at each
+//! scrape). Read at each scrape: backfills and runs by status (kept
 //! counts, a few rows) and the sizes of the data file and its WAL (two `stat`s).
 
 use std::sync::atomic::AtomicU64;
@@ -20,6 +21,7 @@ use prometheus_client::registry::Registry;
 
 use super::error::ApiError;
 use super::{read, AppState};
+use crate::service::queries;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -114,8 +116,10 @@ impl Default for Metrics {
 
 /// `GET /metrics`.
 pub async fn get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = read(state.clone(), crate::queries::status_counts).await?;
+    let counts = read(state.clone(), queries::status_counts).await?;
     let m = &state.metrics;
+    // The sweep's expiries since the last scrape; claims count theirs as they answer.
+    m.lease_expiries.inc_by(state.engine.take_expired_leases());
     // Set afresh: a status whose kept count is gone (a rebuilt tally) shows no stale value.
     m.backfills.clear();
     m.runs.clear();
@@ -125,7 +129,7 @@ pub async fn get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     for (status, n) in counts.runs {
         m.runs.get_or_create(&StatusLabel { status }).set(n);
     }
-    let (db, wal) = state.pool.file_sizes();
+    let (db, wal) = state.engine.file_sizes();
     m.db_bytes.set(db);
     m.wal_bytes.set(wal);
     let mut text = String::new();

@@ -1,8 +1,12 @@
-//! The HTTP API: the route table, shared state, and how extractor failures are answered.
+//! The HTTP layer: the route table (`configure`, `ROUTES`), the server (`run`), the state
+//! handlers share (`state`), and the middleware every request passes: the access log and
+//! request ids (`access`), credentials (`auth`, `sessions`), bodies read whole under a
+//! deadline and a budget (`body`), cross-origin requests (`cors`), conditional reads
+//! (`fresh`), and every failure in the contract's envelope (`error`).
 //!
-//! Handlers live in one file per resource; they parse, call `queries` (reads) or `lifecycle`
-//! (writes) through `read`, `read_at_offset` and `write`, which choose the thread and the
-//! transaction, and present. No SQL here.
+//! Handlers live in one file per resource; each parses the request, calls a service through
+//! the engine (`read`, `read_at_offset`, `write`), and presents the answer in the wire's
+//! shapes. No SQL here, no connection, no thread of its own: the engine owns those.
 
 pub mod access;
 pub mod auth;
@@ -16,114 +20,89 @@ pub mod metrics;
 pub mod params;
 pub mod pipeline_runs;
 pub mod sessions;
-pub mod slow;
+mod state;
 pub mod status;
-pub mod sweep;
-pub mod writes;
 
-use actix_web::middleware::from_fn;
-use actix_web::{guard, web, HttpRequest, HttpResponse, Resource, Route};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, Condition, NormalizePath, TrailingSlash};
+use actix_web::{guard, web, App, HttpRequest, HttpResponse, HttpServer, Resource, Route};
 use rusqlite::Connection;
 use serde::ser::SerializeMap;
 use serde::Serialize;
 
-use crate::datetime::DateTime;
-use crate::db::Pool;
-use crate::error::Error;
-use crate::lifecycle::Limits;
-use auth::AuthConfig;
-use body::BodyLimits;
+use crate::domain::datetime::DateTime;
+use crate::service;
 use error::ApiError;
-use slow::SlowReads;
-use writes::Writes;
+pub use state::{AppState, Settings, StartError};
 
-/// How long a login's session lasts unless `--session-lifetime` says: 30 days, as Mage's.
-pub const DEFAULT_SESSION_SECONDS: i64 = 30 * 86_400;
+/// What a connection can cost the server before any of backfilld's code has seen its
+/// request: actix-http reads up to 128 KiB ahead into its buffer, and holds up to 32 KiB
+/// more of a body nobody reads yet, whatever the body budget (tests/api/hardening.rs and the
+/// bench's stalled-bodies row measure it).
+pub const CONNECTION_KIB: usize = 170;
 
-/// What every handler can reach.
-pub struct AppState {
-    pub pool: Pool,
-    pub auth: AuthConfig,
-    pub limits: Limits,
-    pub body: BodyLimits,
-    pub slow: SlowReads,
-    /// The shortest lease a claim may ask for (`dispatch::MIN_LEASE_SECONDS` unless lowered
-    /// for tests with `--min-lease-seconds`).
-    pub min_lease_seconds: i64,
-    /// Where the next claim's round-robin walk over the backfills starts: the last backfill
-    /// a claim served. Claims run one at a time (the single writer), so a plain load and
-    /// store suffice; it starts over at 0 after a restart.
-    pub claim_cursor: std::sync::atomic::AtomicI64,
-    /// The origins whose pages may call the API (`--cors-origin`, checked by
-    /// `cors::parse_origin`); none turns CORS off.
-    pub cors_origins: Vec<String>,
-    /// How long a login's session lasts, in seconds (`--session-lifetime`).
-    pub session_lifetime: i64,
-    /// The data file's secret that signs sessions' JWTs.
-    pub jwt_secret: Vec<u8>,
-    /// Failed logins per address (`throttle`; `logins()` locks them).
-    logins: std::sync::Mutex<crate::throttle::Throttle>,
-    /// The thread that checks logins' passwords.
-    pub passwords: SlowReads,
-    /// What `/metrics` reports.
-    pub metrics: std::sync::Arc<metrics::Metrics>,
-    writes: Writes,
-    /// The lease sweep's thread, stopped when the state is dropped.
-    sweeper: crate::periodic::Periodic,
+/// `--max-connections` unless given: with `CONNECTION_KIB` each, connections alone cost at
+/// most about 43 MiB, so that an attack of stalled bodies (connections, plus the body budget)
+/// keeps a fresh server well inside a small machine's memory (docs/performance.md).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+
+/// Starts serving `state` on `listener` with `workers` worker threads, accepting at most
+/// `max_connections` connections at once (split between the workers; the rest wait in the
+/// kernel's accept queue), so that connections alone cannot cost more than
+/// `max_connections * CONNECTION_KIB`. The returned server runs when awaited (or spawned);
+/// its handle stops it. Once it has stopped, `close` the state.
+pub fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    workers: usize,
+    max_connections: usize,
+) -> std::io::Result<Server> {
+    let workers = workers.max(1);
+    let cors = state.cors_origins.clone();
+    let state = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            // Cross-origin requests, when --cors-origin allows any: preflights answered before
+            // routing and authentication (they carry no credentials), refusals in the envelope.
+            .wrap(Condition::new(!cors.is_empty(), cors::policy(&cors)))
+            .wrap(Condition::new(!cors.is_empty(), from_fn(cors::enveloped)))
+            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            // One access line per request: peer, request line (keys redacted), status,
+            // body bytes, milliseconds, request id; and the id on every answer.
+            .wrap(from_fn(access::log_request))
+            .app_data(state.clone())
+            .configure(configure)
+    })
+    .workers(workers)
+    .max_connections((max_connections / workers).max(1))
+    .listen(listener)?
+    .run();
+    Ok(server)
 }
 
-impl AppState {
-    /// The state with the default body limits, one slow-read thread and the lease sweep
-    /// looking every `sweep::SWEEP_EVERY`.
-    pub fn new(pool: Pool, auth: AuthConfig, limits: Limits) -> std::io::Result<AppState> {
-        let writes = Writes::start(pool.clone())?;
-        let metrics = std::sync::Arc::new(metrics::Metrics::new());
-        let jwt_secret = pool
-            .get()
-            .map_err(std::io::Error::other)
-            .and_then(|conn| crate::accounts::jwt_secret(&conn).map_err(std::io::Error::other))?;
-        // Made now rather than on the first login for an unknown user, which would otherwise
-        // take twice as long as any other.
-        crate::password::decoy();
-        Ok(AppState {
-            sweeper: sweep::start(pool.clone(), writes.clone(), sweep::SWEEP_EVERY, metrics.clone())?,
-            writes,
-            pool,
-            auth,
-            limits,
-            body: BodyLimits::default(),
-            slow: SlowReads::start(slow::SLOW_QUEUE)?,
-            min_lease_seconds: crate::dispatch::MIN_LEASE_SECONDS,
-            claim_cursor: std::sync::atomic::AtomicI64::new(0),
-            cors_origins: Vec::new(),
-            session_lifetime: DEFAULT_SESSION_SECONDS,
-            jwt_secret,
-            logins: std::sync::Mutex::default(),
-            passwords: SlowReads::named(
-                "password",
-                sessions::PASSWORD_QUEUE,
-                "the server is busy checking other logins' passwords; try again shortly",
-            )?,
-            metrics,
-        })
-    }
+/// How long `close` waits for the server's worker threads to let go of the state.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
-    /// The failed logins' counts, locked (a panic while they were held leaves them usable).
-    pub fn logins(&self) -> std::sync::MutexGuard<'_, crate::throttle::Throttle> {
-        self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// After the server has stopped: waits for its worker threads, which stop on their own
+/// after answering that they did, to drop their share of the state, and then drops the
+/// state, which stops the engine and closes the data file (so that SQLite removes its WAL
+/// and shared-memory files). Whether the file was closed: `false` when a worker thread still
+/// held the state after `CLOSE_WAIT` (the process's exit then closes the file as a crash
+/// would, losing nothing committed).
+pub fn close(state: Arc<AppState>) -> bool {
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while Arc::strong_count(&state) > 1 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-
-    /// Lease timing (`--min-lease-seconds`, `--lease-check-ms`): the shortest lease a claim
-    /// may ask for, and how often the sweep looks for expired leases (its thread is restarted).
-    pub fn set_lease_timing(
-        &mut self,
-        min_lease_seconds: i64,
-        sweep_every: std::time::Duration,
-    ) -> std::io::Result<()> {
-        self.min_lease_seconds = min_lease_seconds;
-        self.sweeper = sweep::start(self.pool.clone(), self.writes.clone(), sweep_every, self.metrics.clone())?;
-        Ok(())
-    }
+    drop(state);
+    true
 }
 
 /// `{"<key>": value, "metadata": null}`, as Mage answers a single record, serialized
@@ -167,62 +146,31 @@ pub fn collection<T: Serialize>(key: &'static str, records: &[T], metadata: &Met
     HttpResponse::Ok().json(Page(key, records, metadata))
 }
 
-/// Runs `f` on a pooled connection inside one read transaction, so that its statements see
-/// one snapshot.
-fn read_now<T>(pool: &Pool, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, ApiError> {
-    let conn = pool.get()?;
-    // BEGIN and COMMIT as cached statements: rusqlite's `transaction()` parses them anew
-    // on every request.
-    if !conn.is_autocommit() {
-        // Only if an earlier COMMIT failed: end what it left open rather than fail forever.
-        conn.prepare_cached("ROLLBACK")?.execute([])?;
-    }
-    conn.prepare_cached("BEGIN")?.execute([])?;
-    let out = f(&conn);
-    // A read-only transaction: COMMIT and ROLLBACK are the same, and either ends it.
-    conn.prepare_cached(if out.is_ok() { "COMMIT" } else { "ROLLBACK" })?.execute([])?;
-    Ok(out?)
-}
-
-/// A read bounded by indexes and kept counts, run right here on the worker thread although
-/// rusqlite blocks: each is a few index lookups, and handing each to another thread and back
-/// cost more than the read itself (page 0 with run counts: 3,834 requests/s through
-/// `web::block`, 6,190 inline, examples/bench.rs). With one worker per core this is the
-/// thread-per-core model. Listing reads that can take long go through `read_at_offset`;
-/// writes through `write`.
+/// A read on the engine (`engine::Engine::read`): a few index lookups, on this thread.
 pub async fn read<T: Send + 'static>(
     state: web::Data<AppState>,
-    f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    f: impl FnOnce(&Connection) -> service::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    read_now(&state.pool, f)
+    Ok(state.engine.read(f)?)
 }
 
-/// A listing read that first walks `offset` index entries: on the worker thread like `read`
-/// while that is short, on the slow-read thread (`slow`) from `slow::SLOW_OFFSET` on, so
-/// that the worker threads stay free for everything else.
+/// A listing read that first walks `offset` index entries (`engine::Engine::read_at_offset`):
+/// on this thread while that is short, on the engine's slow-read lane when it is long.
 pub async fn read_at_offset<T: Send + 'static>(
     state: web::Data<AppState>,
     offset: u64,
-    f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    f: impl FnOnce(&Connection) -> service::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    if offset < slow::SLOW_OFFSET {
-        return read_now(&state.pool, f);
-    }
-    let pool = state.pool.clone();
-    state.slow.run(move || read_now(&pool, f)).await?
+    Ok(state.engine.read_at_offset(offset, f).await?)
 }
 
-/// Runs `f` as one write: on the writer thread (`writes`), inside an immediate transaction it
-/// may share with the writes queued beside it (group commit), in a savepoint of its own, so
-/// that a request writes all of its rows or none, answered once committed. `f` gets the
-/// request's one `now`. Off the worker threads, since a write may wait its turn or take long
-/// (a start). Refused (503) once the data file has been deleted or replaced under the server:
-/// such a write would be lost at the next start.
+/// One write on the engine's writer (`engine::Engine::write`): all of its rows or none,
+/// answered once committed; `f` gets the write's one `now`.
 pub async fn write<T: Send + 'static>(
     state: web::Data<AppState>,
-    f: impl FnOnce(&Connection, DateTime) -> Result<T, Error> + Send + 'static,
+    f: impl FnOnce(&Connection, DateTime) -> service::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    state.writes.run(f).await
+    Ok(state.engine.write(f).await?)
 }
 
 /// A GET route that also answers HEAD (health checkers use it; actix sends no body).

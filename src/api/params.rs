@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::datetime;
-use crate::model::RunStatus;
+use crate::domain::datetime;
+use crate::domain::model::RunStatus;
 use crate::store::pipeline_runs::RunStart;
 use crate::store::{ListingKey, Page, Start};
 
@@ -144,7 +144,7 @@ pub fn parse_id(value: &str) -> Result<i64, ApiError> {
 /// `true`/`1`/`yes`/`on` and `false`/`0`/`no`/`off`/empty, in any case; absent is false.
 pub fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     let Some(value) = value else { return Ok(false) };
-    crate::model::flag_value(value).ok_or_else(|| {
+    crate::domain::model::flag_value(value).ok_or_else(|| {
         ApiError::BadRequest(format!("{name} must be true or false (also 1/0, yes/no, on/off), got '{value}'"))
     })
 }

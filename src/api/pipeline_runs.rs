@@ -2,103 +2,16 @@
 //! workers, which move the run's backfill along; and retrying a date.
 
 use actix_web::{web, HttpResponse};
-use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{encode_run_cursor, parse_id, ListQuery};
 use super::{body, collection, one, read, read_at_offset, write, AppState, Metadata};
-use crate::datetime::{api_format, DateTime};
-use std::sync::atomic::Ordering;
-
-use crate::dispatch::{self, Claim, Report};
-use crate::model::{Object, PipelineRun};
-use crate::queries::{self, Schedules};
+use crate::domain::model::PipelineRun;
+use crate::service::dispatch::{self, Claim, Report};
+use crate::service::{self, queries};
 use crate::store::pipeline_runs::{RunFilter, RunStart};
 use crate::store::schedules::ScheduleInfo;
-
-/// A pipeline run as the API shows it, keys in alphabetical order: Mage's (those of its
-/// listing rows, with the values true for backfilld, which runs no blocks and keeps no
-/// pipelines) and the lease's.
-#[derive(Serialize)]
-pub struct PipelineRunJson<'a> {
-    attempt: Option<i64>,
-    backfill_id: Option<i64>,
-    /// backfilld runs no blocks: always empty, and both block counts 0.
-    block_runs: [(); 0],
-    block_runs_count: u8,
-    #[serde(serialize_with = "api_format::option::serialize")]
-    completed_at: Option<DateTime>,
-    completed_block_runs_count: u8,
-    #[serde(serialize_with = "api_format::serialize")]
-    created_at: DateTime,
-    event_variables: &'a Option<Object>,
-    #[serde(serialize_with = "api_format::option::serialize")]
-    execution_date: Option<DateTime>,
-    executor_type: &'a Option<String>,
-    id: i64,
-    #[serde(serialize_with = "api_format::option::serialize")]
-    lease_expires_at: Option<DateTime>,
-    metrics: &'a Option<Object>,
-    passed_sla: bool,
-    pipeline_schedule_id: Option<i64>,
-    pipeline_schedule_name: Option<&'a str>,
-    pipeline_schedule_token: Option<&'a str>,
-    pipeline_schedule_type: Option<&'a str>,
-    /// backfilld keeps no pipelines, so knows no tags (Mage's answer for a missing pipeline)
-    /// and no pipeline type; nor a project, so no repo_path.
-    pipeline_tags: [(); 0],
-    pipeline_type: Option<()>,
-    pipeline_uuid: &'a str,
-    repo_path: Option<()>,
-    #[serde(serialize_with = "api_format::option::serialize")]
-    started_at: Option<DateTime>,
-    status: &'static str,
-    #[serde(serialize_with = "api_format::serialize")]
-    updated_at: DateTime,
-    variables: &'a Option<Object>,
-    worker: &'a Option<String>,
-}
-
-impl<'a> PipelineRunJson<'a> {
-    /// `r` with its schedule, looked up in `schedules` (`queries::schedules_of`).
-    pub fn new(r: &'a PipelineRun, schedules: &'a Schedules) -> Self {
-        Self::with_schedule(r, r.pipeline_schedule_id.and_then(|id| schedules.get(&id)))
-    }
-
-    /// `r` with `schedule`, the one it hangs from (none when it names none, or one that no
-    /// longer exists).
-    pub fn with_schedule(r: &'a PipelineRun, schedule: Option<&'a ScheduleInfo>) -> Self {
-        PipelineRunJson {
-            attempt: r.attempt,
-            backfill_id: r.backfill_id,
-            block_runs: [],
-            block_runs_count: 0,
-            completed_block_runs_count: 0,
-            completed_at: r.completed_at,
-            created_at: r.created_at,
-            event_variables: &r.event_variables,
-            execution_date: r.execution_date,
-            executor_type: &r.executor_type,
-            id: r.id,
-            lease_expires_at: r.lease_expires_at,
-            metrics: &r.metrics,
-            passed_sla: r.passed_sla,
-            pipeline_schedule_id: r.pipeline_schedule_id,
-            pipeline_schedule_name: schedule.map(|s| s.name.as_str()),
-            pipeline_schedule_token: schedule.and_then(|s| s.token.as_deref()),
-            pipeline_schedule_type: schedule.map(|s| s.schedule_type.as_str()),
-            pipeline_tags: [],
-            pipeline_type: None,
-            pipeline_uuid: &r.pipeline_uuid,
-            repo_path: None,
-            started_at: r.started_at,
-            status: r.status.as_str(),
-            updated_at: r.updated_at,
-            variables: &r.variables,
-            worker: &r.worker,
-        }
-    }
-}
+use crate::wire::PipelineRunJson;
 
 /// `GET /api/pipeline_runs`: filters `backfill_id`, `pipeline_uuid`, `status`; paged like
 /// the backfills, `_cursor` included; newest (highest id) first.
@@ -154,18 +67,15 @@ pub async fn update(
 pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let claim = Claim::parse(&body::object(&body::read(payload).await?)?, state.min_lease_seconds)?;
     let shared = state.clone();
-    let state_metrics = state.metrics.clone();
-    let claimed = write(state, move |conn, now| {
-        let after = shared.claim_cursor.load(Ordering::Relaxed);
-        let claimed = dispatch::claim(conn, &claim, after, now)?;
+    let (claimed, schedules) = write(state.clone(), move |conn, now| {
+        let claimed = dispatch::claim(conn, &claim, shared.claim_cursor(), now)?;
         // Kept even should the commit fail: the cursor only spreads claims, it promises nothing.
-        shared.claim_cursor.store(claimed.last_backfill, Ordering::Relaxed);
+        shared.claimed_up_to(claimed.last_backfill);
         let schedules = queries::schedules_of(conn, &claimed.runs)?;
         Ok((claimed, schedules))
     })
     .await?;
-    let (claimed, schedules) = claimed;
-    let m = &state_metrics;
+    let m = &state.metrics;
     m.claims.inc();
     m.claimed_runs.inc_by(claimed.runs.len() as u64);
     m.lease_expiries.inc_by(claimed.expired as u64);
@@ -181,10 +91,7 @@ pub async fn retry(state: web::Data<AppState>, path: web::Path<String>) -> Resul
 }
 
 /// `run` and its schedule, read in the same transaction.
-fn and_schedule(
-    conn: &rusqlite::Connection,
-    run: PipelineRun,
-) -> Result<(PipelineRun, Option<ScheduleInfo>), crate::error::Error> {
+fn and_schedule(conn: &rusqlite::Connection, run: PipelineRun) -> service::Result<(PipelineRun, Option<ScheduleInfo>)> {
     let schedule = queries::schedule_of(conn, &run)?;
     Ok((run, schedule))
 }

@@ -17,14 +17,12 @@ use serde::Serialize;
 use super::auth;
 use super::error::ApiError;
 use super::{body, one, read, write, AppState};
-use crate::accounts::{self, Address, MAX_ADDRESS_BYTES};
-use crate::datetime::{self, DateTime};
-use crate::model::{FieldError, Fields};
+use crate::auth::{jwt, password, token};
+use crate::domain::datetime::{self, DateTime};
+use crate::domain::model::{FieldError, Fields, Object};
+use crate::service::accounts::{self, Address, MAX_ADDRESS_BYTES};
+use crate::service::queries;
 use crate::store::users::User;
-use crate::{jwt, password, token};
-
-/// How many password checks may wait for their thread; one more is answered 503.
-pub const PASSWORD_QUEUE: usize = 16;
 
 /// The user in a session's answer: Mage's keys. backfilld has no roles: every user may do
 /// everything, which Mage calls an owner.
@@ -68,7 +66,7 @@ fn present(user: &User, token: &str, expires: DateTime, secret: &[u8]) -> HttpRe
 }
 
 /// The login's address and password: `email` wins over `username` when both come, as in Mage.
-fn parse_login(record: &crate::model::Object) -> Result<(Address, String), FieldError> {
+fn parse_login(record: &Object) -> Result<(Address, String), FieldError> {
     let f = Fields(record);
     let address = match (f.nonblank_string("email")?, f.nonblank_string("username")?) {
         (Some(email), _) => Address::Email(email.trim().to_string()),
@@ -109,8 +107,8 @@ pub async fn create(state: web::Data<AppState>, payload: web::Payload) -> Result
         let user = read(state.clone(), move |conn| accounts::find(conn, &address)).await?;
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         let matched = state
-            .passwords
-            .run(move || password::verify(&password, hash.as_deref().unwrap_or_else(|| password::decoy())))
+            .engine
+            .check_password(move || password::verify(&password, hash.as_deref().unwrap_or_else(|| password::decoy())))
             .await?;
         Ok::<_, ApiError>((user, matched))
     }
@@ -143,7 +141,7 @@ pub async fn end(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         (Some(user), now) => Ok(present(&user, &presented, now, &state.jwt_secret)),
         (None, _) => {
             let hash = token::hash(&presented);
-            let named = read(state, move |conn| crate::queries::token(conn, &hash)).await?;
+            let named = read(state, move |conn| queries::token(conn, &hash)).await?;
             match named {
                 Some(t) => Err(ApiError::BadRequest(format!(
                     "this OAuth token is not a login's session: it is the token '{}' made with `backfilld token \
@@ -161,7 +159,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(v: serde_json::Value) -> crate::model::Object {
+    fn obj(v: serde_json::Value) -> Object {
         v.as_object().unwrap().clone()
     }
 

@@ -6,7 +6,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
 use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime, Start};
-use crate::model::{Backfill, BackfillFields, BackfillRecord, NewBackfill, RunStatus, RunStatusCounts};
+use crate::domain::model::{Backfill, BackfillFields, BackfillRecord, NewBackfill, RunStatus, RunStatusCounts};
 
 const COLUMNS: &str = "id, name, pipeline_uuid, block_uuid, start_datetime, end_datetime, \
     interval_type, interval_units, status, variables, settings, metrics, pipeline_schedule_id, \
@@ -156,7 +156,7 @@ fn listing_query(
 /// first; only `pipeline_uuid`'s when given. Each variant walks its own index (schema.sql:
 /// backfill_listing, backfill_pipeline_listing) with no sort step. A page after an offset
 /// first takes its ids from the index alone, then reads just those rows: the skipped
-/// entries are then narrow index entries, not table rows (offset 900,000: 17 ms).
+/// entries are then narrow index entries, not table rows (docs/performance.md has the cost).
 pub fn list_backfills(
     conn: &Connection,
     pipeline_uuid: Option<&str>,
@@ -283,16 +283,6 @@ pub fn count_runs_by_status(conn: &Connection, ids: &[i64]) -> rusqlite::Result<
     Ok(counts)
 }
 
-/// Counts the backfills by status into `backfill_status_count` (its triggers keep it from
-/// then on): for a file made before version 6.
-pub fn fill_status_counts(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "UPDATE backfill_status_count SET n = 0;
-         UPDATE backfill_status_count SET n = (SELECT COUNT(*) FROM backfill
-             WHERE COALESCE(backfill.status, '') = backfill_status_count.status);",
-    )
-}
-
 /// How many backfills each status has (`""` for not started), from the kept counts.
 pub fn status_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     conn.prepare_cached("SELECT status, n FROM backfill_status_count ORDER BY status")?
@@ -303,13 +293,13 @@ pub fn status_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::NewPipelineRun;
-    use crate::schedule::IntervalType;
+    use crate::domain::model::NewPipelineRun;
+    use crate::domain::schedule::IntervalType;
     use crate::store::pipeline_runs::insert_pipeline_run;
     use crate::store::ListingKey;
     use time::macros::datetime;
 
-    fn new_backfill(name: &str, pipeline: &str, created: crate::datetime::DateTime) -> NewBackfill {
+    fn new_backfill(name: &str, pipeline: &str, created: crate::domain::datetime::DateTime) -> NewBackfill {
         let fields = BackfillFields {
             name: name.into(),
             block_uuid: None,
@@ -323,7 +313,7 @@ mod tests {
         NewBackfill::new(pipeline.into(), fields, created)
     }
 
-    fn run(backfill_id: i64, date: crate::datetime::DateTime, status: RunStatus) -> NewPipelineRun {
+    fn run(backfill_id: i64, date: crate::domain::datetime::DateTime, status: RunStatus) -> NewPipelineRun {
         NewPipelineRun {
             id: None,
             pipeline_schedule_id: None,

@@ -1,5 +1,7 @@
-//! All SQL lives here. Functions take a `&Connection` (a `Transaction` derefs to one), so the
-//! caller chooses the transaction scope; none of them reads the clock or logs.
+//! The store: all SQL of the data lives here (the schema and its upgrades are `db`'s).
+//! Functions take a `&Connection` (a `Transaction` derefs to one), so the caller chooses the
+//! transaction scope; none of them reads the clock, logs, or knows of HTTP or threads. Above
+//! it only `service` (and the data commands in `data`) call it; below it, `domain` types.
 //!
 //! Row mapping reads columns by position where rows are hot (a listing's backfills; a test
 //! pins the positions to the column list) and by name elsewhere, and turns the stored text
@@ -17,8 +19,8 @@ use std::str::FromStr;
 use rusqlite::types::Type;
 use rusqlite::{Row, RowIndex};
 
-use crate::datetime::{self, DateTime};
-use crate::model::Object;
+use crate::domain::datetime::{self, DateTime};
+use crate::domain::model::Object;
 
 /// One page of a listing: at most `limit` rows after skipping `offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::schedules::ScheduleInfo;
 use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime};
-use crate::datetime::DateTime;
-use crate::model::{NewPipelineRun, PipelineRun, RunStatus};
+use crate::domain::datetime::DateTime;
+use crate::domain::model::{NewPipelineRun, PipelineRun, RunStatus};
 
 /// Which runs a listing shows; every set field narrows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,20 +151,6 @@ fn add_to_tally(
             .execute(params![pipeline_uuid, status, n])?,
     };
     Ok(())
-}
-
-/// Fills `run_tally` from the runs themselves: for a file made before it existed.
-pub fn fill_tally(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "DELETE FROM run_tally;
-         INSERT INTO run_tally SELECT '', 0, status, COUNT(*) FROM pipeline_run GROUP BY status;
-         INSERT INTO run_tally SELECT pipeline_uuid, 0, status, COUNT(*) FROM pipeline_run
-             GROUP BY pipeline_uuid, status;
-         INSERT INTO run_tally SELECT '', backfill_id, status, COUNT(*) FROM pipeline_run
-             WHERE backfill_id IS NOT NULL GROUP BY backfill_id, status;
-         INSERT INTO run_tally SELECT pipeline_uuid, backfill_id, status, COUNT(*) FROM pipeline_run
-             WHERE backfill_id IS NOT NULL GROUP BY pipeline_uuid, backfill_id, status;",
-    )
 }
 
 /// What every run of one start shares.
@@ -478,7 +464,7 @@ pub fn next_lease_expiry(conn: &Connection) -> rusqlite::Result<Option<DateTime>
     let m: Option<i64> = conn
         .prepare_cached("SELECT MIN(lease_expires_at) FROM pipeline_run INDEXED BY pipeline_run_lease WHERE lease_expires_at IS NOT NULL")?
         .query_row([], |r| r.get(0))?;
-    Ok(m.and_then(crate::datetime::from_micros))
+    Ok(m.and_then(crate::domain::datetime::from_micros))
 }
 
 /// How many runs the backfill has for `date`: the next run of the date is attempt n + 1.

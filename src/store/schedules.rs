@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection};
 
 use super::micros;
-use crate::datetime::DateTime;
+use crate::domain::datetime::DateTime;
 
 /// A pipeline schedule to insert; `id` is assigned when absent.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +36,7 @@ pub fn pipeline_schedule_exists(conn: &Connection, id: i64) -> rusqlite::Result<
 /// has the column).
 pub fn latest_schedule_created_at(conn: &Connection) -> rusqlite::Result<Option<DateTime>> {
     let m: Option<i64> = conn.query_row("SELECT MAX(created_at) FROM pipeline_schedule", [], |r| r.get(0))?;
-    Ok(m.and_then(crate::datetime::from_micros))
+    Ok(m.and_then(crate::domain::datetime::from_micros))
 }
 
 /// What a run shows of its schedule (`pipeline_schedule_name`, `_token`, `_type`).
@@ -47,9 +47,12 @@ pub struct ScheduleInfo {
     pub schedule_type: String,
 }
 
+/// Schedules by id, as `schedules_by_id` reads them.
+pub type Schedules = HashMap<i64, ScheduleInfo>;
+
 /// The schedules of these ids, by id, in one statement (primary-key lookups of the distinct
 /// ids); ids that name no schedule are left out.
-pub fn schedules_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, ScheduleInfo>> {
+pub fn schedules_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Schedules> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{micros, opt_datetime, req_datetime};
-use crate::datetime::DateTime;
+use crate::domain::datetime::DateTime;
 
 /// A stored token, without the token itself (which is never stored).
 #[derive(Debug, Clone, PartialEq, Eq)]

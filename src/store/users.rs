@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{micros, req_datetime};
-use crate::datetime::DateTime;
+use crate::domain::datetime::DateTime;
 
 /// A stored user. `password_hash` is an Argon2id PHC string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +141,7 @@ mod tests {
     use super::*;
 
     fn at(s: i64) -> DateTime {
-        crate::datetime::from_micros(s * 1_000_000).unwrap()
+        crate::domain::datetime::from_micros(s * 1_000_000).unwrap()
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The worker's side of the HTTP API: claim, heartbeat and report, and the few reads it
-//! makes. Nothing else: a worker never touches the data file, so it can run on another
-//! machine than the server.
+//! The HTTP client of the worker (and of the demo's driver): one agent holding the server's
+//! address, the credentials and a call timeout; `call` for any request in the API's
+//! envelope, and the calls the worker makes by name (claim, heartbeat, report, and the few
+//! reads). It speaks HTTP alone and never touches a data file, so a worker can run on
+//! another machine than the server.
 
 use std::time::Duration;
 

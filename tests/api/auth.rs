@@ -1,6 +1,6 @@
 //! Authentication as MAGE-API.md describes it, with `--require-auth`.
 
-use backfilld::AuthConfig;
+use crate::helpers::AuthConfig;
 use time::Duration;
 
 use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp};
@@ -56,7 +56,7 @@ fn an_unknown_token_is_401_invalid_oauth_token() {
 #[test]
 fn an_expired_token_is_401_expired_oauth_token() {
     let app = secured();
-    let token = app.add_token("old", Some(backfilld::now() - Duration::seconds(1)));
+    let token = app.add_token("old", Some(backfilld::domain::datetime::now() - Duration::seconds(1)));
     let reply = app.get_with("/api/backfills", &[("X-API-KEY", KEY), ("OAUTH-TOKEN", &token)]);
     assert_error(&reply, 401, "expired_oauth_token");
 }
@@ -64,7 +64,7 @@ fn an_expired_token_is_401_expired_oauth_token() {
 #[test]
 fn a_valid_key_and_token_pass_through_every_carrier() {
     let app = secured();
-    let token = app.add_token("good", Some(backfilld::now() + Duration::hours(1)));
+    let token = app.add_token("good", Some(backfilld::domain::datetime::now() + Duration::hours(1)));
     let bearer = format!("Bearer {token}");
     let cookie = format!("theme=dark; oauth_token={token}");
     for headers in [

@@ -286,7 +286,7 @@ fn reads_answer_304_to_the_version_they_gave_until_something_is_written() {
 
 #[test]
 fn a_conditional_read_still_needs_credentials() {
-    let app = crate::helpers::spawn_app_with(backfilld::AuthConfig::new(true, &["k3y".to_string()]));
+    let app = crate::helpers::spawn_app_with(crate::helpers::AuthConfig::new(true, &["k3y".to_string()]));
     let agent = crate::helpers::agent();
     let token = app.add_token("t", None);
     let ok =

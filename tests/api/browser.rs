@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use backfilld::AuthConfig;
+use crate::helpers::AuthConfig;
 use serde_json::json;
 
 use crate::webdriver::{browser_here, Browser};

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backfilld::lifecycle::Limits;
-use backfilld::AuthConfig;
+use crate::helpers::AuthConfig;
+use backfilld::service::lifecycle::Limits;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, seed_fields, spawn_app, spawn_app_tuned, Reply, TestApp};
@@ -15,7 +15,8 @@ use crate::helpers::{assert_error, seed_fields, spawn_app, spawn_app_tuned, Repl
 /// A server whose leases may be 1 s long and whose sweep looks every 50 ms.
 fn spawn_fast_leases() -> TestApp {
     spawn_app_tuned(AuthConfig::default(), Limits::default(), |s| {
-        s.set_lease_timing(1, Duration::from_millis(50)).unwrap()
+        s.min_lease_seconds = 1;
+        s.engine.sweep_every = Duration::from_millis(50);
     })
 }
 

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backfilld::api::body::{BodyLimits, Budget};
-use backfilld::lifecycle::Limits;
-use backfilld::AuthConfig;
+use crate::helpers::AuthConfig;
+use backfilld::api::Settings;
+use backfilld::service::lifecycle::Limits;
 use serde_json::{json, Value};
 
 use crate::cli::{run, serve, serve_with};
@@ -78,8 +78,11 @@ fn post_head(path: &str, length: usize, extra: &str) -> String {
     )
 }
 
-fn with_body_limits(deadline: Duration, budget: usize) -> impl FnOnce(&mut backfilld::AppState) {
-    move |s| s.body = BodyLimits { deadline, budget: Budget::new(budget) }
+fn with_body_limits(deadline: Duration, budget: usize) -> impl FnOnce(&mut Settings) {
+    move |s| {
+        s.body_deadline = deadline;
+        s.body_budget = budget;
+    }
 }
 
 #[test]
@@ -376,7 +379,10 @@ fn every_request_gets_an_access_line_rejected_or_not_and_garbage_cannot_flood_th
         assert_eq!(log.matches(&line).count(), 1, "no access line {line:?} in:\n{log}");
     }
     let client_errors = log.lines().filter(|l| l.contains("parse error")).count();
-    assert!((1..=backfilld::logging::BURST as usize).contains(&client_errors), "{client_errors} lines:\n{log}");
+    assert!(
+        (1..=backfilld::commands::logging::BURST as usize).contains(&client_errors),
+        "{client_errors} lines:\n{log}"
+    );
     assert!(!log.contains(" ERROR "), "{log}");
 }
 

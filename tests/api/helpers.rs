@@ -4,10 +4,14 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use backfilld::datetime::DateTime;
-use backfilld::lifecycle::Limits;
+use backfilld::api::{self, AppState, Settings};
+use backfilld::auth::token;
+use backfilld::cli::DEFAULT_MAX_CONNECTIONS;
+use backfilld::db;
+use backfilld::domain::datetime::{self, DateTime};
+use backfilld::service::accounts;
+use backfilld::service::lifecycle::Limits;
 use backfilld::store::tokens::TokenRecord;
-use backfilld::{db, store, token, AppState, AuthConfig};
 use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_backfilld");
@@ -38,6 +42,20 @@ pub fn busy_turn() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Who may call a test server: open (the default), or every `/api` request with one of
+/// `api_keys` and a token, as `--require-auth --api-key ...` makes it.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    required: bool,
+    api_keys: Vec<String>,
+}
+
+impl AuthConfig {
+    pub fn new(required: bool, api_keys: &[String]) -> AuthConfig {
+        AuthConfig { required, api_keys: api_keys.to_vec() }
+    }
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
@@ -54,20 +72,27 @@ pub fn spawn_app_limited(auth: AuthConfig, limits: Limits) -> TestApp {
     spawn_app_tuned(auth, limits, |_| {})
 }
 
-/// The server with its state adjusted by `tune` (shorter deadlines, a smaller body budget).
-pub fn spawn_app_tuned(auth: AuthConfig, limits: Limits, tune: impl FnOnce(&mut AppState)) -> TestApp {
+/// The server with its settings adjusted by `tune` (shorter deadlines, a smaller body
+/// budget, shorter leases).
+pub fn spawn_app_tuned(auth: AuthConfig, limits: Limits, tune: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("backfilld.db");
-    let pool = db::open_pool(&db_path, 4).unwrap();
-    let mut state = AppState::new(pool, auth, limits).unwrap();
-    tune(&mut state);
+    let mut settings = Settings {
+        require_auth: auth.required,
+        api_keys: auth.api_keys,
+        max_runs: limits.max_runs,
+        ..Settings::default()
+    };
+    settings.engine.readers = 4;
+    tune(&mut settings);
+    let state = std::sync::Arc::new(AppState::open(&db_path, settings).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let system = actix_web::rt::System::new();
-        let server = backfilld::run(listener, state, 1, backfilld::DEFAULT_MAX_CONNECTIONS as usize).unwrap();
+        let server = api::run(listener, state, 1, DEFAULT_MAX_CONNECTIONS as usize).unwrap();
         tx.send(server.handle()).unwrap();
         system.block_on(server).unwrap();
     });
@@ -170,8 +195,8 @@ impl TestApp {
     pub fn add_token(&self, name: &str, expires_at: Option<DateTime>) -> String {
         let conn = db::open(&self.db_path).unwrap();
         let secret = token::generate().unwrap();
-        let record = TokenRecord { name: name.into(), created_at: backfilld::now(), expires_at };
-        assert!(store::tokens::insert_token(&conn, &record, &token::hash(&secret)).unwrap());
+        let record = TokenRecord { name: name.into(), created_at: datetime::now(), expires_at };
+        accounts::create_token(&conn, &record, &secret).unwrap();
         secret
     }
 }

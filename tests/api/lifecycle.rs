@@ -1,7 +1,7 @@
 //! Create, preview, start, follow, cancel and delete a backfill, all through HTTP.
 
-use backfilld::lifecycle::Limits;
-use backfilld::AuthConfig;
+use crate::helpers::AuthConfig;
+use backfilld::service::lifecycle::Limits;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, seed_fields, spawn_app, spawn_app_limited, TestApp};

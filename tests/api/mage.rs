@@ -3,9 +3,9 @@
 
 use serde_json::{json, Value};
 
+use crate::helpers::AuthConfig;
 use crate::helpers::*;
-use backfilld::lifecycle::Limits;
-use backfilld::AuthConfig;
+use backfilld::service::lifecycle::Limits;
 
 /// A raw request with `headers`, answering the status, the named response headers and the
 /// body text.

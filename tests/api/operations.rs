@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::helpers::AuthConfig;
 use crate::helpers::*;
-use backfilld::lifecycle::Limits;
-use backfilld::AuthConfig;
+use backfilld::service::lifecycle::Limits;
 
 /// The metrics text and the value of the sample named exactly `sample` (with its labels).
 fn metric(text: &str, sample: &str) -> Option<f64> {
@@ -27,7 +27,8 @@ fn scrape(app: &TestApp, headers: &[(&str, &str)]) -> (u16, String, Option<Strin
 #[test]
 fn metrics_count_requests_claims_expiries_and_the_stored_state() {
     let app = spawn_app_tuned(AuthConfig::default(), Limits::default(), |s| {
-        s.set_lease_timing(1, Duration::from_millis(50)).unwrap()
+        s.min_lease_seconds = 1;
+        s.engine.sweep_every = Duration::from_millis(50);
     });
     let id = app.create_backfill("p", seed_fields("m"));
     app.create_backfill("p", seed_fields("not started"));

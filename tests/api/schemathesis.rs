@@ -9,21 +9,21 @@ use std::process::{Command, Stdio};
 
 use crate::cli::{run, serve_with};
 
-/// The committed document is what its generator (`src/api/openapi.py`) makes.
+/// The committed document is what its generator (`tools/openapi.py`) makes.
 #[test]
 fn the_openapi_document_is_what_its_generator_makes() {
     let Ok(out) =
-        Command::new("python3").arg("src/api/openapi.py").arg("-").current_dir(env!("CARGO_MANIFEST_DIR")).output()
+        Command::new("python3").arg("tools/openapi.py").arg("-").current_dir(env!("CARGO_MANIFEST_DIR")).output()
     else {
         assert!(std::env::var_os("CI").is_none(), "CI needs python3");
-        eprintln!("skipping: no python3 to run src/api/openapi.py");
+        eprintln!("skipping: no python3 to run tools/openapi.py");
         return;
     };
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let committed = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json")).unwrap();
     assert!(
         out.stdout == committed,
-        "src/api/openapi.json is not what src/api/openapi.py makes: run `python3 src/api/openapi.py src/api/openapi.json`"
+        "src/api/openapi.json is not what tools/openapi.py makes: run `python3 tools/openapi.py src/api/openapi.json`"
     );
 }
 

@@ -9,9 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use crate::helpers::AuthConfig;
 use crate::helpers::*;
-use backfilld::lifecycle::Limits;
-use backfilld::AuthConfig;
+use backfilld::service::lifecycle::Limits;
 
 const KEY: &str = "zkWlN0PkIKSN0C11CfUHUj84OT5XOJ6tDZ6bDRO2";
 

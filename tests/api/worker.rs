@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use backfilld::lifecycle::Limits;
-use backfilld::AuthConfig;
+use crate::helpers::AuthConfig;
+use backfilld::service::lifecycle::Limits;
 use serde_json::{json, Value};
 
 use crate::helpers::{seed_fields, spawn_app, spawn_app_tuned, spawn_app_with, TestApp, BIN};
@@ -13,7 +13,8 @@ use crate::helpers::{seed_fields, spawn_app, spawn_app_tuned, spawn_app_with, Te
 /// A server whose leases may be as short as a second and are checked every 50 ms.
 fn fast_leases() -> TestApp {
     spawn_app_tuned(AuthConfig::default(), Limits::default(), |s| {
-        s.set_lease_timing(1, Duration::from_millis(50)).unwrap()
+        s.min_lease_seconds = 1;
+        s.engine.sweep_every = Duration::from_millis(50);
     })
 }
 
@@ -383,7 +384,7 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
     let db = dir.path().join("demo.db");
     let (mut demo, base) = start_demo(&db);
     let listing = |base: &str| get_json(&format!("{base}/api/backfills?_limit=100&include_run_count=true"));
-    let planned = backfilld::demo::planned() as u64;
+    let planned = backfilld::commands::demo::planned() as u64;
     assert!(planned >= 25, "a few dozen backfills");
     let mut seeded = json!(null);
     wait_for("the demo seeded", Duration::from_secs(30), || {

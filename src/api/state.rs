@@ -1,0 +1,140 @@
+//! What every handler can reach, built once from one `Settings`: the engine (where the
+//! services' work runs), who may call, the limits on requests, and the API's own counters.
+//! Its fields are the HTTP layer's: nothing outside `api` sees them.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::auth::AuthConfig;
+use super::body::{BodyLimits, Budget, BODY_BUDGET, BODY_DEADLINE};
+use super::metrics::Metrics;
+use crate::auth::password;
+use crate::auth::throttle::Throttle;
+use crate::engine::{self, Engine};
+use crate::service::lifecycle::Limits;
+use crate::service::{accounts, dispatch};
+
+/// Everything `backfilld serve` decides about a server, with the defaults of its flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Whether every `/api` request needs an API key and an OAuth token.
+    pub require_auth: bool,
+    /// The API keys clients may present.
+    pub api_keys: Vec<String>,
+    /// The most pipeline runs one start may create.
+    pub max_runs: u64,
+    /// How long a client has, after its request headers, to send the whole body.
+    pub body_deadline: Duration,
+    /// How many bytes of request bodies may be held at once, across all connections.
+    pub body_budget: usize,
+    /// The origins whose pages may call the API (`*` for any); none turns CORS off. Checked,
+    /// and brought to the form browsers send, when the state is built.
+    pub cors_origins: Vec<String>,
+    /// How long a login's session lasts, in seconds.
+    pub session_lifetime: i64,
+    /// The shortest lease a claim may ask for.
+    pub min_lease_seconds: i64,
+    /// How the engine runs: its reading connections, the sweep's period, the WAL's bound.
+    pub engine: engine::Settings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            require_auth: false,
+            api_keys: vec![],
+            max_runs: Limits::default().max_runs,
+            body_deadline: BODY_DEADLINE,
+            body_budget: BODY_BUDGET,
+            cors_origins: vec![],
+            session_lifetime: accounts::DEFAULT_SESSION_SECONDS,
+            min_lease_seconds: dispatch::MIN_LEASE_SECONDS,
+            engine: engine::Settings::default(),
+        }
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A `cors_origins` entry is not an origin (the message names it).
+    #[error("{0}")]
+    CorsOrigin(String),
+    #[error(transparent)]
+    Engine(#[from] engine::StartError),
+    #[error("cannot read the data file's JWT secret: {0}")]
+    Secret(engine::Error),
+}
+
+/// The handlers' state.
+pub struct AppState {
+    pub(super) engine: Engine,
+    pub(super) auth: AuthConfig,
+    pub(super) limits: Limits,
+    pub(super) body: BodyLimits,
+    pub(super) cors_origins: Vec<String>,
+    pub(super) session_lifetime: i64,
+    pub(super) min_lease_seconds: i64,
+    /// The data file's secret that signs sessions' JWTs.
+    pub(super) jwt_secret: Vec<u8>,
+    /// What `/metrics` reports.
+    pub(super) metrics: Metrics,
+    /// Where the next claim's round-robin walk over the backfills starts: the last backfill
+    /// a claim served. Claims run one at a time (the single writer), so a plain load and
+    /// store suffice; it starts over at 0 after a restart.
+    claim_cursor: AtomicI64,
+    /// Failed logins per address (`logins()` locks them).
+    logins: Mutex<Throttle>,
+}
+
+impl AppState {
+    /// Checks `settings`, opens the data file at `path` and starts its engine.
+    pub fn open(path: &Path, settings: Settings) -> Result<AppState, StartError> {
+        let cors_origins = settings
+            .cors_origins
+            .iter()
+            .map(|o| super::cors::parse_origin(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::CorsOrigin)?;
+        let engine = Engine::open(path, settings.engine)?;
+        let jwt_secret = engine.read(accounts::jwt_secret).map_err(StartError::Secret)?;
+        // Made now rather than on the first login for an unknown user, which would otherwise
+        // take twice as long as any other.
+        password::decoy();
+        Ok(AppState {
+            engine,
+            auth: AuthConfig::new(settings.require_auth, &settings.api_keys),
+            limits: Limits { max_runs: settings.max_runs },
+            body: BodyLimits { deadline: settings.body_deadline, budget: Budget::new(settings.body_budget) },
+            cors_origins,
+            session_lifetime: settings.session_lifetime,
+            min_lease_seconds: settings.min_lease_seconds,
+            jwt_secret,
+            metrics: Metrics::new(),
+            claim_cursor: AtomicI64::new(0),
+            logins: Mutex::default(),
+        })
+    }
+
+    /// Whether every `/api` request needs credentials.
+    pub fn requires_auth(&self) -> bool {
+        self.auth.required
+    }
+
+    /// The failed logins' counts, locked (a panic while they were held leaves them usable).
+    pub(super) fn logins(&self) -> MutexGuard<'_, Throttle> {
+        self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where the next claim's walk starts.
+    pub(super) fn claim_cursor(&self) -> i64 {
+        self.claim_cursor.load(Ordering::Relaxed)
+    }
+
+    /// The last backfill a claim served: the next claim's walk starts after it.
+    pub(super) fn claimed_up_to(&self, backfill_id: i64) {
+        self.claim_cursor.store(backfill_id, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,125 @@
+//! `backfilld serve` (what a bare `backfilld` does): bind, open the data file, serve until
+//! stopped, and close the file clean.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Error;
+use crate::api::{self, AppState};
+use crate::cli::ServeArgs;
+use crate::engine;
+
+/// The configured API keys, trimmed; a blank one is refused.
+fn api_keys(given: Vec<String>) -> Result<Vec<String>, Error> {
+    given
+        .into_iter()
+        .enumerate()
+        .map(|(k, key)| {
+            let key = key.trim();
+            if key.is_empty() {
+                Err(Error::BlankApiKey { position: k + 1 })
+            } else {
+                Ok(key.to_string())
+            }
+        })
+        .collect()
+}
+
+/// `--bind`'s addresses; a bare port (`20003`, `:20003`) is refused with what to write.
+fn bind_addresses(bind: &str) -> Result<Vec<SocketAddr>, Error> {
+    let bare = bind.trim().trim_start_matches(':');
+    if !bare.is_empty() && bare.chars().all(|c| c.is_ascii_digit()) {
+        return Err(Error::BarePort { bind: bind.to_string(), port: bare.to_string() });
+    }
+    bind.to_socket_addrs().map(Iterator::collect).map_err(|source| Error::Bind { bind: bind.to_string(), source })
+}
+
+/// The server's settings from its flags: authentication `required` with `api_keys`, and
+/// `workers` HTTP worker threads.
+fn settings(args: &ServeArgs, required: bool, api_keys: Vec<String>, workers: usize) -> api::Settings {
+    api::Settings {
+        require_auth: required,
+        api_keys,
+        max_runs: args.max_runs,
+        body_deadline: Duration::from_secs_f64(args.body_timeout),
+        cors_origins: args.cors_origins.clone(),
+        session_lifetime: args.session_lifetime,
+        min_lease_seconds: args.min_lease_seconds,
+        engine: engine::Settings {
+            // A read holds a reading connection only while it runs, without yielding: at most
+            // one per worker thread and one on the slow-read lane (a token check gives its
+            // connection back before the handler reads). Writes use the one writer.
+            readers: u32::try_from(workers + 1).unwrap_or(u32::MAX),
+            sweep_every: Duration::from_millis(args.lease_check_ms),
+            ..engine::Settings::default()
+        },
+        ..api::Settings::default()
+    }
+}
+
+/// `backfilld serve`: serve until stopped, saying where and what to do next.
+pub fn serve(args: ServeArgs) -> Result<(), Error> {
+    serve_then(args, |local| {
+        log::info!(
+            "next: open the dashboard at http://{local}/ or `curl http://{local}/api/backfills`; `backfilld demo` \
+             shows runs moving; Ctrl-C stops (requests in flight finish first)"
+        );
+    })
+}
+
+/// Serves as `serve` does, calling `listening` with the bound address before serving.
+///
+/// The address is bound before the data file is opened, so that a start refused for its
+/// address (Mage's port taken, say) leaves no new data file behind; and once the server has
+/// stopped, the file is closed before returning, so that a clean stop leaves no WAL behind.
+pub(super) fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) -> Result<(), Error> {
+    let addrs = bind_addresses(&args.bind)?;
+    let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+    let required = args.require_auth || !loopback;
+    let api_keys = api_keys(args.api_keys.clone())?;
+    if required && api_keys.is_empty() {
+        let why = if args.require_auth { "--require-auth is set" } else { "the address is not loopback" };
+        return Err(Error::NoApiKey { why });
+    }
+    let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
+    let listener = TcpListener::bind(&addrs[..]).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => Error::PortInUse { bind: args.bind.clone() },
+        _ => Error::Listen { bind: args.bind.clone(), source },
+    })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
+    let state = Arc::new(AppState::open(&args.db.db, settings(&args, required, api_keys, workers))?);
+    let path = std::fs::canonicalize(&args.db.db).unwrap_or_else(|_| args.db.db.clone());
+    log::info!(
+        "backfilld {} serving {} on http://{local} (authentication {})",
+        env!("CARGO_PKG_VERSION"),
+        path.display(),
+        if required { "required" } else { "off" }
+    );
+    let system = actix_web::rt::System::new();
+    let server = api::run(listener, state.clone(), workers, args.max_connections as usize).map_err(Error::Serve)?;
+    listening(local);
+    let served = system.block_on(server).map_err(Error::Serve);
+    if !api::close(state) {
+        log::warn!("the server's threads did not let go of the data file in time; it was left open, as after a crash");
+    }
+    served?;
+    log::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `serve` gives the API when no flag is set is what the API assumes unless told.
+    #[test]
+    fn the_default_flags_make_the_api_s_default_settings() {
+        let args = ServeArgs::local("x.db".into(), "127.0.0.1:1".into());
+        let made = settings(&args, false, vec![], 1);
+        let default = api::Settings::default();
+        assert_eq!(format!("{:?}", api::Settings { engine: default.engine, ..made.clone() }), format!("{default:?}"));
+        assert_eq!(made.engine.sweep_every, default.engine.sweep_every);
+        assert_eq!(made.engine.readers, 2);
+    }
+}

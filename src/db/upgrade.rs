@@ -1,0 +1,232 @@
+//! The schema and its upgrades: what each version added, and how a file of an older version
+//! is brought up to this one, in the caller's transaction. The SQL of an upgrade lives here
+//! (it runs before the store's code may assume the new schema), the schema itself in
+//! `schema.sql`.
+
+use rusqlite::Connection;
+
+use super::APPLICATION_ID;
+
+/// The schema version this build writes; `PRAGMA user_version` holds a file's. Version 2
+/// added `run_tally` and the status listing indexes; version 3 the leases of claimed runs,
+/// `is_paused` and the claim indexes; version 4 users, their sessions, the JWT secret and the
+/// schedules' tokens; version 5 the unique index on usernames (which a version 4 file made
+/// by an earlier build lacks); version 6 the backfills' counts by status. An older file gets
+/// what it lacks at open.
+pub const SCHEMA_VERSION: i64 = 6;
+
+/// The columns versions 3 and 4 added to tables an older file already has (`CREATE TABLE IF
+/// NOT EXISTS` leaves an existing table alone): table, column, definition. Adding a column
+/// rewrites no rows in SQLite.
+const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
+    ("backfill", "is_paused", "INTEGER NOT NULL DEFAULT 0 CHECK (is_paused IN (0, 1))"),
+    ("pipeline_run", "worker", "TEXT"),
+    ("pipeline_run", "lease_seconds", "INTEGER"),
+    ("pipeline_run", "lease_expires_at", "INTEGER"),
+    ("pipeline_run", "attempt", "INTEGER"),
+    ("pipeline_schedule", "token", "TEXT"),
+];
+
+/// Adds each of `ADDED_COLUMNS` that its table lacks.
+fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let has: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The schema: every statement is `IF NOT EXISTS` or idempotent, so that it brings any older
+/// file's tables and indexes up to date too.
+const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// Brings a file of schema `version` (0 for a new, empty file) up to `SCHEMA_VERSION`, and
+/// marks it as backfilld's, inside the caller's transaction.
+pub(super) fn upgrade(tx: &Connection, version: i64) -> rusqlite::Result<()> {
+    if (1..=4).contains(&version) {
+        // Before the schema, whose indexes and updates name the new columns.
+        add_columns(tx)?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    if version == 1 {
+        fill_tally(tx)?;
+    }
+    if (1..=5).contains(&version) {
+        fill_status_counts(tx)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+}
+
+/// Fills `run_tally` from the runs themselves: for a file made before version 2, which has
+/// runs but no tally (the store keeps it from then on, in each write's transaction).
+fn fill_tally(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "DELETE FROM run_tally;
+         INSERT INTO run_tally SELECT '', 0, status, COUNT(*) FROM pipeline_run GROUP BY status;
+         INSERT INTO run_tally SELECT pipeline_uuid, 0, status, COUNT(*) FROM pipeline_run
+             GROUP BY pipeline_uuid, status;
+         INSERT INTO run_tally SELECT '', backfill_id, status, COUNT(*) FROM pipeline_run
+             WHERE backfill_id IS NOT NULL GROUP BY backfill_id, status;
+         INSERT INTO run_tally SELECT pipeline_uuid, backfill_id, status, COUNT(*) FROM pipeline_run
+             WHERE backfill_id IS NOT NULL GROUP BY pipeline_uuid, backfill_id, status;",
+    )
+}
+
+/// Counts the backfills by status into `backfill_status_count` (its triggers keep it from
+/// then on): for a file made before version 6.
+fn fill_status_counts(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "UPDATE backfill_status_count SET n = 0;
+         UPDATE backfill_status_count SET n = (SELECT COUNT(*) FROM backfill
+             WHERE COALESCE(backfill.status, '') = backfill_status_count.status);",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{open, APPLICATION_ID};
+
+    fn jwt_secret(conn: &Connection) -> Vec<u8> {
+        conn.query_row("SELECT value FROM secret WHERE name = 'jwt_secret'", [], |r| r.get(0)).unwrap()
+    }
+
+    fn status_counts(conn: &Connection) -> Vec<(String, i64)> {
+        conn.prepare("SELECT status, n FROM backfill_status_count ORDER BY status")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn files_are_marked_and_a_version_1_file_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        let app: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).unwrap();
+        assert_eq!(app, APPLICATION_ID);
+        // A file as version 1 left it: unmarked, no run tally, runs already there.
+        conn.execute_batch(
+            "INSERT INTO pipeline_run (pipeline_uuid, status, created_at, updated_at) VALUES \
+             ('p', 'failed', 0, 0), ('p', 'failed', 0, 0), ('q', 'initial', 0, 0); \
+             DROP TABLE run_tally; PRAGMA user_version = 1; PRAGMA application_id = 0;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let failed: i64 = conn
+            .query_row(
+                "SELECT n FROM run_tally WHERE pipeline_uuid = '' AND backfill_id = 0 AND status = 'failed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(failed, 2);
+    }
+
+    #[test]
+    fn a_version_2_file_gets_the_lease_columns_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        // A file as version 2 left it: no lease columns, no pause flag, no claim indexes.
+        conn.execute_batch(
+            "INSERT INTO backfill (name, pipeline_uuid, status, created_at, updated_at) VALUES ('b', 'p', 'running', 0, 0);
+             INSERT INTO pipeline_run (pipeline_uuid, backfill_id, status, created_at, updated_at) VALUES ('p', 1, 'initial', 0, 0);
+             DROP INDEX backfill_run_waiting; DROP INDEX pipeline_run_waiting; DROP INDEX pipeline_run_lease;
+             ALTER TABLE backfill DROP COLUMN is_paused;
+             ALTER TABLE pipeline_run DROP COLUMN worker; ALTER TABLE pipeline_run DROP COLUMN lease_seconds;
+             ALTER TABLE pipeline_run DROP COLUMN lease_expires_at; ALTER TABLE pipeline_run DROP COLUMN attempt;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let (paused, worker, attempt): (bool, Option<String>, Option<i64>) = conn
+            .query_row(
+                "SELECT b.is_paused, r.worker, r.attempt FROM backfill AS b JOIN pipeline_run AS r ON r.backfill_id = b.id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((paused, worker, attempt), (false, None, None));
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN \
+                 ('backfill_run_waiting', 'pipeline_run_waiting', 'pipeline_run_lease')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 3);
+    }
+
+    #[test]
+    fn a_version_3_or_4_file_gets_users_a_jwt_secret_schedule_tokens_and_the_username_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        // A file as version 3 left it: schedules without tokens, no users, no secret.
+        conn.execute_batch(
+            "INSERT INTO pipeline_schedule (name, pipeline_uuid, created_at, updated_at) VALUES ('Backfill a', 'p', 0, 0);
+             INSERT INTO pipeline_schedule (name, pipeline_uuid, created_at, updated_at) VALUES ('Backfill b', 'p', 0, 0);
+             DROP TABLE user_session; DROP TABLE user; DROP TABLE secret;
+             ALTER TABLE pipeline_schedule DROP COLUMN token;
+             DROP TRIGGER backfill_status_count_insert; DROP TRIGGER backfill_status_count_delete;
+             DROP TRIGGER backfill_status_count_update; DROP TABLE backfill_status_count;
+             INSERT INTO backfill (name, pipeline_uuid, status, created_at, updated_at) VALUES ('b', 'p', 'running', 0, 0);
+             INSERT INTO backfill (name, pipeline_uuid, created_at, updated_at) VALUES ('c', 'p', 0, 0);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let tokens: Vec<String> = conn
+            .prepare("SELECT token FROM pipeline_schedule ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(tokens.iter().all(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit())), "{tokens:?}");
+        assert_ne!(tokens[0], tokens[1]);
+        let secret = jwt_secret(&conn);
+        assert_eq!(secret.len(), 32);
+        // Version 6's counts by status, filled from the rows, then kept by the triggers.
+        let counts = status_counts(&conn);
+        assert!(counts.contains(&("running".into(), 1)) && counts.contains(&(String::new(), 1)), "{counts:?}");
+        conn.execute("UPDATE backfill SET status = 'completed' WHERE name = 'b'", []).unwrap();
+        conn.execute("DELETE FROM backfill WHERE name = 'c'", []).unwrap();
+        let counts = status_counts(&conn);
+        assert!(counts.contains(&("running".into(), 0)) && counts.contains(&("completed".into(), 1)), "{counts:?}");
+        assert!(counts.contains(&(String::new(), 0)), "{counts:?}");
+        drop(conn);
+        // Opening again keeps the secret (sessions' cookies stay valid across restarts).
+        let conn = open(&path).unwrap();
+        assert_eq!(jwt_secret(&conn), secret);
+        // A version 4 file without the username index (an earlier build's) gets it.
+        conn.execute_batch("DROP INDEX user_username; PRAGMA user_version = 4;").unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let has: bool = conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'user_username')", [], |r| r.get(0))
+            .unwrap();
+        assert!(has);
+    }
+}

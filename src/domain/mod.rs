@@ -1,0 +1,10 @@
+//! The domain: what a backfill and a run are, with their fields' validation (`model`); the
+//! run dates of a backfill's range and interval (`schedule`); UTC datetimes as the API and the
+//! data file spell them (`datetime`).
+//!
+//! Pure types and logic, unit and property tested: no SQL, no HTTP, no threads, no files;
+//! the clock is read in one place (`datetime::now`). Every layer may use it; it uses none.
+
+pub mod datetime;
+pub mod model;
+pub mod schedule;

@@ -1,0 +1,353 @@
+//! The backfill lifecycle: create, update, start, run again, pause, cancel, delete, and the
+//! backfill following its runs as workers report them. Each function does one request's
+//! whole work on the connection it is given; the caller makes it all or nothing (a savepoint
+//! of the writer's immediate transaction, `engine::writer`), so a request either writes
+//! everything or nothing. No clock reads (`now` is passed in), no HTTP.
+
+use serde_json::Value;
+
+use super::{queries, Error, Result};
+use crate::domain::datetime::{self, DateTime};
+use crate::domain::model::{
+    Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, Object, Reprocess, RunSettings,
+    RunStatus,
+};
+use crate::store;
+use crate::store::schedules::NewPipelineSchedule;
+
+/// The variables each run date sets (schedule::RunDate::variables), which win over the
+/// backfill's own variables of the same name.
+const RUN_DATE_KEYS: [&str; 7] = [
+    "ds",
+    "hr",
+    "execution_date",
+    "interval_start_datetime",
+    "interval_end_datetime",
+    "interval_seconds",
+    "interval_start_datetime_previous",
+];
+
+/// Limits a server applies to writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most pipeline runs one start may create.
+    pub max_runs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_runs: 100_000 }
+    }
+}
+
+/// The keys of a backfill a client may write; the rest of a body is ignored, as in Mage.
+pub const WRITABLE_KEYS: [&str; 8] = [
+    "name",
+    "block_uuid",
+    "start_datetime",
+    "end_datetime",
+    "interval_type",
+    "interval_units",
+    "variables",
+    "settings",
+];
+
+/// The writable fields as the API shows them, so that a body's keys can be laid over them
+/// and the result validated by the same `BackfillFields::parse` as a create.
+fn fields_object(f: &BackfillFields) -> Object {
+    let dt = |d: Option<DateTime>| d.map_or(Value::Null, |d| Value::String(datetime::format_api(d)));
+    let obj = |o: &Option<Object>| o.clone().map_or(Value::Null, Value::Object);
+    let mut m = Object::new();
+    m.insert("name".into(), f.name.clone().into());
+    m.insert("block_uuid".into(), f.block_uuid.clone().map_or(Value::Null, Value::String));
+    m.insert("start_datetime".into(), dt(f.start_datetime));
+    m.insert("end_datetime".into(), dt(f.end_datetime));
+    m.insert("interval_type".into(), f.interval_type.map_or(Value::Null, |t| t.as_str().into()));
+    m.insert("interval_units".into(), f.interval_units.map_or(Value::Null, Value::from));
+    m.insert("variables".into(), obj(&f.variables));
+    m.insert("settings".into(), obj(&f.settings));
+    m
+}
+
+/// `POST /api/pipelines/:pipeline_uuid/backfills`.
+pub fn create(conn: &rusqlite::Connection, pipeline_uuid: &str, body: &Object, now: DateTime) -> Result<Backfill> {
+    if pipeline_uuid.trim().is_empty() {
+        return Err(FieldError::new("pipeline_uuid", "must not be blank").into());
+    }
+    let fields = BackfillFields::parse(body)?;
+    RunSettings::parse(fields.settings.as_ref())?;
+    let mut new = NewBackfill::new(pipeline_uuid.to_string(), fields, now);
+    new.is_paused = Fields(body).boolean("is_paused")?.unwrap_or(false);
+    let id = store::backfills::insert_backfill(conn, &new)?;
+    queries::backfill_in(conn, id, None)
+}
+
+/// `PUT /api/backfills/:id`: the writable keys present in `body` replace the stored ones
+/// (validated together, as a create is) and `is_paused` pauses or resumes claims of its
+/// runs; then `"status": "initial"` starts the backfill (or, once started, runs it again:
+/// `run_again`) and `"status": "cancelled"` cancels it.
+pub fn update(
+    conn: &rusqlite::Connection,
+    id: i64,
+    pipeline_uuid: Option<&str>,
+    body: &Object,
+    limits: Limits,
+    now: DateTime,
+) -> Result<Backfill> {
+    let mut b = queries::backfill_in(conn, id, pipeline_uuid)?;
+    let status = Fields(body).parsed::<BackfillStatus>("status")?;
+
+    let mut merged = fields_object(&b.fields);
+    for key in WRITABLE_KEYS {
+        if let Some(v) = body.get(key) {
+            merged.insert(key.to_string(), v.clone());
+        }
+    }
+    let fields = BackfillFields::parse(&merged)?;
+    if body.contains_key("settings") {
+        // Only when sent: a stored value from before these rules does not block other changes.
+        RunSettings::parse(fields.settings.as_ref())?;
+    }
+    if b.started_at.is_some() {
+        let old = &b.fields;
+        let moved = [
+            ("start_datetime", old.start_datetime != fields.start_datetime),
+            ("end_datetime", old.end_datetime != fields.end_datetime),
+            ("interval_type", old.interval_type != fields.interval_type),
+            ("interval_units", old.interval_units != fields.interval_units),
+            ("block_uuid", old.block_uuid != fields.block_uuid),
+        ];
+        if let Some((key, _)) = moved.iter().find(|(_, changed)| *changed) {
+            return Err(Error::Conflict(format!(
+                "backfill {id} has been started, so its {key} can no longer change: its pipeline runs \
+                 exist already; create a new backfill instead"
+            )));
+        }
+    }
+    b.fields = fields;
+    b.updated_at = now;
+    if let Some(paused) = Fields(body).boolean("is_paused")? {
+        b.is_paused = paused;
+    }
+
+    match status {
+        None => {}
+        Some(BackfillStatus::Initial) if b.started_at.is_some() => run_again(conn, &mut b, now)?,
+        Some(BackfillStatus::Initial) => start(conn, &mut b, limits, now)?,
+        Some(BackfillStatus::Cancelled) => cancel(conn, &mut b, now)?,
+        Some(other) => {
+            return Err(FieldError::new(
+                "status",
+                format!(
+                    "cannot be set to '{other}': set 'initial' to start the backfill or 'cancelled' to cancel it; \
+                     the rest follows its pipeline runs"
+                ),
+            )
+            .into())
+        }
+    }
+    store::backfills::update_backfill(conn, &b)?;
+    Ok(b)
+}
+
+/// Creates the `@once` schedule and one run per run date, and marks the backfill started.
+fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: DateTime) -> Result<()> {
+    if b.fields.block_uuid.is_some() {
+        return Err(FieldError::new(
+            "block_uuid",
+            "is set: such a backfill takes its run dates from custom code, which backfilld does not run, \
+             so it cannot start it",
+        )
+        .into());
+    }
+    let f = &b.fields;
+    let missing = [
+        ("start_datetime", f.start_datetime.is_none()),
+        ("end_datetime", f.end_datetime.is_none()),
+        ("interval_type", f.interval_type.is_none()),
+        ("interval_units", f.interval_units.is_none()),
+    ];
+    if let Some((key, _)) = missing.iter().find(|(_, absent)| *absent) {
+        return Err(FieldError::new(key, "is required to start a backfill").into());
+    }
+    let Some(schedule) = f.schedule() else {
+        return Err(FieldError::new("interval_units", "does not make a valid schedule").into());
+    };
+    let count = schedule.count();
+    if count > limits.max_runs {
+        return Err(FieldError::new(
+            "total_run_count",
+            format!(
+                "this backfill has {count} run dates, more than the {} one start may create \
+                 (the server's --max-runs); split it into smaller backfills",
+                limits.max_runs
+            ),
+        )
+        .into());
+    }
+
+    let schedule_id = store::schedules::insert_pipeline_schedule(
+        conn,
+        &NewPipelineSchedule {
+            id: None,
+            name: format!("Backfill {}", f.name),
+            pipeline_uuid: b.pipeline_uuid.clone(),
+            schedule_interval: "@once".into(),
+            created_at: now,
+        },
+    )?;
+    // Each run's variables: the backfill's, with the date's own keys winning, written as
+    // JSON text directly (a hundred thousand maps would cost more than the inserts).
+    let mut base = f.variables.clone().unwrap_or_default();
+    for key in RUN_DATE_KEYS {
+        base.remove(key);
+    }
+    let base = Value::Object(base).to_string();
+    let prefix = if base == "{}" { "{".to_string() } else { format!("{},", &base[..base.len() - 1]) };
+    let common = store::pipeline_runs::StartedRuns {
+        pipeline_schedule_id: schedule_id,
+        pipeline_uuid: &b.pipeline_uuid,
+        backfill_id: b.id,
+        created_at: now,
+    };
+    // Runs are inserted uncounted and added up once at the end: a fresh start's runs are all
+    // the newest of their dates. Runs the backfill already had (an import may bring some)
+    // could be superseded, so then the backfill is counted afresh.
+    let had_runs = store::pipeline_runs::backfill_has_runs(conn, b.id)?;
+    let mut batch: Vec<(DateTime, String)> = Vec::with_capacity(store::pipeline_runs::START_BATCH);
+    for rd in schedule.run_dates_from(0) {
+        let mut variables = String::with_capacity(prefix.len() + 360);
+        variables.push_str(&prefix);
+        rd.push_variables_json(&mut variables);
+        variables.push('}');
+        batch.push((rd.execution_date, variables));
+        if batch.len() == store::pipeline_runs::START_BATCH {
+            store::pipeline_runs::insert_started_runs(conn, &common, &batch)?;
+            batch.clear();
+        }
+    }
+    store::pipeline_runs::insert_started_runs(conn, &common, &batch)?;
+    if had_runs {
+        store::pipeline_runs::recount_runs(conn, b.id)?;
+    } else {
+        store::pipeline_runs::add_to_run_count(
+            conn,
+            b.id,
+            RunStatus::Initial,
+            i64::try_from(count).unwrap_or(i64::MAX),
+        )?;
+    }
+
+    b.pipeline_schedule_id = Some(schedule_id);
+    b.started_at = Some(now);
+    b.status = Some(BackfillStatus::Initial);
+    Ok(())
+}
+
+/// Runs a started backfill again, as Airflow's reprocess behaviour says: a new `initial` run
+/// for each date whose newest run is `cancelled`, and by `settings.reprocess_behavior` also
+/// those whose newest run `failed` (`failed`), or `failed` or `completed` (`completed`). A
+/// date with a run `initial` or `running` gets none. The backfill goes back to `running`,
+/// which also resumes the runs that were waiting when it failed. Refused (409) when no date
+/// would run again and none waits.
+fn run_again(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Result<()> {
+    let reprocess = RunSettings::of(b.fields.settings.as_ref()).reprocess_behavior;
+    let statuses: &[RunStatus] = match reprocess {
+        Reprocess::Nothing => &[RunStatus::Cancelled],
+        Reprocess::Failed => &[RunStatus::Cancelled, RunStatus::Failed],
+        Reprocess::Completed => &[RunStatus::Cancelled, RunStatus::Failed, RunStatus::Completed],
+    };
+    let created = store::pipeline_runs::repeat_dates(conn, b.id, statuses, now)?;
+    // A backfill that failed while other dates still waited resumes them.
+    let resumes = !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running))
+        && store::backfills::run_counts_of(conn, b.id)?.contains_key(&RunStatus::Initial);
+    if created == 0 && !resumes {
+        let which = match reprocess {
+            Reprocess::Nothing => {
+                "cancelled (settings.reprocess_behavior is 'none'; 'failed' or 'completed' \
+                                   would also run failed, or failed and completed, dates again)"
+            }
+            Reprocess::Failed => "cancelled or failed (settings.reprocess_behavior 'failed')",
+            Reprocess::Completed => "cancelled, failed or completed (settings.reprocess_behavior 'completed')",
+        };
+        return Err(Error::Conflict(format!(
+            "backfill {} has nothing to run again: no date's newest run is {which}, and no run waits to be resumed",
+            b.id
+        )));
+    }
+    reopen(b);
+    Ok(())
+}
+
+/// Puts a backfill back to `running`, its finish forgotten: runs of it are to be handed out
+/// again (a run again, a retried date).
+pub(crate) fn reopen(b: &mut Backfill) {
+    b.status = Some(BackfillStatus::Running);
+    b.completed_at = None;
+    b.failed_at = None;
+}
+
+/// Cancels every unfinished run and the backfill; a never-started one is simply marked.
+fn cancel(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Result<()> {
+    if b.status == Some(BackfillStatus::Completed) {
+        return Err(Error::Conflict(format!(
+            "backfill {} has completed: every run date is done, so there is nothing to cancel",
+            b.id
+        )));
+    }
+    store::pipeline_runs::cancel_unfinished_runs(conn, b.id, now)?;
+    b.status = Some(BackfillStatus::Cancelled);
+    Ok(())
+}
+
+/// `DELETE /api/backfills/:id`: returns the deleted record. Its runs stay, unlinked.
+pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
+    let b = queries::backfill_in(conn, id, None)?;
+    store::backfills::delete_backfill(conn, id)?;
+    Ok(b)
+}
+
+/// Mage's scheduler rules for a started backfill, over the newest run of each execution
+/// date: a date that has just failed for good (`failed_now`: a failed report, or a lease lost
+/// with no attempt left) makes it `failed` (with `failed_at`, which Mage forgets); all
+/// completed makes it `completed`; none left to run (`initial` or `running`) makes it
+/// `failed` if a date failed, else `cancelled` if one was cancelled; otherwise a run that has
+/// begun makes it `running`. So a backfill run again, or a date retried, while other dates
+/// stay failed runs its new runs first and turns `failed` once they are done. A backfill
+/// that was never started, or has finished or been cancelled, is left alone.
+pub(crate) fn follow_runs(
+    conn: &rusqlite::Connection,
+    backfill_id: i64,
+    failed_now: bool,
+    now: DateTime,
+) -> Result<()> {
+    let Some(mut b) = store::backfills::get_backfill(conn, backfill_id)? else {
+        return Ok(());
+    };
+    if !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running)) {
+        return Ok(());
+    }
+    let counts = store::backfills::run_counts_of(conn, backfill_id)?;
+    let n = |s: RunStatus| counts.get(&s).copied().unwrap_or(0);
+    let total: u64 = counts.values().sum();
+    let left = n(RunStatus::Initial) + n(RunStatus::Running);
+    let next = if n(RunStatus::Failed) > 0 && (failed_now || left == 0) {
+        b.failed_at = Some(now);
+        BackfillStatus::Failed
+    } else if total > 0 && n(RunStatus::Completed) == total {
+        b.completed_at = Some(now);
+        BackfillStatus::Completed
+    } else if left == 0 && n(RunStatus::Cancelled) > 0 {
+        BackfillStatus::Cancelled
+    } else if n(RunStatus::Running) + n(RunStatus::Completed) > 0 {
+        BackfillStatus::Running
+    } else {
+        return Ok(());
+    };
+    if b.status != Some(next) {
+        b.status = Some(next);
+        b.updated_at = now;
+        store::backfills::update_backfill(conn, &b)?;
+    }
+    Ok(())
+}
