@@ -390,4 +390,28 @@ mod tests {
         let Some(Command::Worker(args)) = cli.command else { panic!("not worker") };
         assert_eq!((args.seed, args.concurrency, args.lease.as_str()), (Some(7), 1, "60s"));
     }
+
+    /// `worker --help` names every variable a command gets for a run (`plan::run_env`), so
+    /// that the list cannot fall behind the code.
+    #[test]
+    fn the_worker_s_help_lists_every_variable_a_command_gets() {
+        let mut cli = Cli::command();
+        let help = cli.find_subcommand_mut("worker").unwrap().render_long_help().to_string();
+        let dates = crate::domain::schedule::Schedule::new(
+            time::macros::datetime!(2024-03-01 00:00),
+            time::macros::datetime!(2024-03-02 00:00),
+            crate::domain::schedule::IntervalType::Hour,
+            4,
+        )
+        .unwrap()
+        .run_dates(1, 1);
+        let run = serde_json::json!({
+            "id": 9, "backfill_id": 3, "pipeline_uuid": "p", "attempt": 1,
+            "variables": dates[0].variables(),
+        });
+        for (name, _) in crate::worker::plan::run_env(&run) {
+            assert!(help.contains(&name), "{name} is not in worker --help:\n{help}");
+        }
+        assert!(help.contains("BACKFILL_<NAME>") && help.contains("safe to repeat"), "{help}");
+    }
 }

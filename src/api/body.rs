@@ -5,9 +5,8 @@
 //! Why buffer up front: a client that sends the headers of a large body and then stalls
 //! would otherwise hold a handler, and up to a body's worth of memory, for as long as it
 //! likes (thousands of such connections took the server to gigabytes: docs/performance.md).
-//! `buffer` bounds all three: the
-//! time (`BodyLimits::deadline`), each body (`BODY_LIMIT`) and all bodies being read at once
-//! (`BodyLimits::budget`).
+//! `buffer` bounds all three: the time (`BodyLimits::deadline`), each body (`BODY_LIMIT`)
+//! and all bodies being read at once (`BodyLimits::budget`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -58,11 +58,15 @@ fn describe(sub: &clap::Command, level: &str, out: &mut Vec<u8>) -> std::io::Res
     if sub.get_after_long_help().is_some() || sub.get_after_help().is_some() {
         page.render_extra_section(&mut section)?;
     }
-    // The sub-page's own headings become paragraphs of this part.
-    let section = String::from_utf8_lossy(&section)
+    // The sub-page's own headings become paragraphs of this part; its closing notes (the
+    // last of it) keep their lines, which line up a table.
+    let mut section = String::from_utf8_lossy(&section)
         .replace(".SH SYNOPSIS\n", "")
         .replace(".SH OPTIONS\n", ".PP\nOptions:\n")
-        .replace(".SH EXTRA\n", ".PP\n");
+        .replace(".SH EXTRA\n", ".PP\n.nf\n");
+    if section.contains(".nf\n") {
+        section.push_str(".fi\n");
+    }
     out.extend_from_slice(section.as_bytes());
     for nested in visible_subcommands(sub) {
         describe(nested, "SS", out)?;

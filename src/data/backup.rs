@@ -7,10 +7,10 @@
 //! steps: a write by another connection (the server's) restarts an unfinished backup from its
 //! first page, so under steady writes a stepped backup might never end. Not `VACUUM INTO`,
 //! which took as long on the bench's file (docs/performance.md) but rebuilds the tables
-//! rather than copying their pages, and writes a copy in rollback-journal mode, which `db::open` turns to
-//! WAL only in files it creates or upgrades: a server on it would run without WAL. The backup
-//! API copies the header with the pages: the copy keeps WAL mode, the `application_id` and
-//! the schema version.
+//! rather than copying their pages, and writes a copy in rollback-journal mode, which
+//! `db::open` turns to WAL only in files it creates or upgrades: a server on it would run
+//! without WAL. The backup API copies the header with the pages: the copy keeps WAL mode,
+//! the `application_id` and the schema version.
 //!
 //! The pages go to a hidden file beside `out` (`.NAME.partial-PID`), which is synced and
 //! then linked to `out` only if `out` still does not exist: a copy is never half there under

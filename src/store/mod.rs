@@ -1,7 +1,8 @@
 //! The store: all SQL of the data lives here (the schema and its upgrades are `db`'s).
 //! Functions take a `&Connection` (a `Transaction` derefs to one), so the caller chooses the
-//! transaction scope; none of them reads the clock, logs, or knows of HTTP or threads. Above
-//! it only `service` (and the data commands in `data`) call it; below it, `domain` types.
+//! transaction scope; none of them reads the clock, logs, or knows of HTTP or threads. Its
+//! functions are called by `service` and `data`; its keys and filters (`Start`, `RunFilter`,
+//! ...) and records are named above too. Below it: `domain`'s types.
 //!
 //! Row mapping reads columns by position where rows are hot (a listing's backfills; a test
 //! pins the positions to the column list) and by name elsewhere, and turns the stored text

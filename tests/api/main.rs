@@ -15,6 +15,7 @@ mod mage;
 mod operations;
 mod readme;
 mod schemathesis;
+mod serve;
 mod sessions;
 mod webdriver;
 mod worker;

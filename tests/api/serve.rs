@@ -1,0 +1,150 @@
+//! The real binary's start and stop: what a refused start and a clean stop leave on disk, and
+//! what the demo leaves on the terminal.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{agent, reply, BIN};
+
+/// The names in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+/// Polls `done` until it holds, failing with `what` after `limit`.
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to exit, at most `limit`.
+fn exit_status(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the process to exit", limit, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+#[test]
+fn a_start_refused_for_its_address_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(dir.path().join("a.db"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"), "{out:?}");
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
+}
+
+/// Ctrl-C and SIGTERM, three times each: every stop closes the file, so that SQLite removes
+/// its write-ahead log and shared memory, and leaves the data (and the server's lock file).
+#[test]
+fn a_clean_stop_leaves_the_data_file_and_its_lock_and_no_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let mut created = 0;
+    for (round, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().cycle().take(6).enumerate() {
+        let port = free_port();
+        let mut server = Command::new(BIN)
+            .args(["serve", "--workers", "2", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(&db)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_until("the server to answer", Duration::from_secs(30), || {
+            agent().get(format!("{base}/api/status")).call().is_ok()
+        });
+        // A write, so that the WAL holds something when the stop comes.
+        let r = reply(
+            agent()
+                .post(format!("{base}/api/pipelines/p/backfills"))
+                .send_json(json!({"backfill": {"name": format!("round {round}")}}))
+                .unwrap(),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        created += 1;
+        let listed = reply(agent().get(format!("{base}/api/backfills?_limit=0")).call().unwrap());
+        assert_eq!(listed.body["metadata"]["count"], created);
+        signal(&server, sig);
+        assert!(exit_status(&mut server, Duration::from_secs(60)).success(), "round {round}");
+        assert_eq!(files_in(dir.path()), ["a.db", "a.db.lock"], "after stop {round} (signal {sig})");
+    }
+}
+
+#[test]
+fn the_demo_s_terminal_shows_its_banner_last_and_no_access_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--bind", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("demo.db"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both streams read as they come, so that the demo never writes into a full pipe.
+    let mut stdout = BufReader::new(demo.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let rest_of_stdout = std::thread::spawn(move || {
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        rest
+    });
+    let mut stderr = demo.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        log
+    });
+    // The banner comes once the seeding is done, and the simulated worker then completes
+    // runs through the API: requests that a server logs, unless told not to.
+    assert!(first.contains("seeded") && first.contains("http://127.0.0.1:"), "{first}");
+    let base = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let completed = || {
+        let r = reply(agent().get(format!("{base}/api/pipeline_runs?status=completed&_limit=0")).call().unwrap());
+        r.body["metadata"]["count"].as_u64().unwrap()
+    };
+    let before = completed();
+    wait_until("the demo's worker to complete runs", Duration::from_secs(60), || completed() > before + 2);
+    signal(&demo, libc::SIGINT);
+    assert!(exit_status(&mut demo, Duration::from_secs(60)).success());
+    let rest = rest_of_stdout.join().unwrap();
+    let log = log.join().unwrap();
+    let banner: Vec<&str> = first.lines().chain(rest.lines()).collect();
+    assert!(banner.len() <= 6 && banner.last().unwrap().contains("Ctrl-C stops it"), "{banner:#?}");
+    assert!(banner.iter().any(|l| l.contains("Open the dashboard")), "{banner:#?}");
+    assert!(!log.contains("backfilld::access") && !log.contains(" INFO "), "{log}");
+}
