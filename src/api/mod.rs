@@ -54,7 +54,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 /// `max_connections` connections at once (split between the workers; the rest wait in the
 /// kernel's accept queue), so that connections alone cannot cost more than
 /// `max_connections * CONNECTION_KIB`. The returned server runs when awaited (or spawned);
-/// its handle stops it. Once it has stopped, `close` the state.
+/// its handle stops it: it does not watch for signals itself (`backfilld serve` stops it on
+/// Ctrl-C and SIGTERM). Once it has stopped, `close` the state.
 pub fn run(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -79,6 +80,7 @@ pub fn run(
     })
     .workers(workers)
     .max_connections((max_connections / workers).max(1))
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)

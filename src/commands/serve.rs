@@ -98,6 +98,7 @@ pub(super) fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) ->
     );
     let system = actix_web::rt::System::new();
     let server = api::run(listener, state.clone(), workers, args.max_connections as usize).map_err(Error::Serve)?;
+    stop_on_signals(server.handle()).map_err(Error::Serve)?;
     listening(local);
     let served = system.block_on(server).map_err(Error::Serve);
     if !api::close(state) {
@@ -105,6 +106,26 @@ pub(super) fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) ->
     }
     served?;
     log::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C and SIGTERM stop the server: the first gracefully (no new connections; the
+/// requests in flight are answered, for up to actix's 30 s), the next at once.
+fn stop_on_signals(server: actix_web::dev::ServerHandle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for (n, _) in signals.forever().enumerate() {
+            // Each `stop` is sent at once; its future only reports when the stop is done.
+            if n == 0 {
+                log::info!("stopping: answering the requests in flight (Ctrl-C again to stop at once)");
+                drop(server.stop(true));
+            } else {
+                log::warn!("stopping at once: requests in flight are cut off (what they committed stays)");
+                drop(server.stop(false));
+            }
+        }
+    })?;
     Ok(())
 }
 

@@ -148,3 +148,55 @@ fn the_demo_s_terminal_shows_its_banner_last_and_no_access_lines() {
     assert!(banner.iter().any(|l| l.contains("Open the dashboard")), "{banner:#?}");
     assert!(!log.contains("backfilld::access") && !log.contains(" INFO "), "{log}");
 }
+
+/// Ctrl-C while a request is in flight: the request is answered (and its write kept), no new
+/// connection is taken, and the server exits 0.
+#[test]
+fn ctrl_c_answers_the_request_in_flight_before_stopping() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let port = free_port();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--workers", "1", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("the server to answer", Duration::from_secs(30), || {
+        agent().get(format!("{base}/api/status")).call().is_ok()
+    });
+    // The request's head, asking to be told before it sends its body: the server's
+    // `100 Continue` says the request is in flight.
+    let body = br#"{"backfill": {"name": "in flight"}}"#;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        conn,
+        "POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
+    signal(&server, libc::SIGINT);
+    // Stopping: new connections are no longer served.
+    wait_until("the server to stop accepting", Duration::from_secs(30), || {
+        agent().get(format!("{base}/api/status")).call().is_err()
+    });
+    conn.write_all(body).unwrap();
+    let mut answer = String::new();
+    reader.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("HTTP/1.1 200") && answer.contains("in flight"), "{answer}");
+    assert!(exit_status(&mut server, Duration::from_secs(60)).success());
+    // The write is in the file.
+    let out = Command::new(BIN).args(["export", "--db"]).arg(&db).arg("-").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("in flight"), "{out:?}");
+}
