@@ -47,6 +47,23 @@ fn exit_status(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     status.unwrap()
 }
 
+/// `backfilld serve` on `db` and a free port, once it answers; its output dropped.
+fn serve(db: &Path) -> (Child, u16) {
+    let port = free_port();
+    let server = Command::new(BIN)
+        .args(["serve", "--workers", "2", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("http://127.0.0.1:{port}/api/status");
+    wait_until("the server to answer", Duration::from_secs(30), || agent().get(&status).call().is_ok());
+    (server, port)
+}
+
 #[test]
 fn a_start_refused_for_its_address_leaves_no_file_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,20 +88,8 @@ fn a_clean_stop_leaves_the_data_file_and_its_lock_and_no_wal() {
     let db = dir.path().join("a.db");
     let mut created = 0;
     for (round, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().cycle().take(6).enumerate() {
-        let port = free_port();
-        let mut server = Command::new(BIN)
-            .args(["serve", "--workers", "2", "--bind", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(&db)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (mut server, port) = serve(&db);
         let base = format!("http://127.0.0.1:{port}");
-        wait_until("the server to answer", Duration::from_secs(30), || {
-            agent().get(format!("{base}/api/status")).call().is_ok()
-        });
         // A write, so that the WAL holds something when the stop comes.
         let r = reply(
             agent()
@@ -156,20 +161,8 @@ fn ctrl_c_answers_the_request_in_flight_before_stopping() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
-    let port = free_port();
-    let mut server = Command::new(BIN)
-        .args(["serve", "--workers", "1", "--bind", &format!("127.0.0.1:{port}"), "--db"])
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut server, port) = serve(&db);
     let base = format!("http://127.0.0.1:{port}");
-    wait_until("the server to answer", Duration::from_secs(30), || {
-        agent().get(format!("{base}/api/status")).call().is_ok()
-    });
     // The request's head, asking to be told before it sends its body: the server's
     // `100 Continue` says the request is in flight.
     let body = br#"{"backfill": {"name": "in flight"}}"#;
