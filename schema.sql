@@ -69,8 +69,8 @@ CREATE TABLE IF NOT EXISTS pipeline_run (
     status               TEXT    NOT NULL DEFAULT 'initial' CHECK (status IN
                              ('initial', 'running', 'completed', 'failed', 'cancelled')),
     -- JSON objects, written only by store::pipeline_runs from serde values; unlike the
-    -- backfill's, not re-checked with json_valid on insert: that check alone was 4% of
-    -- starting a 100,000-run backfill.
+    -- backfill's, not re-checked with json_valid on insert: that check alone was a measurable
+    -- share of starting a large backfill (docs/performance.md).
     variables            TEXT,
     event_variables      TEXT,
     metrics              TEXT,
@@ -143,8 +143,8 @@ END;
 -- Per backfill and status, how many runs are the newest (highest id) run of their execution
 -- date: Mage's run_status_counts. A run stops counting when a newer run of its date arrives.
 -- Kept by store::pipeline_runs, the only code that writes runs, in the transaction of each
--- write: row triggers doing the same made starting a 100,000-run backfill 2.7 times slower
--- (2.3 s to 6.2 s, examples/start_bench.rs), where a start can add its runs up once.
+-- write: row triggers doing the same made starting a large backfill several times slower
+-- (docs/performance.md), where a start can add its runs up once.
 CREATE TABLE IF NOT EXISTS backfill_run_count (
     backfill_id INTEGER NOT NULL,
     status      TEXT    NOT NULL,
