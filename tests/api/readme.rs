@@ -1,8 +1,9 @@
 //! The documentation's examples, run as a reader would: every ```sh block of README.md and of
 //! each page of docs/, in order and as written, one shell per page in a fresh folder, with
 //! the built binary as `backfilld` and `BACKFILLD_BIND` set to a free port (the examples name
-//! the server's address through it alone, so they need no particular port). Blocks fenced
-//! ```shell install, build, benchmark or serve in the foreground, and are not run.
+//! the server's address through it alone, so they need no particular port); and the `run:`
+//! steps of examples/github-actions.yml, as GitHub runs them. Blocks fenced ```shell install,
+//! build, benchmark or serve in the foreground, and are not run.
 //!
 //! `curl` is wrapped to fail the run on a 404 or a 5xx answer (an example naming a record
 //! that does not exist, or breaking the server) and on a refused connection; other refusals
@@ -10,14 +11,15 @@
 //! shows what that block prints: the last line of its output that is a JSON object must be
 //! the same JSON. What else each page's examples show is checked, in order, after the run.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use crate::helpers::BIN;
 
 /// The pages whose examples run, each with what its output must show, in this order.
-const PAGES: [(&str, &[&str]); 5] = [
+const PAGES: [(&str, &[&str]); 6] = [
     (
         "README.md",
         &[
@@ -75,6 +77,7 @@ const PAGES: [(&str, &[&str]); 5] = [
             "{\"ready\":true}",
         ],
     ),
+    ("docs/ci.md", &["exported 1 backfill(s) and 25 pipeline run(s)", "imported 1 backfill(s) and 25 pipeline run(s)"]),
 ];
 
 /// The one line through which an example may name the default port: the README's, which
@@ -279,6 +282,11 @@ fn the_operations_page_s_examples_run() {
     page("docs/operations.md");
 }
 
+#[test]
+fn the_ci_page_s_examples_run() {
+    page("docs/ci.md");
+}
+
 /// A page with examples and no test would have examples that nobody runs.
 #[test]
 fn every_page_with_sh_examples_has_its_test() {
@@ -307,4 +315,252 @@ fn blocks_are_found_with_their_lines_and_what_they_show() {
             Block { line: 16, text: "echo 4\n".into(), shows: None },
         ]
     );
+}
+
+/// What backfilld's tests read of a GitHub Actions workflow: its top-level `env`, and its one
+/// job's steps. The shape is kept simple on purpose, and anything outside it is refused, so
+/// that the steps run here are the steps GitHub runs.
+#[derive(Debug, Default, PartialEq)]
+struct Workflow {
+    env: Vec<(String, String)>,
+    shell: Option<String>,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Step {
+    line: usize,
+    name: Option<String>,
+    uses: Option<String>,
+    condition: Option<String>,
+    run: Option<String>,
+    /// Marked with a comment "not run by backfilld's tests".
+    skipped_here: bool,
+}
+
+/// The marker of a step the tests skip: one that installs backfilld.
+const NOT_RUN_HERE: &str = "# not run by backfilld's tests";
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// A plain or quoted YAML scalar on one line.
+fn scalar(s: &str) -> String {
+    let s = s.trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return inner.to_string();
+        }
+    }
+    s.to_string()
+}
+
+/// Reads the workflow: top-level `name`, `on`, `env` (one `KEY: value` a line), `defaults`
+/// (`run: shell: ...`) and `jobs` with one job (`runs-on`, `steps`); each step's `name`, `id`,
+/// `uses`, `with` (skipped), `if` and `run` (one line, or a `|` block). Panics on anything
+/// else, naming the line.
+fn workflow(yaml: &str) -> Workflow {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut wf = Workflow::default();
+    let content = |l: &str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
+    let mut i = 0;
+    let mut section = "";
+    let mut steps_indent = None;
+    while i < lines.len() {
+        let line = lines[i];
+        let n = i + 1;
+        i += 1;
+        if !content(line) {
+            if line.trim_start().starts_with(NOT_RUN_HERE) {
+                let step = wf.steps.last_mut().unwrap_or_else(|| panic!("line {n}: a marker outside a step"));
+                step.skipped_here = true;
+            }
+            continue;
+        }
+        let ind = indent(line);
+        let text = line.trim();
+        if ind == 0 {
+            let (key, value) = text.split_once(':').unwrap_or_else(|| panic!("line {n}: {line}"));
+            section = match key {
+                "name" | "on" => "",
+                "env" | "defaults" | "jobs" => key,
+                _ => panic!("line {n}: the tests do not read a top-level `{key}`"),
+            };
+            assert!(section.is_empty() || value.trim().is_empty(), "line {n}: {line}");
+            continue;
+        }
+        match section {
+            "env" => {
+                assert_eq!(ind, 2, "line {n}: {line}");
+                let (k, v) = text.split_once(':').unwrap_or_else(|| panic!("line {n}: {line}"));
+                assert!(!v.contains("${{"), "line {n}: the tests do not evaluate expressions");
+                wf.env.push((k.to_string(), scalar(v)));
+            }
+            "defaults" => match (ind, text) {
+                (2, "run:") => {}
+                (4, _) if text.starts_with("shell:") => wf.shell = Some(scalar(&text["shell:".len()..])),
+                _ => panic!("line {n}: the tests read only `defaults: run: shell:`"),
+            },
+            "jobs" => {
+                if let Some(si) = steps_indent {
+                    if let Some(first) = text.strip_prefix("- ") {
+                        assert_eq!(ind, si, "line {n}: {line}");
+                        wf.steps.push(Step { line: n, ..Step::default() });
+                        i = step_key(&lines, i - 1, ind + 2, first, wf.steps.last_mut().unwrap());
+                    } else {
+                        assert_eq!(ind, si + 2, "line {n}: a step's key where the tests do not expect one: {line}");
+                        i = step_key(&lines, i - 1, ind, text, wf.steps.last_mut().unwrap());
+                    }
+                } else {
+                    match (ind, text) {
+                        (2, _) if text.ends_with(':') => assert!(wf.steps.is_empty(), "line {n}: one job only"),
+                        (4, _) if text.starts_with("runs-on:") => {}
+                        (4, "steps:") => steps_indent = Some(6),
+                        _ => panic!("line {n}: the tests do not read {line}"),
+                    }
+                }
+            }
+            _ => panic!("line {n}: {line}"),
+        }
+    }
+    wf
+}
+
+/// Reads the step key `text` at line index `at` (keys of this step at `key_indent`), and what
+/// belongs to it on the following lines; returns the index of the next line to read.
+fn step_key(lines: &[&str], at: usize, key_indent: usize, text: &str, step: &mut Step) -> usize {
+    let n = at + 1;
+    let (key, value) = text.split_once(':').unwrap_or_else(|| panic!("line {n}: {text}"));
+    let value = value.trim();
+    // The lines after, more indented than the key: a `|` block or a `with` map.
+    let mut end = at + 1;
+    while end < lines.len() && (lines[end].trim().is_empty() || indent(lines[end]) > key_indent) {
+        end += 1;
+    }
+    while end > at + 1 && lines[end - 1].trim().is_empty() {
+        end -= 1;
+    }
+    let nested = &lines[at + 1..end];
+    match key {
+        "name" => step.name = Some(scalar(value)),
+        "id" => {}
+        "uses" => step.uses = Some(scalar(value)),
+        "with" => assert!(value.is_empty(), "line {n}: {text}"),
+        "if" => step.condition = Some(value.to_string()),
+        "run" if value == "|" => {
+            let strip = nested.iter().find(|l| !l.trim().is_empty()).map_or(0, |l| indent(l));
+            let body: Vec<&str> = nested.iter().map(|l| l.get(strip..).unwrap_or("")).collect();
+            step.run = Some(body.join("\n") + "\n");
+        }
+        "run" if !value.starts_with(['|', '>', '"', '\'']) => step.run = Some(format!("{value}\n")),
+        _ => panic!("line {n}: the tests do not read a step's `{key}: {value}`"),
+    }
+    if key != "with" && !(key == "run" && value == "|") {
+        assert!(nested.iter().all(|l| !l.trim_start().starts_with(|c: char| c != '#')), "line {n}: {text}");
+        return at + 1;
+    }
+    end
+}
+
+#[test]
+fn a_workflow_s_steps_are_read_as_github_reads_them() {
+    let yaml = "name: x\non: [push]\nenv:\n  A: 1\n  B: \"two\"\ndefaults:\n  run:\n    shell: bash\njobs:\n  j:\n    \
+                runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n\n      - name: Get\n        \
+                # not run by backfilld's tests\n        run: echo get\n      - name: Two lines\n        if: always()\n        \
+                run: |\n          echo a\n            indented\n\n          echo b\n\n      - name: Cached\n        \
+                uses: actions/cache@v4\n        with:\n          path: x\n";
+    let wf = workflow(yaml);
+    assert_eq!(wf.env, [("A".to_string(), "1".to_string()), ("B".to_string(), "two".to_string())]);
+    assert_eq!(wf.shell.as_deref(), Some("bash"));
+    let got: Vec<_> = wf
+        .steps
+        .iter()
+        .map(|s| {
+            (s.line, s.name.as_deref(), s.uses.as_deref(), s.condition.as_deref(), s.run.as_deref(), s.skipped_here)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (13, None, Some("actions/checkout@v4"), None, None, false),
+            (15, Some("Get"), None, None, Some("echo get\n"), true),
+            (18, Some("Two lines"), None, Some("always()"), Some("echo a\n  indented\n\necho b\n"), false),
+            (26, Some("Cached"), Some("actions/cache@v4"), None, None, false),
+        ]
+    );
+    for bad in [
+        "concurrency: x\n",
+        "jobs:\n  j:\n    steps:\n      - run: >\n          folded\n",
+        "jobs:\n  j:\n    steps:\n      - shell: sh\n",
+        "jobs:\n  j:\n    steps:\n      - env:\n          A: 1\n",
+        "env:\n  A: ${{ github.sha }}\n",
+    ] {
+        assert!(std::panic::catch_unwind(|| workflow(bad)).is_err(), "{bad}");
+    }
+}
+
+/// The CI recipe, examples/github-actions.yml, run as GitHub runs it: each `run:` step in
+/// order, in a shell of its own (`bash --noprofile --norc -eo pipefail`, GitHub's `shell:
+/// bash`), in one folder, with the workflow's `env`; the steps after a failure only when
+/// their `if` says `always()` or `failure()`. Actions (`uses:`) and the steps marked as not
+/// run here (those that fetch and build backfilld) are skipped: the built binary is on the
+/// PATH instead. The fixture is backfilld's examples/ci-fixture.json.
+#[test]
+fn the_github_actions_recipe_runs() {
+    let _turn = crate::helpers::busy_turn();
+    let wf = workflow(&std::fs::read_to_string(root().join("examples/github-actions.yml")).unwrap());
+    assert_eq!(wf.shell.as_deref(), Some("bash"), "the tests run the steps as `shell: bash` does");
+    let env: BTreeMap<&str, &str> = wf.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert!(env.contains_key("BACKFILLD_BIND"), "the workflow sets where backfilld serves");
+    let skipped: Vec<&str> = wf.steps.iter().filter(|s| s.skipped_here).filter_map(|s| s.run.as_deref()).collect();
+    assert!(skipped.iter().all(|r| r.contains("backfilld") || r.contains("BACKFILLD")), "{skipped:?}");
+    let dir = fresh_folder();
+    let fixtures: PathBuf = dir.path().join("tests/fixtures");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::copy(root().join("examples/ci-fixture.json"), fixtures.join("backfills.json")).unwrap();
+    let bind = free_address();
+    let mut failed: Option<(String, Output)> = None;
+    let mut log = String::new();
+    let mut ran = 0;
+    for step in &wf.steps {
+        let Some(run) = step.run.as_deref().filter(|_| !step.skipped_here) else { continue };
+        assert!(!run.contains("${{"), "line {}: the tests do not evaluate expressions", step.line);
+        let runs = match step.condition.as_deref() {
+            None => failed.is_none(),
+            Some("always()") => true,
+            Some("failure()") => failed.is_some(),
+            Some(other) => panic!("line {}: the tests do not evaluate `if: {other}`", step.line),
+        };
+        if !runs {
+            continue;
+        }
+        let name = step.name.clone().unwrap_or_else(|| format!("line {}", step.line));
+        let out =
+            command_in(dir.path(), &bind, &wf.env, &["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", run])
+                .output()
+                .unwrap();
+        ran += 1;
+        log.push_str(&format!(
+            "### {name}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        if !out.status.success() && failed.is_none() {
+            failed = Some((name, out));
+        }
+    }
+    // A server a failed step left behind.
+    let pid = std::fs::read_to_string(dir.path().join("backfilld.pid")).unwrap_or_default();
+    if let Ok(pid) = pid.trim().parse::<i32>() {
+        let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
+    }
+    if let Some((name, out)) = failed {
+        panic!("the workflow's step {name:?} failed ({}):\n{log}", out.status);
+    }
+    assert!(ran >= 5, "{ran} steps ran:\n{log}");
+    let shown = ["11 runs: 10 completed, 1 failed", "the client's tests passed", "stopped"];
+    if let Err(missing) = in_order(&log, &shown) {
+        panic!("the workflow did not show {missing:?} (in its place):\n{log}");
+    }
 }
