@@ -539,4 +539,15 @@ fn on_a_terminal_the_worker_draws_a_bar_per_backfill() {
     assert!(screen.contains("25/25"), "{screen}");
     assert!(screen.contains("completed, 0 failed"), "{screen}");
     assert!(!screen.contains("run 1 ("), "no line per run on a terminal: {screen}");
+    // Its rates are rounded for people (`12.3/s`): at most three significant figures.
+    let rates: Vec<&str> = screen
+        .split("/s")
+        .filter_map(|before| before.rsplit(|c: char| !c.is_ascii_digit() && c != '.' && c != ',').next())
+        .filter(|number| number.chars().any(|c| c.is_ascii_digit()))
+        .collect();
+    assert!(!rates.is_empty(), "no rate shown: {screen}");
+    for number in rates {
+        let figures = number.replace([',', '.'], "").trim_start_matches('0').len();
+        assert!(figures <= 3, "{number}/s in {screen}");
+    }
 }
