@@ -32,10 +32,18 @@ fn the_listing_shows_the_seed_backfill_with_its_25_runs_and_updates_by_itself() 
     let Some(_turn) = browser_turn() else { return };
     let app = spawn_app();
     let id = started_seed(&app, "example_pipeline", "sparkling glitter");
+    // A `custom` interval is interval_units seconds, and is shown as custom.
+    let mut fields = seed_fields("every half minute");
+    fields["interval_type"] = json!("custom");
+    fields["interval_units"] = json!(30);
+    let custom = app.create_backfill("other_pipeline", fields);
     let browser = Browser::start();
     browser.goto(&format!("{}/#/", app.base));
     let row = browser.wait_text("#backfills tbody tr", "sparkling glitter");
     assert_eq!(browser.text(&browser.find_all(&format!("#backfills tr[data-id='{id}'] td.total"))[0]), "25");
+    let interval = |id: i64| browser.text(&browser.find_all(&format!("#backfills tr[data-id='{id}'] td.interval"))[0]);
+    assert_eq!(interval(id), "every 4 hours");
+    assert_eq!(interval(custom), "custom, every 30 seconds");
     assert!(browser.text(&row).contains("example_pipeline"));
     assert!(browser.text(&row).contains("25 initial"), "{}", browser.text(&row));
     browser.screenshot("backfills");
