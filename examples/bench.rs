@@ -374,6 +374,9 @@ struct Answer {
 
 #[path = "../tests/api/webdriver.rs"]
 mod webdriver;
+// The tests' one way of waiting, which the WebDriver client uses.
+#[path = "../tests/api/wait.rs"]
+mod wait;
 
 /// The dashboard's first view in headless Chromium, a fresh profile each time (nothing
 /// cached): from navigation to the first page of backfill rows on screen (the page's

@@ -16,5 +16,7 @@ mod operations;
 mod readme;
 mod schemathesis;
 mod sessions;
+mod skip;
+mod wait;
 mod webdriver;
 mod worker;
