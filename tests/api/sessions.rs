@@ -2,7 +2,7 @@
 //! Mage reads them, logging out, and the users the `backfilld user` commands manage.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,19 +22,21 @@ fn secured() -> TestApp {
 
 /// `backfilld user ARGS` on the app's file with `stdin` as its input.
 fn user_cmd(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(BIN)
+    // The input is in the pipe, whole and closed, before the command starts (a pipe holds
+    // 64 KiB): a command that refuses its arguments and exits without reading it cannot
+    // make the write fail.
+    let (input, mut feed) = std::io::pipe().unwrap();
+    feed.write_all(stdin.as_bytes()).unwrap();
+    drop(feed);
+    let out = Command::new(BIN)
         .arg("user")
         .args(&args[..1])
         .arg("--db")
         .arg(&app.db_path)
         .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stdin(input)
+        .output()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 

@@ -138,21 +138,37 @@ fn exec_runs_each_date_once_with_its_variables_and_its_json() {
 #[test]
 fn a_failing_command_fails_its_run_with_the_exit_status_and_the_output_tail() {
     let app = spawn_app();
-    let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T00:00:00Z"}));
-    let o = run_worker(
-        &app,
-        &["--until-idle", "--exec", "yes 'line of output' | head -c 10000; echo last words >&2; exit 3"],
-    );
+    // Two dates, claimed together (a failed run fails its backfill, whose waiting dates are
+    // then no longer handed out): at 00:00 a command writes 10,011 bytes to its standard
+    // output, at 04:00 one line to each of its outputs. Each output is a pipe of its own, read
+    // as it comes: the order within one is kept, but not which of the two comes first.
+    let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T04:00:00Z"}));
+    let cmd = "if [ \"$BACKFILL_HR\" = 00 ]; then yes 'line of output' | head -c 10000; echo last words; \
+               else echo to stdout; echo to stderr >&2; fi; exit 3";
+    let o = run_worker(&app, &["--until-idle", "--concurrency", "2", "--exec", cmd]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     let failed = runs(&app, &format!("backfill_id={id}&status=failed"));
-    assert_eq!(failed.len(), 1);
-    let m = &failed[0]["metrics"];
-    assert_eq!(m["exit_code"], 3);
-    assert_eq!(m["error"], "the command exited with status 3");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let metrics = |hour: &str| {
+        let run = failed.iter().find(|r| r["execution_date"].as_str().unwrap().contains(&format!(" {hour}:")));
+        run.unwrap_or_else(|| panic!("no run at {hour}: {failed:?}"))["metrics"].clone()
+    };
+    for m in [metrics("00"), metrics("04")] {
+        assert_eq!(m["exit_code"], 3);
+        assert_eq!(m["error"], "the command exited with status 3");
+    }
+    // The last 4,096 bytes, and how many came before them.
+    let m = metrics("00");
     let tail = m["output_tail"].as_str().unwrap();
     assert_eq!(tail.len(), 4096);
-    assert!(tail.ends_with("last words\n"), "{tail:?}");
+    assert!(tail.ends_with("line of oulast words\n"), "{tail:?}");
     assert_eq!(m["output_bytes_before_tail"], 10000 + 11 - 4096);
+    // Standard error is kept too.
+    let m = metrics("04");
+    let mut lines: Vec<&str> = m["output_tail"].as_str().unwrap().lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["to stderr", "to stdout"], "{m}");
+    assert_eq!(m["output_bytes_before_tail"], 0);
     assert_eq!(app.read_backfill(id)["status"], "failed");
 }
 
