@@ -120,37 +120,25 @@ fn a_login_answers_mage_s_session_whose_token_works_where_mage_takes_it() {
 }
 
 #[test]
-fn wrong_emails_and_passwords_are_one_answer_in_about_the_same_time() {
-    let _turn = busy_turn();
+fn wrong_emails_and_passwords_get_one_answer() {
     let app = spawn_app();
     add_user(&app, "ada@example.com", "correct horse");
-    let time = |session: Value| {
-        let t = Instant::now();
-        let r = login(&app, session, &[]);
-        let took = t.elapsed();
-        (assert_error(&r, 401, "invalid_credentials"), took)
-    };
-    let mut wrong_password = vec![];
-    let mut unknown_email = vec![];
     // Different addresses each time: under the throttle's free failures.
     for k in 0..5 {
-        let (m1, t1) = time(json!({"email": "ada@example.com", "password": format!("wrong {k}")}));
-        let (m2, t2) = time(json!({"email": format!("nobody{k}@example.com"), "password": "correct horse"}));
+        let wrong_password = login(&app, json!({"email": "ada@example.com", "password": format!("wrong {k}")}), &[]);
+        let unknown_email =
+            login(&app, json!({"email": format!("nobody{k}@example.com"), "password": "correct horse"}), &[]);
+        let m1 = assert_error(&wrong_password, 401, "invalid_credentials");
+        let m2 = assert_error(&unknown_email, 401, "invalid_credentials");
         assert_eq!(m1, m2, "the same message for both");
         assert_eq!(m1, "Email/username and/or password invalid.");
-        wrong_password.push(t1);
-        unknown_email.push(t2);
         if k == 1 {
             // ada's failures so far are free; her right password still gets in.
             assert_eq!(login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[]).status, 200);
         }
     }
-    wrong_password.sort();
-    unknown_email.sort();
-    let (a, b) = (wrong_password[2].as_secs_f64(), unknown_email[2].as_secs_f64());
-    // Each is an Argon2id check (about 20 ms here); a missing check would be well under 1 ms.
-    assert!(a > 0.005 && b > 0.005, "{a} {b}");
-    assert!(a / b > 0.5 && a / b < 2.0, "median wrong password {a:.4} s, unknown email {b:.4} s");
+    // That both take the same time (an unknown email checks a password too) is a timing:
+    // examples/bench.rs measures it ("login: wrong password vs unknown email").
     // Missing fields are a 400 naming them, not a failed login.
     assert!(assert_error(&login(&app, json!({"password": "x"}), &[]), 400, "record_invalid").contains("email"));
     assert!(assert_error(&login(&app, json!({"email": "a@b"}), &[]), 400, "record_invalid").contains("password"));
