@@ -51,10 +51,19 @@
 //! (200 with --quick) send the head and all but the last byte of a 1 MiB body each, and
 //! stall: its latencies and the server's peak memory are the row "during 2000 stalled
 //! bodies". After the last scenario the bench waits idle (11 s; 2 s with --quick) and prints
-//! the WAL size then (the server is expected to have truncated it to at most 128 MiB). Only
-//! errors, scenarios with no answered request, an expiry sweep that did not act on its
-//! 1,000 leases and a worker that did not complete its backfill fail the run; a missed
-//! target is said, not failed.
+//! the WAL size then (the server is expected to have truncated it to at most 128 MiB).
+//! Once that server has stopped, a server of its own on a fresh file, with the defaults,
+//! measures what the tests (a debug build, on a shared machine) leave to the release build:
+//! "stalled bodies on a fresh server", the attack above (2,000 connections; 200 with
+//! --quick) while one client it serves asks `/api/status` every 20 ms: the server's peak
+//! resident memory, all of it (target <= 128 MiB), and the slowest probe (target <= 100 ms);
+//! then "login: wrong password vs unknown email", 15 failed logins of each kind in turns,
+//! their medians (target: within 20% of each other and each at least 5 ms, a password
+//! checked either way, so that the time does not tell whether an email has an account).
+//! Only errors, scenarios with no answered request, an expiry sweep that did not act on its
+//! 1,000 leases, a worker that did not complete its backfill, a login not answered 401, and
+//! a probe unanswered or a stalled connection still open 10 s past the body deadline fail
+//! the run; a missed target is said, not failed.
 //!
 //!     cargo run --release --example bench                 # 1,000,000 backfills, 2,000,000 runs
 //!     cargo run --release --example bench -- --quick      # a small smoke run, as CI does
@@ -107,6 +116,22 @@ const CLAIM_P99_MS: f64 = 10.0;
 const DRIVE_RUNS_PER_S: f64 = 2000.0;
 /// The expiry sweep's measurement, made on the file once the server has stopped.
 const EXPIRY: &str = "expiry sweep";
+/// The measurements made on a server of their own, fresh on an empty file, once the main one
+/// has stopped (see `fresh_server`).
+const FRESH_STALL: &str = "stalled bodies on a fresh server";
+const LOGINS: &str = "login: wrong password vs unknown email";
+/// The fresh server's targets under the stalled bodies (reported, not enforced): its peak
+/// resident memory, all of it (VmRSS), in MiB, and its slowest answer to the probe, in ms.
+const STALL_RSS_MIB: f64 = 128.0;
+const STALL_PROBE_MS: f64 = 100.0;
+/// The logins' targets (reported, not enforced): the two medians within this ratio of each
+/// other, and each at least this long in ms (a password checked: an Argon2id hash takes
+/// tens of ms; a login that skipped the check for an unknown email would answer in well
+/// under one).
+const LOGIN_RATIO: f64 = 1.2;
+const LOGIN_CHECK_MS: f64 = 5.0;
+/// The users the logins fail for: three wrong passwords each, the throttle's free failures.
+const LOGIN_USERS: usize = 5;
 
 /// The benchmark: builds (or reuses) a database, serves it, and measures the scenarios in
 /// examples/bench.rs's header.
@@ -374,6 +399,9 @@ struct Answer {
 
 #[path = "../tests/api/webdriver.rs"]
 mod webdriver;
+// The tests' one way of waiting, which the WebDriver client uses.
+#[path = "../tests/api/wait.rs"]
+mod wait;
 
 /// The dashboard's first view in headless Chromium, a fresh profile each time (nothing
 /// cached): from navigation to the first page of backfill rows on screen (the page's
@@ -523,8 +551,13 @@ fn dashboards(server: &Server, seconds: f64, tabs: usize) -> String {
 /// The server's anonymous resident memory in KiB (heap and stacks; not the page cache or
 /// the mmap of the database file).
 fn rss_anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
+/// A figure in KiB of /proc/PID/status: `field` is e.g. "VmRSS:" (all resident memory).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -952,6 +985,158 @@ fn stall_bodies(port: u16, connections: usize) -> Vec<TcpStream> {
     senders.into_iter().flat_map(|h| h.join().unwrap()).collect()
 }
 
+/// A server of its own, on a fresh file in `dir` that holds the logins' users
+/// (`user0@example.com`.. with passwords `password 0`..), with the defaults (`backfilld serve`
+/// as a user starts it): what tests/api/hardening.rs and tests/api/sessions.rs start, in the
+/// release build.
+fn fresh_server(dir: &Path) -> Server {
+    let db = dir.join("fresh.db");
+    let conn = db::open(&db).expect("the fresh file");
+    for k in 0..LOGIN_USERS {
+        let hash = backfilld::auth::password::hash(&format!("password {k}")).expect("a password hash");
+        backfilld::service::accounts::create_user(&conn, &format!("user{k}@example.com"), None, &hash, datetime::now())
+            .expect("a user");
+    }
+    drop(conn);
+    start_server(&db).0
+}
+
+/// Failed logins, one at a time on one connection: a wrong password for a user that exists,
+/// and a password for an email no user has, in turns, three of each per user (the
+/// throttle's free failures). Each should be the same 401 after the same work (a password
+/// checked either way), so that the time does not tell whether an email has an account.
+struct Logins {
+    wrong_password: Vec<f64>,
+    unknown_email: Vec<f64>,
+    /// Answers other than a 401, or no answer.
+    unexpected: u64,
+}
+
+fn logins(server: &Server) -> Logins {
+    let mut l = Logins { wrong_password: vec![], unknown_email: vec![], unexpected: 0 };
+    let mut conn = Conn::open(server.port).ok();
+    for k in 0..LOGIN_USERS * 3 {
+        let tries = [
+            (format!("user{}@example.com", k % LOGIN_USERS), format!("wrong {k}")),
+            (format!("nobody{k}@example.com"), format!("password {}", k % LOGIN_USERS)),
+        ];
+        for (kind, (email, password)) in tries.into_iter().enumerate() {
+            let body = json!({"session": {"email": email, "password": password}}).to_string();
+            let t = Instant::now();
+            let answer = conn.as_mut().map(|c| c.exchange("POST", "/api/sessions", body.as_bytes()));
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            match answer {
+                Some(Ok((401, _, close))) => {
+                    [&mut l.wrong_password, &mut l.unknown_email][kind].push(ms);
+                    if close {
+                        conn = Conn::open(server.port).ok();
+                    }
+                }
+                _ => {
+                    l.unexpected += 1;
+                    conn = Conn::open(server.port).ok();
+                }
+            }
+        }
+    }
+    l
+}
+
+/// The median of `values` (sorting them), 0 when there are none.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// What the stalled bodies did to the fresh server.
+struct Stall {
+    connections: usize,
+    /// Before the attack, and at its peak.
+    idle_rss_kib: u64,
+    peak_rss_kib: u64,
+    slowest_probe_ms: f64,
+    probes: u64,
+    /// Probes not answered 200.
+    probe_errors: u64,
+    /// Stalled connections still open well past the body deadline.
+    left_open: usize,
+}
+
+/// The attack of tests/api/hardening.rs on the fresh server: `connections` connections send
+/// the head of a 1 MiB POST and all of its body but the last byte, at once, and stall,
+/// while one keep-alive client (connected before them) asks `/api/status` every 20 ms, until
+/// the server has closed every stalled connection (its body deadline, 5 s, then the answer).
+/// The server's resident memory is sampled every 10 ms meanwhile.
+fn stall_fresh(server: &Server, connections: usize) -> Stall {
+    let (pid, port) = (server.child.id(), server.port);
+    let idle_rss_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = status_kib(pid, "VmRSS:").unwrap_or(0).max(peak);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let (connected, is_connected) = std::sync::mpsc::channel();
+    let probe = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut slowest, mut probes, mut errors) = (0.0f64, 0u64, 0u64);
+            let mut conn = Conn::open(port).ok();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match conn.as_mut().map(|c| c.send("GET", "/api/status", b"")) {
+                    Some(Ok((200, _))) => {
+                        slowest = slowest.max(t.elapsed().as_secs_f64() * 1000.0);
+                        probes += 1;
+                    }
+                    _ => {
+                        errors += 1;
+                        conn = Conn::open(port).ok();
+                    }
+                }
+                if probes + errors == 1 {
+                    let _ = connected.send(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (slowest, probes, errors)
+        })
+    };
+    let _ = is_connected.recv();
+    let mut sockets = stall_bodies(port, connections);
+    // Every stalled connection is closed by the server past its body deadline (5 s): read
+    // until then, and for 10 s more.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let left_open = sockets.iter_mut().map(|s| still_open(s, deadline)).filter(|open| *open).count();
+    stop.store(true, Ordering::Relaxed);
+    let (slowest_probe_ms, probes, probe_errors) = probe.join().unwrap();
+    let peak_rss_kib = sampler.join().unwrap();
+    Stall { connections, idle_rss_kib, peak_rss_kib, slowest_probe_ms, probes, probe_errors, left_open }
+}
+
+/// Whether the server keeps `s` open until `deadline` (reading what it sends meanwhile).
+fn still_open(s: &mut TcpStream, deadline: Instant) -> bool {
+    let mut rest = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        if s.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match s.read(&mut rest) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 fn get(path: String) -> Arc<MakeRequest> {
     Arc::new(move |_| ("GET", path.clone(), vec![]))
 }
@@ -1334,6 +1519,7 @@ fn main() {
     bench.run(&format!("/api/status during {stalled} stalled bodies"), 1, u64::MAX, get("/api/status".into()));
     drop(attack.join().unwrap());
     let expiry_selected = bench.selected(&[EXPIRY]);
+    let (stall_selected, logins_selected) = (bench.selected(&[FRESH_STALL]), bench.selected(&[LOGINS]));
     let rows = bench.rows;
     // Idle, the server is expected to truncate the WAL (to at most 128 MiB).
     let idle = if o.quick { 2 } else { 11 };
@@ -1342,6 +1528,17 @@ fn main() {
     drop(server);
     // With the server stopped, on the file itself.
     let expiry = expiry_selected.then(|| expiry_sweep(&db));
+    // With it stopped too, a fresh server for the stalled bodies and then the logins (whose
+    // password checks would leave the memory they took in the server's heap: not before the
+    // attack, whose memory is measured).
+    let (stall, logged_in) = if stall_selected || logins_selected {
+        let dir = tempfile::tempdir().expect("a folder for the fresh server");
+        let fresh = fresh_server(dir.path());
+        let stall = stall_selected.then(|| stall_fresh(&fresh, stalled));
+        (stall, logins_selected.then(|| logins(&fresh)))
+    } else {
+        (None, None)
+    };
 
     let (base_name, base) = &rows[0];
     let base_rps = base.rps();
@@ -1461,6 +1658,50 @@ fn main() {
                 e.claimed, e.expired
             );
             failures += 1;
+            failed += 1;
+        }
+    }
+    if let Some(st) = &stall {
+        let rss = mib(st.peak_rss_kib, 1024);
+        let verdict = |met: bool| if met { "met" } else { "not met" };
+        println!(
+            "{FRESH_STALL}: {} connections stalling 1 MiB bodies: its peak RSS {rss:.1} MiB, {:.1} MiB \
+             before (target <= {STALL_RSS_MIB:.0} MiB): {}; slowest of {} probes of /api/status meanwhile \
+             {:.1} ms (target <= {STALL_PROBE_MS:.0} ms): {}",
+            thousands(st.connections as u64),
+            mib(st.idle_rss_kib, 1024),
+            verdict(rss <= STALL_RSS_MIB),
+            st.probes,
+            st.slowest_probe_ms,
+            verdict(st.probe_errors == 0 && st.slowest_probe_ms <= STALL_PROBE_MS)
+        );
+        if st.probe_errors == 0 && st.left_open == 0 && st.probes > 0 {
+            passed += 1;
+        } else {
+            eprintln!(
+                "bench: {FRESH_STALL}: {} probes unanswered, {} stalled connections left open past the deadline",
+                st.probe_errors, st.left_open
+            );
+            failures += st.probe_errors + st.left_open as u64 + u64::from(st.probes == 0);
+            failed += 1;
+        }
+    }
+    if let Some(mut l) = logged_in {
+        let (wrong, unknown) = (median(&mut l.wrong_password), median(&mut l.unknown_email));
+        let ratio = wrong.max(unknown) / wrong.min(unknown).max(f64::MIN_POSITIVE);
+        let met = l.unexpected == 0 && ratio <= LOGIN_RATIO && wrong.min(unknown) >= LOGIN_CHECK_MS;
+        println!(
+            "{LOGINS}: medians {wrong:.1} ms and {unknown:.1} ms, {} of each (target: within {:.0}% of each other, \
+             each >= {LOGIN_CHECK_MS:.0} ms, a password checked): {}",
+            l.wrong_password.len(),
+            (LOGIN_RATIO - 1.0) * 100.0,
+            if met { "met" } else { "not met" }
+        );
+        if l.unexpected == 0 {
+            passed += 1;
+        } else {
+            eprintln!("bench: {LOGINS}: {} logins not answered 401", l.unexpected);
+            failures += l.unexpected;
             failed += 1;
         }
     }

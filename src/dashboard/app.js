@@ -99,9 +99,14 @@ function countsBar(counts, total) {
   return el('div', {}, bar, el('div', { class: 'counts' }, parts.length ? parts.join(' · ') : 'no runs yet'));
 }
 
+// The step between run dates, as people say it: "every 4 hours". A `custom` interval steps
+// by interval_units seconds (the API's meaning), and says it is custom.
 function interval(b) {
   if (!b.interval_type) return '—';
-  return 'every ' + (b.interval_units || 1) + ' ' + b.interval_type + ((b.interval_units || 1) === 1 ? '' : 's');
+  const units = b.interval_units || 1;
+  const custom = b.interval_type === 'custom';
+  const every = 'every ' + units + ' ' + (custom ? 'second' : b.interval_type) + (units === 1 ? '' : 's');
+  return custom ? 'custom, ' + every : every;
 }
 
 function problem(e) {
@@ -161,7 +166,7 @@ async function listBackfills(params, mode, fresh) {
         el('td', { class: 'name' }, el('a', { href: '#/backfills/' + b.id }, b.name)),
         el('td', {}, el('a', { href: '#/?pipeline=' + encodeURIComponent(b.pipeline_uuid) }, b.pipeline_uuid)),
         el('td', { class: 'dates' }, when(b.start_datetime), el('br'), '→ ' + when(b.end_datetime)),
-        el('td', {}, interval(b)),
+        el('td', { class: 'interval' }, interval(b)),
         el('td', {}, countsBar(b.run_status_counts, b.total_run_count)),
         el('td', { class: 'num total' }, String(b.total_run_count)),
         el('td', {}, when(b.started_at)),

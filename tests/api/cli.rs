@@ -4,11 +4,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use serde_json::json;
 
 use crate::helpers::{agent, assert_error, backfill, import_file, reply, BIN};
+use crate::wait::eventually;
 
 /// A `backfilld serve` child process on a free loopback port; killed when dropped.
 pub struct Served {
@@ -63,11 +65,7 @@ pub fn serve_with(db: &Path, extra: &[&str], env: &[(&str, &str)], log: Stdio) -
         .spawn()
         .unwrap();
     let served = Served { child, base: format!("http://127.0.0.1:{port}"), port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually("the server to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     served
 }
 
@@ -246,11 +244,9 @@ fn a_serve_killed_while_starting_a_100000_run_backfill_keeps_all_runs_or_none() 
     let start = std::thread::spawn(move || {
         agent().put(url).send_json(json!({"backfill": {"status": "initial"}})).map(|r| r.status().as_u16()).ok()
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) < wal_before + (4 << 20) {
-        assert!(Instant::now() < deadline, "the start never began writing");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    eventually("the start to write 4 MiB", || {
+        std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) >= wal_before + (4 << 20)
+    });
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let answered = start.join().unwrap();
@@ -308,9 +304,9 @@ fn a_listing_imports_back_into_an_identical_listing() {
     assert_eq!(target.send("PUT", &format!("/api/pipeline_runs/{}", held[1]), &report).status, 200);
 }
 
-/// Claims and reports from four clients until the server dies; the clients stop at the first
-/// failed request.
-fn claim_until_killed(base: &str, worker: &str) -> usize {
+/// Claims and reports from one of four clients until the server dies, counting its reports
+/// in `reported` too; the clients stop at the first failed request.
+fn claim_until_killed(base: &str, worker: &str, reported: &AtomicUsize) -> usize {
     let client = agent();
     let mut done = 0;
     loop {
@@ -329,6 +325,7 @@ fn claim_until_killed(base: &str, worker: &str) -> usize {
                 return done;
             }
             done += 1;
+            reported.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -347,13 +344,15 @@ fn a_serve_killed_during_a_stream_of_claims_leaves_every_running_run_under_a_lea
         client.put(format!("{}/api/backfills/{id}", server.base)).send_json(json!({"backfill": {"status": "initial"}}));
     assert_eq!(started.unwrap().status(), 200);
 
+    let reported = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|k| {
-            let base = server.base.clone();
-            std::thread::spawn(move || claim_until_killed(&base, &format!("w{k}")))
+            let (base, reported) = (server.base.clone(), reported.clone());
+            std::thread::spawn(move || claim_until_killed(&base, &format!("w{k}"), &reported))
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(700));
+    // Killed mid-stream: once the four clients have reported a hundred runs.
+    eventually("the stream of claims to get going", || reported.load(Ordering::Relaxed) >= 100);
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     let reported: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
@@ -382,11 +381,7 @@ fn a_serve_killed_during_a_stream_of_claims_leaves_every_running_run_under_a_lea
     assert_eq!(total, 2000, "every date has exactly one run still: {counts}");
 
     // The leases then expire as any other: each held run fails and its date waits again.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while listing("&status=running&_limit=0")["metadata"]["count"] != 0 {
-        assert!(Instant::now() < deadline, "held runs never expired");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the held runs' leases to expire", || listing("&status=running&_limit=0")["metadata"]["count"] == 0);
     for r in &held {
         let run = reply(client.get(format!("{}/api/pipeline_runs/{}", server.base, r["id"])).call().unwrap());
         assert_eq!(run.body["pipeline_run"]["status"], "failed");

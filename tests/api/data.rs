@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::cli::{run, serve, serve_with};
 use crate::helpers::{agent, reply, seed_fields, spawn_app, TestApp, BIN};
+use crate::wait::eventually;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -336,13 +336,7 @@ fn a_backup_and_an_export_taken_under_writes_each_hold_one_consistent_state() {
         let (base, stop, done) = (server.base.clone(), stop.clone(), done.clone());
         std::thread::spawn(move || write_until(base, stop, done))
     };
-    let wait_for = |n: u64| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while done.load(Ordering::Relaxed) < n {
-            assert!(Instant::now() < deadline, "the writes never got going");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let wait_for = |n: u64| eventually(&format!("{n} backfills written"), || done.load(Ordering::Relaxed) >= n);
 
     // Mid-way: two backups and an export, each while the writes go on.
     let mut copies = vec![];

@@ -11,6 +11,7 @@ use backfilld::service::lifecycle::Limits;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, seed_fields, spawn_app, spawn_app_tuned, Reply, TestApp};
+use crate::wait::eventually;
 
 /// A server whose leases may be 1 s long and whose sweep looks every 50 ms.
 fn spawn_fast_leases() -> TestApp {
@@ -92,15 +93,6 @@ fn started_days(app: &TestApp, days: u32, settings: Value) -> i64 {
     id
 }
 
-/// Polls `f` every 20 ms until it holds, for at most `secs` seconds.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_claim_hands_out_runs_under_a_lease_and_a_report_finishes_them() {
     let app = spawn_app();
@@ -125,6 +117,8 @@ fn a_claim_hands_out_runs_under_a_lease_and_a_report_finishes_them() {
     let lease = runs[0]["lease_expires_at"].as_str().unwrap().to_string();
 
     // A heartbeat extends the lease; a report with metrics finishes the run and keeps them.
+    // (20 ms on, so that its lease ends later: times are in microseconds. Not a wait for
+    // anything: a busier machine only makes it longer.)
     std::thread::sleep(Duration::from_millis(20));
     let beat = put_run(&app, ids(&runs)[0], json!({"status": "running", "worker": "w1"}));
     assert_eq!(beat.status, 200, "{:?}", beat.body);
@@ -252,7 +246,7 @@ fn a_lease_left_to_expire_fails_its_run_and_queues_the_date_until_max_attempts()
     let id = started_days(&app, 1, json!({"max_attempts": 2}));
     let first = claimed(&app, json!({"worker": "w1", "lease_seconds": 1}));
     let first_id = first[0]["id"].as_i64().unwrap();
-    eventually(5, "the lease expires", || get_run(&app, first_id)["status"] == "failed");
+    eventually("the lease to expire", || get_run(&app, first_id)["status"] == "failed");
     let run = get_run(&app, first_id);
     assert_eq!(run["metrics"]["lease_expired"]["worker"], "w1", "{run}");
     assert!(run["metrics"]["error"].as_str().unwrap().contains("expired"), "{run}");
@@ -270,18 +264,20 @@ fn a_lease_left_to_expire_fails_its_run_and_queues_the_date_until_max_attempts()
         assert!(message.contains("lease") && message.contains("expired"), "{message}");
     }
 
-    // Heartbeats keep a lease alive past its length.
-    let second = claimed(&app, json!({"worker": "w2", "lease_seconds": 1}));
+    // Heartbeats keep a lease alive past its length: one every 250 ms on a lease of 2 s, for
+    // 3 s (a heartbeat 1.75 s late would let it expire: more than a busy machine delays one).
+    let second = claimed(&app, json!({"worker": "w2", "lease_seconds": 2}));
     let second_id = second[0]["id"].as_i64().unwrap();
     assert_eq!(second[0]["attempt"], 2);
-    for _ in 0..6 {
-        std::thread::sleep(Duration::from_millis(300));
+    let claimed_at = Instant::now();
+    while claimed_at.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(250));
         let beat = put_run(&app, second_id, json!({"status": "running", "worker": "w2"}));
-        assert_eq!(beat.status, 200, "{:?}", beat.body);
+        assert_eq!(beat.status, 200, "{:?} after {:?}", beat.body, claimed_at.elapsed());
     }
-    // Then left to expire: the second attempt was the last.
-    eventually(5, "the second lease expires", || get_run(&app, second_id)["status"] == "failed");
-    std::thread::sleep(Duration::from_millis(200));
+    // Then left to expire: the second attempt was the last. (The sweep fails a run and
+    // queues its date again in one write: had it queued a third, it would be there now.)
+    eventually("the second lease to expire", || get_run(&app, second_id)["status"] == "failed");
     assert_eq!(runs_of(&app, id).len(), 2, "no third attempt");
     let b = app.read_backfill(id);
     assert_eq!(b["status"], "failed");

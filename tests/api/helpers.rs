@@ -34,9 +34,9 @@ pub struct Reply {
     pub body: Value,
 }
 
-/// A turn for a test that times the server or loads both cores (the stalled-body attacks,
-/// the concurrent claimers): such tests run one at a time, so that none slows another's
-/// server past what it measures.
+/// A turn for a test that loads both cores (the stalled-body attacks, the concurrent
+/// claimers, the browser): such tests run one at a time, so that together they do not
+/// starve the rest of the suite.
 pub fn busy_turn() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -245,4 +245,19 @@ pub fn assert_error(reply: &Reply, status: u16, kind: &str) -> String {
     assert!(e["errors"].is_array(), "{:?}", reply.body);
     assert_eq!(reply.content_type.as_deref(), Some("application/json"));
     e["message"].as_str().unwrap().to_string()
+}
+
+/// The value of the sample named exactly `sample` (with its labels) in a metrics text.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+}
+
+impl TestApp {
+    /// The value of `sample` in the server's `/metrics` now (asserting a 200).
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let mut resp = self.agent.get(self.url("/metrics")).call().unwrap();
+        assert_eq!(resp.status(), 200);
+        metric(&resp.body_mut().read_to_string().unwrap(), sample)
+    }
 }

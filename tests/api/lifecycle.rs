@@ -232,6 +232,8 @@ fn updates_change_the_writable_keys_and_move_updated_at() {
     let app = spawn_app();
     let id = app.create_backfill("p", json!({"name": "draft"}));
     let before = app.read_backfill(id);
+    // 2 ms on, so that the update's time differs (times are in microseconds). Not a wait for
+    // anything: a busier machine only makes it longer.
     std::thread::sleep(std::time::Duration::from_millis(2));
     let r = app.put_backfill(id, seed_fields("final"));
     assert_eq!(r.status, 200, "{:?}", r.body);

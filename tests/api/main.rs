@@ -17,5 +17,7 @@ mod readme;
 mod schemathesis;
 mod serve;
 mod sessions;
+mod skip;
+mod wait;
 mod webdriver;
 mod worker;

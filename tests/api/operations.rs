@@ -6,13 +6,8 @@ use serde_json::json;
 
 use crate::helpers::AuthConfig;
 use crate::helpers::*;
+use crate::wait::eventually;
 use backfilld::service::lifecycle::Limits;
-
-/// The metrics text and the value of the sample named exactly `sample` (with its labels).
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
-}
 
 fn scrape(app: &TestApp, headers: &[(&str, &str)]) -> (u16, String, Option<String>) {
     let mut req = agent().get(app.url("/metrics"));
@@ -38,7 +33,14 @@ fn metrics_count_requests_claims_expiries_and_the_stored_state() {
     let claimed = app.send("POST", "/api/pipeline_runs/claim", &claim);
     assert_eq!(claimed.body["pipeline_runs"].as_array().unwrap().len(), 2);
     // The two leases run out without a heartbeat: the sweep expires them.
-    std::thread::sleep(Duration::from_millis(1600));
+    eventually("the sweep to expire the two leases", || {
+        let expired = app.metric("backfilld_lease_expiries_total");
+        if expired == Some(2.0) {
+            Ok(())
+        } else {
+            Err(format!("{expired:?} expired"))
+        }
+    });
     let (status, text, ct) = scrape(&app, &[]);
     assert_eq!(status, 200);
     assert_eq!(ct.as_deref(), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));

@@ -15,8 +15,7 @@ fn the_openapi_document_is_what_its_generator_makes() {
     let Ok(out) =
         Command::new("python3").arg("tools/openapi.py").arg("-").current_dir(env!("CARGO_MANIFEST_DIR")).output()
     else {
-        assert!(std::env::var_os("CI").is_none(), "CI needs python3");
-        eprintln!("skipping: no python3 to run tools/openapi.py");
+        crate::skip::skip("no python3 to run tools/openapi.py");
         return;
     };
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -33,8 +32,9 @@ fn schemathesis() -> Option<PathBuf> {
     if st.is_file() {
         return Some(st);
     }
-    assert!(std::env::var_os("CI").is_none(), "CI needs schemathesis in .venv (.ci/run installs it)");
-    eprintln!("skipping the schemathesis run: install it with `python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt`");
+    crate::skip::skip(
+        "no .venv/bin/st (install schemathesis: `python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt`)",
+    );
     None
 }
 
@@ -65,7 +65,10 @@ fn schemathesis_finds_every_answer_as_documented() {
         .current_dir(dir.path())
         .args(["run", &format!("{}/api/openapi.json", server.base)])
         .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
-        .args(["--max-examples", "80", "--seed", "7", "--workers", "2", "--no-shrink"])
+        // One worker: with two, its threads parse Python sources at once (hypothesis reads a
+        // lambda's source to describe it), and Python 3.11's parser keeps one recursion count
+        // for all threads: "AST constructor recursion depth mismatch", a runtime error.
+        .args(["--max-examples", "80", "--seed", "7", "--workers", "1", "--no-shrink"])
         .args(["--header", &format!("X-API-KEY: {KEY}"), "--header", &format!("OAUTH-TOKEN: {token}")])
         .args(["--request-timeout", "20", "--report", "ndjson", "--report-dir"])
         .arg(&report)

@@ -5,11 +5,12 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::helpers::{agent, reply, BIN};
+use crate::wait::eventually;
 
 /// The names in `dir`, sorted.
 fn files_in(dir: &Path) -> Vec<String> {
@@ -28,23 +29,9 @@ fn signal(child: &Child, signal: i32) {
     unsafe { libc::kill(child.id() as i32, signal) };
 }
 
-/// Polls `done` until it holds, failing with `what` after `limit`.
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits for `child` to exit, at most `limit`.
-fn exit_status(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let mut status = None;
-    wait_until("the process to exit", limit, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
+/// Waits for `child` to exit.
+fn exit_status(child: &mut Child) -> std::process::ExitStatus {
+    eventually("the process to exit", || child.try_wait().unwrap())
 }
 
 /// `backfilld serve` on `db` and a free port, once it answers; its output dropped.
@@ -60,7 +47,7 @@ fn serve(db: &Path) -> (Child, u16) {
         .spawn()
         .unwrap();
     let status = format!("http://127.0.0.1:{port}/api/status");
-    wait_until("the server to answer", Duration::from_secs(30), || agent().get(&status).call().is_ok());
+    eventually("the server to answer", || agent().get(&status).call().is_ok());
     (server, port)
 }
 
@@ -102,7 +89,7 @@ fn a_clean_stop_leaves_the_data_file_and_its_lock_and_no_wal() {
         let listed = reply(agent().get(format!("{base}/api/backfills?_limit=0")).call().unwrap());
         assert_eq!(listed.body["metadata"]["count"], created);
         signal(&server, sig);
-        assert!(exit_status(&mut server, Duration::from_secs(60)).success(), "round {round}");
+        assert!(exit_status(&mut server).success(), "round {round}");
         assert_eq!(files_in(dir.path()), ["a.db", "a.db.lock"], "after stop {round} (signal {sig})");
     }
 }
@@ -143,9 +130,9 @@ fn the_demo_s_terminal_shows_its_banner_last_and_no_access_lines() {
         r.body["metadata"]["count"].as_u64().unwrap()
     };
     let before = completed();
-    wait_until("the demo's worker to complete runs", Duration::from_secs(60), || completed() > before + 2);
+    eventually("the demo's worker to complete runs", || completed() > before + 2);
     signal(&demo, libc::SIGINT);
-    assert!(exit_status(&mut demo, Duration::from_secs(60)).success());
+    assert!(exit_status(&mut demo).success());
     let rest = rest_of_stdout.join().unwrap();
     let log = log.join().unwrap();
     let banner: Vec<&str> = first.lines().chain(rest.lines()).collect();
@@ -181,14 +168,12 @@ fn ctrl_c_answers_the_request_in_flight_before_stopping() {
     assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
     signal(&server, libc::SIGINT);
     // Stopping: new connections are no longer served.
-    wait_until("the server to stop accepting", Duration::from_secs(30), || {
-        agent().get(format!("{base}/api/status")).call().is_err()
-    });
+    eventually("the server to stop accepting", || agent().get(format!("{base}/api/status")).call().is_err());
     conn.write_all(body).unwrap();
     let mut answer = String::new();
     reader.read_to_string(&mut answer).unwrap();
     assert!(answer.contains("HTTP/1.1 200") && answer.contains("in flight"), "{answer}");
-    assert!(exit_status(&mut server, Duration::from_secs(60)).success());
+    assert!(exit_status(&mut server).success());
     // The write is in the file.
     let out = Command::new(BIN).args(["export", "--db"]).arg(&db).arg("-").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("in flight"), "{out:?}");

@@ -2,7 +2,7 @@
 //! Mage reads them, logging out, and the users the `backfilld user` commands manage.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::AuthConfig;
 use crate::helpers::*;
+use crate::wait::eventually;
 use backfilld::service::lifecycle::Limits;
 
 const KEY: &str = "zkWlN0PkIKSN0C11CfUHUj84OT5XOJ6tDZ6bDRO2";
@@ -21,19 +22,21 @@ fn secured() -> TestApp {
 
 /// `backfilld user ARGS` on the app's file with `stdin` as its input.
 fn user_cmd(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(BIN)
+    // The input is in the pipe, whole and closed, before the command starts (a pipe holds
+    // 64 KiB): a command that refuses its arguments and exits without reading it cannot
+    // make the write fail.
+    let (input, mut feed) = std::io::pipe().unwrap();
+    feed.write_all(stdin.as_bytes()).unwrap();
+    drop(feed);
+    let out = Command::new(BIN)
         .arg("user")
         .args(&args[..1])
         .arg("--db")
         .arg(&app.db_path)
         .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stdin(input)
+        .output()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
@@ -117,37 +120,25 @@ fn a_login_answers_mage_s_session_whose_token_works_where_mage_takes_it() {
 }
 
 #[test]
-fn wrong_emails_and_passwords_are_one_answer_in_about_the_same_time() {
-    let _turn = busy_turn();
+fn wrong_emails_and_passwords_get_one_answer() {
     let app = spawn_app();
     add_user(&app, "ada@example.com", "correct horse");
-    let time = |session: Value| {
-        let t = Instant::now();
-        let r = login(&app, session, &[]);
-        let took = t.elapsed();
-        (assert_error(&r, 401, "invalid_credentials"), took)
-    };
-    let mut wrong_password = vec![];
-    let mut unknown_email = vec![];
     // Different addresses each time: under the throttle's free failures.
     for k in 0..5 {
-        let (m1, t1) = time(json!({"email": "ada@example.com", "password": format!("wrong {k}")}));
-        let (m2, t2) = time(json!({"email": format!("nobody{k}@example.com"), "password": "correct horse"}));
+        let wrong_password = login(&app, json!({"email": "ada@example.com", "password": format!("wrong {k}")}), &[]);
+        let unknown_email =
+            login(&app, json!({"email": format!("nobody{k}@example.com"), "password": "correct horse"}), &[]);
+        let m1 = assert_error(&wrong_password, 401, "invalid_credentials");
+        let m2 = assert_error(&unknown_email, 401, "invalid_credentials");
         assert_eq!(m1, m2, "the same message for both");
         assert_eq!(m1, "Email/username and/or password invalid.");
-        wrong_password.push(t1);
-        unknown_email.push(t2);
         if k == 1 {
             // ada's failures so far are free; her right password still gets in.
             assert_eq!(login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[]).status, 200);
         }
     }
-    wrong_password.sort();
-    unknown_email.sort();
-    let (a, b) = (wrong_password[2].as_secs_f64(), unknown_email[2].as_secs_f64());
-    // Each is an Argon2id check (about 20 ms here); a missing check would be well under 1 ms.
-    assert!(a > 0.005 && b > 0.005, "{a} {b}");
-    assert!(a / b > 0.5 && a / b < 2.0, "median wrong password {a:.4} s, unknown email {b:.4} s");
+    // That both take the same time (an unknown email checks a password too) is a timing:
+    // examples/bench.rs measures it ("login: wrong password vs unknown email").
     // Missing fields are a 400 naming them, not a failed login.
     assert!(assert_error(&login(&app, json!({"password": "x"}), &[]), 400, "record_invalid").contains("email"));
     assert!(assert_error(&login(&app, json!({"email": "a@b"}), &[]), 400, "record_invalid").contains("password"));
@@ -166,27 +157,46 @@ fn repeated_failures_for_an_address_are_slowed_down() {
         assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
     }
     assert_eq!(login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[]).status, 200);
-    for _ in 0..4 {
-        assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
-    }
-    // After the fourth, the next try within the second is refused unchecked, even with the
-    // right password.
+    // After the fourth failure, a try within the second is refused unchecked, even with the
+    // right password. The second is the server's: tries answered less than a second after the
+    // fourth failure was sent must be refused. A machine too busy to try that soon lets the
+    // right password in (which starts the count over): the failures and tries are then made
+    // again.
     let right = json!({"email": "ADA@example.com", "password": "correct horse"});
-    let r = login(&app, right.clone(), &[]);
-    assert!(assert_error(&r, 429, "too_many_requests").contains("try again"));
-    let raw = ureq::http::Request::builder()
-        .method("POST")
-        .uri(app.url("/api/sessions"))
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(&json!({"session": right})).unwrap())
-        .unwrap();
-    let resp = agent().run(raw).unwrap();
-    assert_eq!(resp.status().as_u16(), 429);
-    assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+    let raw = || {
+        ureq::http::Request::builder()
+            .method("POST")
+            .uri(app.url("/api/sessions"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&json!({"session": right})).unwrap())
+            .unwrap()
+    };
+    let refused_at = eventually("two tries within a second of a fourth failure", || {
+        for _ in 0..3 {
+            assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
+        }
+        let fourth = Instant::now();
+        assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
+        let r = login(&app, right.clone(), &[]);
+        let resp = agent().run(raw()).unwrap();
+        let answered = Instant::now();
+        let statuses = (r.status, resp.status().as_u16());
+        if statuses == (429, 429) {
+            assert!(assert_error(&r, 429, "too_many_requests").contains("try again"));
+            assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+            return Ok(answered);
+        }
+        let late = answered - fourth;
+        assert!(late >= Duration::from_secs(1), "{statuses:?} {late:?} after the fourth failure: {:?}", r.body);
+        assert!(matches!(statuses, (200 | 429, 200)), "{statuses:?}: {:?}", r.body);
+        Err(format!("the tries were answered {late:?} after the fourth failure"))
+    });
     // Another address is not slowed down.
     assert_eq!(login(&app, json!({"email": "bob@example.com", "password": "battery staple"}), &[]).status, 200);
-    // After the wait, the right password gets in, and the count starts over.
-    std::thread::sleep(Duration::from_millis(1100));
+    // A client that waits as the Retry-After said gets in with the right password, and the
+    // count starts over. (The wait is what is tested, not a guess at how long something
+    // takes: on a busier machine it only ends later.)
+    std::thread::sleep((refused_at + Duration::from_secs(1)).saturating_duration_since(Instant::now()));
     assert_eq!(login(&app, right, &[]).status, 200);
     for _ in 0..4 {
         assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
@@ -208,8 +218,11 @@ fn sessions_expire_end_at_logout_and_with_their_user() {
     };
     let short = session(&app);
     assert_eq!(app.get_with("/api/backfills", &[key, ("OAUTH-TOKEN", &short)]).status, 200);
-    std::thread::sleep(Duration::from_millis(1300));
-    assert_error(&app.get_with("/api/backfills", &[key, ("OAUTH-TOKEN", &short)]), 401, "expired_oauth_token");
+    let refused = eventually("the session of 1 s to end", || {
+        let r = app.get_with("/api/backfills", &[key, ("OAUTH-TOKEN", &short)]);
+        (r.status != 200).then_some(r)
+    });
+    assert_error(&refused, 401, "expired_oauth_token");
 
     // Logout, Mage's way (PUT /api/sessions/1) and with DELETE: the answer's expires is now.
     let app = spawn_app_with(AuthConfig::new(true, &[KEY.into()]));

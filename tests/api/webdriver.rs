@@ -1,24 +1,31 @@
 //! A small synchronous WebDriver client (the W3C calls the dashboard's tests and the
 //! bench make) over ureq, driving Debian's headless Chromium through chromedriver. Shared
-//! by tests/api/browser.rs and examples/bench.rs (`#[path]`).
+//! by tests/api/browser.rs and examples/bench.rs (`#[path]`, with tests/api/wait.rs, whose
+//! `eventually` it waits with).
 
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
 
-/// Whether the browser tests can run here. In CI (`CI` set, as `.ci/run` runs) Chromium must
-/// be there, and its absence fails the test; elsewhere a machine without it skips them,
-/// saying how to get it, so that `cargo test --locked` works on a fresh machine.
+use crate::wait::eventually;
+
+/// Why the browser cannot run here (Chromium or chromedriver not on the PATH, and how to get
+/// them), or `None` when it can.
+pub fn browser_missing() -> Option<String> {
+    let missing: Vec<&str> = ["chromium", "chromedriver"].into_iter().filter(|tool| on_path(tool).is_none()).collect();
+    (!missing.is_empty())
+        .then(|| format!("no {} on the PATH (install Debian's chromium and chromium-driver)", missing.join(" or ")))
+}
+
+/// Whether the bench can measure the dashboard in Chromium. In CI (`CI` set, as `.ci/run`
+/// runs) Chromium must be there, and its absence fails the run; elsewhere its absence skips
+/// the measurement, saying how to get it.
 pub fn browser_here() -> bool {
-    let found = ["chromedriver", "chromium"].iter().all(|tool| on_path(tool).is_some());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "CI needs chromium and chromedriver (.ci/run installs them)");
-        eprintln!("skipping a browser test: install Debian's chromium and chromium-driver to run it");
-    }
-    found
+    let Some(why) = browser_missing() else { return true };
+    assert!(std::env::var_os("CI").is_none(), "CI needs chromium and chromedriver (.ci/run installs them)");
+    eprintln!("skipping the browser: {why}");
+    false
 }
 
 /// Where `tool` is on the PATH.
@@ -47,11 +54,7 @@ impl Browser {
             .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)");
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while agent.get(format!("{url}/status")).call().is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually("chromedriver to answer", || agent.get(format!("{url}/status")).call().is_ok());
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": on_path("chromium").unwrap_or_else(|| "/usr/bin/chromium".into()),
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"]
@@ -112,19 +115,17 @@ impl Browser {
         self.call("GET", &format!("/element/{element}/attribute/{name}"), None).as_str().unwrap_or_default().to_string()
     }
 
-    /// Waits (up to 15 s) until `css` selects an element whose text contains `text`; returns it.
+    /// Waits until `css` selects an element whose text contains `text`; returns it.
     pub fn wait_text(&self, css: &str, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            for e in self.find_all(css) {
-                if self.text(&e).contains(text) {
-                    return e;
-                }
+        eventually(&format!("a {css} saying {text:?}"), || {
+            match self.find_all(css).into_iter().find(|e| self.text(e).contains(text)) {
+                Some(e) => Ok(e),
+                None => Err(format!(
+                    "the page says: {}",
+                    self.find_all("main").first().map(|m| self.text(m)).unwrap_or_default()
+                )),
             }
-            let page = self.find_all("main").first().map(|m| self.text(m)).unwrap_or_default();
-            assert!(Instant::now() < deadline, "no {css} with {text:?}; the page says: {page}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     pub fn type_into(&self, css: &str, text: &str) {

@@ -1,7 +1,9 @@
 //! `backfilld worker`: the real binary claiming from a real server, running real commands.
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::AuthConfig;
@@ -9,6 +11,7 @@ use backfilld::service::lifecycle::Limits;
 use serde_json::{json, Value};
 
 use crate::helpers::{seed_fields, spawn_app, spawn_app_tuned, spawn_app_with, TestApp, BIN};
+use crate::wait::eventually;
 
 /// A server whose leases may be as short as a second and are checked every 50 ms.
 fn fast_leases() -> TestApp {
@@ -48,11 +51,35 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+/// What a child writes to standard error, read by a thread as it comes, so that a test can
+/// wait for a line of it.
+struct Stderr {
+    text: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Stderr {
+    fn follow(stderr: ChildStderr) -> Stderr {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Stderr { text, reader }
+    }
+
+    /// What it has written so far.
+    fn now(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Everything it wrote, once it has closed its standard error (exited).
+    fn all(self) -> String {
+        self.reader.join().unwrap();
+        let text = self.text.lock().unwrap();
+        text.clone()
     }
 }
 
@@ -112,21 +139,37 @@ fn exec_runs_each_date_once_with_its_variables_and_its_json() {
 #[test]
 fn a_failing_command_fails_its_run_with_the_exit_status_and_the_output_tail() {
     let app = spawn_app();
-    let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T00:00:00Z"}));
-    let o = run_worker(
-        &app,
-        &["--until-idle", "--exec", "yes 'line of output' | head -c 10000; echo last words >&2; exit 3"],
-    );
+    // Two dates, claimed together (a failed run fails its backfill, whose waiting dates are
+    // then no longer handed out): at 00:00 a command writes 10,011 bytes to its standard
+    // output, at 04:00 one line to each of its outputs. Each output is a pipe of its own, read
+    // as it comes: the order within one is kept, but not which of the two comes first.
+    let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T04:00:00Z"}));
+    let cmd = "if [ \"$BACKFILL_HR\" = 00 ]; then yes 'line of output' | head -c 10000; echo last words; \
+               else echo to stdout; echo to stderr >&2; fi; exit 3";
+    let o = run_worker(&app, &["--until-idle", "--concurrency", "2", "--exec", cmd]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     let failed = runs(&app, &format!("backfill_id={id}&status=failed"));
-    assert_eq!(failed.len(), 1);
-    let m = &failed[0]["metrics"];
-    assert_eq!(m["exit_code"], 3);
-    assert_eq!(m["error"], "the command exited with status 3");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let metrics = |hour: &str| {
+        let run = failed.iter().find(|r| r["execution_date"].as_str().unwrap().contains(&format!(" {hour}:")));
+        run.unwrap_or_else(|| panic!("no run at {hour}: {failed:?}"))["metrics"].clone()
+    };
+    for m in [metrics("00"), metrics("04")] {
+        assert_eq!(m["exit_code"], 3);
+        assert_eq!(m["error"], "the command exited with status 3");
+    }
+    // The last 4,096 bytes, and how many came before them.
+    let m = metrics("00");
     let tail = m["output_tail"].as_str().unwrap();
     assert_eq!(tail.len(), 4096);
-    assert!(tail.ends_with("last words\n"), "{tail:?}");
+    assert!(tail.ends_with("line of oulast words\n"), "{tail:?}");
     assert_eq!(m["output_bytes_before_tail"], 10000 + 11 - 4096);
+    // Standard error is kept too.
+    let m = metrics("04");
+    let mut lines: Vec<&str> = m["output_tail"].as_str().unwrap().lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["to stderr", "to stdout"], "{m}");
+    assert_eq!(m["output_bytes_before_tail"], 0);
     assert_eq!(app.read_backfill(id)["status"], "failed");
 }
 
@@ -158,7 +201,7 @@ fn a_cancel_kills_the_running_command_and_nothing_is_reported() {
     wait_running(&app, id, 2);
     assert_eq!(app.put_backfill(id, json!({"status": "cancelled"})).status, 200);
     // The next heartbeat (every 2/3 s) gets the 409 and kills the commands.
-    wait_for("the commands killed", Duration::from_secs(10), || !process_with(marker));
+    eventually("the commands to be killed", || !process_with(marker));
     assert_eq!(stop(&mut w).code(), Some(0), "runs taken back are not failures");
     let mut out = String::new();
     std::io::Read::read_to_string(&mut w.stdout.take().unwrap(), &mut out).unwrap();
@@ -169,8 +212,13 @@ fn a_cancel_kills_the_running_command_and_nothing_is_reported() {
 
 /// Waits until `n` runs of backfill `id` are running.
 fn wait_running(app: &TestApp, id: i64, n: usize) {
-    wait_for(&format!("{n} running"), Duration::from_secs(10), || {
-        runs(app, &format!("backfill_id={id}&status=running")).len() == n
+    eventually(&format!("{n} runs of backfill {id} to be running"), || {
+        let running = runs(app, &format!("backfill_id={id}&status=running")).len();
+        if running == n {
+            Ok(())
+        } else {
+            Err(format!("{running} running"))
+        }
     });
 }
 
@@ -183,14 +231,7 @@ fn signal(w: &Child, signal: i32) {
 /// Sends SIGTERM and waits for the worker's end.
 fn stop(w: &mut Child) -> std::process::ExitStatus {
     signal(w, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(s) = w.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "the worker did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the worker to stop", || w.try_wait().unwrap())
 }
 
 #[test]
@@ -334,7 +375,13 @@ fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_
     let log = app.dir.path().join("log.txt");
     // Each command logs its start and end; overlapping runs of a date would interleave.
     let cmd = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 0.3; echo \"end $BACKFILL_HR\" >> {0}", log.display());
-    let slow = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 60.123", log.display());
+    // The first worker's command says its pid (the `sleep`'s, by `exec`), to be stopped after.
+    let pid_file = app.dir.path().join("orphan.pid");
+    let slow = format!(
+        "echo \"start $BACKFILL_HR\" >> {0}; echo $$ > {1}; exec sleep 60.123",
+        log.display(),
+        pid_file.display()
+    );
     let mut first = worker(&app, &["--lease", "1s", "--exec", &slow]).stderr(Stdio::null()).spawn().unwrap();
     wait_running(&app, id, 1);
     signal(&first, libc::SIGKILL);
@@ -348,8 +395,13 @@ fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_
     let hr = got[0].trim_start_matches("start ").to_string();
     let of_date: Vec<String> = got.iter().filter(|l| l.ends_with(&hr)).cloned().collect();
     assert_eq!(of_date, [format!("start {hr}"), format!("start {hr}"), format!("end {hr}")]);
-    // The orphaned `sleep 60` of the killed worker is its own business; stop it.
-    let _ = Command::new("pkill").args(["-f", "sleep 60.123"]).status();
+    // The orphaned `sleep 60` of the killed worker is its own business; stop it by its pid,
+    // if that is still the `sleep` (a pid is not reused while its process runs).
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    if text(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).contains("60.123") {
+        // SAFETY: kill(2) on the pid of the command our worker started, checked just above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
 }
 
 /// Starts `backfilld demo` on a free port over `db`; returns it and its base URL, read from
@@ -387,7 +439,7 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
     let planned = backfilld::commands::demo::planned() as u64;
     assert!(planned >= 25, "a few dozen backfills");
     let mut seeded = json!(null);
-    wait_for("the demo seeded", Duration::from_secs(30), || {
+    eventually("the demo seeded", || {
         seeded = listing(&base);
         seeded["metadata"]["count"].as_u64() == Some(planned)
     });
@@ -412,17 +464,17 @@ fn the_demo_seeds_every_state_runs_move_and_a_restart_continues_it() {
         let running = get_json(&format!("{base}/api/pipeline_runs?status=running&_limit=100"));
         running["pipeline_runs"].as_array().unwrap().iter().any(|r| r["worker"] == "demo-worker")
     };
-    wait_for("the demo's worker to claim", Duration::from_secs(20), || worker_holds(&base));
+    eventually("the demo's worker to claim", || worker_holds(&base));
     let before = completed(&base);
-    wait_for("runs to complete", Duration::from_secs(20), || completed(&base) > before + 2);
+    eventually("runs to complete", || completed(&base) > before + 2);
     signal(&demo, libc::SIGINT);
     assert!(demo.wait().unwrap().success());
     // Again on the same file: the same backfills, nothing seeded twice, and runs go on.
     let (mut again, base) = start_demo(&db);
-    wait_for("the demo's worker to claim again", Duration::from_secs(20), || worker_holds(&base));
+    eventually("the demo's worker to claim again", || worker_holds(&base));
     let after_restart = completed(&base);
     assert_eq!(listing(&base)["metadata"]["count"], seeded["metadata"]["count"]);
-    wait_for("runs to complete after the restart", Duration::from_secs(20), || completed(&base) > after_restart + 2);
+    eventually("runs to complete after the restart", || completed(&base) > after_restart + 2);
     assert_eq!(listing(&base)["metadata"]["count"], seeded["metadata"]["count"]);
     signal(&again, libc::SIGINT);
     assert!(again.wait().unwrap().success());
@@ -438,9 +490,7 @@ fn serve_on(db: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the server to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    eventually("the server to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     child
 }
 
@@ -462,7 +512,7 @@ fn a_report_waits_out_an_outage_of_the_server_and_goes_through() {
         crate::helpers::reply(agent.put(format!("{base}/api/backfills/{id}")).send_json(&start).unwrap()).status,
         200
     );
-    let w = Command::new(BIN)
+    let mut w = Command::new(BIN)
         .args(["worker", "--server", &base, "--until-idle", "--lease", "30s", "--exec", "sleep 2"])
         .env("RUST_LOG", "info")
         .env_remove("BACKFILLD_API_KEY")
@@ -472,15 +522,17 @@ fn a_report_waits_out_an_outage_of_the_server_and_goes_through() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = Stderr::follow(w.stderr.take().unwrap());
     let running = || get_json(&format!("{base}/api/pipeline_runs?status=running&_limit=0"))["metadata"]["count"] == 1;
-    wait_for("the run to be claimed", Duration::from_secs(10), running);
-    // The server dies while the command runs, and comes back a while after it has ended.
+    eventually("the run to be claimed", running);
+    // The server dies while the command runs, and comes back once the command has ended and
+    // its report found no server.
     server.kill().unwrap();
     server.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(3500));
+    eventually("the worker's report to find no server", || stderr.now().contains("did not answer"));
     let mut server = serve_on(&db, port);
     let out = w.wait_with_output().unwrap();
-    let err = text(&out.stderr);
+    let err = stderr.all();
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(err.matches("did not answer").count(), 1, "logged once per outage: {err}");
     assert!(err.contains("the server answers again"), "{err}");
@@ -495,10 +547,11 @@ fn a_polling_worker_picks_up_a_backfill_started_later() {
     let app = spawn_app();
     let mut w =
         worker(&app, &["--simulate", "--duration", "0s"]).stderr(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
-    // Idle a while first: its waits between empty claims have grown.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Idle a while first: after five empty claims its waits between them have grown (to
+    // 1.6 s, then 2 s).
+    eventually("five empty claims", || app.metric("backfilld_claims_total").is_some_and(|n| n >= 5.0));
     let id = started(&app, "etl", json!({}));
-    wait_for("the backfill done", Duration::from_secs(10), || app.read_backfill(id)["status"] == "completed");
+    eventually("the backfill done", || app.read_backfill(id)["status"] == "completed");
     assert_eq!(stop(&mut w).code(), Some(0));
     let mut out = String::new();
     std::io::Read::read_to_string(&mut w.stdout.take().unwrap(), &mut out).unwrap();
@@ -510,15 +563,25 @@ fn a_second_sigterm_stops_at_once() {
     let app = spawn_app();
     let id = started(&app, "etl", json!({}));
     let marker = "sleep 23.1406";
-    let mut w = worker(&app, &["--grace", "60s", "--exec", marker]).stderr(Stdio::null()).spawn().unwrap();
+    let mut w = worker(&app, &["--grace", "60s", "--exec", marker])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Stderr::follow(w.stderr.take().unwrap());
     wait_running(&app, id, 1);
     signal(&w, libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(w.try_wait().unwrap().is_none(), "the first signal waits for the command (grace 60 s)");
+    eventually("the worker to take the first signal", || stderr.now().contains("stopping: no more claims"));
+    // It waits for its command (grace 60 s): the worker, the command and its run go on.
+    assert!(w.try_wait().unwrap().is_none(), "the first signal waits for the command: {}", stderr.now());
+    assert!(process_with(marker), "the command still runs");
+    assert_eq!(runs(&app, &format!("backfill_id={id}&status=running")).len(), 1);
     let t = Instant::now();
     assert_eq!(stop(&mut w).code(), Some(1));
-    assert!(t.elapsed() < Duration::from_secs(5), "the second signal stops at once");
+    // Well before the 60 s grace: the second signal did not wait for the command.
+    assert!(t.elapsed() < Duration::from_secs(20), "the second signal stops at once: {:?}", t.elapsed());
     assert!(!process_with(marker));
+    assert!(stderr.all().contains("stopping at once"));
 }
 
 #[test]
@@ -540,4 +603,15 @@ fn on_a_terminal_the_worker_draws_a_bar_per_backfill() {
     assert!(screen.contains("25/25"), "{screen}");
     assert!(screen.contains("completed, 0 failed"), "{screen}");
     assert!(!screen.contains("run 1 ("), "no line per run on a terminal: {screen}");
+    // Its rates are rounded for people (`12.3/s`): at most three significant figures.
+    let rates: Vec<&str> = screen
+        .split("/s")
+        .filter_map(|before| before.rsplit(|c: char| !c.is_ascii_digit() && c != '.' && c != ',').next())
+        .filter(|number| number.chars().any(|c| c.is_ascii_digit()))
+        .collect();
+    assert!(!rates.is_empty(), "no rate shown: {screen}");
+    for number in rates {
+        let figures = number.replace([',', '.'], "").trim_start_matches('0').len();
+        assert!(figures <= 3, "{number}/s in {screen}");
+    }
 }
