@@ -214,7 +214,7 @@ fn refusal(s: &mut TcpStream, deadline: Instant) -> Result<Option<u16>, String> 
 /// connection is refused (`refused` lists the statuses it may have been answered with) and
 /// closed; nothing is written. How much memory the server takes meanwhile and how fast it
 /// answers the probe are timings of a build: examples/bench.rs measures both against their
-/// targets (the row "/api/status during 2000 stalled bodies"), on the release build.
+/// targets ("stalled bodies on a fresh server"), on the release build.
 fn stalled_bodies(extra: &[&str], refused: &[u16]) {
     const CONNECTIONS: usize = 2000;
     const BODY: usize = 1 << 20;
