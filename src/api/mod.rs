@@ -41,8 +41,8 @@ pub use state::{AppState, Settings, StartError};
 
 /// What a connection can cost the server before any of backfilld's code has seen its
 /// request: actix-http reads up to 128 KiB ahead into its buffer, and holds up to 32 KiB
-/// more of a body nobody reads yet, whatever the body budget (tests/api/hardening.rs and the
-/// bench's stalled-bodies row measure it).
+/// more of a body nobody reads yet, whatever the body budget (the bench's stalled-bodies
+/// rows measure what that comes to).
 pub const CONNECTION_KIB: usize = 170;
 
 /// `--max-connections` unless given: with `CONNECTION_KIB` each, connections alone cost at

@@ -482,10 +482,16 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
     report(cfg, stop, outage, id, completed, metrics, lease_ends, why)
 }
 
+/// How long, once a command has ended and its process group is killed, its output may take
+/// to be read to its end. The pipes close as the group dies, so reading ends at once; the
+/// bound is for a process that left the group and still holds them, and is generous, since
+/// on a starved machine the reading threads may not have run for a while.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
 /// Adds the command's output tail to `metrics`, if there was a command.
 fn with_output(mut metrics: Value, task: Task) -> Value {
     if let Task::Command(r) = task {
-        let (tail, dropped) = r.finish(Duration::from_millis(200));
+        let (tail, dropped) = r.finish(OUTPUT_GRACE);
         metrics["output_tail"] = json!(tail);
         metrics["output_bytes_before_tail"] = json!(dropped);
     }
