@@ -1,8 +1,8 @@
 -- backfilld's schema. Applied when a file is made or is of an older version (every statement
 -- is idempotent), inside one transaction; `PRAGMA user_version` records the version and
--- `PRAGMA application_id` marks the file as backfilld's (src/db.rs, which also adds the
--- columns and fills what a new version adds to an older file; a file already of this version
--- is opened without it).
+-- `PRAGMA application_id` marks the file as backfilld's (src/db/upgrade.rs, which also adds
+-- the columns and fills what a new version adds to an older file; src/db/open.rs opens a
+-- file already of this version without it).
 --
 -- Datetimes are INTEGER microseconds since 1970-01-01 UTC: compact, exact to the microsecond
 -- as Mage's are, and ordered like the instants they stand for. `datetime(x / 1e6, 'unixepoch')`

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::token;
+use crate::auth::{origin, token};
 use crate::domain::model;
 use crate::service::lifecycle::Limits;
 use crate::service::{accounts, dispatch};
@@ -163,7 +163,8 @@ pub struct ServeArgs {
     /// An origin (scheme://host[:port]) whose web pages may call the API from a browser
     /// (CORS); repeat for several, or * for any. Off unless given; the environment variable
     /// takes a comma-separated list.
-    #[arg(long = "cors-origin", env = "BACKFILLD_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN")]
+    #[arg(long = "cors-origin", env = "BACKFILLD_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN",
+        value_parser = origin::parse)]
     pub cors_origins: Vec<String>,
     /// How long a login's session (POST /api/sessions) lasts: 30d, 12h, 90m, 45s or 2w.
     #[arg(long, env = "BACKFILLD_SESSION_LIFETIME", default_value = "30d", value_parser = token::parse_lifetime)]
@@ -218,10 +219,12 @@ pub enum LogFormat {
 const BODY_TIMEOUT_SECS: f64 = 5.0;
 const LEASE_CHECK_MS: u64 = 1000;
 
-/// `--max-connections` unless given: each connection may cost the server up to about
-/// `api::CONNECTION_KIB` before its request is read, so 256 bound what connections alone can
-/// cost to tens of MiB, which keeps a server under an attack of stalled bodies (connections
-/// plus the body budget) well inside a small machine's memory (docs/performance.md).
+/// `--max-connections` unless given. A connection can cost the server up to about 170 KiB
+/// before any of backfilld's code has seen its request (actix-http reads up to 128 KiB ahead
+/// into its buffer, and holds up to 32 KiB more of a body nobody reads yet, whatever the body
+/// budget), so 256 bound what connections alone can cost to about 43 MiB, which keeps a
+/// server under an attack of stalled bodies (connections plus the body budget) well inside a
+/// small machine's memory (the bench measures it: docs/performance.md).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 
 impl ServeArgs {

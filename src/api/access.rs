@@ -11,7 +11,7 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::web;
 
 /// The header, in requests and answers.
 pub const HEADER: &str = "x-request-id";
@@ -19,10 +19,6 @@ pub const HEADER: &str = "x-request-id";
 /// The longest id taken from a request; a longer one (or one with other characters than
 /// `usable` allows) is replaced by a new one.
 pub const MAX_ID_LEN: usize = 128;
-
-/// This request's id, in the request's extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
 
 /// An internal error's cause, put in the answer's extensions by `api::error` for this module
 /// to log with the request id.
@@ -86,7 +82,6 @@ pub async fn log_request(
         .map(str::trim)
         .filter(|v| usable(v))
         .map_or_else(new_id, str::to_string);
-    req.extensions_mut().insert(RequestId(id.clone()));
     let peer = req.peer_addr().map_or_else(|| "-".to_string(), |a| a.ip().to_string());
     let line = redacted_request_line(&req);
     let state = req.app_data::<web::Data<super::AppState>>().cloned();

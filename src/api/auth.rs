@@ -1,4 +1,4 @@
-//! Authentication, as MAGE-API.md describes Mage's: an API key and an OAuth token.
+//! Authentication, as Mage's API has it (docs/auth.md): an API key and an OAuth token.
 //!
 //! Off (the default on a loopback address) every request passes and credentials are ignored.
 //! On (`--require-auth`, implied by a non-loopback bind), every `/api` request needs a

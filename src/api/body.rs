@@ -38,8 +38,8 @@ pub const BODY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How many bytes of request bodies may be held at once, across all connections: 16 bodies
 /// of the largest size, or tens of thousands of real ones. Connections stalling large bodies
-/// cost the server actix's per-connection buffers before any body is read
-/// (`api::CONNECTION_KIB` each, bounded by `--max-connections`); with this budget on top, a
+/// cost the server actix's per-connection buffers before any body is read (bounded by
+/// `--max-connections`: `cli::DEFAULT_MAX_CONNECTIONS`); with this budget on top, a
 /// server under such an attack stays within a small machine's memory (the bench measures it:
 /// docs/performance.md).
 pub const BODY_BUDGET: usize = 16 << 20;
@@ -74,7 +74,8 @@ impl Budget {
     }
 
     /// Bytes reserved now.
-    pub fn used(&self) -> usize {
+    #[cfg(test)]
+    fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 }

@@ -28,10 +28,8 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; c
 fn etag(asset: &Asset, cell: &'static OnceLock<String>) -> &'static str {
     cell.get_or_init(|| {
         use sha2::Digest;
-        let digest: [u8; 32] = sha2::Sha256::digest(asset.body).into();
-        let mut half = [0u8; 16];
-        half.copy_from_slice(&digest[..16]);
-        format!("\"{:032x}\"", u128::from_be_bytes(half))
+        let digest = sha2::Sha256::digest(asset.body);
+        format!("\"{}\"", crate::auth::token::hex(&digest[..16]))
     })
 }
 

@@ -5,7 +5,7 @@
 //! Counted as requests are answered: requests by route pattern, method and status, and their
 //! latency by route and method (the access log's middleware records both); claims, runs
 //! handed out and leases expired (by claims as they answer, by the engine's sweep at each
-//! scrape). Read at each scrape: backfills and runs by status (kept
+//! scrape), passwords checked for logins. Read at each scrape: backfills and runs by status (kept
 //! counts, a few rows) and the sizes of the data file and its WAL (two `stat`s).
 
 use std::sync::atomic::AtomicU64;
@@ -51,6 +51,7 @@ pub struct Metrics {
     pub claims: Counter,
     pub claimed_runs: Counter,
     pub lease_expiries: Counter,
+    pub password_checks: Counter,
     backfills: Family<StatusLabel, Gauge>,
     runs: Family<StatusLabel, Gauge>,
     db_bytes: Gauge<u64, AtomicU64>,
@@ -77,6 +78,12 @@ impl Metrics {
         registry.register("claimed_runs", "Runs handed out by claims", claimed_runs.clone());
         let lease_expiries = Counter::default();
         registry.register("lease_expiries", "Leases that ran out without a heartbeat", lease_expiries.clone());
+        let password_checks = Counter::default();
+        registry.register(
+            "password_checks",
+            "Passwords checked for logins (a login naming no user is checked against a decoy, as long)",
+            password_checks.clone(),
+        );
         let backfills = Family::<StatusLabel, Gauge>::default();
         registry.register("backfills", "Backfills by status (\"\" not started)", backfills.clone());
         let runs = Family::<StatusLabel, Gauge>::default();
@@ -92,6 +99,7 @@ impl Metrics {
             claims,
             claimed_runs,
             lease_expiries,
+            password_checks,
             backfills,
             runs,
             db_bytes,

@@ -8,20 +8,20 @@
 //! the engine (`read`, `read_at_offset`, `write`), and presents the answer in the wire's
 //! shapes. No SQL here, no connection, no thread of its own: the engine owns those.
 
-pub mod access;
-pub mod auth;
-pub mod backfills;
-pub mod body;
-pub mod cors;
-pub mod dashboard;
-pub mod error;
-pub mod fresh;
-pub mod metrics;
-pub mod params;
-pub mod pipeline_runs;
-pub mod sessions;
+mod access;
+mod auth;
+mod backfills;
+mod body;
+mod cors;
+mod dashboard;
+mod error;
+mod fresh;
+mod metrics;
+mod params;
+mod pipeline_runs;
+mod sessions;
 mod state;
-pub mod status;
+mod status;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -39,21 +39,11 @@ use crate::service;
 use error::ApiError;
 pub use state::{AppState, Settings, StartError};
 
-/// What a connection can cost the server before any of backfilld's code has seen its
-/// request: actix-http reads up to 128 KiB ahead into its buffer, and holds up to 32 KiB
-/// more of a body nobody reads yet, whatever the body budget (the bench's stalled-bodies
-/// rows measure what that comes to).
-pub const CONNECTION_KIB: usize = 170;
-
-/// `--max-connections` unless given: with `CONNECTION_KIB` each, connections alone cost at
-/// most about 43 MiB, so that an attack of stalled bodies (connections, plus the body budget)
-/// keeps a fresh server well inside a small machine's memory (docs/performance.md).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
-
 /// Starts serving `state` on `listener` with `workers` worker threads, accepting at most
 /// `max_connections` connections at once (split between the workers; the rest wait in the
-/// kernel's accept queue), so that connections alone cannot cost more than
-/// `max_connections * CONNECTION_KIB`. The returned server runs when awaited (or spawned);
+/// kernel's accept queue), so that connections alone cannot cost more than a bound (each
+/// may cost about 170 KiB before its request is read: `cli::DEFAULT_MAX_CONNECTIONS`). The
+/// returned server runs when awaited (or spawned);
 /// its handle stops it: it does not watch for signals itself (`backfilld serve` stops it on
 /// Ctrl-C and SIGTERM). Once it has stopped, `close` the state.
 pub fn run(
@@ -93,12 +83,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// after answering that they did, to drop their share of the state, and then drops the
 /// state, which stops the engine and closes the data file (so that SQLite removes its WAL
 /// and shared-memory files). Whether the file was closed: `false` when a worker thread still
-/// held the state after `CLOSE_WAIT` (the process's exit then closes the file as a crash
-/// would, losing nothing committed).
+/// held the state after `CLOSE_WAIT`. This share is then left as it is (never dropped here,
+/// so that the engine never stops on one of its own threads), and the process's exit closes
+/// the file as a crash would, losing nothing committed.
 pub fn close(state: Arc<AppState>) -> bool {
     let deadline = Instant::now() + CLOSE_WAIT;
     while Arc::strong_count(&state) > 1 {
         if Instant::now() >= deadline {
+            std::mem::forget(state);
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -13,7 +13,7 @@ pub const DEFAULT_LIMIT: u64 = 40;
 pub const MAX_LIMIT: u64 = 1000;
 
 /// The query keys the listing endpoints know. Every value arrives as text so that a bad one
-/// gets our own 400 rather than the deserializer's. Unknown keys are ignored (MAGE-API.md).
+/// gets our own 400 rather than the deserializer's. Unknown keys are ignored, as Mage ignores them (docs/api.md).
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
     #[serde(rename = "_limit")]

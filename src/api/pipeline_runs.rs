@@ -66,11 +66,11 @@ pub async fn update(
 /// (and optionally `pipeline_uuid`, `backfill_id`): up to `limit` runs, now the worker's.
 pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let claim = Claim::parse(&body::object(&body::read(payload).await?)?, state.min_lease_seconds)?;
-    let shared = state.clone();
+    let claims = state.claims.clone();
     let (claimed, schedules) = write(state.clone(), move |conn, now| {
-        let claimed = dispatch::claim(conn, &claim, shared.claim_cursor(), now)?;
+        let claimed = dispatch::claim(conn, &claim, claims.start(), now)?;
         // Kept even should the commit fail: the cursor only spreads claims, it promises nothing.
-        shared.claimed_up_to(claimed.last_backfill);
+        claims.served(claimed.last_backfill);
         let schedules = queries::schedules_of(conn, &claimed.runs)?;
         Ok((claimed, schedules))
     })

@@ -110,6 +110,7 @@ pub async fn create(state: web::Data<AppState>, payload: web::Payload) -> Result
             .engine
             .check_password(move || password::verify(&password, hash.as_deref().unwrap_or_else(|| password::decoy())))
             .await?;
+        state.metrics.password_checks.inc();
         Ok::<_, ApiError>((user, matched))
     }
     .await;

@@ -4,13 +4,13 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::auth::AuthConfig;
 use super::body::{BodyLimits, Budget, BODY_BUDGET, BODY_DEADLINE};
 use super::metrics::Metrics;
-use crate::auth::password;
+use crate::auth::{origin, password};
 use crate::auth::throttle::Throttle;
 use crate::engine::{self, Engine};
 use crate::service::lifecycle::Limits;
@@ -81,10 +81,9 @@ pub struct AppState {
     pub(super) jwt_secret: Vec<u8>,
     /// What `/metrics` reports.
     pub(super) metrics: Metrics,
-    /// Where the next claim's round-robin walk over the backfills starts: the last backfill
-    /// a claim served. Claims run one at a time (the single writer), so a plain load and
-    /// store suffice; it starts over at 0 after a restart.
-    claim_cursor: AtomicI64,
+    /// Where the next claim's walk over the backfills starts. Shared with the claims' writes
+    /// (which need nothing else of the state, so that no write job holds the state itself).
+    pub(super) claims: Arc<ClaimCursor>,
     /// Failed logins per address (`logins()` locks them).
     logins: Mutex<Throttle>,
 }
@@ -95,7 +94,7 @@ impl AppState {
         let cors_origins = settings
             .cors_origins
             .iter()
-            .map(|o| super::cors::parse_origin(o))
+            .map(|o| origin::parse(o))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::CorsOrigin)?;
         let engine = Engine::open(path, settings.engine)?;
@@ -113,7 +112,7 @@ impl AppState {
             min_lease_seconds: settings.min_lease_seconds,
             jwt_secret,
             metrics: Metrics::new(),
-            claim_cursor: AtomicI64::new(0),
+            claims: Arc::default(),
             logins: Mutex::default(),
         })
     }
@@ -128,13 +127,22 @@ impl AppState {
         self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+}
+
+/// Where the next claim's round-robin walk over the backfills starts: after the last
+/// backfill a claim served. Claims run one at a time (the single writer), so a plain load and
+/// store suffice; it starts over at 0 after a restart.
+#[derive(Debug, Default)]
+pub(super) struct ClaimCursor(AtomicI64);
+
+impl ClaimCursor {
     /// Where the next claim's walk starts.
-    pub(super) fn claim_cursor(&self) -> i64 {
-        self.claim_cursor.load(Ordering::Relaxed)
+    pub(super) fn start(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
     }
 
     /// The last backfill a claim served: the next claim's walk starts after it.
-    pub(super) fn claimed_up_to(&self, backfill_id: i64) {
-        self.claim_cursor.store(backfill_id, Ordering::Relaxed);
+    pub(super) fn served(&self, backfill_id: i64) {
+        self.0.store(backfill_id, Ordering::Relaxed);
     }
 }

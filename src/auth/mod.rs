@@ -1,11 +1,13 @@
-//! Credentials: OAuth tokens and API keys (`token`), passwords (`password`), the JWTs of
-//! logins' sessions (`jwt`), and the slowing of failed logins (`throttle`).
+//! Who may call: OAuth tokens and API keys (`token`), passwords (`password`), the JWTs of
+//! logins' sessions (`jwt`), the slowing of failed logins (`throttle`), and the origins
+//! whose pages may call from a browser (`origin`).
 //!
 //! Pure computation and the system's random source: no database (the service layer stores
 //! what these make), no HTTP (the API's middleware checks what requests present), no threads
 //! (the engine runs password checks on one of its own).
 
 pub mod jwt;
+pub mod origin;
 pub mod password;
 pub mod throttle;
 pub mod token;

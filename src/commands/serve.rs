@@ -110,20 +110,25 @@ pub(super) fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) ->
 }
 
 /// Ctrl-C and SIGTERM stop the server: the first gracefully (no new connections; the
-/// requests in flight are answered, for up to actix's 30 s), the next at once.
+/// requests in flight are answered, for up to actix's 30 s), the next at once. At once means
+/// the process exits there and then (with 128 + the signal, as a shell reports a process a
+/// signal ended): actix takes its stop commands one at a time, so a forced stop sent during
+/// a graceful one would wait for it. What was committed is on disk; the WAL is left for the
+/// next start, as after a crash.
 fn stop_on_signals(server: actix_web::dev::ServerHandle) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for (n, _) in signals.forever().enumerate() {
-            // Each `stop` is sent at once; its future only reports when the stop is done.
-            if n == 0 {
-                log::info!("stopping: answering the requests in flight (Ctrl-C again to stop at once)");
-                drop(server.stop(true));
-            } else {
-                log::warn!("stopping at once: requests in flight are cut off (what they committed stays)");
-                drop(server.stop(false));
+        let mut stopping = false;
+        for signal in signals.forever() {
+            if stopping {
+                log::warn!("stopping at once: the requests in flight are cut off (what they committed stays)");
+                std::process::exit(128 + signal);
             }
+            stopping = true;
+            log::info!("stopping: answering the requests in flight (Ctrl-C again to stop at once)");
+            // Sent at once; the future only reports when the stop is done.
+            drop(server.stop(true));
         }
     })?;
     Ok(())

@@ -54,7 +54,7 @@ pub enum BackupError {
 /// answers busy instead of waiting).
 const BUSY_LIMIT: Duration = Duration::from_secs(60);
 
-/// Copies the backfilld file `source` (which must exist: see `commands::backup`) to `out`,
+/// Copies the backfilld file `source` (which must exist: the `backup` command checks) to `out`,
 /// which must not, and reads the copy back for what it holds.
 pub fn backup(source: &Path, out: &Path) -> Result<Copied, BackupError> {
     if out.symlink_metadata().is_ok() {

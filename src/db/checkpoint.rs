@@ -257,8 +257,9 @@ mod tests {
     use super::*;
     use crate::db::{open_for_serving, Database, Served};
 
-    /// The engine's loop, as a test needs it: the checkpointer's rounds on a thread every
-    /// `Tuning::checkpoint_every` until dropped, then its last step.
+    /// The engine's loop (`engine::periodic`, which this layer may not import), as a test
+    /// needs it: the checkpointer's rounds on a thread every `Tuning::checkpoint_every` until
+    /// dropped, then its last step.
     struct Rounds {
         stop: Arc<AtomicBool>,
         thread: Option<std::thread::JoinHandle<()>>,
@@ -347,11 +348,10 @@ mod tests {
             written += 1;
         }
         assert!(std::fs::metadata(&wal).unwrap().len() > 4 << 20, "{written} writes");
-        // No write waited for the reader: a held checkpoint gives up after its short wait
-        // (`HELD_WAIT`), where the connection's own busy timeout (`BUSY_TIMEOUT`) would have
-        // held each restart's write for all of it. The bound is that timeout's half, far
-        // above the short wait and a busy disk's syncs.
-        assert!(slowest < BUSY_TIMEOUT / 2, "a write waited {slowest:?} ({written} written)");
+        // No write waited the reader out: a held checkpoint gives up after its short wait
+        // (`HELD_WAIT`), where the connection's own busy timeout would have held a write for
+        // all of `BUSY_TIMEOUT` at each restart.
+        assert!(slowest < BUSY_TIMEOUT, "a write waited {slowest:?} ({written} written)");
         // The reader still sees its snapshot; once it ends, the WAL starts over again.
         let n: i64 = reader.query_row("SELECT COUNT(*) FROM filler", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);

@@ -110,7 +110,7 @@ impl Writer {
 
 /// What a server needs of its data file: the handle, the one writer, and the checkpointer
 /// whose rounds keep the WAL in bounds (run by the engine on a thread of its own).
-pub struct Served {
+pub(crate) struct Served {
     pub database: Database,
     pub writer: Writer,
     pub checkpointer: Checkpointer,
@@ -120,7 +120,7 @@ pub struct Served {
 /// backfilld file of a version this build knows, and upgrades an older one), take the
 /// serving lock (refused while another server holds it), and open `readers` reading
 /// connections, the writer and the checkpointer's connection, the WAL bounded by `tuning`.
-pub fn open_for_serving(path: &Path, readers: u32, tuning: Tuning) -> Result<Served, OpenError> {
+pub(crate) fn open_for_serving(path: &Path, readers: u32, tuning: Tuning) -> Result<Served, OpenError> {
     drop(open(path)?);
     let lock = open::lock_for_serving(path)?;
     let watch = Arc::new(FileWatch::new(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?);

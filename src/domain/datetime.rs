@@ -1,11 +1,11 @@
-//! Datetimes on the wire and in the database. Pure but for `now`, the one place backfilld
-//! reads the clock: every layer above takes its time from there, or is given it.
+//! Datetimes on the wire and in the database. Pure but for `now`, where every time the data
+//! holds comes from: the layers above take theirs from there, or are given it.
 //!
 //! Every datetime backfilld holds is UTC, kept as a `time::PrimitiveDateTime` (the offset is
 //! implied) between the years 1 and 9999, with microsecond resolution, as Mage's Python
 //! datetimes have. The database stores microseconds since the Unix epoch (`to_micros`).
 //! Requests may spell a datetime several ways (`parse`); answers use Python's `str()` of an
-//! aware datetime (`format_api`) or its `isoformat()` (`format_iso`), see MAGE-API.md.
+//! aware datetime (`format_api`) or its `isoformat()` (`format_iso`), see docs/api.md.
 
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
@@ -64,7 +64,7 @@ impl Scanner<'_> {
     }
 }
 
-/// Parses the request forms of MAGE-API.md: RFC 3339 (`2023-03-01T00:00:00Z`,
+/// Parses the request forms of Mage's API (docs/api.md): RFC 3339 (`2023-03-01T00:00:00Z`,
 /// `...+05:30`), the space-separated form answers use, a naive datetime (taken as UTC), and
 /// a bare date (midnight UTC). Seconds and a fraction are optional; digits past the
 /// microsecond are dropped, as Python's `fromisoformat` does. The result is converted to UTC.

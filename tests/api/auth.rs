@@ -1,4 +1,4 @@
-//! Authentication as MAGE-API.md describes it, with `--require-auth`.
+//! Authentication as Mage's API has it (docs/auth.md), with `--require-auth`.
 
 use crate::helpers::AuthConfig;
 use time::Duration;

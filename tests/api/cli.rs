@@ -5,18 +5,22 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
 use crate::helpers::{agent, assert_error, backfill, import_file, reply, BIN};
 use crate::wait::eventually;
 
-/// A `backfilld serve` child process on a free loopback port; killed when dropped.
+/// A `backfilld serve` child process on a loopback port of its own choosing; killed when
+/// dropped. Its standard error is read as it comes (a pipe nobody reads fills up after some
+/// 64 KiB of access lines, and then the server blocks on its next log line) and kept.
 pub struct Served {
     pub child: Child,
     pub base: String,
     pub port: u16,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Served {
@@ -31,42 +35,63 @@ impl Served {
     pub fn stop_and_read_log(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let mut log = String::new();
-        for line in BufReader::new(self.child.stderr.take().unwrap()).lines() {
-            log.push_str(&line.unwrap());
-            log.push('\n');
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
         }
-        log
+        self.log.lock().unwrap().clone()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The real server on one worker thread.
 pub fn serve(db: &Path, extra: &[&str]) -> Served {
-    serve_with(db, &[&["--workers", "1"], extra].concat(), &[], Stdio::piped())
+    serve_with(db, &[&["--workers", "1"], extra].concat(), &[])
 }
 
-/// `serve` with `env` set, its standard error going to `log` (a pipe that nobody reads fills
-/// up after some 64 KiB of access lines, and then the server blocks on its next log line).
-pub fn serve_with(db: &Path, extra: &[&str], env: &[(&str, &str)], log: Stdio) -> Served {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+/// `serve` with `env` set. The server binds port 0 and its start-up line says which port it
+/// got: a port the test picked and freed for it could be taken meanwhile by another test's
+/// server, which would then answer in its place.
+pub fn serve_with(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--db"])
         .arg(db)
         .args(extra)
         .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let served = Served { child, base: format!("http://127.0.0.1:{port}"), port };
-    eventually("the server to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    served
+    let log = Arc::new(Mutex::new(String::new()));
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let kept = log.clone();
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(port) = serving_port(&line) {
+                let _ = port_tx.send(port);
+            }
+            let mut log = kept.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let port = eventually("the server to say where it serves", || match port_rx.try_recv() {
+        Ok(port) => Ok(port),
+        Err(_) => match child.try_wait().unwrap() {
+            Some(status) => panic!("the server exited ({status}) before serving:\n{}", log.lock().unwrap()),
+            None => Err(log.lock().unwrap().clone()),
+        },
+    });
+    Served { child, base: format!("http://127.0.0.1:{port}"), port, log, reader: Some(reader) }
+}
+
+/// The port in the start-up line `backfilld ... serving FILE on http://127.0.0.1:PORT ...`
+/// (in either log format).
+fn serving_port(line: &str) -> Option<u16> {
+    let (_, after) = line.split_once(" serving ")?;
+    let (_, addr) = after.split_once(" on http://127.0.0.1:")?;
+    addr.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// Creates, through `server`, a backfill in pipeline `p` of one run a minute from
@@ -336,7 +361,7 @@ fn a_serve_killed_during_a_stream_of_claims_leaves_every_running_run_under_a_lea
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
     let fast = ["--workers", "2", "--min-lease-seconds", "1", "--lease-check-ms", "100"];
-    let mut server = serve_with(&db, &fast, &[], Stdio::null());
+    let mut server = serve_with(&db, &fast, &[]);
     let client = agent();
     // 2,000 dates, one a minute.
     let id = create_minutely(&server, "stream", "2023-01-02T09:19:00Z");
@@ -359,7 +384,7 @@ fn a_serve_killed_during_a_stream_of_claims_leaves_every_running_run_under_a_lea
     assert!(reported > 0, "the stream of claims never got going");
 
     // After a restart: no run runs without a holder and a lease, and the counts agree.
-    let server = serve_with(&db, &fast, &[], Stdio::null());
+    let server = serve_with(&db, &fast, &[]);
     let listing = |query: &str| {
         let r = reply(client.get(format!("{}/api/pipeline_runs?backfill_id={id}{query}", server.base)).call().unwrap());
         r.body
@@ -398,9 +423,8 @@ fn a_serve_killed_during_a_stream_of_claims_leaves_every_running_run_under_a_lea
 fn the_start_up_says_where_the_data_is_and_what_to_do_next_without_actix_s_lines() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("start.db");
-    let port = free_port();
     let mut child = Command::new(BIN)
-        .args(["--bind", &format!("127.0.0.1:{port}"), "--db"])
+        .args(["--bind", "127.0.0.1:0", "--db"])
         .arg(&db)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -413,6 +437,7 @@ fn the_start_up_says_where_the_data_is_and_what_to_do_next_without_actix_s_lines
     let _ = child.kill();
     let _ = child.wait();
     let absolute = std::fs::canonicalize(&db).unwrap();
+    let port = serving_port(&first).unwrap_or_else(|| panic!("no port in {first:?}"));
     assert!(first.contains(&format!("serving {} on http://127.0.0.1:{port}", absolute.display())), "{first}");
     assert!(second.contains(&format!("http://127.0.0.1:{port}/")) && second.contains("backfilld demo"), "{second}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -439,12 +464,8 @@ fn a_taken_port_and_a_bare_port_say_what_to_do() {
 fn require_auth_from_the_environment_takes_the_api_s_spellings() {
     let dir = tempfile::tempdir().unwrap();
     for (value, required) in [("1", true), ("yes", true), ("on", true), ("0", false), ("no", false), ("off", false)] {
-        let mut server = serve_with(
-            &dir.path().join("a.db"),
-            &[],
-            &[("BACKFILLD_REQUIRE_AUTH", value), ("BACKFILLD_API_KEY", "k")],
-            Stdio::null(),
-        );
+        let mut server =
+            serve_with(&dir.path().join("a.db"), &[], &[("BACKFILLD_REQUIRE_AUTH", value), ("BACKFILLD_API_KEY", "k")]);
         let r = reply(agent().get(format!("{}/api/status", server.base)).call().unwrap());
         assert_eq!(r.body["statuses"][0]["require_user_authentication"], required, "{value}");
         let _ = server.child.kill();
@@ -456,7 +477,7 @@ fn require_auth_from_the_environment_takes_the_api_s_spellings() {
 #[test]
 fn json_logs_carry_the_request_id_each_answer_carries() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = serve_with(&dir.path().join("a.db"), &["--log-format", "json"], &[], Stdio::piped());
+    let mut server = serve_with(&dir.path().join("a.db"), &["--log-format", "json"], &[]);
     let sent = agent()
         .get(format!("{}/api/backfills?api_key=secret-key", server.base))
         .header("X-Request-Id", "trace-0f8fad5b")

@@ -313,7 +313,7 @@ fn a_backup_and_an_export_taken_under_writes_each_hold_one_consistent_state() {
     let _turn = crate::helpers::busy_turn();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
-    let server = serve_with(&db, &["--workers", "2"], &[], Stdio::null());
+    let server = serve_with(&db, &["--workers", "2"], &[]);
     // Some weight first, so that a copy takes a while: one backfill of 20,000 runs.
     let client = agent();
     let big = reply(

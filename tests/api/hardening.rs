@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{run, serve, serve_with};
 use crate::helpers::{agent, assert_error, seed_fields, spawn_app, spawn_app_tuned, BIN};
+use crate::wait::eventually;
 
 const KEY: &str = "hardening-key";
 
@@ -100,7 +101,9 @@ fn a_body_that_stalls_is_answered_408_after_the_deadline_and_disconnected() {
     let waited = t.elapsed();
     assert_eq!(r.status, 408, "{:?}", r.body);
     assert_eq!(r.body["error"]["type"], "request_timeout");
-    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(5), "{waited:?}");
+    // After the deadline (load only lengthens it), and in our envelope: the body deadline's
+    // answer, not another timeout's.
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
     assert!(is_closed(&mut s), "the stalled connection stayed open");
     // Nothing was written.
     assert_eq!(app.get("/api/backfills").body["metadata"]["count"], 0);
@@ -108,8 +111,10 @@ fn a_body_that_stalls_is_answered_408_after_the_deadline_and_disconnected() {
 
 #[test]
 fn bodies_beyond_the_shared_budget_are_503_with_retry_after_until_it_frees() {
+    // The hog's body deadline leaves the probes below seconds to be refused in, on a busy
+    // machine too.
     let app =
-        spawn_app_tuned(AuthConfig::default(), Limits::default(), with_body_limits(Duration::from_millis(800), 4096));
+        spawn_app_tuned(AuthConfig::default(), Limits::default(), with_body_limits(Duration::from_secs(8), 4096));
     let port = app.port;
     let mut hog = connect(port);
     hog.write_all(post_head("/api/pipelines/p/backfills", 4000, "").as_bytes()).unwrap();
@@ -117,16 +122,17 @@ fn bodies_beyond_the_shared_budget_are_503_with_retry_after_until_it_frees() {
     // Until the server has taken the hog's head, small bodies still fit: probe with reads
     // that carry a body (read and ignored, nothing written) until one is refused.
     let probe = post_head("/api/backfills", 100, "").replacen("POST", "GET", 1);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let r = loop {
+    let r = eventually("a body beyond the budget to be refused", || {
         let mut s = connect(port);
         s.write_all(probe.as_bytes()).unwrap();
         s.write_all(&[b' '; 100]).unwrap();
         let r = read_response(&mut s);
-        if r.status != 200 || Instant::now() > deadline {
-            break r;
+        if r.status == 200 {
+            Err(format!("{:?}", r.body))
+        } else {
+            Ok(r)
         }
-    };
+    });
     assert_eq!(r.status, 503, "{:?}", r.body);
     assert_eq!(r.body["error"]["type"], "service_unavailable");
     assert_eq!(r.body["error"]["code"], 503);
@@ -154,7 +160,8 @@ fn a_declared_body_over_the_limit_is_413_before_a_byte_of_it_is_read() {
     let r = read_response(&mut s);
     assert_eq!(r.status, 413);
     assert_eq!(r.body["error"]["type"], "payload_too_large");
-    assert!(t.elapsed() < Duration::from_secs(5));
+    // Not waited for: the body's deadline is 30 s.
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     assert!(is_closed(&mut s));
 }
 
@@ -183,7 +190,7 @@ fn under_auth_credentials_outside_the_body_are_checked_before_it_is_read() {
         s.write_all(post_head("/api/pipelines/p/backfills", 1 << 20, &headers).as_bytes()).unwrap();
         let r = read_response(&mut s);
         assert_eq!((r.status, r.body["error"]["type"].as_str()), (status, Some(kind)), "{headers:?}");
-        assert!(t.elapsed() < Duration::from_secs(5), "{headers:?} waited for the body");
+        assert!(t.elapsed() < Duration::from_secs(20), "{headers:?} waited for the body");
     }
 }
 
@@ -225,9 +232,8 @@ fn stalled_bodies(extra: &[&str], refused: &[u16]) {
     let _turn = crate::helpers::busy_turn();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
     let args = [&["--workers", "1", "--body-timeout", "2"], extra].concat();
-    let server = serve_with(&db, &args, &[], log.into());
+    let server = serve_with(&db, &args, &[]);
     let port = server.port;
     let stop = Arc::new(AtomicBool::new(false));
     let (connected, is_connected) = std::sync::mpsc::channel();
@@ -425,7 +431,8 @@ fn a_second_server_on_a_served_file_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("being served by another backfilld"), "{stderr}");
-    assert!(t.elapsed() < Duration::from_secs(5));
+    // Refused at once, not after waiting for the other server.
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }
 
 #[test]
@@ -445,7 +452,7 @@ fn blank_api_keys_are_refused_at_start_and_keys_are_trimmed() {
         assert!(stderr.contains("blank"), "{stderr}");
     }
     let token = String::from_utf8(run(&["token", "create", "--name", "t"], &db).stdout).unwrap().trim().to_string();
-    let server = serve_with(&db, &["--require-auth"], &[("BACKFILLD_API_KEY", "one , two")], Stdio::null());
+    let server = serve_with(&db, &["--require-auth"], &[("BACKFILLD_API_KEY", "one , two")]);
     let agent = agent();
     let get = |query: &str| {
         agent

@@ -261,3 +261,9 @@ impl TestApp {
         metric(&resp.body_mut().read_to_string().unwrap(), sample)
     }
 }
+
+/// Sends `signal` to `child` (one of the test's own).
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}

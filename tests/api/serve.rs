@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{agent, reply, BIN};
+use crate::cli::{serve_with, Served};
+use crate::helpers::{agent, reply, signal, BIN};
 use crate::wait::eventually;
 
 /// The names in `dir`, sorted.
@@ -20,35 +21,14 @@ fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: kill(2) on the pid of our own child.
-    unsafe { libc::kill(child.id() as i32, signal) };
-}
-
 /// Waits for `child` to exit.
 fn exit_status(child: &mut Child) -> std::process::ExitStatus {
     eventually("the process to exit", || child.try_wait().unwrap())
 }
 
-/// `backfilld serve` on `db` and a free port, once it answers; its output dropped.
-fn serve(db: &Path) -> (Child, u16) {
-    let port = free_port();
-    let server = Command::new(BIN)
-        .args(["serve", "--workers", "2", "--bind", &format!("127.0.0.1:{port}"), "--db"])
-        .arg(db)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let status = format!("http://127.0.0.1:{port}/api/status");
-    eventually("the server to answer", || agent().get(&status).call().is_ok());
-    (server, port)
+/// `backfilld serve` on `db`, with two worker threads.
+fn serve(db: &Path) -> Served {
+    serve_with(db, &["--workers", "2"], &[])
 }
 
 #[test]
@@ -75,8 +55,8 @@ fn a_clean_stop_leaves_the_data_file_and_its_lock_and_no_wal() {
     let db = dir.path().join("a.db");
     let mut created = 0;
     for (round, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().cycle().take(6).enumerate() {
-        let (mut server, port) = serve(&db);
-        let base = format!("http://127.0.0.1:{port}");
+        let mut server = serve(&db);
+        let base = server.base.clone();
         // A write, so that the WAL holds something when the stop comes.
         let r = reply(
             agent()
@@ -88,8 +68,8 @@ fn a_clean_stop_leaves_the_data_file_and_its_lock_and_no_wal() {
         created += 1;
         let listed = reply(agent().get(format!("{base}/api/backfills?_limit=0")).call().unwrap());
         assert_eq!(listed.body["metadata"]["count"], created);
-        signal(&server, sig);
-        assert!(exit_status(&mut server).success(), "round {round}");
+        signal(&server.child, sig);
+        assert!(exit_status(&mut server.child).success(), "round {round}");
         assert_eq!(files_in(dir.path()), ["a.db", "a.db.lock"], "after stop {round} (signal {sig})");
     }
 }
@@ -148,8 +128,8 @@ fn ctrl_c_answers_the_request_in_flight_before_stopping() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
-    let (mut server, port) = serve(&db);
-    let base = format!("http://127.0.0.1:{port}");
+    let mut server = serve(&db);
+    let (base, port) = (server.base.clone(), server.port);
     // The request's head, asking to be told before it sends its body: the server's
     // `100 Continue` says the request is in flight.
     let body = br#"{"backfill": {"name": "in flight"}}"#;
@@ -166,15 +146,44 @@ fn ctrl_c_answers_the_request_in_flight_before_stopping() {
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
-    signal(&server, libc::SIGINT);
+    signal(&server.child, libc::SIGINT);
     // Stopping: new connections are no longer served.
     eventually("the server to stop accepting", || agent().get(format!("{base}/api/status")).call().is_err());
     conn.write_all(body).unwrap();
     let mut answer = String::new();
     reader.read_to_string(&mut answer).unwrap();
     assert!(answer.contains("HTTP/1.1 200") && answer.contains("in flight"), "{answer}");
-    assert!(exit_status(&mut server).success());
+    assert!(exit_status(&mut server.child).success());
     // The write is in the file.
     let out = Command::new(BIN).args(["export", "--db"]).arg(&db).arg("-").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("in flight"), "{out:?}");
+}
+
+/// A second Ctrl-C while the first waits for a request in flight stops the server at once,
+/// whatever that request is waiting for (here a body that never comes, under an hour's
+/// deadline).
+#[test]
+fn a_second_ctrl_c_stops_at_once() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve_with(&dir.path().join("a.db"), &["--workers", "1", "--body-timeout", "3600"], &[]);
+    let (base, port) = (server.base.clone(), server.port);
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    conn.write_all(
+        b"POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Expect: 100-continue\r\nContent-Length: 100\r\n\r\n",
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(conn.try_clone().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
+    signal(&server.child, libc::SIGINT);
+    // The first is handled (the server no longer accepts), and waits for the body.
+    eventually("the server to stop accepting", || agent().get(format!("{base}/api/status")).call().is_err());
+    signal(&server.child, libc::SIGINT);
+    let status = exit_status(&mut server.child);
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status}");
+    let log = server.stop_and_read_log();
+    assert!(log.contains("stopping at once"), "{log}");
 }

@@ -10,7 +10,7 @@ use crate::helpers::AuthConfig;
 use backfilld::service::lifecycle::Limits;
 use serde_json::{json, Value};
 
-use crate::helpers::{seed_fields, spawn_app, spawn_app_tuned, spawn_app_with, TestApp, BIN};
+use crate::helpers::{seed_fields, signal, spawn_app, spawn_app_tuned, spawn_app_with, TestApp, BIN};
 use crate::wait::eventually;
 
 /// A server whose leases may be as short as a second and are checked every 50 ms.
@@ -223,11 +223,6 @@ fn wait_running(app: &TestApp, id: i64, n: usize) {
 }
 
 /// Sends `signal` to our child `w`.
-fn signal(w: &Child, signal: i32) {
-    // SAFETY: kill(2) on the pid of our own child.
-    unsafe { libc::kill(w.id() as i32, signal) };
-}
-
 /// Sends SIGTERM and waits for the worker's end.
 fn stop(w: &mut Child) -> std::process::ExitStatus {
     signal(w, libc::SIGTERM);
