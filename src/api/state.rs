@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::auth::AuthConfig;
 use super::body::{BodyLimits, Budget, BODY_BUDGET, BODY_DEADLINE};
 use super::metrics::Metrics;
-use crate::auth::{origin, password};
 use crate::auth::throttle::Throttle;
+use crate::auth::{origin, password};
 use crate::engine::{self, Engine};
 use crate::service::lifecycle::Limits;
 use crate::service::{accounts, dispatch};
@@ -126,7 +126,6 @@ impl AppState {
     pub(super) fn logins(&self) -> MutexGuard<'_, Throttle> {
         self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
 }
 
 /// Where the next claim's round-robin walk over the backfills starts: after the last

@@ -66,8 +66,10 @@ pub fn export(args: ExportArgs) -> Result<String, Error> {
         return Ok(String::new());
     }
     let summary = export::export_to_file(&mut conn, &args.out).map_err(|source| match source {
-        // Said alone: the path is in it already.
-        export::ExportError::Exists(_) => Error::Refused(source.to_string()),
+        // Said alone: the path is in them already.
+        export::ExportError::Exists(_) | export::ExportError::Create { .. } | export::ExportError::Publish(_) => {
+            Error::Refused(source.to_string())
+        }
         source => Error::Export { out: args.out.display().to_string(), source },
     })?;
     Ok(format!("{} to {}", said(summary), args.out.display()))

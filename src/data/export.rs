@@ -37,6 +37,9 @@ pub enum ExportError {
     Exists(PathBuf),
     #[error("cannot create {path}: {source}")]
     Create { path: PathBuf, source: std::io::Error },
+    /// Giving the finished document its name failed.
+    #[error(transparent)]
+    Publish(BackupError),
 }
 
 /// How much of the output is gathered before each write to `out`.
@@ -85,8 +88,8 @@ pub fn export_to_file(conn: &mut Connection, out: &Path) -> Result<Summary, Expo
     let written =
         export(conn, &file).and_then(|summary| file.sync_all().map(|()| summary).map_err(create)).and_then(|summary| {
             backup::publish(&partial, out).map(|()| summary).map_err(|e| match e {
-                BackupError::Write { path, source } => ExportError::Create { path, source },
-                _ => ExportError::Exists(out.to_path_buf()),
+                BackupError::Exists(out) => ExportError::Exists(out),
+                other => ExportError::Publish(other),
             })
         });
     backup::remove_partial(&partial);

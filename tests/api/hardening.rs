@@ -113,8 +113,7 @@ fn a_body_that_stalls_is_answered_408_after_the_deadline_and_disconnected() {
 fn bodies_beyond_the_shared_budget_are_503_with_retry_after_until_it_frees() {
     // The hog's body deadline leaves the probes below seconds to be refused in, on a busy
     // machine too.
-    let app =
-        spawn_app_tuned(AuthConfig::default(), Limits::default(), with_body_limits(Duration::from_secs(8), 4096));
+    let app = spawn_app_tuned(AuthConfig::default(), Limits::default(), with_body_limits(Duration::from_secs(8), 4096));
     let port = app.port;
     let mut hog = connect(port);
     hog.write_all(post_head("/api/pipelines/p/backfills", 4000, "").as_bytes()).unwrap();
