@@ -232,7 +232,7 @@ fn stalled_bodies(extra: &[&str], refused: &[u16]) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
     let args = [&["--workers", "1", "--body-timeout", "2"], extra].concat();
-    let server = serve_with(&db, &args, &[]);
+    let mut server = serve_with(&db, &args, &[]);
     let port = server.port;
     let stop = Arc::new(AtomicBool::new(false));
     let (connected, is_connected) = std::sync::mpsc::channel();
@@ -291,8 +291,7 @@ fn stalled_bodies(extra: &[&str], refused: &[u16]) {
     let ends: Vec<Result<Option<u16>, String>> = sockets.iter_mut().map(|s| refusal(s, deadline)).collect();
     stop.store(true, Ordering::Relaxed);
     let probes = probe.join().unwrap();
-    drop(server);
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let log = server.stop_and_read_log();
     let open = ends.iter().filter(|e| e.is_err()).count();
     assert_eq!(open, 0, "stalled connections left open: {:?}", ends.iter().find(|e| e.is_err()));
     let mut statuses: Vec<u16> = ends.into_iter().filter_map(|e| e.unwrap()).collect();
