@@ -379,6 +379,11 @@ fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_
     );
     let mut first = worker(&app, &["--lease", "1s", "--exec", &slow]).stderr(Stdio::null()).spawn().unwrap();
     wait_running(&app, id, 1);
+    // Killed once its command has started (claimed is not enough: on a busy machine the
+    // worker may not have started the command yet).
+    eventually("the first worker's command to start", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|pid| pid.ends_with('\n'))
+    });
     signal(&first, libc::SIGKILL);
     first.wait().unwrap();
     let o = run_worker(&app, &["--lease", "3s", "--until-idle", "--exec", &cmd]);
