@@ -222,7 +222,6 @@ fn wait_running(app: &TestApp, id: i64, n: usize) {
     });
 }
 
-/// Sends `signal` to our child `w`.
 /// Sends SIGTERM and waits for the worker's end.
 fn stop(w: &mut Child) -> std::process::ExitStatus {
     signal(w, libc::SIGTERM);
@@ -255,6 +254,7 @@ fn past_the_grace_commands_are_killed_and_their_leases_left_to_run_out() {
     let marker = "sleep 16.1803";
     let mut w = worker(&app, &["--grace", "300ms", "--exec", marker]).stderr(Stdio::null()).spawn().unwrap();
     wait_running(&app, id, 1);
+    eventually("the command to start", || process_with(marker));
     let status = stop(&mut w);
     assert_eq!(status.code(), Some(1), "a run left to its lease is not a success");
     assert!(!process_with(marker));
@@ -570,6 +570,8 @@ fn a_second_sigterm_stops_at_once() {
         .unwrap();
     let stderr = Stderr::follow(w.stderr.take().unwrap());
     wait_running(&app, id, 1);
+    // Claimed is not started: on a busy machine the command may come a moment later.
+    eventually("the command to start", || process_with(marker));
     signal(&w, libc::SIGTERM);
     eventually("the worker to take the first signal", || stderr.now().contains("stopping: no more claims"));
     // It waits for its command (grace 60 s): the worker, the command and its run go on.
