@@ -101,7 +101,7 @@ pub fn close(state: Arc<AppState>) -> bool {
 
 /// `{"<key>": value, "metadata": null}`, as Mage answers a single record, serialized
 /// straight from `value` (no intermediate JSON tree).
-pub fn one<T: Serialize>(key: &'static str, value: &T) -> HttpResponse {
+fn one<T: Serialize>(key: &'static str, value: &T) -> HttpResponse {
     struct Keyed<'a, T>(&'static str, &'a T);
     impl<T: Serialize> Serialize for Keyed<'_, T> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -116,18 +116,18 @@ pub fn one<T: Serialize>(key: &'static str, value: &T) -> HttpResponse {
 
 /// What a collection answer says besides its records.
 #[derive(Serialize)]
-pub struct Metadata {
+struct Metadata {
     /// How many records match the filters, on every page.
-    pub count: u64,
+    count: u64,
     /// Whether more records follow this page.
-    pub next: bool,
+    next: bool,
     /// Where the next page starts, for `_cursor`; only when `next` is true.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
+    cursor: Option<String>,
 }
 
 /// `{"<key>": [records], "metadata": {...}}`, serialized straight from the records.
-pub fn collection<T: Serialize>(key: &'static str, records: &[T], metadata: &Metadata) -> HttpResponse {
+fn collection<T: Serialize>(key: &'static str, records: &[T], metadata: &Metadata) -> HttpResponse {
     struct Page<'a, T>(&'static str, &'a [T], &'a Metadata);
     impl<T: Serialize> Serialize for Page<'_, T> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -141,7 +141,7 @@ pub fn collection<T: Serialize>(key: &'static str, records: &[T], metadata: &Met
 }
 
 /// A read on the engine (`engine::Engine::read`): a few index lookups, on this thread.
-pub async fn read<T: Send + 'static>(
+async fn read<T: Send + 'static>(
     state: web::Data<AppState>,
     f: impl FnOnce(&Connection) -> service::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -150,7 +150,7 @@ pub async fn read<T: Send + 'static>(
 
 /// A listing read that first walks `offset` index entries (`engine::Engine::read_at_offset`):
 /// on this thread while that is short, on the engine's slow-read lane when it is long.
-pub async fn read_at_offset<T: Send + 'static>(
+async fn read_at_offset<T: Send + 'static>(
     state: web::Data<AppState>,
     offset: u64,
     f: impl FnOnce(&Connection) -> service::Result<T> + Send + 'static,
@@ -160,7 +160,7 @@ pub async fn read_at_offset<T: Send + 'static>(
 
 /// One write on the engine's writer (`engine::Engine::write`): all of its rows or none,
 /// answered once committed; `f` gets the write's one `now`.
-pub async fn write<T: Send + 'static>(
+async fn write<T: Send + 'static>(
     state: web::Data<AppState>,
     f: impl FnOnce(&Connection, DateTime) -> service::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -174,7 +174,7 @@ fn get() -> Route {
 
 /// The whole route table, with the contract's envelope for every failure actix itself
 /// would otherwise answer in plain text (bad query strings and paths; unknown routes).
-pub fn configure(cfg: &mut web::ServiceConfig) {
+fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| ApiError::BadRequest(format!("the query string is malformed: {e}")).into()),

@@ -117,11 +117,6 @@ impl AppState {
         })
     }
 
-    /// Whether every `/api` request needs credentials.
-    pub fn requires_auth(&self) -> bool {
-        self.auth.required
-    }
-
     /// The failed logins' counts, locked (a panic while they were held leaves them usable).
     pub(super) fn logins(&self) -> MutexGuard<'_, Throttle> {
         self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -174,7 +174,7 @@ fn datetime(d: &str) -> String {
 
 /// Creates the demo's backfills after the first `made` (a start stopped while seeding
 /// left those), each in its shape; returns how many it created.
-pub fn seed(api: &Api, made: usize) -> Result<usize, CallError> {
+fn seed(api: &Api, made: usize) -> Result<usize, CallError> {
     let mut created_now = 0;
     for (pipeline, k, seed) in plan().into_iter().skip(made) {
         let mut fields = json!({
@@ -246,7 +246,7 @@ fn shape(api: &Api, id: i64, shape: Shape) -> Result<(), CallError> {
 
 /// The demo's worker: 4 runs at once, each 0.5 to 3 s, 1 in 200 failing, under a 10 s lease
 /// (so that runs left held by a stopped demo come back soon after the next start).
-pub fn worker_config(api: Api) -> Config {
+fn worker_config(api: Api) -> Config {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     Config {
         api,

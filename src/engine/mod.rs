@@ -17,7 +17,6 @@ mod writer;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -31,7 +30,7 @@ use crate::domain::datetime::DateTime;
 use crate::service;
 use lane::Lane;
 use periodic::Periodic;
-use writer::Writes;
+use writer::WriterThread;
 
 /// How many slow reads may wait for their lane; one more is refused (503).
 pub const SLOW_QUEUE: usize = 64;
@@ -71,32 +70,19 @@ pub enum StartError {
 }
 
 /// The engine of a server: its data file and the threads that work on it. Dropping it stops
-/// the threads in order (the sweep, the writer once it has answered what was queued, the
-/// lanes, the checkpointer with its last truncation) and then closes every connection, so
-/// that SQLite removes the WAL.
+/// the threads in the order of its fields, each waited for: the sweep (which holds a share
+/// of the writer's queue), the writer once it has answered what was queued, the lanes, the
+/// checkpointer with its last truncation; and then closes every connection, so that SQLite
+/// removes the WAL.
 pub struct Engine {
-    sweeper: Option<Periodic>,
-    writes: Option<Writes>,
-    writer_thread: Option<JoinHandle<()>>,
-    slow_reads: Option<Lane>,
-    passwords: Option<Lane>,
-    checkpoints: Option<Periodic>,
+    _sweeper: Periodic,
+    writer: WriterThread,
+    slow_reads: Lane,
+    passwords: Lane,
+    _checkpoints: Periodic,
     database: Database,
     /// Leases the sweep expired since the last `take_expired_leases`.
     expired_leases: Arc<AtomicU64>,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        drop(self.sweeper.take());
-        drop(self.writes.take());
-        if let Some(thread) = self.writer_thread.take() {
-            let _ = thread.join();
-        }
-        drop(self.slow_reads.take());
-        drop(self.passwords.take());
-        drop(self.checkpoints.take());
-    }
 }
 
 impl Engine {
@@ -114,8 +100,7 @@ impl Engine {
             Checkpointer::finish,
         )
         .map_err(|e| StartError::Thread("wal-checkpoint", e))?;
-        let (writes, writer_thread) =
-            Writes::start(database.clone(), writer).map_err(|e| StartError::Thread("writer", e))?;
+        let writer = WriterThread::start(database.clone(), writer).map_err(|e| StartError::Thread("writer", e))?;
         let slow_reads = Lane::start(
             "slow-read",
             SLOW_QUEUE,
@@ -130,15 +115,15 @@ impl Engine {
         )
         .map_err(|e| StartError::Thread("password", e))?;
         let expired_leases = Arc::new(AtomicU64::new(0));
-        let sweeper = sweep::start(database.clone(), writes.clone(), settings.sweep_every, expired_leases.clone())
-            .map_err(|e| StartError::Thread("lease-sweep", e))?;
+        let sweeper =
+            sweep::start(database.clone(), writer.writes().clone(), settings.sweep_every, expired_leases.clone())
+                .map_err(|e| StartError::Thread("lease-sweep", e))?;
         Ok(Engine {
-            sweeper: Some(sweeper),
-            writes: Some(writes),
-            writer_thread: Some(writer_thread),
-            slow_reads: Some(slow_reads),
-            passwords: Some(passwords),
-            checkpoints: Some(checkpoints),
+            _sweeper: sweeper,
+            writer,
+            slow_reads,
+            passwords,
+            _checkpoints: checkpoints,
             database,
             expired_leases,
         })
@@ -165,7 +150,7 @@ impl Engine {
             return self.read(f);
         }
         let database = self.database.clone();
-        self.slow_reads().run(move || in_snapshot(&database, f)).await?
+        self.slow_reads.run(move || in_snapshot(&database, f)).await?
     }
 
     /// Runs `f` as one write: on the writer thread, inside an immediate transaction it may
@@ -177,18 +162,12 @@ impl Engine {
         &self,
         f: impl FnOnce(&Connection, DateTime) -> service::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
-        match &self.writes {
-            Some(writes) => writes.run(f).await,
-            None => Err(Error::Internal("the writer has stopped".into())),
-        }
+        self.writer.writes().run(f).await
     }
 
     /// Runs `f`, a password check, on the password lane.
     pub async fn check_password<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
-        match &self.passwords {
-            Some(lane) => lane.run(f).await,
-            None => Err(Error::Internal("the password thread has stopped".into())),
-        }
+        self.passwords.run(f).await
     }
 
     /// A token that changes whenever the data has (`db::Database::data_version`).
@@ -204,10 +183,6 @@ impl Engine {
     /// How many leases the sweep expired since this was last asked.
     pub fn take_expired_leases(&self) -> u64 {
         self.expired_leases.swap(0, Ordering::Relaxed)
-    }
-
-    fn slow_reads(&self) -> &Lane {
-        self.slow_reads.as_ref().expect("the lanes stop only when the engine is dropped")
     }
 }
 

@@ -41,15 +41,39 @@ pub struct Writes {
     queue: SyncSender<Job>,
 }
 
-impl Writes {
+/// The writer's thread and its queue, owned: dropping this lets the writes queued before be
+/// answered and waits for the thread to end, which it does once every other `Writes` (the
+/// sweep's) is gone too.
+pub struct WriterThread {
+    writes: Option<Writes>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        drop(self.writes.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl WriterThread {
     /// The thread, writing through `writer` and checking `database`'s file before each
-    /// commit; its handle, to wait for it once every `Writes` is dropped.
-    pub fn start(database: Database, writer: Writer) -> std::io::Result<(Writes, JoinHandle<()>)> {
+    /// commit.
+    pub fn start(database: Database, writer: Writer) -> std::io::Result<WriterThread> {
         let (tx, rx) = mpsc::sync_channel::<Job>(WRITE_QUEUE);
         let thread = std::thread::Builder::new().name("writer".into()).spawn(move || serve(&database, &writer, rx))?;
-        Ok((Writes { queue: tx }, thread))
+        Ok(WriterThread { writes: Some(Writes { queue: tx }), thread: Some(thread) })
     }
 
+    /// Its queue.
+    pub fn writes(&self) -> &Writes {
+        self.writes.as_ref().expect("the queue is dropped only with its thread")
+    }
+}
+
+impl Writes {
     /// Runs `f` inside the next batch's transaction (in a savepoint: its writes stand or fall
     /// with it) and returns its result once the batch has committed; any failure, of `f` or
     /// of the commit, writes nothing of this request. `f` gets the request's one `now`.
@@ -191,21 +215,21 @@ mod tests {
         insert_pipeline_schedule(conn, &s)
     }
 
-    fn started(path: &std::path::Path, busy: Option<std::time::Duration>) -> (Database, Writes) {
+    fn started(path: &std::path::Path, busy: Option<std::time::Duration>) -> (Database, WriterThread) {
         let crate::db::Served { database, writer, .. } =
             crate::db::open_for_serving(path, 1, crate::db::Tuning::default()).unwrap();
         if let Some(timeout) = busy {
             writer.lock().busy_timeout(timeout).unwrap();
         }
-        let (writes, _thread) = Writes::start(database.clone(), writer).unwrap();
-        (database, writes)
+        (database.clone(), WriterThread::start(database, writer).unwrap())
     }
 
     #[test]
     fn a_write_that_cannot_take_the_lock_is_refused_saying_why_and_the_next_goes_through() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        let (_db, writes) = started(&path, Some(std::time::Duration::from_millis(100)));
+        let (_db, thread) = started(&path, Some(std::time::Duration::from_millis(100)));
+        let writes = thread.writes();
         // Another process (an import) holds the file's write lock.
         let other = crate::db::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -221,7 +245,8 @@ mod tests {
     #[test]
     fn a_batch_commits_its_writes_and_a_failed_one_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, writes) = started(&dir.path().join("b.db"), None);
+        let (db, thread) = started(&dir.path().join("b.db"), None);
+        let writes = thread.writes();
         // The first write holds its batch open until the other three are queued behind it:
         // the thread takes them into the same transaction once it returns.
         let (release, wait) = mpsc::channel::<()>();
