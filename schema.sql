@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS backfill (
     -- Version 3. A paused backfill's runs are not handed out by claims (its status is
     -- unchanged).
     is_paused            INTEGER NOT NULL DEFAULT 0 CHECK (is_paused IN (0, 1)),
+    -- Version 7. A halted backfill's waiting runs are not handed out: it failed under
+    -- settings.stop_on_failure, or it had failed before version 7 (when a failed date stopped
+    -- every backfill). Running it again or retrying a date clears it.
+    halted               INTEGER NOT NULL DEFAULT 0 CHECK (halted IN (0, 1)),
     CHECK (end_datetime IS NULL OR start_datetime IS NULL OR end_datetime >= start_datetime)
 );
 

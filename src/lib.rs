@@ -5,6 +5,8 @@
 //! - `cli` (the flags) and `commands` (what each subcommand does): the command line.
 //! - `api`: HTTP: the route table, handlers, middleware, the error envelope.
 //! - `worker`: `backfilld worker`, a client of the HTTP API alone (no layer below `api`).
+//! - `client`: the typed HTTP client of the API, for the worker, the demo's driver and the
+//!   client commands; it imports nothing of the server.
 //! - `data`: import, export and backup of a data file, for the commands.
 //! - `engine`: where work runs on a served file: the single writer, the slow-read and
 //!   password lanes, the lease sweep, the checkpointer's thread.
@@ -23,6 +25,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod data;
 pub mod db;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::serve::serve_then;
 use super::Error;
 use crate::cli::{DemoArgs, ServeArgs};
-use crate::worker::client::{Api, CallError, Scope};
+use crate::client::{Api, CallError, Scope};
 use crate::worker::plan::Span;
 use crate::worker::{Config, Stop, Work};
 

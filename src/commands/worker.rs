@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::WorkerArgs;
-use crate::worker::{client, plan, Config, Stop, Work};
+use crate::client;
+use crate::worker::{plan, Config, Stop, Work};
 
 /// How `backfilld worker` ended: 0 when every run it executed completed, 1 when one failed
 /// (or was given up), 2 when it could not work at all (bad flags, no server, refused).

@@ -11,20 +11,21 @@ use super::APPLICATION_ID;
 /// added `run_tally` and the status listing indexes; version 3 the leases of claimed runs,
 /// `is_paused` and the claim indexes; version 4 users, their sessions, the JWT secret and the
 /// schedules' tokens; version 5 the unique index on usernames (which a version 4 file made
-/// by an earlier build lacks); version 6 the backfills' counts by status. An older file gets
-/// what it lacks at open.
-pub const SCHEMA_VERSION: i64 = 6;
+/// by an earlier build lacks); version 6 the backfills' counts by status; version 7 the
+/// backfills' `halted` flag and the runs' logs. An older file gets what it lacks at open.
+pub const SCHEMA_VERSION: i64 = 7;
 
-/// The columns versions 3 and 4 added to tables an older file already has (`CREATE TABLE IF
-/// NOT EXISTS` leaves an existing table alone): table, column, definition. Adding a column
+/// The columns versions 3, 4 and 7 added to tables an older file already has (`CREATE TABLE
+/// IF NOT EXISTS` leaves an existing table alone): table, column, definition. Adding a column
 /// rewrites no rows in SQLite.
-const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     ("backfill", "is_paused", "INTEGER NOT NULL DEFAULT 0 CHECK (is_paused IN (0, 1))"),
     ("pipeline_run", "worker", "TEXT"),
     ("pipeline_run", "lease_seconds", "INTEGER"),
     ("pipeline_run", "lease_expires_at", "INTEGER"),
     ("pipeline_run", "attempt", "INTEGER"),
     ("pipeline_schedule", "token", "TEXT"),
+    ("backfill", "halted", "INTEGER NOT NULL DEFAULT 0 CHECK (halted IN (0, 1))"),
 ];
 
 /// Adds each of `ADDED_COLUMNS` that its table lacks.
@@ -49,7 +50,7 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 /// Brings a file of schema `version` (0 for a new, empty file) up to `SCHEMA_VERSION`, and
 /// marks it as backfilld's, inside the caller's transaction.
 pub(super) fn upgrade(tx: &Connection, version: i64) -> rusqlite::Result<()> {
-    if (1..=4).contains(&version) {
+    if (1..=6).contains(&version) {
         // Before the schema, whose indexes and updates name the new columns.
         add_columns(tx)?;
     }
@@ -59,6 +60,11 @@ pub(super) fn upgrade(tx: &Connection, version: i64) -> rusqlite::Result<()> {
     }
     if (1..=5).contains(&version) {
         fill_status_counts(tx)?;
+    }
+    if (1..=6).contains(&version) {
+        // Before version 7 a failed date stopped its backfill: one that failed then keeps
+        // waiting until it is run again, rather than start work nobody asked for.
+        tx.execute_batch("UPDATE backfill SET halted = 1 WHERE status = 'failed'")?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)

@@ -1,7 +1,7 @@
 //! `backfilld worker`: claims runs from a server over its HTTP API, runs a command for each
 //! (or simulates one), heartbeats while it runs, and reports how it ended.
 //!
-//! A client of the API and nothing more (`client`): it never opens the data file, so
+//! A client of the API and nothing more (`crate::client`): it never opens the data file, so
 //! workers can run on other machines than the server. `plan` holds the pure parts (flag
 //! values, simulated outcomes, the command's environment), `exec` the child processes.
 //!
@@ -9,7 +9,6 @@
 //! every third of the lease, and reports. A heartbeat or report answered 409 (the run was
 //! cancelled, or the lease is lost) kills the command's process group and reports nothing.
 
-pub mod client;
 pub mod exec;
 pub mod plan;
 pub mod progress;
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use client::{Api, CallError, Scope};
+use crate::client::{Api, CallError, Scope};
 use exec::{Ended, Running};
 use plan::{Simulated, Span};
 use progress::Progress;

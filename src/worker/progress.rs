@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use super::client::Api;
+use crate::client::Api;
 
 /// The most backfills shown with a bar at once; runs of others are still counted.
 const MAX_BARS: usize = 12;

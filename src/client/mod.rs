@@ -1,4 +1,4 @@
-//! The HTTP client of the worker (and of the demo's driver): one agent holding the server's
+//! The HTTP client of the API, for the worker, the demo's driver and the client commands: one agent holding the server's
 //! address, the credentials and a call timeout; `call` for any request in the API's
 //! envelope, and the calls the worker makes by name (claim, heartbeat, report, and the few
 //! reads). It speaks HTTP alone and never touches a data file, so a worker can run on
