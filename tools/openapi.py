@@ -1453,6 +1453,62 @@ paths["/api/pipelines/{pipeline_uuid}/backfills"] = {
     "post": create_backfill,
 }
 
+schemas["BackfillPreview"] = {
+    "type": "object",
+    "description": "What creating the body's backfill and starting it would make, with nothing written.",
+    "required": ["total_run_count", "pipeline_run_dates", "last_pipeline_run_dates"],
+    "additionalProperties": False,
+    "properties": {
+        "total_run_count": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "How many pipeline runs the start would create (at most the server's `--max-runs`).",
+        },
+        "pipeline_run_dates": {
+            "type": "array",
+            "items": sref("RunDate"),
+            "maxItems": 1000,
+            "description": "The run dates from `_offset`, `_limit` of them (fewer at the end), as "
+            "`include_preview_runs` gives them.",
+        },
+        "last_pipeline_run_dates": {
+            "type": "array",
+            "items": sref("RunDate"),
+            "maxItems": 1000,
+            "description": "Up to `_limit` of the last run dates, only those after `pipeline_run_dates`: "
+            "together the two show every date when there are at most `_offset` + 2 x `_limit`.",
+        },
+    },
+}
+schemas["BackfillPreviewAnswer"] = one_answer("backfill_preview", sref("BackfillPreview"))
+preview_backfill = {
+    "tags": ["backfills"],
+    "operationId": "previewBackfill",
+    "summary": "Preview a backfill: its run count and dates, nothing written",
+    "description": "Takes a create's body and answers what creating it and starting it would make, reading and "
+    "writing nothing: the same 400 as the create or the start for the same body (a bad field, a `block_uuid`, a "
+    "missing date setting, more run dates than the server's `--max-runs`)." + AUTH_NOTE,
+    "security": KEY_AND_TOKEN,
+    "parameters": [
+        p("PipelineUuidPathNew"),
+        {
+            "name": "_limit",
+            "in": "query",
+            "description": "How many dates each list holds at most: a whole number from 0 to 1000 (default 40).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 40},
+        },
+        {
+            "name": "_offset",
+            "in": "query",
+            "description": "The first date of `pipeline_run_dates` (default 0).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": I64_MAX, "default": 0},
+        },
+    ],
+    "requestBody": {"required": True, "content": json_content(sref("BackfillCreateRequest"))},
+    "responses": api_responses(ok("The preview.", "BackfillPreviewAnswer"), not_found=True),
+}
+paths["/api/pipelines/{pipeline_uuid}/backfills/preview"] = {"post": preview_backfill}
+
 update_pipeline_backfill = copy.deepcopy(update_backfill)
 update_pipeline_backfill["operationId"] = "updatePipelineBackfill"
 update_pipeline_backfill["summary"] = "Change, start, run again, pause or cancel one of a pipeline's backfills"

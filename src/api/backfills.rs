@@ -136,3 +136,26 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Resu
     let backfill = write(state, move |conn, _| lifecycle::delete(conn, id)).await?;
     Ok(one("backfill", &BackfillJson::new(&backfill, None)))
 }
+
+/// `POST /api/pipelines/{pipeline_uuid}/backfills/preview`: what creating the body's backfill
+/// and starting it would make (`lifecycle::preview`), with nothing read or written: the run
+/// count, the run dates from `_offset` (`_limit` of them, as `include_preview_runs` pages
+/// them) and up to `_limit` of the last dates after those. A pure computation on the body,
+/// so it runs here rather than on the engine.
+pub async fn preview(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.page()?;
+    let fields = body::record(payload, "backfill").await?;
+    let p = lifecycle::preview(&path, &fields, state.limits, page.offset, page.limit)?;
+    let dates = |d: &[crate::domain::schedule::RunDate]| d.iter().map(|d| d.variables()).collect::<Vec<_>>();
+    let answer = serde_json::json!({
+        "total_run_count": p.total_run_count,
+        "pipeline_run_dates": dates(&p.run_dates),
+        "last_pipeline_run_dates": dates(&p.last_run_dates),
+    });
+    Ok(one("backfill_preview", &answer))
+}

@@ -221,6 +221,10 @@ fn configure(cfg: &mut web::ServiceConfig) {
                     .route(get().to(backfills::list_for_pipeline))
                     .route(web::post().to(backfills::create)),
             )
+            // Before `{id}`, which would otherwise take `preview` for an id.
+            .service(
+                api_resource("/pipelines/{pipeline_uuid}/backfills/preview").route(web::post().to(backfills::preview)),
+            )
             .service(
                 api_resource("/pipelines/{pipeline_uuid}/backfills/{id}")
                     .route(web::put().to(backfills::update_in_pipeline)),
@@ -249,7 +253,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
 /// here stops the server at start-up, so every test fails), what the 405s' `Allow` says, and
 /// what the OpenAPI document (`openapi.json`) is tested against, so that a route added
 /// without its description fails the tests.
-pub const ROUTES: [(&str, &str); 18] = [
+pub const ROUTES: [(&str, &str); 19] = [
     ("/", "GET, HEAD"),
     ("/assets/app.js", "GET, HEAD"),
     ("/assets/app.css", "GET, HEAD"),
@@ -261,6 +265,7 @@ pub const ROUTES: [(&str, &str); 18] = [
     ("/api/backfills", "GET, HEAD"),
     ("/api/backfills/{id}", "GET, HEAD, PUT, DELETE"),
     ("/api/pipelines/{pipeline_uuid}/backfills", "GET, HEAD, POST"),
+    ("/api/pipelines/{pipeline_uuid}/backfills/preview", "POST"),
     ("/api/pipelines/{pipeline_uuid}/backfills/{id}", "PUT"),
     ("/api/sessions", "POST"),
     ("/api/sessions/{id}", "PUT, DELETE"),

@@ -12,6 +12,7 @@ use crate::domain::model::{
     Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, Object, Reprocess, RunSettings,
     RunStatus,
 };
+use crate::domain::schedule::{RunDate, Schedule};
 use crate::store;
 use crate::store::schedules::NewPipelineSchedule;
 
@@ -150,9 +151,11 @@ pub fn update(
     Ok(b)
 }
 
-/// Creates the `@once` schedule and one run per run date, and marks the backfill started.
-fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: DateTime) -> Result<()> {
-    if b.fields.block_uuid.is_some() {
+/// The schedule of a backfill about to start, or why it cannot: a `block_uuid` (custom code),
+/// a missing date setting, or more run dates than one start may create. A start and a
+/// preview both ask it, so that a preview refuses exactly what the start would.
+fn startable(f: &BackfillFields, limits: Limits) -> Result<Schedule> {
+    if f.block_uuid.is_some() {
         return Err(FieldError::new(
             "block_uuid",
             "is set: such a backfill takes its run dates from custom code, which backfilld does not run, \
@@ -160,7 +163,6 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
         )
         .into());
     }
-    let f = &b.fields;
     let missing = [
         ("start_datetime", f.start_datetime.is_none()),
         ("end_datetime", f.end_datetime.is_none()),
@@ -185,6 +187,42 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
         )
         .into());
     }
+    Ok(schedule)
+}
+
+/// What creating a backfill from `body` and starting it would make, with nothing written:
+/// how many runs, the run dates `offset..offset + limit`, and up to `limit` of the last
+/// dates after those. Refused as the create and the start would refuse it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    pub total_run_count: u64,
+    pub run_dates: Vec<RunDate>,
+    pub last_run_dates: Vec<RunDate>,
+}
+
+/// `POST /api/pipelines/:pipeline_uuid/backfills/preview`: a create's checks, then a start's,
+/// on the body alone. Reads and writes nothing.
+pub fn preview(pipeline_uuid: &str, body: &Object, limits: Limits, offset: u64, limit: u64) -> Result<Preview> {
+    if pipeline_uuid.trim().is_empty() {
+        return Err(FieldError::new("pipeline_uuid", "must not be blank").into());
+    }
+    let fields = BackfillFields::parse(body)?;
+    RunSettings::parse(fields.settings.as_ref())?;
+    Fields(body).boolean("is_paused")?;
+    let schedule = startable(&fields, limits)?;
+    let total = schedule.count();
+    let first = schedule.run_dates(offset, limit);
+    let after = offset.saturating_add(limit);
+    let from = total.saturating_sub(limit).max(after);
+    let last = if from < total { schedule.run_dates(from, total - from) } else { vec![] };
+    Ok(Preview { total_run_count: total, run_dates: first, last_run_dates: last })
+}
+
+/// Creates the `@once` schedule and one run per run date, and marks the backfill started.
+fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: DateTime) -> Result<()> {
+    let schedule = startable(&b.fields, limits)?;
+    let count = schedule.count();
+    let f = &b.fields;
 
     let schedule_id = store::schedules::insert_pipeline_schedule(
         conn,

@@ -295,3 +295,91 @@ fn a_conditional_read_still_needs_credentials() {
     let refused = agent.get(app.url("/api/backfills")).header("If-None-Match", &tag).call().unwrap();
     assert_eq!(refused.status(), 401);
 }
+
+/// The preview answers what a create and a start make (the run count, the dates as
+/// `include_preview_runs` gives them, the last ones after those), and writes nothing.
+#[test]
+fn a_preview_answers_what_a_create_and_a_start_make_and_writes_nothing() {
+    // Arrange
+    let app = crate::helpers::spawn_app_limited(
+        crate::helpers::AuthConfig::default(),
+        backfilld::service::lifecycle::Limits { max_runs: 30 },
+    );
+    let body = json!({"backfill": crate::helpers::seed_fields("seed")});
+
+    // Act
+    let preview = app.send("POST", "/api/pipelines/p/backfills/preview?_limit=10", &body);
+
+    // Assert: nothing written; then the same as the created and started backfill.
+    assert_eq!(preview.status, 200, "{:?}", preview.body);
+    assert_eq!(preview.body["metadata"], Value::Null);
+    assert_eq!(app.get("/api/backfills?_limit=0").body["metadata"]["count"], 0);
+    assert_eq!(app.get("/api/pipeline_runs?_limit=0").body["metadata"]["count"], 0);
+    let p = &preview.body["backfill_preview"];
+    let id = app.create_backfill("p", crate::helpers::seed_fields("seed"));
+    assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
+    let read =
+        |q: &str| app.get(&format!("/api/backfills/{id}?include_preview_runs=true&{q}")).body["backfill"].clone();
+    assert_eq!(p["total_run_count"], 25);
+    assert_eq!(app.get(&format!("/api/pipeline_runs?backfill_id={id}&_limit=0")).body["metadata"]["count"], 25);
+    assert_eq!(p["pipeline_run_dates"], read("_limit=10")["pipeline_run_dates"]);
+    assert_eq!(p["last_pipeline_run_dates"], read("_limit=10&_offset=15")["pipeline_run_dates"]);
+    // Dates overlapping the first page are not repeated; _offset moves the first page.
+    let small = app.send("POST", "/api/pipelines/p/backfills/preview?_limit=20", &body).body;
+    assert_eq!(small["backfill_preview"]["last_pipeline_run_dates"].as_array().unwrap().len(), 5);
+    let moved = app.send("POST", "/api/pipelines/p/backfills/preview?_limit=3&_offset=4", &body).body;
+    assert_eq!(moved["backfill_preview"]["pipeline_run_dates"], read("_limit=3&_offset=4")["pipeline_run_dates"]);
+}
+
+/// Each body a create or a start refuses, the preview refuses with the same status and type.
+#[test]
+fn a_preview_refuses_what_a_create_or_a_start_refuses() {
+    let app = crate::helpers::spawn_app_limited(
+        crate::helpers::AuthConfig::default(),
+        backfilld::service::lifecycle::Limits { max_runs: 24 },
+    );
+    let seed = crate::helpers::seed_fields("seed");
+    let with = |k: &str, v: Value| {
+        let mut f = seed.clone();
+        f[k] = v;
+        f
+    };
+    let without = |k: &str| {
+        let mut f = seed.clone();
+        f.as_object_mut().unwrap().remove(k);
+        f
+    };
+    let cases = [
+        (with("block_uuid", json!("b")), "block_uuid", "custom code"),
+        (without("end_datetime"), "end_datetime", "no end"),
+        (without("interval_units"), "interval_units", "no units"),
+        (with("interval_units", json!(0)), "interval_units", "zero units"),
+        (with("name", json!(" ")), "name", "a blank name"),
+        (with("settings", json!({"pipeline_run_limit": 0})), "settings.pipeline_run_limit", "a bad setting"),
+        (seed.clone(), "total_run_count", "25 runs over --max-runs 24"),
+    ];
+    for (fields, field, why) in cases {
+        let preview = app.send("POST", "/api/pipelines/p/backfills/preview", &json!({ "backfill": fields }));
+        let message = assert_error(&preview, 400, "record_invalid");
+        assert!(message.contains(field), "{why}: {message}");
+        // The create, or else the start, refuses it the same way.
+        let created = app.send("POST", "/api/pipelines/p/backfills", &json!({ "backfill": fields }));
+        let refusal = if created.status == 200 {
+            app.put_backfill(created.body["backfill"]["id"].as_i64().unwrap(), json!({"status": "initial"}))
+        } else {
+            created
+        };
+        assert_eq!(assert_error(&refusal, 400, "record_invalid"), message, "{why}");
+    }
+    assert_error(
+        &app.send("POST", "/api/pipelines/p/backfills/preview", &json!({"name": "x"})),
+        400,
+        "api_resource_error",
+    );
+    assert_error(
+        &app.send("POST", "/api/pipelines/p/backfills/preview?_limit=x", &json!({"backfill": seed})),
+        400,
+        "api_resource_error",
+    );
+    assert_eq!(app.get("/api/pipeline_runs?_limit=0").body["metadata"]["count"], 0);
+}

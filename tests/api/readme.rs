@@ -38,6 +38,7 @@ const PAGES: [(&str, &[&str]); 6] = [
         "docs/api.md",
         &[
             "\"name\":\"sparkling glitter\"",
+            "\"total_run_count\":366",
             "\"pipeline_run_dates\":[",
             "\"name\":\"sparkling glitter, EU only\"",
             "\"status\":\"initial\"",
