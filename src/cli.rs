@@ -45,6 +45,18 @@ pub enum Command {
     /// Claim runs from a server and run a command once per run date (or simulate one).
     #[command(after_help = WORKER_ENVIRONMENT)]
     Worker(WorkerArgs),
+    /// Create, list, show, pause, resume, cancel, delete and run again backfills, through a
+    /// server's API (docs/cli.md).
+    #[command(subcommand)]
+    Backfill(BackfillCommand),
+    /// List, show and retry pipeline runs, through a server's API.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Log in to a server and keep the session's token (and the API key) for the client
+    /// commands and the worker, in a file of your own (mode 0600), one entry per server.
+    Login(LoginArgs),
+    /// End the session `login` kept for a server, on the server and in the file.
+    Logout(LogoutArgs),
     /// Serve a demo file seeded with backfills in every state, with a simulated worker
     /// running their runs; starting again continues the same demo.
     Demo(DemoArgs),
@@ -55,6 +67,28 @@ pub enum Command {
     },
     /// Print the manual page (roff): `backfilld man > backfilld.1 && man ./backfilld.1`.
     Man,
+}
+
+impl Command {
+    /// The client flags of a client command (`backfill`, `run`, `login`, `logout`).
+    pub fn client_args(&self) -> Option<&ClientArgs> {
+        match self {
+            Command::Backfill(cmd) => Some(match cmd {
+                BackfillCommand::Create(a) => &a.client,
+                BackfillCommand::List { client, .. } | BackfillCommand::Show { client, .. } => client,
+                BackfillCommand::Pause(t) | BackfillCommand::Resume(t) | BackfillCommand::Cancel(t) => &t.client,
+                BackfillCommand::Delete { target, .. } | BackfillCommand::Rerun { target, .. } => &target.client,
+            }),
+            Command::Run(cmd) => Some(match cmd {
+                RunCommand::List { client, .. }
+                | RunCommand::Show { client, .. }
+                | RunCommand::Retry { client, .. } => client,
+            }),
+            Command::Login(a) => Some(&a.client),
+            Command::Logout(a) => Some(&a.client),
+            _ => None,
+        }
+    }
 }
 
 /// What `backfilld worker --help` says of a command's environment (`worker::plan::run_env`).
@@ -94,9 +128,13 @@ pub struct WorkerArgs {
     /// takes, the first).
     #[arg(long, env = "BACKFILLD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// An OAuth token (`backfilld token create`), when the server requires auth.
+    /// An OAuth token (`backfilld token create`), when the server requires auth [default: the
+    /// session `backfilld login` kept for the server, with its API key when none is given].
     #[arg(long, env = "BACKFILLD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Where `backfilld login` keeps credentials: $XDG_CONFIG_HOME, else ~/.config.
+    #[arg(skip = config_home())]
+    pub config_home: Option<PathBuf>,
     /// The name the worker claims under [default: host name and process id].
     #[arg(long)]
     pub name: Option<String>,
@@ -140,6 +178,205 @@ pub struct WorkerArgs {
     /// killed (their leases then run out); a second Ctrl-C stops at once.
     #[arg(long, default_value = "30s")]
     pub grace: String,
+}
+
+/// How a client command reaches the server: the worker's flags and variables, and a login's
+/// credentials (docs/cli.md) for what they leave out.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server.
+    #[arg(long, env = "BACKFILLD_SERVER", default_value = "http://127.0.0.1:6789")]
+    pub server: String,
+    /// The server's API key, when it requires auth (of a comma-separated list, the first)
+    /// [default: the one `backfilld login` kept for the server].
+    #[arg(long, env = "BACKFILLD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// An OAuth token, when the server requires auth [default: the session `backfilld login`
+    /// kept for the server].
+    #[arg(long, env = "BACKFILLD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's records as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Say what the command does on standard error: which server, and where its key and
+    /// token came from.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// Where `backfilld login` keeps credentials: $XDG_CONFIG_HOME, else ~/.config.
+    #[arg(skip = config_home())]
+    pub config_home: Option<PathBuf>,
+}
+
+/// The user's config folder: `$XDG_CONFIG_HOME` when set and absolute (as the XDG base
+/// directory spec says), else `$HOME/.config`.
+pub fn config_home() -> Option<PathBuf> {
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute(std::env::var_os("XDG_CONFIG_HOME"))
+        .or_else(|| absolute(std::env::var_os("HOME")).map(|h| h.join(".config")))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackfillCommand {
+    /// Create a backfill and start it (Airflow's `backfill create`): one run per date from
+    /// --from to --to, both included, every --every.
+    Create(CreateArgs),
+    /// List backfills, newest first, with their runs' progress.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this pipeline's.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only backfills in this status: initial, running, completed, failed, cancelled, or
+        /// new (never started).
+        #[arg(long, value_parser = backfill_status)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        limit: u64,
+    },
+    /// Show a backfill: its fields, its runs counted by status, and its failed dates with
+    /// their errors.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The backfill's id.
+        id: i64,
+    },
+    /// Pause a backfill: no more of its runs are handed out; those running finish.
+    Pause(IdArgs),
+    /// Resume a paused backfill.
+    Resume(IdArgs),
+    /// Cancel a backfill and every run of it not finished yet.
+    Cancel(IdArgs),
+    /// Delete a backfill (its runs stay, unlinked); asks first on a terminal.
+    Delete {
+        #[command(flatten)]
+        target: IdArgs,
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Run a started backfill again: its cancelled dates, and by --reprocess its failed, or
+    /// failed and completed, dates too.
+    Rerun {
+        #[command(flatten)]
+        target: IdArgs,
+        /// Which finished dates run again besides the cancelled ones: none, failed or
+        /// completed (failed and completed) [default: the backfill's reprocess_behavior].
+        #[arg(long, value_parser = ["none", "failed", "completed"])]
+        reprocess: Option<String>,
+    },
+}
+
+/// A backfill status to filter by, or `new` for never started.
+fn backfill_status(s: &str) -> Result<String, String> {
+    if s == "new" {
+        return Ok(s.into());
+    }
+    s.parse::<model::BackfillStatus>().map(|st| st.as_str().to_string())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The backfill's id.
+    pub id: i64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The pipeline whose runs these are.
+    #[arg(long)]
+    pub pipeline: String,
+    /// The first run date: 2024-01-01, 2024-01-01T06:00:00Z, or as the API takes dates.
+    #[arg(long)]
+    pub from: String,
+    /// The last possible run date (included when a step lands on it).
+    #[arg(long)]
+    pub to: String,
+    /// The step between run dates: a number and a unit, 30s, 15m, 4h, 1d, 1w, 1mo or 1y.
+    #[arg(long, value_name = "INTERVAL")]
+    pub every: String,
+    /// The backfill's name [default: PIPELINE FROM..TO every INTERVAL].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Variables every run gets, a JSON object: '{"region": "eu"}'.
+    #[arg(long, value_name = "JSON")]
+    pub variables: Option<String>,
+    /// At most this many of its runs running at once (settings.pipeline_run_limit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_active_runs: Option<u64>,
+    /// Hand out the newest dates first (settings.run_backwards).
+    #[arg(long)]
+    pub run_backwards: bool,
+    /// Hand out no more dates once one has failed (settings.stop_on_failure).
+    #[arg(long)]
+    pub stop_on_failure: bool,
+    /// Create nothing: print how many runs it would make, and their dates.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Create the backfill without starting it.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub no_start: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// List a backfill's runs, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The backfill whose runs to list.
+        #[arg(long)]
+        backfill: i64,
+        /// Only runs in this status: initial, running, completed, failed or cancelled.
+        #[arg(long, value_parser = run_status)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        limit: u64,
+    },
+    /// Show a run: its date, status, attempts, worker, times and error.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The run's id.
+        id: i64,
+    },
+    /// Run a run's date again: a new run of it, waiting for a worker.
+    Retry {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The run's id.
+        id: i64,
+    },
+}
+
+fn run_status(s: &str) -> Result<String, String> {
+    s.parse::<model::RunStatus>().map(|st| st.as_str().to_string())
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("who").args(["email", "username"])))]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Log in with this email [default: asked for on a terminal].
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Log in with this username instead of an email.
+    #[arg(long)]
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Clone, Args)]

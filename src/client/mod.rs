@@ -4,6 +4,8 @@
 //! reads). It speaks HTTP alone and never touches a data file, so a worker can run on
 //! another machine than the server.
 
+pub mod credentials;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -114,16 +116,18 @@ impl Api {
     /// Asks the server whether it is there (`/api/status`) and takes the key and token
     /// (a listing of no backfills): before a worker claims anything.
     pub fn check(&self) -> Result<(), String> {
-        let say = |e: CallError| match e {
+        let say = |e: CallError| {
+            match e {
             CallError::Unreachable { .. } => format!(
                 "{e}; is backfilld serving there? Start it with `backfilld serve`, or pass --server URL (or set \
                  BACKFILLD_SERVER)"
             ),
             CallError::Refused { status: 401 | 403, .. } => format!(
-                "{e}; pass the server's API key and a token with --api-key and --token (or BACKFILLD_API_KEY and \
+                "{e}; log in with `backfilld login`, or pass the server's API key and a token with --api-key and --token (or BACKFILLD_API_KEY and \
                  BACKFILLD_TOKEN)"
             ),
             other => other.to_string(),
+        }
         };
         self.call("GET", "/api/status", None).map_err(say)?;
         self.call("GET", "/api/backfills?_limit=0", None).map_err(say)?;
@@ -190,6 +194,146 @@ impl Api {
     }
 }
 
+/// A login's session: what `POST /api/sessions` answers, the OAuth token taken out of its JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The OAuth token the JWT carries: what goes in `OAUTH-TOKEN` (or `Authorization: Bearer`).
+    pub token: String,
+    /// When it expires, as the server wrote it (UTC).
+    pub expires: String,
+    pub username: String,
+}
+
+/// Who logs in: an email or a username, as `POST /api/sessions` takes either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    Email(String),
+    Username(String),
+}
+
+/// A query string from its pairs, each value encoded; pairs without a value are left out.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> =
+        pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v)))).collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// The calls of the client commands (`backfilld backfill ...`, `run ...`, `login`): each
+/// answers the API's own record (or page), as `--json` prints it.
+impl Api {
+    /// `POST /api/sessions`: logs in, and takes the OAuth token out of the answer's JWT.
+    pub fn login(&self, who: &Login, password: &str) -> Result<Session, CallError> {
+        let (key, value) = match who {
+            Login::Email(e) => ("email", e),
+            Login::Username(u) => ("username", u),
+        };
+        let body = json!({"session": {key: value, "password": password}});
+        let answer = self.call("POST", "/api/sessions", Some(&body))?;
+        let session = &answer["session"];
+        let odd = |what: &str| CallError::Server { status: 200, message: format!("the login's answer {what}") };
+        let jwt = session["token"].as_str().ok_or_else(|| odd("has no token"))?;
+        let token = jwt_token(jwt).ok_or_else(|| odd("holds a token that is not a session's JWT"))?;
+        Ok(Session {
+            token,
+            expires: session["expires"].as_str().unwrap_or_default().to_string(),
+            username: session["user"]["username"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// `DELETE /api/sessions/1`: ends the session whose token this client presents.
+    pub fn logout(&self) -> Result<(), CallError> {
+        self.call("DELETE", "/api/sessions/1", None).map(drop)
+    }
+
+    /// `GET /api/backfills` (or a pipeline's): one page of `limit` with run counts, from
+    /// `cursor`; the page's records, and the cursor of the next page if there is one.
+    pub fn backfill_page(
+        &self,
+        pipeline: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>, u64), CallError> {
+        let q = query(&[
+            ("include_run_count", Some("true".into())),
+            ("_limit", Some(limit.to_string())),
+            ("pipeline_uuid", pipeline.map(str::to_string)),
+            ("_cursor", cursor.map(str::to_string)),
+        ]);
+        page(self.call("GET", &format!("/api/backfills{q}"), None)?, "backfills")
+    }
+
+    /// `POST /api/pipelines/:pipeline/backfills/preview?_limit=N`: what a create and a start
+    /// of `fields` would make, nothing written.
+    pub fn preview_backfill(&self, pipeline: &str, fields: &Value, limit: usize) -> Result<Value, CallError> {
+        let path = format!("/api/pipelines/{}/backfills/preview?_limit={limit}", encode(pipeline));
+        Ok(self.call("POST", &path, Some(&json!({"backfill": fields})))?["backfill_preview"].take())
+    }
+
+    /// `POST /api/pipelines/:pipeline/backfills`: the new backfill.
+    pub fn create_backfill(&self, pipeline: &str, fields: &Value) -> Result<Value, CallError> {
+        let path = format!("/api/pipelines/{}/backfills", encode(pipeline));
+        Ok(self.call("POST", &path, Some(&json!({"backfill": fields})))?["backfill"].take())
+    }
+
+    /// `PUT /api/backfills/:id` with `fields`: the changed backfill.
+    pub fn update_backfill(&self, id: i64, fields: &Value) -> Result<Value, CallError> {
+        Ok(self.call("PUT", &format!("/api/backfills/{id}"), Some(&json!({"backfill": fields})))?["backfill"].take())
+    }
+
+    /// `DELETE /api/backfills/:id`: the deleted backfill.
+    pub fn delete_backfill(&self, id: i64) -> Result<Value, CallError> {
+        Ok(self.call("DELETE", &format!("/api/backfills/{id}"), None)?["backfill"].take())
+    }
+
+    /// `GET /api/pipeline_runs` with `filters`: one page of `limit` from `cursor`.
+    pub fn run_page(
+        &self,
+        filters: &[(&str, Option<String>)],
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>, u64), CallError> {
+        let mut pairs = filters.to_vec();
+        pairs.push(("_limit", Some(limit.to_string())));
+        pairs.push(("_cursor", cursor.map(str::to_string)));
+        page(self.call("GET", &format!("/api/pipeline_runs{}", query(&pairs)), None)?, "pipeline_runs")
+    }
+
+    /// `GET /api/pipeline_runs/:id`.
+    pub fn run(&self, id: i64) -> Result<Value, CallError> {
+        Ok(self.call("GET", &format!("/api/pipeline_runs/{id}"), None)?["pipeline_run"].take())
+    }
+
+    /// `POST /api/pipeline_runs/:id/retry`: the new run of the date.
+    pub fn retry_run(&self, id: i64) -> Result<Value, CallError> {
+        Ok(self.call("POST", &format!("/api/pipeline_runs/{id}/retry"), None)?["pipeline_run"].take())
+    }
+}
+
+/// A collection answer's records, next cursor and count.
+fn page(mut answer: Value, key: &str) -> Result<(Vec<Value>, Option<String>, u64), CallError> {
+    let records = match answer[key].take() {
+        Value::Array(records) => records,
+        _ => return Err(CallError::Server { status: 200, message: format!("the answer has no \"{key}\" list") }),
+    };
+    let next = answer["metadata"]["next"].as_bool().unwrap_or(false);
+    let cursor = answer["metadata"]["cursor"].as_str().filter(|_| next).map(str::to_string);
+    Ok((records, cursor, answer["metadata"]["count"].as_u64().unwrap_or(0)))
+}
+
+/// The OAuth token a login's JWT carries (its payload's `token`), without checking the
+/// signature: only the server that signed it can, and it checks the token itself anyway.
+fn jwt_token(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims["token"].as_str().filter(|t| !t.is_empty()).map(str::to_string)
+}
+
 /// `server` as a base URL without a trailing slash.
 pub fn base_url(server: &str) -> Result<String, String> {
     let s = server.trim();
@@ -245,6 +389,20 @@ mod tests {
             assert!(base_url(bad).is_err(), "{bad}");
         }
         assert!(base_url("https://x:1").unwrap_err().contains("https is not supported"));
+    }
+
+    #[test]
+    fn a_login_s_jwt_opens_to_its_token() {
+        let jwt = crate::auth::jwt::encode(&crate::auth::jwt::Claims { expires: 1.5e9, token: "t0k".into() }, b"s");
+        assert_eq!(jwt_token(&jwt).as_deref(), Some("t0k"));
+        assert_eq!(jwt_token("not a jwt"), None);
+        assert_eq!(jwt_token("a.e30.c"), None, "a payload without a token");
+    }
+
+    #[test]
+    fn queries_leave_out_what_is_not_given() {
+        assert_eq!(query(&[("a", Some("x y".into())), ("b", None), ("c", Some("1".into()))]), "?a=x%20y&c=1");
+        assert_eq!(query(&[("b", None)]), "");
     }
 
     #[test]

@@ -118,17 +118,25 @@ pub const DEMO_FILTER: &str = "warn";
 pub struct Setup {
     pub format: Format,
     pub default_filter: &'static str,
+    /// backfilld's own lines at `info` at least, whatever `RUST_LOG` says (a client's `-v`).
+    pub verbose: bool,
 }
 
 impl Setup {
     /// A server's, or any other command's, log: `DEFAULT_FILTER` in `format`.
     pub fn server(format: Format) -> Setup {
-        Setup { format, default_filter: DEFAULT_FILTER }
+        Setup { format, default_filter: DEFAULT_FILTER, verbose: false }
+    }
+
+    /// A client command's: warnings alone, and backfilld's `info` lines too when `verbose`
+    /// (`-v`), as text.
+    pub fn client(verbose: bool) -> Setup {
+        Setup { format: Format::Text, default_filter: "warn", verbose }
     }
 
     /// The demo's: `DEMO_FILTER`, as text.
     pub fn demo() -> Setup {
-        Setup { format: Format::Text, default_filter: DEMO_FILTER }
+        Setup { format: Format::Text, default_filter: DEMO_FILTER, verbose: false }
     }
 }
 
@@ -165,6 +173,9 @@ pub fn json_line(record: &Record, time: &str) -> String {
 /// `setup`'s format.
 pub fn init(setup: Setup) {
     let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(setup.default_filter));
+    if setup.verbose {
+        builder.filter_module("backfilld", log::LevelFilter::Info);
+    }
     if setup.format == Format::Json {
         builder.format(|buf, record| {
             use std::io::Write;

@@ -1,6 +1,7 @@
 //! What each subcommand does: `serve` (the server), `demo` (a seeded server with a simulated
 //! worker), `worker` (the HTTP client that runs runs), `data` (import, export, backup),
-//! `accounts` (tokens and users), `manual` (completions and the manual page), and the log's
+//! `accounts` (tokens and users), the API's clients (`backfill`, `run`, `login` and `logout`,
+//! sharing `client`), `manual` (completions and the manual page), and the log's
 //! set-up (`logging`).
 //!
 //! The top of the house: it parses nothing (that is `cli`'s) and holds no logic of its own
@@ -10,10 +11,14 @@
 //! the server over HTTP alone.
 
 mod accounts;
+mod backfill;
+mod client;
 mod data;
 pub mod demo;
 pub mod logging;
+mod login;
 mod manual;
+mod run;
 mod serve;
 mod worker;
 
@@ -113,6 +118,11 @@ pub fn run(cli: Cli) -> ExitCode {
         None => logging::Setup::server(cli.serve.log_format),
         Some(Command::Serve(args)) => logging::Setup::server(args.log_format),
         Some(Command::Demo(_)) => logging::Setup::demo(),
+        // A client command says only what it prints, unless -v asks where it went and with
+        // which credentials.
+        Some(Command::Backfill(_) | Command::Run(_) | Command::Login(_) | Command::Logout(_)) => {
+            logging::Setup::client(cli.command.as_ref().and_then(Command::client_args).is_some_and(|c| c.verbose))
+        }
         Some(_) => logging::Setup::server(logging::Format::Text),
     };
     logging::init(log);
@@ -125,6 +135,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Token(cmd)) => accounts::token(cmd),
         Some(Command::User(cmd)) => accounts::user(cmd),
         Some(Command::Worker(args)) => return ExitCode::from(worker::worker(args)),
+        Some(Command::Backfill(cmd)) => return ExitCode::from(backfill::backfill(cmd)),
+        Some(Command::Run(cmd)) => return ExitCode::from(run::run(cmd)),
+        Some(Command::Login(args)) => return ExitCode::from(login::login(args)),
+        Some(Command::Logout(args)) => return ExitCode::from(login::logout(args)),
         Some(Command::Demo(args)) => demo::demo(args).map(|()| String::new()),
         Some(Command::Completions { shell }) => manual::completions(shell),
         Some(Command::Man) => manual::man(),

@@ -80,11 +80,16 @@ fn worker_config(a: WorkerArgs) -> Result<Config, String> {
     }
     let concurrency = usize::try_from(a.concurrency).unwrap_or(1);
     // BACKFILLD_API_KEY may list the server's keys, comma-separated: the first one serves.
-    let api_key = a.api_key.and_then(|k| k.split(',').map(str::trim).find(|k| !k.is_empty()).map(str::to_string));
+    // What the flags and the environment leave out comes from `backfilld login`'s file.
+    let base = client::base_url(&a.server)?;
+    let file = a.config_home.as_deref().map(client::credentials::path_in);
+    let (api_key, token, key_from, token_from) =
+        client::credentials::resolve(&base, super::client::first_key(a.api_key), a.token, file.as_deref())?;
+    log::info!("server {base}; {}", super::client::say_sources(key_from, token_from, file.as_deref()));
     // A call may take a third of the lease at most, so that a hung heartbeat leaves time for
     // another before the lease ends (and 30 s at most).
     let call_timeout = (lease / 3).clamp(Duration::from_millis(300), Duration::from_secs(30));
-    let api = client::Api::new(&a.server, api_key, a.token, concurrency + 2, call_timeout)?;
+    let api = client::Api::new(&base, api_key, token, concurrency + 2, call_timeout)?;
     api.check()?;
     Ok(Config {
         api,

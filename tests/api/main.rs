@@ -5,6 +5,7 @@ mod auth;
 mod backfills;
 mod browser;
 mod cli;
+mod commands;
 mod data;
 mod dispatch;
 mod errors;

@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use crate::helpers::BIN;
 
 /// The pages whose examples run, each with what its output must show, in this order.
-const PAGES: [(&str, &[&str]); 6] = [
+const PAGES: [(&str, &[&str]); 7] = [
     (
         "README.md",
         &[
@@ -76,6 +76,26 @@ const PAGES: [(&str, &[&str]); 6] = [
             "x-request-id: trace-0f8fad5b",
             "backfilld_pipeline_runs{status=\"completed\"} 3",
             "{\"ready\":true}",
+        ],
+    ),
+    (
+        "docs/cli.md",
+        &[
+            "73 runs of pipeline etl (dry run: nothing was created)",
+            "... 33 more ...",
+            "created backfill 1 (3 runs), started",
+            "the worker exited 1",
+            "three days",
+            "failed dates: 1",
+            "the command exited with status 1",
+            "(attempt 2)",
+            "deleted backfill 1",
+            "exit status 1",
+            "exit status 2",
+            "exit status 1",
+            "logged in to http://",
+            "no backfills",
+            "logged out of http://",
         ],
     ),
     ("docs/ci.md", &["exported 1 backfill(s) and 25 pipeline run(s)", "imported 1 backfill(s) and 25 pipeline run(s)"]),
@@ -189,6 +209,8 @@ fn command_in(dir: &Path, bind: &str, env: &[(String, String)], args: &[&str]) -
         cmd.env(k, v);
     }
     cmd.env("BACKFILLD_BIND", bind);
+    // `backfilld login` keeps its credentials in the folder, never in the real home.
+    cmd.env("HOME", dir).env("XDG_CONFIG_HOME", dir.join(".config"));
     cmd.stdin(Stdio::null());
     cmd
 }
@@ -281,6 +303,11 @@ fn the_auth_page_s_examples_run() {
 #[test]
 fn the_operations_page_s_examples_run() {
     page("docs/operations.md");
+}
+
+#[test]
+fn the_command_line_page_s_examples_run() {
+    page("docs/cli.md");
 }
 
 #[test]
