@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS backfill (
     -- Version 7. A halted backfill's waiting runs are not handed out: it failed under
     -- settings.stop_on_failure, or it had failed before version 7 (when a failed date stopped
     -- every backfill). Running it again or retrying a date clears it.
-    halted               INTEGER NOT NULL DEFAULT 0 CHECK (halted IN (0, 1)),
+    is_halted            INTEGER NOT NULL DEFAULT 0 CHECK (is_halted IN (0, 1)),
     CHECK (end_datetime IS NULL OR start_datetime IS NULL OR end_datetime >= start_datetime)
 );
 

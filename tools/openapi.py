@@ -86,7 +86,10 @@ schemas["RunStatus"] = {
 schemas["BackfillStatus"] = {
     "type": ["string", "null"],
     "enum": RUN_STATUSES + [None],
-    "description": "A backfill's status (Mage's): null until it is started (`PUT` with `\"status\": \"initial\"`).",
+    "description": "A backfill's status (Mage's): null until it is started (`PUT` with `\"status\": \"initial\"`); "
+    "then it follows the newest run of each date: `failed` while some date's newest run is failed (its other dates "
+    "still run, unless `settings.stop_on_failure`), `completed` once every date completed, `running` otherwise "
+    "once a run has begun; `cancelled` when cancelled.",
 }
 schemas["IntervalType"] = {
     "type": ["string", "null"],
@@ -253,6 +256,12 @@ BACKFILL_PROPS = {
     "id": {"type": "integer", "minimum": 1, "maximum": I64_MAX},
     "interval_type": sref("IntervalType"),
     "interval_units": {"type": ["integer", "null"]},
+    "is_halted": {
+        "type": "boolean",
+        "description": "Beyond Mage: true when a failed backfill hands out none of its waiting runs: it failed under "
+        "`settings.stop_on_failure`, or it had failed before backfilld ran every date of a failed backfill. Running "
+        "it again or retrying a date clears it.",
+    },
     "is_paused": {
         "type": "boolean",
         "description": "Beyond Mage: claims hand out none of its runs while true; its `status` is unchanged.",
@@ -267,7 +276,7 @@ BACKFILL_PROPS = {
     "settings": {
         "type": ["object", "null"],
         "description": "Mage's settings and backfilld's (`pipeline_run_limit`, `max_attempts`, `run_backwards`, "
-        "`reprocess_behavior`), as stored.",
+        "`reprocess_behavior`, `stop_on_failure`), as stored.",
     },
     "start_datetime": {"anyOf": [sref("DateTime"), {"type": "null"}]},
     "started_at": {"anyOf": [sref("DateTime"), {"type": "null"}]},
@@ -367,12 +376,13 @@ schemas["PipelineRun"] = {
         "pipeline_schedule_id": {"type": ["integer", "null"]},
         "pipeline_schedule_name": {"type": ["string", "null"]},
         "pipeline_schedule_token": {"type": ["string", "null"]},
-        "pipeline_schedule_type": {"type": ["string", "null"]},
+        "pipeline_schedule_type": {
+            "type": "null",
+            "description": "Always null, as on Mage's backfill runs (Mage makes a backfill's schedule without a type).",
+        },
         "pipeline_tags": {
-            "type": "array",
-            "items": {"type": "string"},
-            "maxItems": 0,
-            "description": "Always empty: backfilld keeps no pipelines.",
+            "type": "null",
+            "description": "Always null, as on Mage's backfill runs.",
         },
         "pipeline_type": {"type": "null"},
         "pipeline_uuid": {"type": "string"},
@@ -545,7 +555,14 @@ schemas["BackfillSettings"] = {
         "reprocess_behavior": {
             "type": ["string", "null"],
             "enum": ["none", "failed", "completed", None],
-            "description": "Which finished dates a run again repeats besides the cancelled ones (default `none`).",
+            "description": "Which finished dates a run again repeats besides the cancelled ones: `none`, `failed` "
+            "(the default: failed and cancelled dates) or `completed` (every finished date, as Mage does).",
+        },
+        "stop_on_failure": {
+            "type": ["boolean", "null"],
+            "description": "From the first date that fails for good on, hand out none of the backfill's runs "
+            "(`is_halted`) until it is run again or a date is retried (default false: every date runs whatever "
+            "happened to the others).",
         },
     },
 }
@@ -994,8 +1011,8 @@ parameters = {
     "RunStatusFilter": {
         "name": "status",
         "in": "query",
-        "description": "Only runs in this status (exact, lower case; anything else is a 400); empty filters nothing.",
-        "schema": {"type": "string", "enum": RUN_STATUSES + [""]},
+        "description": "Only runs in this status (exact, lower case; anything else is a 400); empty filters nothing. `last_run_failed` (Mage's \"Last run failed\" filter) lists the runs that failed and are the newest run of their date; it needs a `backfill_id` (without one, a 400), and it is counted and paged as the other filters.",
+        "schema": {"type": "string", "enum": RUN_STATUSES + ["last_run_failed", ""]},
     },
     "IfNoneMatch": {
         "name": "If-None-Match",
@@ -1368,8 +1385,8 @@ update_backfill = {
     "description": "The writable keys present change (validated together with the stored ones); `updated_at` "
     "moves. `\"status\": \"initial\"` starts the backfill: in one transaction an `@once` pipeline schedule "
     "named `Backfill <name>` and one `initial` pipeline run per run date; on a started backfill it runs it again "
-    "(a new run for each date whose newest run is cancelled, and by `settings.reprocess_behavior` failed or "
-    "completed). `\"status\": \"cancelled\"` cancels the backfill and its unfinished runs. `is_paused` pauses or "
+    "(a new run for each date whose newest run is cancelled, and by `settings.reprocess_behavior` failed, the "
+    "default, or failed and completed; a halted backfill resumes its waiting runs). `\"status\": \"cancelled\"` cancels the backfill and its unfinished runs. `is_paused` pauses or "
     "resumes claims. A failed request writes nothing." + AUTH_NOTE,
     "security": KEY_AND_TOKEN,
     "parameters": [p("BackfillId")],

@@ -6,11 +6,13 @@ use serde::Deserialize;
 use super::error::ApiError;
 use crate::domain::datetime;
 use crate::domain::model::RunStatus;
-use crate::store::pipeline_runs::RunStart;
+use crate::store::pipeline_runs::{RunFilter, RunStart};
 use crate::store::{ListingKey, Page, Start};
 
 pub const DEFAULT_LIMIT: u64 = 40;
 pub const MAX_LIMIT: u64 = 1000;
+/// The run listing's `status` for Mage's "Last run failed" filter.
+pub const LAST_RUN_FAILED: &str = "last_run_failed";
 
 /// The query keys the listing endpoints know. Every value arrives as text so that a bad one
 /// gets our own 400 rather than the deserializer's. Unknown keys are ignored, as Mage ignores them (docs/api.md).
@@ -94,12 +96,27 @@ impl ListQuery {
         }
     }
 
-    /// The `status` filter of the run listing.
-    pub fn run_status(&self) -> Result<Option<RunStatus>, ApiError> {
-        match self.status.as_deref().filter(|s| !s.is_empty()) {
-            None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|e| ApiError::BadRequest(format!("status: {e}"))),
-        }
+    /// The run listing's filter: `backfill_id`, `pipeline_uuid` and `status`, which is a run
+    /// status or Mage's `last_run_failed` (the runs that failed and are the newest of their
+    /// date), which needs a `backfill_id`.
+    pub fn run_filter(&self) -> Result<RunFilter, ApiError> {
+        let backfill_id = self.backfill_id()?;
+        let pipeline_uuid = self.pipeline_uuid().map(str::to_string);
+        let (status, newest_only) = match self.status.as_deref().filter(|s| !s.is_empty()) {
+            None => (None, false),
+            Some(LAST_RUN_FAILED) if backfill_id.is_none() => {
+                return Err(ApiError::BadRequest(format!(
+                    "status: '{LAST_RUN_FAILED}' (the runs that failed and are the newest of their date) \
+                     needs a backfill_id: list one backfill's failed dates"
+                )))
+            }
+            Some(LAST_RUN_FAILED) => (Some(RunStatus::Failed), true),
+            Some(v) => (
+                Some(v.parse().map_err(|e| ApiError::BadRequest(format!("status: {e}, or '{LAST_RUN_FAILED}'")))?),
+                false,
+            ),
+        };
+        Ok(RunFilter { backfill_id, pipeline_uuid, status, newest_only })
     }
 
     pub fn include_run_count(&self) -> Result<bool, ApiError> {

@@ -9,20 +9,17 @@ use super::{body, collection, one, read, read_at_offset, write, AppState, Metada
 use crate::domain::model::PipelineRun;
 use crate::service::dispatch::{self, Claim, Report};
 use crate::service::{self, queries};
-use crate::store::pipeline_runs::{RunFilter, RunStart};
+use crate::store::pipeline_runs::RunStart;
 use crate::store::schedules::ScheduleInfo;
 use crate::wire::PipelineRunJson;
 
-/// `GET /api/pipeline_runs`: filters `backfill_id`, `pipeline_uuid`, `status`; paged like
-/// the backfills, `_cursor` included; newest (highest id) first.
+/// `GET /api/pipeline_runs`: filters `backfill_id`, `pipeline_uuid`, `status` (a run status,
+/// or `last_run_failed` with a `backfill_id`); paged like the backfills, `_cursor` included;
+/// newest (highest id) first.
 pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = query.page()?.limit;
     let start = query.run_start()?;
-    let filter = RunFilter {
-        backfill_id: query.backfill_id()?,
-        pipeline_uuid: query.pipeline_uuid().map(str::to_string),
-        status: query.run_status()?,
-    };
+    let filter = query.run_filter()?;
     // One row more than asked, to know whether more follow.
     let fetch = move |conn: &rusqlite::Connection| {
         let (runs, count) = queries::run_listing(conn, &filter, limit.saturating_add(1), start)?;

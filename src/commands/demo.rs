@@ -66,7 +66,8 @@ enum Shape {
     NotStarted,
     /// Every run completed.
     Completed,
-    /// Some runs completed, then one failed: the backfill failed (Mage's rule).
+    /// Some runs completed, then one failed: the backfill failed (Mage's rule); seeded with
+    /// `stop_on_failure`, it stops there, where a backfill without it would run on.
     Failed { completed: usize },
     /// Started, some runs completed; the demo's worker takes the rest.
     Running { completed: usize },
@@ -93,7 +94,7 @@ fn seeds() -> Vec<Seed> {
             "late events replay",
             ("hour", 1),
             ("2024-05-01", "2024-05-03"),
-            Value::Null,
+            json!({"stop_on_failure": true}),
             Shape::Failed { completed: 30 },
         ),
         s(

@@ -162,7 +162,7 @@ async function listBackfills(params, mode, fresh) {
       el('caption', { class: 'note' }, data.metadata.count + ' backfill' + (data.metadata.count === 1 ? '' : 's') + (pipeline ? ' in ' + pipeline : '') + ', newest first'),
       el('thead', {}, el('tr', {}, ['Status', 'Name', 'Pipeline', 'Dates', 'Interval', 'Runs', 'Total', 'Started at', 'Completed at'].map((h) => el('th', { scope: 'col' }, h)))),
       el('tbody', {}, rows.map((b) => el('tr', { 'data-id': b.id },
-        el('td', {}, statusBadge(b.status), b.is_paused ? el('span', { class: 'status' }, 'paused') : null),
+        el('td', {}, statusBadge(b.status), flags(b)),
         el('td', { class: 'name' }, el('a', { href: '#/backfills/' + b.id }, b.name)),
         el('td', {}, el('a', { href: '#/?pipeline=' + encodeURIComponent(b.pipeline_uuid) }, b.pipeline_uuid)),
         el('td', { class: 'dates' }, when(b.start_datetime), el('br'), '→ ' + when(b.end_datetime)),
@@ -213,12 +213,37 @@ function say(text) {
 
 function put(id, fields) { return api('/api/backfills/' + id, 'PUT', { backfill: fields }); }
 
+// Beside a backfill's status: paused, and stopped (halted at a failed date).
+function flags(b) {
+  return [b.is_paused ? el('span', { class: 'status' }, 'paused') : null,
+    b.is_halted ? el('span', { class: 'status', title: 'stopped at a failed date: run it again or retry a date to go on' }, 'stopped') : null];
+}
+
+// What a failed backfill is still doing, so that "failed" is not taken for "stopped": its
+// other dates run on unless it stops on failure (is_halted).
+function failureNote(b) {
+  if (b.status !== 'failed' || !b.run_status_counts) return null;
+  const c = b.run_status_counts;
+  const waiting = c.initial || 0, running = c.running || 0, failed = c.failed || 0;
+  const dates = (n) => n + ' date' + (n === 1 ? '' : 's');
+  let text = dates(failed) + ' failed. ';
+  if (b.is_halted) {
+    text += waiting ? 'The backfill stopped there: ' + dates(waiting) + ' wait and are not handed out until you run it again or retry a date.'
+      : 'The backfill stopped there.';
+  } else if (waiting + running) {
+    text += 'The other dates go on: ' + running + ' running, ' + waiting + ' waiting.';
+  } else {
+    text += 'Every other date has finished.';
+  }
+  return el('p', { id: 'failure-note', class: 'note' }, text);
+}
+
 function actions(b) {
   const id = b.id;
   const buttons = [];
   const started = b.status !== null && b.status !== undefined;
   if (!started) buttons.push(action('Start', () => put(id, { status: 'initial' })));
-  if (b.status === 'initial' || b.status === 'running') {
+  if (b.status === 'initial' || b.status === 'running' || b.status === 'failed') {
     buttons.push(b.is_paused ? action('Resume', () => put(id, { is_paused: false })) : action('Pause', () => put(id, { is_paused: true })));
     buttons.push(action('Cancel', () => put(id, { status: 'cancelled' }), { confirm: 'Cancel this backfill and its waiting and running runs?' }));
   }
@@ -227,7 +252,7 @@ function actions(b) {
       el('option', { value: 'none' }, 'cancelled dates'),
       el('option', { value: 'failed' }, 'failed and cancelled dates'),
       el('option', { value: 'completed' }, 'every finished date'));
-    how.value = (b.settings && b.settings.reprocess_behavior) || 'none';
+    how.value = (b.settings && b.settings.reprocess_behavior) || 'failed';
     buttons.push(el('span', { class: 'again' }, how, action('Run again', () =>
       put(id, { status: 'initial', settings: Object.assign({}, b.settings || {}, { reprocess_behavior: how.value }) }))));
   }
@@ -317,8 +342,9 @@ async function showBackfill(id, params, mode, fresh) {
     cursor ? el('a', { href: '#/backfills/' + id }, 'Newest runs') : null,
     page.metadata.next && page.metadata.cursor ? el('a', { href: '#/backfills/' + id + '?cursor=' + encodeURIComponent(page.metadata.cursor), rel: 'next' }, 'Older runs') : null) : null;
   show(
-    el('h1', {}, b.name, ' ', statusBadge(b.status), b.is_paused ? el('span', { class: 'status' }, 'paused') : null),
+    el('h1', {}, b.name, ' ', statusBadge(b.status), flags(b)),
     el('p', { id: 'message', class: 'problem', role: 'alert', hidden: true }),
+    failureNote(b),
     actions(b),
     countsBar(b.run_status_counts, b.total_run_count),
     el('dl', { class: 'fields' },
@@ -366,6 +392,14 @@ function backfillForm(existing) {
     errors[key] = el('span', { id: 'e-' + key, class: 'field-error', role: 'alert' });
     return el('label', { for: 'f-' + key }, label, input, errors[key]);
   });
+  // settings.stop_on_failure; the backfill's other settings are sent back as they are.
+  const stops = el('input', { id: 'f-stop_on_failure', name: 'stop_on_failure', type: 'checkbox' });
+  const settings = (existing && existing.settings) || {};
+  stops.checked = settings.stop_on_failure === true;
+  errors.settings = el('span', { id: 'e-settings', class: 'field-error', role: 'alert' });
+  inputs.settings = stops;
+  rows.push(el('label', { for: 'f-stop_on_failure', class: 'check' }, stops,
+    ' Stop at the first failed date (otherwise every date runs)', errors.settings));
   const general = el('p', { id: 'message', class: 'problem', role: 'alert', hidden: true });
   const submit = el('button', { type: 'submit' }, existing ? 'Save' : 'Create');
   const form = el('form', { class: 'create', onsubmit: async (ev) => {
@@ -385,6 +419,9 @@ function backfillForm(existing) {
       interval_type: inputs.interval_type.value, interval_units: /^\s*\d+\s*$/.test(inputs.interval_units.value) ? Number(inputs.interval_units.value) : inputs.interval_units.value };
     const pipeline = inputs.pipeline_uuid.value.trim();
     if (!pipeline) { errors.pipeline_uuid.textContent = 'a backfill belongs to a pipeline: name one'; return; }
+    if (stops.checked !== (settings.stop_on_failure === true)) {
+      body.settings = Object.assign({}, settings, { stop_on_failure: stops.checked });
+    }
     if (existing) {
       // Only what was changed: a started backfill refuses new dates, even equal ones.
       for (const [key, , type] of FIELDS) {
@@ -405,7 +442,9 @@ function backfillForm(existing) {
       const listed = e.body && e.body.error && e.body.error.errors;
       const messages = listed && listed.length ? listed : [e.message];
       for (const m of messages) {
-        const [field, ...rest] = String(m).split(': ');
+        const [named, ...rest] = String(m).split(': ');
+        // "settings.stop_on_failure: ..." is shown next to the box.
+        const field = named.startsWith('settings.') ? 'settings' : named;
         if (errors[field]) {
           errors[field].textContent = rest.join(': ');
           inputs[field].setAttribute('aria-invalid', 'true');

@@ -61,6 +61,7 @@ const BACKFILL_KEYS: &[&str] = &[
     "created_at",
     "updated_at",
     "is_paused",
+    "is_halted",
     // Derived in listings; accepted and recomputed.
     "total_run_count",
     "run_status_counts",
@@ -125,6 +126,7 @@ fn parse_backfill(obj: &Object, now: DateTime) -> Result<NewBackfill, FieldError
     check_keys(obj, &[BACKFILL_KEYS, &crate::service::lifecycle::WRITABLE_KEYS])?;
     let f = Fields(obj);
     let (created_at, updated_at) = timestamps(&f, now)?;
+    let status = f.parsed::<BackfillStatus>("status")?;
     Ok(NewBackfill {
         id: positive_id(&f, "id")?,
         pipeline_uuid: f.required_string("pipeline_uuid")?,
@@ -133,7 +135,7 @@ fn parse_backfill(obj: &Object, now: DateTime) -> Result<NewBackfill, FieldError
             crate::domain::model::RunSettings::parse(fields.settings.as_ref())?;
             fields
         },
-        status: f.parsed::<BackfillStatus>("status")?,
+        status,
         metrics: f.object("metrics")?,
         pipeline_schedule_id: positive_id(&f, "pipeline_schedule_id")?,
         started_at: f.datetime("started_at")?,
@@ -142,6 +144,9 @@ fn parse_backfill(obj: &Object, now: DateTime) -> Result<NewBackfill, FieldError
         created_at,
         updated_at,
         is_paused: f.boolean("is_paused")?.unwrap_or(false),
+        // An export made before version 7 has none: a failed backfill then stopped its
+        // dates, so it stays stopped, as a data file of that version does when upgraded.
+        is_halted: f.boolean("is_halted")?.unwrap_or(status == Some(BackfillStatus::Failed)),
     })
 }
 

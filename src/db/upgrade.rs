@@ -12,7 +12,7 @@ use super::APPLICATION_ID;
 /// `is_paused` and the claim indexes; version 4 users, their sessions, the JWT secret and the
 /// schedules' tokens; version 5 the unique index on usernames (which a version 4 file made
 /// by an earlier build lacks); version 6 the backfills' counts by status; version 7 the
-/// backfills' `halted` flag and the runs' logs. An older file gets what it lacks at open.
+/// backfills' `is_halted` flag and the runs' logs. An older file gets what it lacks at open.
 pub const SCHEMA_VERSION: i64 = 7;
 
 /// The columns versions 3, 4 and 7 added to tables an older file already has (`CREATE TABLE
@@ -25,7 +25,7 @@ const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     ("pipeline_run", "lease_expires_at", "INTEGER"),
     ("pipeline_run", "attempt", "INTEGER"),
     ("pipeline_schedule", "token", "TEXT"),
-    ("backfill", "halted", "INTEGER NOT NULL DEFAULT 0 CHECK (halted IN (0, 1))"),
+    ("backfill", "is_halted", "INTEGER NOT NULL DEFAULT 0 CHECK (is_halted IN (0, 1))"),
 ];
 
 /// Adds each of `ADDED_COLUMNS` that its table lacks.
@@ -64,7 +64,7 @@ pub(super) fn upgrade(tx: &Connection, version: i64) -> rusqlite::Result<()> {
     if (1..=6).contains(&version) {
         // Before version 7 a failed date stopped its backfill: one that failed then keeps
         // waiting until it is run again, rather than start work nobody asked for.
-        tx.execute_batch("UPDATE backfill SET halted = 1 WHERE status = 'failed'")?;
+        tx.execute_batch("UPDATE backfill SET is_halted = 1 WHERE status = 'failed'")?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)
@@ -139,6 +139,37 @@ mod tests {
             )
             .unwrap();
         assert_eq!(failed, 2);
+    }
+
+    #[test]
+    fn a_version_6_file_keeps_its_failed_backfills_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        // A file as version 6 left it: no halt flag; a failed backfill then stopped its dates.
+        conn.execute_batch(
+            "ALTER TABLE backfill DROP COLUMN is_halted;
+             INSERT INTO backfill (name, pipeline_uuid, status, created_at, updated_at) VALUES
+                 ('f', 'p', 'failed', 0, 0), ('r', 'p', 'running', 0, 0), ('n', 'p', NULL, 0, 0);
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let halted: Vec<(String, bool)> = conn
+            .prepare("SELECT name, is_halted FROM backfill ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(halted, [("f".into(), true), ("r".into(), false), ("n".into(), false)]);
+        // Opening again changes nothing (a backfill failed since is halted only by its settings).
+        conn.execute("UPDATE backfill SET status = 'failed' WHERE name = 'r'", []).unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM backfill WHERE is_halted", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

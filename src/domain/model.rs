@@ -264,6 +264,10 @@ pub struct RunSettings {
     pub run_backwards: bool,
     /// `reprocess_behavior`: what a run again repeats.
     pub reprocess_behavior: Reprocess,
+    /// `stop_on_failure`: from the first date that fails for good on, hand out none of the
+    /// backfill's runs (Airflow 2's backfill without `--continue-on-failures`); otherwise
+    /// every date runs whatever happened to the others.
+    pub stop_on_failure: bool,
 }
 
 impl Default for RunSettings {
@@ -272,7 +276,8 @@ impl Default for RunSettings {
             pipeline_run_limit: None,
             max_attempts: 3,
             run_backwards: false,
-            reprocess_behavior: Reprocess::Nothing,
+            reprocess_behavior: Reprocess::Failed,
+            stop_on_failure: false,
         }
     }
 }
@@ -314,6 +319,7 @@ impl RunSettings {
             max_attempts: attempts.and_then(|n| u32::try_from(n).ok()).unwrap_or(d.max_attempts),
             run_backwards: keep(f.boolean("run_backwards"), lenient)?.unwrap_or(d.run_backwards),
             reprocess_behavior: keep(f.parsed("reprocess_behavior"), lenient)?.unwrap_or(d.reprocess_behavior),
+            stop_on_failure: keep(f.boolean("stop_on_failure"), lenient)?.unwrap_or(d.stop_on_failure),
         })
     }
 }
@@ -361,6 +367,10 @@ pub struct BackfillRecord<Id> {
     pub updated_at: DateTime,
     /// Claims hand out none of its runs while it is paused; its status is unchanged.
     pub is_paused: bool,
+    /// Claims hand out none of its runs: it failed under `settings.stop_on_failure` (or had
+    /// failed before a failed date stopped only such backfills). Running it again or retrying
+    /// a date clears it.
+    pub is_halted: bool,
 }
 
 pub type Backfill = BackfillRecord<i64>;
@@ -382,6 +392,7 @@ impl NewBackfill {
             created_at: now,
             updated_at: now,
             is_paused: false,
+            is_halted: false,
         }
     }
 }
@@ -419,6 +430,30 @@ pub type NewPipelineRun = PipelineRunRecord<Option<i64>>;
 
 /// Per-status counts of a backfill's runs (newest run per execution date only).
 pub type RunStatusCounts = BTreeMap<RunStatus, u64>;
+
+impl BackfillStatus {
+    /// What a started backfill's status is, by Mage's rule, from the newest run of each of its
+    /// dates (`counts`) alone: `failed` while some date's newest run failed (its other dates
+    /// run on); `completed` once every date's completed; `cancelled` once none is left to
+    /// run and some date was cancelled; otherwise `running`, except that a backfill still
+    /// `initial` stays so until one of its runs has begun.
+    pub fn following(current: BackfillStatus, counts: &RunStatusCounts) -> BackfillStatus {
+        let n = |s: RunStatus| counts.get(&s).copied().unwrap_or(0);
+        let total: u64 = counts.values().sum();
+        let left = n(RunStatus::Initial) + n(RunStatus::Running);
+        if n(RunStatus::Failed) > 0 {
+            BackfillStatus::Failed
+        } else if total > 0 && n(RunStatus::Completed) == total {
+            BackfillStatus::Completed
+        } else if left == 0 && n(RunStatus::Cancelled) > 0 {
+            BackfillStatus::Cancelled
+        } else if current == BackfillStatus::Initial && n(RunStatus::Initial) == total {
+            BackfillStatus::Initial
+        } else {
+            BackfillStatus::Running
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -525,8 +560,14 @@ mod tests {
         let parse = |v: Value| RunSettings::parse(Some(&obj(v)));
         assert_eq!(RunSettings::parse(None), Ok(RunSettings::default()));
         assert_eq!(parse(json!({"other": 1})), Ok(RunSettings::default()));
+        let d = RunSettings::default();
+        assert_eq!(
+            (d.reprocess_behavior, d.stop_on_failure),
+            (Reprocess::Failed, false),
+            "run again re-runs failed dates"
+        );
         let s = parse(json!({"pipeline_run_limit": "3", "max_attempts": 100, "run_backwards": true,
-            "reprocess_behavior": "completed"}))
+            "reprocess_behavior": "completed", "stop_on_failure": true}))
         .unwrap();
         assert_eq!(
             s,
@@ -534,9 +575,11 @@ mod tests {
                 pipeline_run_limit: Some(3),
                 max_attempts: 100,
                 run_backwards: true,
-                reprocess_behavior: Reprocess::Completed
+                reprocess_behavior: Reprocess::Completed,
+                stop_on_failure: true,
             }
         );
+        assert_eq!(parse(json!({"stop_on_failure": "yes"})).unwrap_err().field, "settings.stop_on_failure");
         assert_eq!(parse(json!({"pipeline_run_limit": 7})).unwrap().pipeline_run_limit, Some(7));
         assert_eq!(parse(json!({"pipeline_run_limit": null})).unwrap().pipeline_run_limit, None);
         assert_eq!(
@@ -550,6 +593,32 @@ mod tests {
         let stored = obj(json!({"pipeline_run_limit": "lots", "run_backwards": true}));
         let s = RunSettings::of(Some(&stored));
         assert_eq!((s.pipeline_run_limit, s.run_backwards), (None, true));
+    }
+
+    #[test]
+    fn a_backfill_follows_the_newest_run_of_each_date() {
+        use BackfillStatus as B;
+        use RunStatus as R;
+        let counts = |pairs: &[(RunStatus, u64)]| pairs.iter().copied().collect::<RunStatusCounts>();
+        for (current, pairs, want) in [
+            // Not begun yet: stays initial; once a run has begun, running.
+            (B::Initial, &[(R::Initial, 4)][..], B::Initial),
+            (B::Initial, &[(R::Initial, 3), (R::Running, 1)][..], B::Running),
+            // A failed date makes it failed while its other dates go on.
+            (B::Running, &[(R::Completed, 1), (R::Failed, 1), (R::Initial, 2)][..], B::Failed),
+            (B::Initial, &[(R::Failed, 1), (R::Initial, 3)][..], B::Failed),
+            (B::Failed, &[(R::Completed, 3), (R::Failed, 1)][..], B::Failed),
+            // The failed date retried: running again, then completed.
+            (B::Failed, &[(R::Completed, 3), (R::Initial, 1)][..], B::Running),
+            (B::Failed, &[(R::Completed, 4)][..], B::Completed),
+            // Nothing left to run and a date cancelled (none failed): cancelled.
+            (B::Running, &[(R::Completed, 3), (R::Cancelled, 1)][..], B::Cancelled),
+            (B::Running, &[(R::Completed, 2), (R::Cancelled, 1), (R::Initial, 1)][..], B::Running),
+            // A run again of a cancelled backfill whose runs all wait.
+            (B::Cancelled, &[(R::Initial, 4)][..], B::Running),
+        ] {
+            assert_eq!(BackfillStatus::following(current, &counts(pairs)), want, "{current} {pairs:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::lifecycle::{follow_runs, reopen};
+use super::lifecycle::{follow_runs, settle};
 use super::{queries, Error, Result};
 use crate::domain::datetime::{self, DateTime};
 use crate::domain::model::{
@@ -146,11 +146,15 @@ struct Candidate {
 impl Candidate {
     /// How many more of `b`'s runs a claim may take now: those waiting, within what its
     /// `pipeline_run_limit` leaves (runs `running` count against it, leased or not); none
-    /// unless it is `initial` or `running` and not paused.
+    /// unless it is `initial`, `running` or `failed` (a failed date does not stop the others)
+    /// and neither paused nor halted.
     fn of(conn: &rusqlite::Connection, backfill: Backfill) -> Result<Candidate> {
         let settings = RunSettings::of(backfill.fields.settings.as_ref());
-        let capacity = if !matches!(backfill.status, Some(BackfillStatus::Initial | BackfillStatus::Running))
-            || backfill.is_paused
+        let capacity = if !matches!(
+            backfill.status,
+            Some(BackfillStatus::Initial | BackfillStatus::Running | BackfillStatus::Failed)
+        ) || backfill.is_paused
+            || backfill.is_halted
         {
             0
         } else {
@@ -186,8 +190,8 @@ fn share(capacities: &[u64], limit: u64) -> Vec<u64> {
 }
 
 /// Hands up to `c.limit` waiting runs to `c.worker`: each moves to `running` under a lease
-/// of `c.lease_seconds`. Eligible: `initial` runs of backfills `initial` or `running`, not
-/// paused, within their `pipeline_run_limit`; the backfills are walked in id order from the
+/// of `c.lease_seconds`. Eligible: `initial` runs of backfills `initial`, `running` or
+/// `failed`, neither paused nor halted, within their `pipeline_run_limit`; the backfills are walked in id order from the
 /// one after `after` (where the previous claim stopped), wrapping around, and the runs
 /// shared among them round-robin; within a backfill the oldest dates go first (newest with
 /// `run_backwards`). Up to `EXPIRY_IN_CLAIM` expired leases are acted on first, so that
@@ -450,8 +454,9 @@ pub fn expire_leases(conn: &rusqlite::Connection, now: DateTime, limit: u64) -> 
 }
 
 /// `POST /api/pipeline_runs/:id/retry`: a new `initial` run of the run's date, when the run
-/// is the newest of its date and finished (`failed`, `cancelled` or `completed`); its
-/// backfill goes back to `running` if it had finished, so that claims take the new run.
+/// is the newest of its date and finished (`failed`, `cancelled` or `completed`). Its
+/// backfill is no longer halted, and its status follows its dates (`settle`): `running`
+/// again, or still `failed` while another date is, so that claims take the new run.
 pub fn retry(conn: &rusqlite::Connection, run_id: i64, now: DateTime) -> Result<PipelineRun> {
     let run = queries::run(conn, run_id)?;
     let Some(backfill_id) = run.backfill_id else {
@@ -474,8 +479,10 @@ pub fn retry(conn: &rusqlite::Connection, run_id: i64, now: DateTime) -> Result<
     }
     let new = queue_again(conn, &run, backfill_id, now)?;
     if let Some(mut b) = store::backfills::get_backfill(conn, backfill_id)? {
-        if matches!(b.status, Some(BackfillStatus::Completed | BackfillStatus::Failed | BackfillStatus::Cancelled)) {
-            reopen(&mut b);
+        let before = (b.status, b.is_halted);
+        b.is_halted = false;
+        settle(conn, &mut b, now)?;
+        if (b.status, b.is_halted) != before {
             b.updated_at = now;
             store::backfills::update_backfill(conn, &b)?;
         }

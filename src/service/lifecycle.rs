@@ -284,10 +284,11 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
 
 /// Runs a started backfill again, as Airflow's reprocess behaviour says: a new `initial` run
 /// for each date whose newest run is `cancelled`, and by `settings.reprocess_behavior` also
-/// those whose newest run `failed` (`failed`), or `failed` or `completed` (`completed`). A
-/// date with a run `initial` or `running` gets none. The backfill goes back to `running`,
-/// which also resumes the runs that were waiting when it failed. Refused (409) when no date
-/// would run again and none waits.
+/// those whose newest run `failed` (`failed`, the default), or `failed` or `completed`
+/// (`completed`). A date with a run `initial` or `running` gets none. A halted backfill
+/// (`stop_on_failure`) resumes its waiting runs. Its status then follows its dates (`settle`):
+/// `running`, or still `failed` while a date it did not run again stays failed. Refused
+/// (409) when no date would run again and none waits to be resumed.
 fn run_again(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Result<()> {
     let reprocess = RunSettings::of(b.fields.settings.as_ref()).reprocess_behavior;
     let statuses: &[RunStatus] = match reprocess {
@@ -296,9 +297,9 @@ fn run_again(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Re
         Reprocess::Completed => &[RunStatus::Cancelled, RunStatus::Failed, RunStatus::Completed],
     };
     let created = store::pipeline_runs::repeat_dates(conn, b.id, statuses, now)?;
-    // A backfill that failed while other dates still waited resumes them.
-    let resumes = !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running))
-        && store::backfills::run_counts_of(conn, b.id)?.contains_key(&RunStatus::Initial);
+    // A halted backfill resumes the runs that were waiting when it stopped.
+    let resumes =
+        b.is_halted && store::backfills::run_counts_of(conn, b.id)?.get(&RunStatus::Initial).is_some_and(|n| *n > 0);
     if created == 0 && !resumes {
         let which = match reprocess {
             Reprocess::Nothing => {
@@ -313,16 +314,24 @@ fn run_again(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Re
             b.id
         )));
     }
-    reopen(b);
-    Ok(())
+    b.is_halted = false;
+    settle(conn, b, now)
 }
 
-/// Puts a backfill back to `running`, its finish forgotten: runs of it are to be handed out
-/// again (a run again, a retried date).
-pub(crate) fn reopen(b: &mut Backfill) {
-    b.status = Some(BackfillStatus::Running);
-    b.completed_at = None;
-    b.failed_at = None;
+/// Sets a started backfill's status from the newest run of each of its dates
+/// (`BackfillStatus::following`): `failed_at` is when it last turned `failed`, `completed_at`
+/// when it turned `completed`, and each is cleared once the backfill is no longer so (a date
+/// run again or retried). A backfill never started is left alone.
+pub(crate) fn settle(conn: &rusqlite::Connection, b: &mut Backfill, now: DateTime) -> Result<()> {
+    let Some(current) = b.status else { return Ok(()) };
+    let next = BackfillStatus::following(current, &store::backfills::run_counts_of(conn, b.id)?);
+    if next != current {
+        b.status = Some(next);
+        b.failed_at = (next == BackfillStatus::Failed).then_some(now);
+        b.completed_at = (next == BackfillStatus::Completed).then_some(now);
+        b.updated_at = now;
+    }
+    Ok(())
 }
 
 /// Cancels every unfinished run and the backfill; a never-started one is simply marked.
@@ -345,14 +354,12 @@ pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
     Ok(b)
 }
 
-/// Mage's scheduler rules for a started backfill, over the newest run of each execution
-/// date: a date that has just failed for good (`failed_now`: a failed report, or a lease lost
-/// with no attempt left) makes it `failed` (with `failed_at`, which Mage forgets); all
-/// completed makes it `completed`; none left to run (`initial` or `running`) makes it
-/// `failed` if a date failed, else `cancelled` if one was cancelled; otherwise a run that has
-/// begun makes it `running`. So a backfill run again, or a date retried, while other dates
-/// stay failed runs its new runs first and turns `failed` once they are done. A backfill
-/// that was never started, or has finished or been cancelled, is left alone.
+/// A backfill following its runs as they are claimed and reported (Mage's scheduler rule,
+/// `settle`): `failed` while a date's newest run is failed, its other dates still handed
+/// out; `completed` once every date completed. A date that has just failed for good
+/// (`failed_now`: a failed report, or a lease lost with no attempt left) halts a backfill
+/// whose `settings.stop_on_failure` is set: claims then hand out none of its runs. A
+/// backfill never started, completed or cancelled is left alone.
 pub(crate) fn follow_runs(
     conn: &rusqlite::Connection,
     backfill_id: i64,
@@ -362,28 +369,15 @@ pub(crate) fn follow_runs(
     let Some(mut b) = store::backfills::get_backfill(conn, backfill_id)? else {
         return Ok(());
     };
-    if !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running)) {
+    if !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running | BackfillStatus::Failed)) {
         return Ok(());
     }
-    let counts = store::backfills::run_counts_of(conn, backfill_id)?;
-    let n = |s: RunStatus| counts.get(&s).copied().unwrap_or(0);
-    let total: u64 = counts.values().sum();
-    let left = n(RunStatus::Initial) + n(RunStatus::Running);
-    let next = if n(RunStatus::Failed) > 0 && (failed_now || left == 0) {
-        b.failed_at = Some(now);
-        BackfillStatus::Failed
-    } else if total > 0 && n(RunStatus::Completed) == total {
-        b.completed_at = Some(now);
-        BackfillStatus::Completed
-    } else if left == 0 && n(RunStatus::Cancelled) > 0 {
-        BackfillStatus::Cancelled
-    } else if n(RunStatus::Running) + n(RunStatus::Completed) > 0 {
-        BackfillStatus::Running
-    } else {
-        return Ok(());
-    };
-    if b.status != Some(next) {
-        b.status = Some(next);
+    let before = (b.status, b.is_halted);
+    if failed_now && RunSettings::of(b.fields.settings.as_ref()).stop_on_failure {
+        b.is_halted = true;
+    }
+    settle(conn, &mut b, now)?;
+    if (b.status, b.is_halted) != before {
         b.updated_at = now;
         store::backfills::update_backfill(conn, &b)?;
     }

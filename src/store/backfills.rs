@@ -10,7 +10,7 @@ use crate::domain::model::{Backfill, BackfillFields, BackfillRecord, NewBackfill
 
 const COLUMNS: &str = "id, name, pipeline_uuid, block_uuid, start_datetime, end_datetime, \
     interval_type, interval_units, status, variables, settings, metrics, pipeline_schedule_id, \
-    started_at, completed_at, failed_at, created_at, updated_at, is_paused";
+    started_at, completed_at, failed_at, created_at, updated_at, is_paused, is_halted";
 
 /// Positions in `COLUMNS` (checked by a test): the listing reads tens of thousands of rows a
 /// second, and a lookup by name walks every column name for every value.
@@ -34,6 +34,7 @@ mod col {
     pub const CREATED_AT: usize = 16;
     pub const UPDATED_AT: usize = 17;
     pub const IS_PAUSED: usize = 18;
+    pub const IS_HALTED: usize = 19;
 }
 
 fn from_row(row: &Row) -> rusqlite::Result<Backfill> {
@@ -59,11 +60,12 @@ fn from_row(row: &Row) -> rusqlite::Result<Backfill> {
         created_at: req_datetime(row, col::CREATED_AT)?,
         updated_at: req_datetime(row, col::UPDATED_AT)?,
         is_paused: row.get(col::IS_PAUSED)?,
+        is_halted: row.get(col::IS_HALTED)?,
     })
 }
 
 /// Every column of `b` but `id`, in `COLUMNS` order.
-fn column_values<Id>(b: &BackfillRecord<Id>) -> [SqlValue; 18] {
+fn column_values<Id>(b: &BackfillRecord<Id>) -> [SqlValue; 19] {
     let f = &b.fields;
     let text = |t: Option<&str>| t.map_or(SqlValue::Null, |t| SqlValue::Text(t.to_string()));
     let int = |i: Option<i64>| i.map_or(SqlValue::Null, SqlValue::Integer);
@@ -86,6 +88,7 @@ fn column_values<Id>(b: &BackfillRecord<Id>) -> [SqlValue; 18] {
         int(micros(Some(b.created_at))),
         int(micros(Some(b.updated_at))),
         SqlValue::Integer(i64::from(b.is_paused)),
+        SqlValue::Integer(i64::from(b.is_halted)),
     ]
 }
 
@@ -94,7 +97,7 @@ pub fn insert_backfill(conn: &Connection, b: &NewBackfill) -> rusqlite::Result<i
     let id = b.id.map_or(SqlValue::Null, SqlValue::Integer);
     conn.prepare_cached(&format!(
         "INSERT INTO backfill ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
     ))?
     .execute(params_from_iter(std::iter::once(id).chain(column_values(b))))?;
     Ok(conn.last_insert_rowid())
@@ -107,7 +110,8 @@ pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool
             "UPDATE backfill SET name = ?2, pipeline_uuid = ?3, block_uuid = ?4, start_datetime = ?5, \
              end_datetime = ?6, interval_type = ?7, interval_units = ?8, status = ?9, variables = ?10, \
              settings = ?11, metrics = ?12, pipeline_schedule_id = ?13, started_at = ?14, \
-             completed_at = ?15, failed_at = ?16, created_at = ?17, updated_at = ?18, is_paused = ?19 WHERE id = ?1",
+             completed_at = ?15, failed_at = ?16, created_at = ?17, updated_at = ?18, is_paused = ?19, \
+             is_halted = ?20 WHERE id = ?1",
         )?
         .execute(params_from_iter(std::iter::once(SqlValue::Integer(b.id)).chain(column_values(b))))?;
     Ok(changed == 1)
@@ -215,8 +219,8 @@ pub fn count_backfills(conn: &Connection, pipeline_uuid: Option<&str>) -> rusqli
     Ok(n.unwrap_or(0).unsigned_abs())
 }
 
-/// The first backfill after `after` (by id) that may hand out runs: runs waiting, status
-/// `initial` or `running`, not paused, of `pipeline_uuid` when given. One step of a claim's
+/// The first backfill after `after` (by id) that may hand out runs: runs waiting, started
+/// and not cancelled or completed, neither paused nor halted, of `pipeline_uuid` when given. One step of a claim's
 /// round-robin walk: it walks the backfills with runs waiting (index `backfill_run_waiting`
 /// on the kept counts), so backfills whose runs all run or are done cost nothing.
 pub fn next_claimable(conn: &Connection, after: i64, pipeline_uuid: Option<&str>) -> rusqlite::Result<Option<i64>> {
@@ -236,7 +240,7 @@ macro_rules! next_claimable_sql {
             "SELECT c.backfill_id FROM backfill_run_count AS c INDEXED BY backfill_run_waiting ",
             "CROSS JOIN backfill AS b ON b.id = c.backfill_id ",
             "WHERE c.status = 'initial' AND c.n > 0 AND c.backfill_id > ?1 ",
-            "AND b.status IN ('initial', 'running') AND b.is_paused = 0",
+            "AND b.status IN ('initial', 'running', 'failed') AND b.is_paused = 0 AND b.is_halted = 0",
             $pipeline,
             " ORDER BY c.backfill_id LIMIT 1"
         )
@@ -360,6 +364,7 @@ mod tests {
             ("created_at", col::CREATED_AT),
             ("updated_at", col::UPDATED_AT),
             ("is_paused", col::IS_PAUSED),
+            ("is_halted", col::IS_HALTED),
         ];
         assert_eq!(names.len(), positions.len());
         for (name, position) in positions {
@@ -502,7 +507,12 @@ mod tests {
         for backfill_id in [None, Some(backfills[0]), Some(backfills[1]), Some(backfills[2]), Some(0), Some(-1)] {
             for pipeline_uuid in [None, Some("p"), Some("q"), Some("r")] {
                 for status in std::iter::once(None).chain(statuses.iter().copied().map(Some)) {
-                    let filter = RunFilter { backfill_id, pipeline_uuid: pipeline_uuid.map(Into::into), status };
+                    let filter = RunFilter {
+                        backfill_id,
+                        pipeline_uuid: pipeline_uuid.map(Into::into),
+                        status,
+                        newest_only: false,
+                    };
                     let want: i64 = conn
                         .query_row(
                             "SELECT COUNT(*) FROM pipeline_run WHERE (?1 IS NULL OR backfill_id = ?1) \

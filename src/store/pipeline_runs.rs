@@ -16,6 +16,10 @@ pub struct RunFilter {
     pub backfill_id: Option<i64>,
     pub pipeline_uuid: Option<String>,
     pub status: Option<RunStatus>,
+    /// Only the newest run of each date (Mage's "last run failed" filter, with a backfill and
+    /// `failed`): the listing walks the backfill's runs of the status and skips those a newer
+    /// run of their date supersedes, so its cost is that of the runs of the status alone.
+    pub newest_only: bool,
 }
 
 /// Where a page of the run listing starts.
@@ -56,6 +60,9 @@ impl RunFilter {
             terms.push("status = ?");
             values.push(SqlValue::Text(status.as_str().into()));
         }
+        if self.newest_only {
+            terms.push(NO_NEWER_RUN);
+        }
         let index = match (self.backfill_id, &self.pipeline_uuid, self.status) {
             (Some(_), Some(_), None) => "INDEXED BY pipeline_run_backfill_listing ",
             (Some(_), Some(_), Some(_)) => "INDEXED BY pipeline_run_backfill_status_listing ",
@@ -65,6 +72,11 @@ impl RunFilter {
         (clause, values)
     }
 }
+
+/// The listing's term for `newest_only`: no run of the same backfill and date has a higher id.
+const NO_NEWER_RUN: &str = "NOT EXISTS (SELECT 1 FROM pipeline_run AS newer \
+    WHERE newer.backfill_id = pipeline_run.backfill_id AND newer.execution_date IS pipeline_run.execution_date \
+    AND newer.id > pipeline_run.id)";
 
 const COLUMNS: &str = "id, pipeline_schedule_id, pipeline_uuid, backfill_id, execution_date, status, \
     variables, event_variables, metrics, passed_sla, executor_type, started_at, completed_at, \
@@ -287,18 +299,14 @@ pub fn for_each_pipeline_run<E: From<rusqlite::Error>>(
     // The run's columns under their own names, which `from_row` reads them by.
     let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("r.{c} AS {c}")).collect();
     let mut stmt = conn.prepare(&format!(
-        "SELECT {}, s.id AS s_id, s.name AS s_name, s.token AS s_token, s.schedule_type AS s_type \
+        "SELECT {}, s.id AS s_id, s.name AS s_name, s.token AS s_token \
          FROM pipeline_run AS r LEFT JOIN pipeline_schedule AS s ON s.id = r.pipeline_schedule_id ORDER BY r.id",
         columns.join(", ")
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let schedule = match row.get::<_, Option<i64>>("s_id")? {
-            Some(_) => Some(ScheduleInfo {
-                name: row.get("s_name")?,
-                token: row.get("s_token")?,
-                schedule_type: row.get("s_type")?,
-            }),
+            Some(_) => Some(ScheduleInfo { name: row.get("s_name")?, token: row.get("s_token")? }),
             None => None,
         };
         f(from_row(row)?, schedule)?;
@@ -326,7 +334,8 @@ pub fn list_pipeline_runs(
         .collect()
 }
 
-/// How many runs match: read from `run_tally` (at most five rows), never by scanning runs.
+/// How many runs match: read from `run_tally` (at most five rows), or for `newest_only` from
+/// `backfill_run_count`, never by scanning runs.
 pub fn count_pipeline_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::Result<u64> {
     let backfill_id = match filter.backfill_id {
         // No backfill has such an id, and 0 is the tally's "any backfill".
@@ -335,6 +344,18 @@ pub fn count_pipeline_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::R
         None => 0,
     };
     let pipeline_uuid = filter.pipeline_uuid.as_deref().unwrap_or("");
+    if filter.newest_only {
+        // The newest runs of one backfill's dates, by status; a backfill's runs are all of its
+        // pipeline, so another pipeline's filter matches none.
+        let n: i64 = conn
+            .prepare_cached(
+                "SELECT COALESCE((SELECT SUM(c.n) FROM backfill_run_count AS c WHERE c.backfill_id = ?1 \
+                 AND (?2 IS NULL OR c.status = ?2)), 0) \
+                 * (?3 = '' OR EXISTS (SELECT 1 FROM backfill WHERE id = ?1 AND pipeline_uuid = ?3))",
+            )?
+            .query_row(params![backfill_id, filter.status.map(|s| s.as_str()), pipeline_uuid], |r| r.get(0))?;
+        return Ok(n.unsigned_abs());
+    }
     let n: i64 = match filter.status {
         Some(status) => conn
             .prepare_cached(
@@ -604,9 +625,15 @@ mod tests {
         let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
         for backfill_id in [None, Some(1)] {
             for pipeline_uuid in [None, Some("p".to_string())] {
-                for status in [None, Some(RunStatus::Failed)] {
+                for (status, newest_only) in
+                    [(None, false), (Some(RunStatus::Failed), false), (Some(RunStatus::Failed), true)]
+                {
+                    if newest_only && backfill_id.is_none() {
+                        continue;
+                    }
                     for below in [None, Some(100)] {
-                        let filter = RunFilter { backfill_id, pipeline_uuid: pipeline_uuid.clone(), status };
+                        let filter =
+                            RunFilter { backfill_id, pipeline_uuid: pipeline_uuid.clone(), status, newest_only };
                         let (clause, values) = filter.clause(below);
                         let sql = format!(
                             "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM pipeline_run {clause} ORDER BY id DESC LIMIT 40"
@@ -620,6 +647,10 @@ mod tests {
                             .unwrap();
                         let plan = plan.join("; ");
                         assert!(!plan.contains("TEMP B-TREE"), "{filter:?} sorts: {plan}");
+                        if newest_only {
+                            // A newer run of the date is looked up by its backfill and date.
+                            assert!(plan.contains("INDEX pipeline_run_backfill "), "{filter:?}: {plan}");
+                        }
                         let index = match (backfill_id.is_some(), pipeline_uuid.is_some(), status.is_some()) {
                             (false, false, false) => None,
                             (true, _, false) => Some("pipeline_run_backfill_listing"),

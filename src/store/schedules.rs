@@ -39,12 +39,11 @@ pub fn latest_schedule_created_at(conn: &Connection) -> rusqlite::Result<Option<
     Ok(m.and_then(crate::domain::datetime::from_micros))
 }
 
-/// What a run shows of its schedule (`pipeline_schedule_name`, `_token`, `_type`).
+/// What a run shows of its schedule (`pipeline_schedule_name` and `_token`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleInfo {
     pub name: String,
     pub token: Option<String>,
-    pub schedule_type: String,
 }
 
 /// Schedules by id, as `schedules_by_id` reads them.
@@ -58,12 +57,10 @@ pub fn schedules_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Sched
     }
     let list = serde_json::to_string(ids).unwrap_or_default();
     conn.prepare_cached(
-        "SELECT id, name, token, schedule_type FROM pipeline_schedule \
+        "SELECT id, name, token FROM pipeline_schedule \
          WHERE id IN (SELECT DISTINCT value FROM json_each(?1))",
     )?
-    .query_map([list], |r| {
-        Ok((r.get(0)?, ScheduleInfo { name: r.get(1)?, token: r.get(2)?, schedule_type: r.get(3)? }))
-    })?
+    .query_map([list], |r| Ok((r.get(0)?, ScheduleInfo { name: r.get(1)?, token: r.get(2)? })))?
     .collect()
 }
 

@@ -33,10 +33,12 @@ pub struct PipelineRunJson<'a> {
     pipeline_schedule_id: Option<i64>,
     pipeline_schedule_name: Option<&'a str>,
     pipeline_schedule_token: Option<&'a str>,
-    pipeline_schedule_type: Option<&'a str>,
-    /// backfilld keeps no pipelines, so knows no tags (Mage's answer for a missing pipeline)
-    /// and no pipeline type; nor a project, so no repo_path.
-    pipeline_tags: [(); 0],
+    /// Null, as on Mage's backfill runs: Mage makes a backfill's schedule without a type, and
+    /// answers no tags for its runs.
+    pipeline_schedule_type: Option<()>,
+    pipeline_tags: Option<()>,
+    /// backfilld keeps no pipelines, so knows no pipeline type; nor a project, so no
+    /// repo_path.
     pipeline_type: Option<()>,
     pipeline_uuid: &'a str,
     repo_path: Option<()>,
@@ -76,8 +78,8 @@ impl<'a> PipelineRunJson<'a> {
             pipeline_schedule_id: r.pipeline_schedule_id,
             pipeline_schedule_name: schedule.map(|s| s.name.as_str()),
             pipeline_schedule_token: schedule.and_then(|s| s.token.as_deref()),
-            pipeline_schedule_type: schedule.map(|s| s.schedule_type.as_str()),
-            pipeline_tags: [],
+            pipeline_schedule_type: None,
+            pipeline_tags: None,
             pipeline_type: None,
             pipeline_uuid: &r.pipeline_uuid,
             repo_path: None,

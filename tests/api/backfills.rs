@@ -46,11 +46,11 @@ fn the_seed_example_fetched_with_the_seeds_url_gives_the_seeds_values() {
     let mut keys: Vec<&String> = row.as_object().unwrap().keys().collect();
     keys.sort();
     let mut want_keys: Vec<&str> = seed.as_object().unwrap().keys().map(String::as_str).collect();
-    // The contract's extras, and issue 8's pause flag.
-    want_keys.extend(["run_status_counts", "settings", "is_paused"]);
+    // The contract's extras, and the pause and halt flags.
+    want_keys.extend(["run_status_counts", "settings", "is_paused", "is_halted"]);
     want_keys.sort();
     assert_eq!(keys, want_keys);
-    assert_eq!(row["is_paused"], false);
+    assert_eq!((&row["is_paused"], &row["is_halted"]), (&json!(false), &json!(false)));
     assert_eq!(row["run_status_counts"], json!({}));
     assert_eq!(reply.body["metadata"], json!({"count": 1, "next": false}));
 }

@@ -182,6 +182,44 @@ fn a_backfill_is_created_through_the_form_started_and_cancelled_with_the_api_s_a
 }
 
 #[test]
+fn a_failed_backfill_says_whether_its_other_dates_go_on_and_the_form_sets_stop_on_failure() {
+    let Some(_turn) = browser_turn() else { return };
+    let app = spawn_app();
+    let browser = Browser::start();
+    // Made through the form with the box ticked: it stops at its first failed date.
+    browser.goto(&format!("{}/#/new", app.base));
+    browser.wait_text("form.create h1", "New backfill");
+    browser.type_into("#f-name", "stops");
+    browser.type_into("#f-pipeline_uuid", "etl");
+    browser.type_into("#f-start_datetime", "2023-03-01");
+    browser.type_into("#f-end_datetime", "2023-03-05");
+    browser.type_into("#f-interval_type", "day");
+    browser.click("#f-stop_on_failure");
+    browser.click("form.create button[type=submit]");
+    browser.wait_text("main h1", "stops");
+    let stops = app.get("/api/backfills").body["backfills"][0].clone();
+    assert_eq!(stops["settings"], json!({"stop_on_failure": true}));
+    let stops = stops["id"].as_i64().unwrap();
+    let goes_on = app.create_backfill("etl", seed_fields("goes on"));
+    for id in [stops, goes_on] {
+        assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
+        assert_eq!(app.report_run(app.run_ids(id)[0], "failed").status, 200);
+    }
+    browser.goto(&format!("{}/#/backfills/{stops}", app.base));
+    browser.wait_text("main h1", "stopped");
+    browser.wait_text("#failure-note", "1 date failed. The backfill stopped there: 4 dates wait");
+    browser.goto(&format!("{}/#/backfills/{goes_on}", app.base));
+    browser.wait_text("#failure-note", "The other dates go on: 0 running, 24 waiting.");
+    // Run again defaults to the failed dates, and can pause a failed backfill whose dates run on.
+    let how = browser.find_all("#reprocess")[0].clone();
+    assert_eq!(browser.call("GET", &format!("/element/{how}/property/value"), None), json!("failed"));
+    browser.click_text(".actions button", "Pause");
+    eventually("the pause", || app.read_backfill(goes_on)["is_paused"] == true);
+    browser.goto(&format!("{}/#/", app.base));
+    browser.wait_text(&format!("#backfills tr[data-id='{stops}']"), "stopped");
+}
+
+#[test]
 fn on_a_phone_the_table_scrolls_in_its_box_and_the_keyboard_reaches_a_backfill() {
     let Some(_turn) = browser_turn() else { return };
     let app = spawn_app();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::cli::{run, serve, serve_with};
-use crate::helpers::{agent, reply, seed_fields, spawn_app, TestApp, BIN};
+use crate::helpers::{agent, backfill, reply, seed_fields, spawn_app, TestApp, BIN};
 use crate::wait::eventually;
 
 fn stdout(out: &Output) -> String {
@@ -178,6 +178,37 @@ fn a_listing_answer_imports_as_it_comes() {
     };
     assert_eq!(tokenless(&target.base), tokenless(&source.base));
     assert_eq!(target.get("/api/backfills?include_run_count=true").body, backfills);
+}
+
+#[test]
+fn a_failed_backfill_exported_before_the_halt_flag_stays_stopped_once_imported() {
+    let app = spawn_app();
+    let record = |id: i64, status: &str, halted: Option<bool>| {
+        let mut b = backfill(id, "p", "2023-01-01 00:00:00+00:00");
+        b["status"] = json!(status);
+        b["started_at"] = json!("2023-01-01 00:00:00+00:00");
+        if let Some(h) = halted {
+            b["is_halted"] = json!(h);
+        }
+        b
+    };
+    let run = |id: i64, backfill_id: i64, status: &str| {
+        json!({"id": id, "pipeline_uuid": "p", "backfill_id": backfill_id, "status": status,
+               "execution_date": format!("2023-03-01 0{id}:00:00+00:00"), "created_at": "2023-01-01 00:00:00+00:00"})
+    };
+    // An export of an older version (no is_halted): its failed backfill stopped its dates, so
+    // it still does; one that says is_halted false runs on.
+    app.import(&json!({
+        "backfills": [record(1, "failed", None), record(2, "failed", Some(false))],
+        "pipeline_runs": [run(1, 1, "failed"), run(2, 1, "initial"), run(3, 2, "failed"), run(4, 2, "initial")],
+    }));
+    assert_eq!(app.read_backfill(1)["is_halted"], true);
+    assert_eq!(app.read_backfill(2)["is_halted"], false);
+    let claimed = app.send("POST", "/api/pipeline_runs/claim", &json!({"worker": "w", "limit": 10}));
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let ids: Vec<i64> =
+        claimed.body["pipeline_runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [4], "only the backfill that is not halted hands out its waiting date");
 }
 
 #[test]

@@ -339,13 +339,19 @@ fn run_again_repeats_the_dates_each_reprocess_behaviour_names() {
     let app = spawn_app();
     for (reprocess, again) in [("none", vec![2]), ("failed", vec![1, 2]), ("completed", vec![0, 1, 2, 3])] {
         let (id, old) = four_finished_dates(&app, reprocess);
+        let failed_at = app.read_backfill(id)["failed_at"].clone();
         let r = app.put_backfill(id, json!({"status": "initial"}));
         assert_eq!(r.status, 200, "{reprocess}: {:?}", r.body);
         let b = &r.body["backfill"];
-        assert_eq!(
-            (b["status"].as_str(), &b["completed_at"], &b["failed_at"]),
-            (Some("running"), &Value::Null, &Value::Null)
-        );
+        if reprocess == "none" {
+            // The failed date was not run again: the backfill stays failed, since then.
+            assert_eq!((b["status"].as_str(), &b["failed_at"]), (Some("failed"), &failed_at));
+        } else {
+            assert_eq!(
+                (b["status"].as_str(), &b["completed_at"], &b["failed_at"]),
+                (Some("running"), &Value::Null, &Value::Null)
+            );
+        }
         let runs = runs_of(&app, id);
         let new: Vec<&Value> = runs.iter().filter(|r| !old.contains(&r["id"].as_i64().unwrap())).collect();
         let old_dates = dates(&runs[..4]);
@@ -490,36 +496,122 @@ fn run_settings_are_checked_at_create_and_update() {
     assert_eq!(app.put_backfill(id, json!({"settings": {"pipeline_run_limit": null}})).status, 200);
 }
 
+/// Completes every run a claim hands out of the backfill, one at a time; returns how many.
+fn complete_all(app: &TestApp, id: i64) -> usize {
+    let mut n = 0;
+    while let Some(run) = claimed(app, json!({"worker": "w", "backfill_id": id})).first() {
+        assert_eq!(
+            put_run(app, run["id"].as_i64().unwrap(), json!({"status": "completed", "worker": "w"})).status,
+            200
+        );
+        n += 1;
+    }
+    n
+}
+
 #[test]
-fn a_backfill_failed_while_dates_waited_resumes_them_when_run_again_and_ends_failed() {
+fn a_failed_date_does_not_stop_the_others_and_run_again_repeats_only_it() {
     let app = spawn_app();
     let id = started_days(&app, 5, json!(null));
     let runs = claimed(&app, json!({"worker": "w", "limit": 2, "backfill_id": id}));
     assert_eq!(put_run(&app, ids(&runs)[0], json!({"status": "completed", "worker": "w"})).status, 200);
-    assert_eq!(put_run(&app, ids(&runs)[1], json!({"status": "failed", "worker": "w"})).status, 200);
-    // Mage's rule: failed as soon as a date fails; its waiting dates are no longer handed out.
-    assert_eq!(app.read_backfill(id)["status"], "failed");
-    assert!(claimed(&app, json!({"worker": "w", "backfill_id": id})).is_empty());
-    // Run again (reprocess `none`): nothing to repeat, but the three waiting dates resume.
-    let again = app.put_backfill(id, json!({"status": "initial"}));
-    assert_eq!(again.status, 200, "{:?}", again.body);
-    assert_eq!(again.body["backfill"]["status"], "running");
-    let mut handed = vec![];
-    loop {
-        let runs = claimed(&app, json!({"worker": "w", "backfill_id": id}));
-        let Some(run) = runs.first() else { break };
-        // Claims do not turn it failed again while dates remain.
-        assert_eq!(app.read_backfill(id)["status"], "running");
-        let done = put_run(&app, run["id"].as_i64().unwrap(), json!({"status": "completed", "worker": "w"}));
-        assert_eq!(done.status, 200);
-        handed.push(run["id"].clone());
-    }
-    assert_eq!(handed.len(), 3, "every waiting date was handed out");
-    // The date left failed makes it failed once nothing else is left.
+    let failed = put_run(&app, ids(&runs)[1], json!({"status": "failed", "worker": "w"}));
+    assert_eq!(failed.status, 200);
+    // Mage's rule: failed as soon as a date fails, since then; its other dates still run.
+    let b = app.read_backfill(id);
+    assert_eq!((b["status"].as_str(), &b["is_halted"]), (Some("failed"), &json!(false)), "{b}");
+    assert_eq!(b["failed_at"], failed.body["pipeline_run"]["completed_at"]);
+    assert_eq!(complete_all(&app, id), 3, "every waiting date was handed out");
     let b = app.read_backfill(id);
     assert_eq!((b["status"].as_str(), b["failed_at"].is_string()), (Some("failed"), true), "{b}");
     assert_eq!(b["run_status_counts"], json!({"completed": 4, "failed": 1}));
+    // Run again, no settings: the failed date alone runs again, and the backfill completes.
+    let again = app.put_backfill(id, json!({"status": "initial"}));
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(
+        (again.body["backfill"]["status"].as_str(), &again.body["backfill"]["failed_at"]),
+        (Some("running"), &Value::Null)
+    );
+    let repeated: Vec<Value> = runs_of(&app, id).into_iter().filter(|r| r["status"] == "initial").collect();
+    assert_eq!(dates(&repeated), dates(&runs[1..2]), "only the failed date");
+    assert_eq!(complete_all(&app, id), 1);
+    let b = app.read_backfill(id);
+    assert_eq!((b["status"].as_str(), b["completed_at"].is_string()), (Some("completed"), true), "{b}");
     assert_error(&app.put_backfill(id, json!({"status": "initial"})), 409, "record_conflict");
+}
+
+#[test]
+fn stop_on_failure_halts_the_backfill_until_it_is_run_again_or_the_date_retried() {
+    let app = spawn_app();
+    for resume in ["run again", "retry"] {
+        let id = started_days(&app, 5, json!({"stop_on_failure": true, "reprocess_behavior": "none"}));
+        let runs = claimed(&app, json!({"worker": "w", "limit": 2, "backfill_id": id}));
+        assert_eq!(put_run(&app, ids(&runs)[0], json!({"status": "failed", "worker": "w"})).status, 200);
+        let b = app.read_backfill(id);
+        assert_eq!((b["status"].as_str(), &b["is_halted"]), (Some("failed"), &json!(true)), "{b}");
+        assert!(claimed(&app, json!({"worker": "w", "backfill_id": id})).is_empty(), "halted");
+        assert!(claimed(&app, json!({"worker": "w"})).is_empty(), "halted, whichever claim");
+        // The run already out finishes and is counted; the halt stays.
+        assert_eq!(put_run(&app, ids(&runs)[1], json!({"status": "completed", "worker": "w"})).status, 200);
+        assert_eq!(app.read_backfill(id)["is_halted"], true);
+        if resume == "run again" {
+            // Reprocess `none`: no date repeats, the three waiting ones resume; still failed.
+            let again = app.put_backfill(id, json!({"status": "initial"}));
+            assert_eq!(again.status, 200, "{:?}", again.body);
+            let b = &again.body["backfill"];
+            assert_eq!((b["status"].as_str(), &b["is_halted"]), (Some("failed"), &json!(false)), "{b}");
+            assert_eq!(complete_all(&app, id), 3);
+            assert_eq!(app.read_backfill(id)["run_status_counts"], json!({"completed": 4, "failed": 1}));
+            assert_error(&app.put_backfill(id, json!({"status": "initial"})), 409, "record_conflict");
+        } else {
+            let r = app.send("POST", &format!("/api/pipeline_runs/{}/retry", ids(&runs)[0]), &json!({}));
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            let b = app.read_backfill(id);
+            assert_eq!((b["status"].as_str(), &b["is_halted"]), (Some("running"), &json!(false)), "{b}");
+            assert_eq!(complete_all(&app, id), 4, "the retried date and the three waiting");
+            assert_eq!(app.read_backfill(id)["status"], "completed");
+        }
+    }
+}
+
+#[test]
+fn last_run_failed_lists_the_dates_whose_newest_run_failed() {
+    let app = spawn_app();
+    let id = started_days(&app, 6, json!({"reprocess_behavior": "none"}));
+    let other = started_days(&app, 2, json!(null));
+    let runs = ids(&runs_of(&app, id));
+    // Dates 0 and 1 fail; 0 is retried and completes; 1, 3 and 4 stay failed; 2 completes.
+    for (run, status) in runs.iter().zip(["failed", "failed", "completed", "failed", "failed"]) {
+        assert_eq!(app.report_run(*run, status).status, 200);
+    }
+    let retried = app.send("POST", &format!("/api/pipeline_runs/{}/retry", runs[0]), &json!({}));
+    assert_eq!(retried.status, 200);
+    assert_eq!(app.report_run(retried.body["pipeline_run"]["id"].as_i64().unwrap(), "completed").status, 200);
+    for run in ids(&runs_of(&app, other)) {
+        assert_eq!(app.report_run(run, "failed").status, 200);
+    }
+    let page = |query: &str| {
+        let r = app.get(&format!("/api/pipeline_runs?backfill_id={id}&status=last_run_failed{query}"));
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body
+    };
+    let all = page("&_limit=40&_offset=0");
+    assert_eq!(ids(all["pipeline_runs"].as_array().unwrap()), [runs[4], runs[3], runs[1]], "newest first");
+    assert_eq!(all["metadata"]["count"], 3);
+    assert_eq!(all["metadata"]["next"], false);
+    // Paged by offset and by cursor, as the other filters.
+    let first = page("&_limit=2");
+    assert_eq!(ids(first["pipeline_runs"].as_array().unwrap()), [runs[4], runs[3]]);
+    assert_eq!((&first["metadata"]["count"], &first["metadata"]["next"]), (&json!(3), &json!(true)));
+    let cursor = first["metadata"]["cursor"].as_str().unwrap().to_string();
+    let rest = page(&format!("&_limit=2&_cursor={cursor}"));
+    assert_eq!(ids(rest["pipeline_runs"].as_array().unwrap()), [runs[1]]);
+    assert_eq!(ids(page("&_limit=2&_offset=2")["pipeline_runs"].as_array().unwrap()), [runs[1]]);
+    // Another pipeline's filter matches none; without a backfill the filter is refused.
+    let none = page("&pipeline_uuid=elsewhere");
+    assert_eq!((none["pipeline_runs"].as_array().unwrap().len(), &none["metadata"]["count"]), (0, &json!(0)));
+    let message = assert_error(&app.get("/api/pipeline_runs?status=last_run_failed"), 400, "api_resource_error");
+    assert!(message.contains("backfill_id"), "{message}");
 }
 
 #[test]

@@ -139,8 +139,7 @@ fn exec_runs_each_date_once_with_its_variables_and_its_json() {
 #[test]
 fn a_failing_command_fails_its_run_with_the_exit_status_and_the_output_tail() {
     let app = spawn_app();
-    // Two dates, claimed together (a failed run fails its backfill, whose waiting dates are
-    // then no longer handed out): at 00:00 a command writes 10,011 bytes to its standard
+    // Two dates, claimed together: at 00:00 a command writes 10,011 bytes to its standard
     // output, at 04:00 one line to each of its outputs. Each output is a pipe of its own, read
     // as it comes: the order within one is kept, but not which of the two comes first.
     let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T04:00:00Z"}));
@@ -301,6 +300,58 @@ fn the_same_seed_fails_the_same_dates() {
     assert_eq!(code, Some(1));
     assert_eq!(outcomes("7"), (first.clone(), code));
     assert_ne!(outcomes("8").0, first);
+}
+
+/// The statuses of the backfill's newest run of each date, in date order.
+fn newest_statuses(app: &TestApp, id: i64) -> Vec<String> {
+    let mut newest = std::collections::BTreeMap::new();
+    let mut all = runs(app, &format!("backfill_id={id}"));
+    all.sort_by_key(|r| r["id"].as_i64());
+    for r in all {
+        newest.insert(r["execution_date"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string());
+    }
+    newest.into_values().collect()
+}
+
+#[test]
+fn a_failed_date_does_not_stop_the_others_unless_the_backfill_stops_on_failure() {
+    let app = spawn_app();
+    // Four days; the command fails on the second.
+    let four = |pipeline: &str, settings: Value| {
+        started(
+            &app,
+            pipeline,
+            json!({"interval_type": "day", "interval_units": 1,
+            "end_datetime": "2023-03-04T00:00:00Z", "settings": settings}),
+        )
+    };
+    let cmd = "[ \"$BACKFILL_DS\" != 2023-03-02 ]";
+    let id = four("etl", json!(null));
+    let id_str = id.to_string();
+    let o = run_worker(&app, &["--until-idle", "--concurrency", "1", "--backfill", &id_str, "--exec", cmd]);
+    assert_eq!(o.status.code(), Some(1), "a run failed: {}", text(&o.stderr));
+    assert_eq!(newest_statuses(&app, id), ["completed", "failed", "completed", "completed"], "every date ran");
+    let b = app.read_backfill(id);
+    let failed = &runs(&app, &format!("backfill_id={id}&status=failed"))[0];
+    assert_eq!((b["status"].as_str(), &b["failed_at"]), (Some("failed"), &failed["completed_at"]), "{b}");
+
+    // Stopping on failure: the dates after the failed one wait, halted.
+    let stops = four("stops", json!({"stop_on_failure": true}));
+    let stops_str = stops.to_string();
+    let o = run_worker(&app, &["--until-idle", "--concurrency", "1", "--backfill", &stops_str, "--exec", cmd]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert_eq!(newest_statuses(&app, stops), ["completed", "failed", "initial", "initial"]);
+    let b = app.read_backfill(stops);
+    assert_eq!((b["status"].as_str(), &b["is_halted"]), (Some("failed"), &json!(true)), "{b}");
+
+    // Retrying the failed date, which now succeeds, completes the backfill.
+    let failed = runs(&app, &format!("backfill_id={stops}&status=last_run_failed"));
+    let retry = app.send("POST", &format!("/api/pipeline_runs/{}/retry", failed[0]["id"]), &json!({}));
+    assert_eq!(retry.status, 200, "{:?}", retry.body);
+    let o = run_worker(&app, &["--until-idle", "--backfill", &stops_str, "--exec", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(newest_statuses(&app, stops), ["completed"; 4]);
+    assert_eq!(app.read_backfill(stops)["status"], "completed");
 }
 
 #[test]
