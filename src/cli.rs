@@ -263,7 +263,8 @@ pub enum BackfillCommand {
         #[command(flatten)]
         target: IdArgs,
         /// Which finished dates run again besides the cancelled ones: none, failed or
-        /// completed (failed and completed) [default: the backfill's reprocess_behavior].
+        /// completed (failed and completed) [default: the backfill's reprocess_behavior, which is
+        /// failed unless set].
         #[arg(long, value_parser = ["none", "failed", "completed"])]
         reprocess: Option<String>,
     },
@@ -313,7 +314,8 @@ pub struct CreateArgs {
     /// Hand out the newest dates first (settings.run_backwards).
     #[arg(long)]
     pub run_backwards: bool,
-    /// Hand out no more dates once one has failed (settings.stop_on_failure).
+    /// Halt the backfill at its first failed date: no more of its dates are handed out until
+    /// it is run again (settings.stop_on_failure). Without it, a failed date stops no other.
     #[arg(long)]
     pub stop_on_failure: bool,
     /// Create nothing: print how many runs it would make, and their dates.

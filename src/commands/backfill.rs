@@ -12,8 +12,8 @@ use crate::cli::{BackfillCommand, ClientArgs, CreateArgs, IdArgs};
 const DRY_RUN_DATES: usize = 20;
 /// How many failed dates `show` lists.
 const SHOWN_FAILURES: usize = 20;
-/// The run filter for dates whose newest run failed.
-const FAILED_FILTER: &str = "failed";
+/// The run filter for dates whose newest run failed (Mage's "Last run failed").
+const FAILED_FILTER: &str = "last_run_failed";
 
 /// Runs a `backfill` subcommand; its exit status (`client::Failure`).
 pub fn backfill(cmd: BackfillCommand) -> u8 {
@@ -175,14 +175,17 @@ pub fn progress(b: &Value) -> String {
     out
 }
 
-/// A backfill's status as people read it: `new` before its start, `, paused` when paused.
+/// A backfill's status as people read it: `new` before its start, `, halted` when it hands
+/// out nothing more after a failure (`settings.stop_on_failure`), `, paused` when paused.
 pub fn status(b: &Value) -> String {
-    let s = b["status"].as_str().unwrap_or("new").to_string();
-    if b["is_paused"].as_bool() == Some(true) {
-        format!("{s}, paused")
-    } else {
-        s
+    let mut s = b["status"].as_str().unwrap_or("new").to_string();
+    for (key, word) in [("is_halted", "halted"), ("is_paused", "paused")] {
+        if b[key].as_bool() == Some(true) {
+            s.push_str(", ");
+            s.push_str(word);
+        }
     }
+    s
 }
 
 /// `backfill list`'s table.
@@ -241,8 +244,9 @@ fn list(args: &ClientArgs, pipeline: Option<&str>, status_filter: Option<&str>, 
 }
 
 /// `backfill show`'s text: the backfill's fields, its runs counted by status, a note when a
-/// failed backfill still has dates waiting or running, and its failed dates (`failed`, the
-/// runs whose date's newest run failed, newest first; `failed_total` of them in all).
+/// failed (or halted) backfill still has dates waiting or running, and its failed dates
+/// (`failed`, the runs that are the newest of their date and failed, newest first;
+/// `failed_total` of them in all).
 pub fn format_show(b: &Value, failed: &[Value], failed_total: u64) -> String {
     let mut out = String::new();
     let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
@@ -276,12 +280,17 @@ pub fn format_show(b: &Value, failed: &[Value], failed_total: u64) -> String {
         }
     }
     let (waiting, running) = (n("initial"), n("running"));
-    if b["status"] == "failed" && waiting + running > 0 {
+    let (wait_s, run_s) = (if waiting == 1 { "s" } else { "" }, if running == 1 { "s" } else { "" });
+    let id = cell(&b["id"]);
+    if b["is_halted"] == true && waiting + running > 0 {
         out.push_str(&format!(
-            "note: `failed` says that a date failed, not that nothing is left: of its dates {waiting} still \
-             wait{} and {running} run{}\n",
-            if waiting == 1 { "s" } else { "" },
-            if running == 1 { "s" } else { "" },
+            "note: halted at a failed date (settings.stop_on_failure): of its dates {running} still run{run_s}, and \
+             the {waiting} waiting are handed out no more until `backfilld backfill rerun {id}`\n"
+        ));
+    } else if b["status"] == "failed" && waiting + running > 0 {
+        out.push_str(&format!(
+            "note: `failed` says that a date failed, not that the backfill stopped: its other dates go on, \
+             {waiting} still wait{wait_s} and {running} run{run_s}\n"
         ));
     }
     if failed_total > 0 {
@@ -296,7 +305,9 @@ pub fn format_show(b: &Value, failed: &[Value], failed_total: u64) -> String {
         } else {
             String::new()
         };
-        out.push_str(&format!("\nfailed dates: {failed_total}{shown}\n"));
+        out.push_str(&format!(
+            "\nfailed dates: {failed_total}{shown} (`backfilld backfill rerun {id}` runs them again)\n"
+        ));
         out.push_str(&table(&["DATE", "RUN", "ATTEMPT", "ERROR"], &rows));
     }
     out
@@ -475,13 +486,19 @@ mod tests {
         let out = format_show(&b, &failed, 1);
         assert!(out.contains("status      failed\n"), "{out}");
         assert!(out.contains("runs        5: 1 completed, 1 failed, 1 running, 2 waiting\n"), "{out}");
-        assert!(out.contains("not that nothing is left: of its dates 2 still wait and 1 runs"), "{out}");
-        assert!(out.contains("failed dates: 1\nDATE              RUN  ATTEMPT  ERROR\n"), "{out}");
+        assert!(out.contains("not that the backfill stopped: its other dates go on, 2 still wait and 1 runs"), "{out}");
+        assert!(out.contains("failed dates: 1 (`backfilld backfill rerun 3` runs them again)\nDATE  "), "{out}");
         assert!(out.contains("2024-01-02 00:00  9    1        the command exited with status 1\n"), "{out}");
         assert!(out.contains("settings    {\"max_attempts\":1}\n"), "{out}");
         // A failed backfill with nothing left: no note; more failures than shown: said.
         let done = json!({"status": "failed", "total_run_count": 2, "run_status_counts": {"failed": 2}});
         let out = format_show(&done, &failed, 2);
         assert!(!out.contains("note:") && out.contains("failed dates: 2 (the newest 1)"), "{out}");
+        // Halted (stop_on_failure): the waiting dates wait for a run again.
+        let mut halted = b.clone();
+        halted["is_halted"] = json!(true);
+        let out = format_show(&halted, &failed, 1);
+        assert!(out.contains("status      failed, halted\n"), "{out}");
+        assert!(out.contains("the 2 waiting are handed out no more until `backfilld backfill rerun 3`"), "{out}");
     }
 }

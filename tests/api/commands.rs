@@ -208,8 +208,8 @@ fn each_backfill_and_run_command_acts_through_the_api() {
     let shown = ok(sh.run(&app, &["backfill", "show", &id.to_string()]));
     assert!(shown.contains("status      failed\n"), "{shown}");
     assert!(shown.contains("runs        3: 1 failed, 2 waiting\n"), "{shown}");
-    assert!(shown.contains("note: `failed` says that a date failed, not that nothing is left"), "{shown}");
-    assert!(shown.contains("failed dates: 1\n") && shown.contains("the command exited with status 3"), "{shown}");
+    assert!(shown.contains("note: `failed` says that a date failed, not that the backfill stopped"), "{shown}");
+    assert!(shown.contains("failed dates: 1 (") && shown.contains("the command exited with status 3"), "{shown}");
     let as_json = json_of(sh.run(&app, &["backfill", "show", &id.to_string(), "--json"]));
     assert_eq!((as_json["backfill"]["id"].as_i64(), as_json["failed_runs"][0]["id"].as_i64()), (Some(id), Some(run)));
     let failed = ok(sh.run(&app, &["run", "list", "--backfill", &id.to_string(), "--status", "failed"]));
@@ -220,6 +220,9 @@ fn each_backfill_and_run_command_acts_through_the_api() {
     let retried = ok(sh.run(&app, &["run", "retry", &run.to_string()]));
     assert!(retried.contains("(attempt 2)"), "{retried}");
     assert_eq!(app.run_ids(id).len(), 4);
+    // The retried date's newest run waits: it is no longer a failed date.
+    let shown = ok(sh.run(&app, &["backfill", "show", &id.to_string()]));
+    assert!(!shown.contains("failed dates") && shown.contains("3 waiting"), "{shown}");
 
     // rerun: refused while nothing is to run again, the API's message; then after a cancel.
     let refused = fails(sh.run(&app, &["backfill", "rerun", &id.to_string(), "--reprocess", "none"]), 1);
@@ -414,4 +417,41 @@ fn with_auth_on_every_command_takes_a_key_and_a_token_from_flags_or_the_environm
     let err = fails(sh.run(&app, &["backfill", "list", "--api-key", KEY]), 1);
     assert!(err.contains("403"), "{err}");
     assert!(!sh.credentials().exists(), "nothing is kept without a login");
+}
+
+#[test]
+fn stop_on_failure_halts_at_the_first_failed_date_and_show_says_what_waits() {
+    let app = spawn_app();
+    let sh = Shell::new();
+    let id = created_id(&ok(sh.run(
+        &app,
+        &[
+            "backfill",
+            "create",
+            "--pipeline",
+            "p",
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-01-03",
+            "--every",
+            "1d",
+            "--stop-on-failure",
+        ],
+    )));
+    assert_eq!(app.read_backfill(id)["settings"], json!({"stop_on_failure": true}));
+    let run = app.run_ids(id)[0];
+    assert_eq!(app.report_run(run, "running").status, 200);
+    assert_eq!(app.report_run(run, "failed").status, 200);
+
+    let shown = ok(sh.run(&app, &["backfill", "show", &id.to_string()]));
+    assert!(shown.contains("status      failed, halted\n"), "{shown}");
+    assert!(
+        shown.contains(&format!("the 2 waiting are handed out no more until `backfilld backfill rerun {id}`")),
+        "{shown}"
+    );
+    assert!(ok(sh.run(&app, &["backfill", "list"])).contains("failed, halted"));
+    let rerun = ok(sh.run(&app, &["backfill", "rerun", &id.to_string()]));
+    assert_eq!(rerun.trim(), format!("backfill {id} runs again: 3 dates waiting"), "the failed date and the 2 halted");
+    assert_eq!(app.read_backfill(id)["is_halted"], false);
 }
