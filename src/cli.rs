@@ -258,7 +258,7 @@ pub enum BackfillCommand {
         yes: bool,
     },
     /// Run a started backfill again: its cancelled dates, and by --reprocess its failed, or
-    /// failed and completed, dates too.
+    /// failed and completed, dates too. Starts one created with --no-start.
     Rerun {
         #[command(flatten)]
         target: IdArgs,

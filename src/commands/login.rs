@@ -78,6 +78,11 @@ fn log_in(args: &LoginArgs) -> Outcome {
         expires: session.expires.clone(),
     };
     credentials::put(&file, &base, entry).map_err(Failure::Usage)?;
+    if args.client.json {
+        let said = serde_json::json!({"server": base, "username": session.username, "expires": session.expires,
+            "credentials": file});
+        return Ok(super::client::json(&said));
+    }
     Ok(format!(
         "logged in to {base} as {} until {} UTC; the client commands and the worker use this session (kept in {})",
         session.username,

@@ -379,6 +379,16 @@ fn login_keeps_the_session_for_the_commands_and_the_worker_and_logout_ends_it() 
     assert_eq!(kept["servers"], json!({}));
     assert!(ok(sh.run(&app, &["logout"])).contains("not logged in"));
     assert!(fails(sh.run(&app, &["backfill", "list"]), 1).contains("backfilld login"));
+
+    // --json says where the session went.
+    let said = json_of(sh.run_with(
+        &["login", "--server", &app.base, "--username", "ada", "--json", "--api-key", KEY],
+        &[],
+        "correct horse battery\n",
+    ));
+    assert_eq!((said["server"].as_str(), said["username"].as_str()), (Some(app.base.as_str()), Some("ada")));
+    assert_eq!(said["credentials"].as_str(), file.to_str());
+    ok(sh.run(&app, &["backfill", "list"]));
 }
 
 #[test]
