@@ -1637,8 +1637,8 @@ retry = {
     "operationId": "retryPipelineRun",
     "summary": "Retry a run's date",
     "description": "On the newest run of its date, when that run is `failed`, `cancelled` or `completed`: a new "
-    "`initial` run of the date (the next `attempt`, the same variables), which it answers; the backfill goes back "
-    "to `running` if it had finished. Otherwise a 409 (a run waiting or running, not its date's newest, or whose "
+    "`initial` run of the date (the next `attempt`, the same variables), which it answers; the backfill is no "
+    "longer halted, and its status follows its dates: `running`, or still `failed` while another date is. Otherwise a 409 (a run waiting or running, not its date's newest, or whose "
     "backfill was deleted). No body is read (when the server requires authentication, a top-level `api_key` in a "
     "JSON body is still accepted as the key)." + AUTH_NOTE,
     "security": KEY_AND_TOKEN,

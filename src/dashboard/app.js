@@ -213,10 +213,12 @@ function say(text) {
 
 function put(id, fields) { return api('/api/backfills/' + id, 'PUT', { backfill: fields }); }
 
-// Beside a backfill's status: paused, and stopped (halted at a failed date).
+// Beside a backfill's status: paused, and stopped (halted at a failed date, with dates
+// waiting: a halt with nothing left to hand out stops nothing).
 function flags(b) {
+  const waiting = !b.run_status_counts || (b.run_status_counts.initial || 0) > 0;
   return [b.is_paused ? el('span', { class: 'status' }, 'paused') : null,
-    b.is_halted ? el('span', { class: 'status', title: 'stopped at a failed date: run it again or retry a date to go on' }, 'stopped') : null];
+    b.is_halted && waiting ? el('span', { class: 'status', title: 'stopped at a failed date: run it again or retry a date to go on' }, 'stopped') : null];
 }
 
 // What a failed backfill is still doing, so that "failed" is not taken for "stopped": its

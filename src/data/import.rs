@@ -144,9 +144,12 @@ fn parse_backfill(obj: &Object, now: DateTime) -> Result<NewBackfill, FieldError
         created_at,
         updated_at,
         is_paused: f.boolean("is_paused")?.unwrap_or(false),
-        // An export made before version 7 has none: a failed backfill then stopped its
-        // dates, so it stays stopped, as a data file of that version does when upgraded.
-        is_halted: f.boolean("is_halted")?.unwrap_or(status == Some(BackfillStatus::Failed)),
+        // An older backfilld's export has `is_paused` (Mage's records do not) but no
+        // `is_halted`: a failed backfill then stopped its dates, so it stays stopped, as an
+        // upgraded data file's does. Mage never stopped one: its records come in running on.
+        is_halted: f
+            .boolean("is_halted")?
+            .unwrap_or(status == Some(BackfillStatus::Failed) && obj.contains_key("is_paused")),
     })
 }
 

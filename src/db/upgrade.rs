@@ -62,9 +62,13 @@ pub(super) fn upgrade(tx: &Connection, version: i64) -> rusqlite::Result<()> {
         fill_status_counts(tx)?;
     }
     if (1..=6).contains(&version) {
-        // Before version 7 a failed date stopped its backfill: one that failed then keeps
-        // waiting until it is run again, rather than start work nobody asked for.
-        tx.execute_batch("UPDATE backfill SET is_halted = 1 WHERE status = 'failed'")?;
+        // Before version 7 a failed date stopped its backfill: one that failed with dates
+        // waiting keeps them waiting until it is run again, rather than start work nobody
+        // asked for.
+        tx.execute_batch(
+            "UPDATE backfill SET is_halted = 1 WHERE status = 'failed' AND EXISTS (SELECT 1 FROM backfill_run_count AS c \
+             WHERE c.backfill_id = backfill.id AND c.status = 'initial' AND c.n > 0)",
+        )?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)
@@ -147,10 +151,14 @@ mod tests {
         let path = dir.path().join("b.db");
         let conn = open(&path).unwrap();
         // A file as version 6 left it: no halt flag; a failed backfill then stopped its dates.
+        // 'f' has dates waiting, 'done' none; 'r' runs.
         conn.execute_batch(
             "ALTER TABLE backfill DROP COLUMN is_halted;
              INSERT INTO backfill (name, pipeline_uuid, status, created_at, updated_at) VALUES
-                 ('f', 'p', 'failed', 0, 0), ('r', 'p', 'running', 0, 0), ('n', 'p', NULL, 0, 0);
+                 ('f', 'p', 'failed', 0, 0), ('r', 'p', 'running', 0, 0), ('n', 'p', NULL, 0, 0),
+                 ('done', 'p', 'failed', 0, 0);
+             INSERT INTO backfill_run_count (backfill_id, status, n) VALUES
+                 (1, 'failed', 1), (1, 'initial', 2), (2, 'initial', 3), (4, 'failed', 1), (4, 'initial', 0);
              PRAGMA user_version = 6;",
         )
         .unwrap();
@@ -163,7 +171,7 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(halted, [("f".into(), true), ("r".into(), false), ("n".into(), false)]);
+        assert_eq!(halted, [("f".into(), true), ("r".into(), false), ("n".into(), false), ("done".into(), false)]);
         // Opening again changes nothing (a backfill failed since is halted only by its settings).
         conn.execute("UPDATE backfill SET status = 'failed' WHERE name = 'r'", []).unwrap();
         drop(conn);

@@ -447,7 +447,7 @@ impl BackfillStatus {
             BackfillStatus::Completed
         } else if left == 0 && n(RunStatus::Cancelled) > 0 {
             BackfillStatus::Cancelled
-        } else if current == BackfillStatus::Initial && n(RunStatus::Initial) == total {
+        } else if current == BackfillStatus::Initial && n(RunStatus::Running) + n(RunStatus::Completed) == 0 {
             BackfillStatus::Initial
         } else {
             BackfillStatus::Running
@@ -604,6 +604,9 @@ mod tests {
             // Not begun yet: stays initial; once a run has begun, running.
             (B::Initial, &[(R::Initial, 4)][..], B::Initial),
             (B::Initial, &[(R::Initial, 3), (R::Running, 1)][..], B::Running),
+            (B::Initial, &[(R::Initial, 3), (R::Cancelled, 1)][..], B::Initial),
+            // A date of a completed backfill set failed by hand: failed.
+            (B::Completed, &[(R::Completed, 3), (R::Failed, 1)][..], B::Failed),
             // A failed date makes it failed while its other dates go on.
             (B::Running, &[(R::Completed, 1), (R::Failed, 1), (R::Initial, 2)][..], B::Failed),
             (B::Initial, &[(R::Failed, 1), (R::Initial, 3)][..], B::Failed),

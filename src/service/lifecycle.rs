@@ -358,8 +358,9 @@ pub fn delete(conn: &rusqlite::Connection, id: i64) -> Result<Backfill> {
 /// `settle`): `failed` while a date's newest run is failed, its other dates still handed
 /// out; `completed` once every date completed. A date that has just failed for good
 /// (`failed_now`: a failed report, or a lease lost with no attempt left) halts a backfill
-/// whose `settings.stop_on_failure` is set: claims then hand out none of its runs. A
-/// backfill never started, completed or cancelled is left alone.
+/// whose `settings.stop_on_failure` is set: claims then hand out none of its runs, until it
+/// is no longer `failed`. A completed backfill whose date is set failed by hand turns
+/// `failed`; one never started or cancelled is left alone.
 pub(crate) fn follow_runs(
     conn: &rusqlite::Connection,
     backfill_id: i64,
@@ -369,7 +370,10 @@ pub(crate) fn follow_runs(
     let Some(mut b) = store::backfills::get_backfill(conn, backfill_id)? else {
         return Ok(());
     };
-    if !matches!(b.status, Some(BackfillStatus::Initial | BackfillStatus::Running | BackfillStatus::Failed)) {
+    if !matches!(
+        b.status,
+        Some(BackfillStatus::Initial | BackfillStatus::Running | BackfillStatus::Failed | BackfillStatus::Completed)
+    ) {
         return Ok(());
     }
     let before = (b.status, b.is_halted);
@@ -377,6 +381,10 @@ pub(crate) fn follow_runs(
         b.is_halted = true;
     }
     settle(conn, &mut b, now)?;
+    if b.status != Some(BackfillStatus::Failed) {
+        // Its failed date was set completed by hand, say: nothing holds it any more.
+        b.is_halted = false;
+    }
     if (b.status, b.is_halted) != before {
         b.updated_at = now;
         store::backfills::update_backfill(conn, &b)?;

@@ -34,7 +34,7 @@ pub enum RunStart {
 impl RunFilter {
     /// The listing index for this filter and the WHERE clause with its parameters, `id < ?`
     /// first when the page starts below an id. Each combination is a fixed statement text,
-    /// so the statement cache holds at most sixteen of them.
+    /// so the statement cache holds at most twenty of them.
     ///
     /// With both a backfill and a pipeline, SQLite (which has no statistics to go by) would
     /// take the pipeline's index and walk all of the pipeline's runs to find the backfill's;

@@ -183,12 +183,16 @@ fn a_listing_answer_imports_as_it_comes() {
 #[test]
 fn a_failed_backfill_exported_before_the_halt_flag_stays_stopped_once_imported() {
     let app = spawn_app();
-    let record = |id: i64, status: &str, halted: Option<bool>| {
+    // `is_paused` marks a backfilld export (Mage's records have none).
+    let record = |id: i64, halted: Option<bool>, backfilld: bool| {
         let mut b = backfill(id, "p", "2023-01-01 00:00:00+00:00");
-        b["status"] = json!(status);
+        b["status"] = json!("failed");
         b["started_at"] = json!("2023-01-01 00:00:00+00:00");
         if let Some(h) = halted {
             b["is_halted"] = json!(h);
+        }
+        if backfilld {
+            b["is_paused"] = json!(false);
         }
         b
     };
@@ -196,19 +200,22 @@ fn a_failed_backfill_exported_before_the_halt_flag_stays_stopped_once_imported()
         json!({"id": id, "pipeline_uuid": "p", "backfill_id": backfill_id, "status": status,
                "execution_date": format!("2023-03-01 0{id}:00:00+00:00"), "created_at": "2023-01-01 00:00:00+00:00"})
     };
-    // An export of an older version (no is_halted): its failed backfill stopped its dates, so
-    // it still does; one that says is_halted false runs on.
+    // An export of an older backfilld (no is_halted): its failed backfill stopped its dates,
+    // so it still does; one that says is_halted false runs on, and so does Mage's record (Mage
+    // never stopped a failed backfill's dates).
     app.import(&json!({
-        "backfills": [record(1, "failed", None), record(2, "failed", Some(false))],
-        "pipeline_runs": [run(1, 1, "failed"), run(2, 1, "initial"), run(3, 2, "failed"), run(4, 2, "initial")],
+        "backfills": [record(1, None, true), record(2, Some(false), true), record(3, None, false)],
+        "pipeline_runs": [run(1, 1, "failed"), run(2, 1, "initial"), run(3, 2, "failed"), run(4, 2, "initial"),
+            run(5, 3, "failed"), run(6, 3, "initial")],
     }));
-    assert_eq!(app.read_backfill(1)["is_halted"], true);
-    assert_eq!(app.read_backfill(2)["is_halted"], false);
+    let halted: Vec<Value> = (1..=3).map(|id| app.read_backfill(id)["is_halted"].clone()).collect();
+    assert_eq!(halted, [true, false, false]);
     let claimed = app.send("POST", "/api/pipeline_runs/claim", &json!({"worker": "w", "limit": 10}));
     assert_eq!(claimed.status, 200, "{:?}", claimed.body);
-    let ids: Vec<i64> =
+    let mut ids: Vec<i64> =
         claimed.body["pipeline_runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, [4], "only the backfill that is not halted hands out its waiting date");
+    ids.sort();
+    assert_eq!(ids, [4, 6], "only the backfills that are not halted hand out their waiting dates");
 }
 
 #[test]

@@ -575,6 +575,69 @@ fn stop_on_failure_halts_the_backfill_until_it_is_run_again_or_the_date_retried(
 }
 
 #[test]
+fn a_lost_lease_halts_a_backfill_that_stops_on_failure_only_after_its_last_attempt() {
+    let app = spawn_fast_leases();
+    let id = started_days(&app, 3, json!({"stop_on_failure": true, "max_attempts": 2}));
+    for attempt in 1..=2 {
+        let run =
+            claimed(&app, json!({"worker": "w", "lease_seconds": 1, "backfill_id": id}))[0]["id"].as_i64().unwrap();
+        assert_eq!(get_run(&app, run)["attempt"], attempt);
+        eventually("the lease to expire", || get_run(&app, run)["status"] == "failed");
+        let b = app.read_backfill(id);
+        if attempt == 1 {
+            // Queued again: not failed for good, so neither failed nor halted.
+            assert_eq!((b["status"].as_str(), &b["is_halted"]), (Some("running"), &json!(false)), "{b}");
+        } else {
+            assert_eq!((b["status"].as_str(), &b["is_halted"]), (Some("failed"), &json!(true)), "{b}");
+        }
+    }
+    assert!(claimed(&app, json!({"worker": "w", "backfill_id": id})).is_empty(), "halted");
+}
+
+#[test]
+fn a_retried_date_of_two_failed_resumes_a_halted_backfill_which_stays_failed() {
+    let app = spawn_app();
+    let id = started_days(&app, 4, json!({"stop_on_failure": true}));
+    let runs = ids(&claimed(&app, json!({"worker": "w", "limit": 2, "backfill_id": id})));
+    for run in &runs {
+        assert_eq!(put_run(&app, *run, json!({"status": "failed", "worker": "w"})).status, 200);
+    }
+    let failed_at = app.read_backfill(id)["failed_at"].clone();
+    assert!(failed_at.is_string());
+    let retried = app.send("POST", &format!("/api/pipeline_runs/{}/retry", runs[0]), &json!({}));
+    assert_eq!(retried.status, 200, "{:?}", retried.body);
+    let b = app.read_backfill(id);
+    assert_eq!((b["status"].as_str(), &b["is_halted"], &b["failed_at"]), (Some("failed"), &json!(false), &failed_at));
+    // The retried date first, then the two that waited.
+    let handed = claimed(&app, json!({"worker": "w", "limit": 10, "backfill_id": id}));
+    assert_eq!(handed.len(), 3, "{handed:?}");
+}
+
+#[test]
+fn a_completed_backfill_whose_date_is_set_failed_by_hand_is_failed_and_back() {
+    let app = spawn_app();
+    let id = started_days(&app, 2, json!(null));
+    let runs = app.run_ids(id);
+    for run in &runs {
+        assert_eq!(app.report_run(*run, "completed").status, 200);
+    }
+    assert_eq!(app.read_backfill(id)["status"], "completed");
+    // Mage's clients may set a finished run's status by hand: the backfill follows.
+    assert_eq!(app.report_run(runs[1], "failed").status, 200);
+    let b = app.read_backfill(id);
+    assert_eq!(
+        (b["status"].as_str(), b["failed_at"].is_string(), &b["completed_at"]),
+        (Some("failed"), true, &Value::Null)
+    );
+    assert_eq!(app.report_run(runs[1], "completed").status, 200);
+    let b = app.read_backfill(id);
+    assert_eq!(
+        (b["status"].as_str(), &b["failed_at"], b["completed_at"].is_string()),
+        (Some("completed"), &Value::Null, true)
+    );
+}
+
+#[test]
 fn last_run_failed_lists_the_dates_whose_newest_run_failed() {
     let app = spawn_app();
     let id = started_days(&app, 6, json!({"reprocess_behavior": "none"}));
@@ -607,7 +670,10 @@ fn last_run_failed_lists_the_dates_whose_newest_run_failed() {
     let rest = page(&format!("&_limit=2&_cursor={cursor}"));
     assert_eq!(ids(rest["pipeline_runs"].as_array().unwrap()), [runs[1]]);
     assert_eq!(ids(page("&_limit=2&_offset=2")["pipeline_runs"].as_array().unwrap()), [runs[1]]);
-    // Another pipeline's filter matches none; without a backfill the filter is refused.
+    // The backfill's own pipeline matches all; another pipeline's none; without a backfill
+    // the filter is refused.
+    let same = page("&pipeline_uuid=p");
+    assert_eq!((same["pipeline_runs"].as_array().unwrap().len(), &same["metadata"]["count"]), (3, &json!(3)));
     let none = page("&pipeline_uuid=elsewhere");
     assert_eq!((none["pipeline_runs"].as_array().unwrap().len(), &none["metadata"]["count"]), (0, &json!(0)));
     let message = assert_error(&app.get("/api/pipeline_runs?status=last_run_failed"), 400, "api_resource_error");

@@ -263,8 +263,7 @@ fn past_the_grace_commands_are_killed_and_their_leases_left_to_run_out() {
 
 #[test]
 fn the_same_seed_fails_the_same_dates() {
-    // Backfills of one date each: a failed run fails its backfill at once (Mage's rule), so
-    // in a longer one which later dates had been claimed by then would be up to timing.
+    // Backfills of one date each, so that each outcome is its own backfill's status.
     let dates = ["2023-03-01T00:00:00Z", "2023-03-01T04:00:00Z", "2023-03-01T08:00:00Z"];
     let outcomes = |seed: &str| {
         let app = spawn_app();
