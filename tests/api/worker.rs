@@ -34,6 +34,8 @@ fn worker(app: &TestApp, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.arg("worker").args(["--server", &app.base]).args(args).env_remove("BACKFILLD_API_KEY");
     c.env_remove("BACKFILLD_TOKEN").env_remove("BACKFILLD_SERVER").stdin(Stdio::null());
+    // No login's credentials but the test's own (none): never the real home's.
+    c.env("XDG_CONFIG_HOME", app.dir.path().join("config"));
     c
 }
 
@@ -388,6 +390,7 @@ fn bad_flags_and_an_absent_server_exit_2_before_anything_is_claimed() {
         if args.contains(&"--server") {
             c = Command::new(BIN);
             c.arg("worker").env_remove("BACKFILLD_API_KEY").env_remove("BACKFILLD_TOKEN");
+            c.env("XDG_CONFIG_HOME", app.dir.path().join("config"));
         }
         let o = c.args(&args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
