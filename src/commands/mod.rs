@@ -14,6 +14,7 @@ mod data;
 pub mod demo;
 pub mod logging;
 mod manual;
+mod run_logs;
 mod serve;
 mod worker;
 
@@ -24,7 +25,7 @@ pub use worker::worker;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RunCommand};
 use crate::{api, db, service};
 
 /// Why a command failed. Each says, in one line, what went wrong and what to do.
@@ -125,6 +126,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Token(cmd)) => accounts::token(cmd),
         Some(Command::User(cmd)) => accounts::user(cmd),
         Some(Command::Worker(args)) => return ExitCode::from(worker::worker(args)),
+        Some(Command::Run(RunCommand::Logs(args))) => return ExitCode::from(run_logs::run_logs(args)),
         Some(Command::Demo(args)) => demo::demo(args).map(|()| String::new()),
         Some(Command::Completions { shell }) => manual::completions(shell),
         Some(Command::Man) => manual::man(),

@@ -44,6 +44,9 @@ const PAGES: [(&str, &[&str]); 6] = [
             "\"status\":\"cancelled\"",
             "\"pipeline_runs\":[",
             "\"status\":\"running\"",
+            "\"pipeline_run_log\":{\"cut\":0",
+            "loading 2024-01-01",
+            "\n2024-01-01\n",
             "\"backfilld_version\"",
         ],
     ),
@@ -51,10 +54,12 @@ const PAGES: [(&str, &[&str]); 6] = [
         "docs/workers.md",
         &[
             "\"lease_expires_at\"",
+            "loading 2024-01-01",
             "the lease of worker 'w1' on pipeline run 2 expired",
             "\"is_paused\":true",
             "\"attempt\":2",
             "3 runs: 3 completed",
+            "loading 2024-01-01",
         ],
     ),
     (
