@@ -253,3 +253,39 @@ CREATE TRIGGER IF NOT EXISTS backfill_status_count_update AFTER UPDATE OF status
     UPDATE backfill_status_count SET n = n - 1 WHERE status = COALESCE(OLD.status, '');
     UPDATE backfill_status_count SET n = n + 1 WHERE status = COALESCE(NEW.status, '');
 END;
+
+-- Version 7: each run's log, the output its worker ships (POST /api/pipeline_runs/:id/logs),
+-- kept as pieces of at most 64 KiB keyed by where they start in the run's whole output, so
+-- that an append inserts a piece and never rewrites what is stored. A run's first 512 KiB
+-- (its head) are kept; past them, the pieces at the front of the rest are dropped while at
+-- least 512 KiB stay behind them (its tail), and `cut` counts the bytes dropped
+-- (store::logs, domain::log). A log goes with its run.
+CREATE TABLE IF NOT EXISTS run_log (
+    run_id   INTEGER PRIMARY KEY REFERENCES pipeline_run (id) ON DELETE CASCADE,
+    -- Bytes of output received in all: where the next chunk starts.
+    received INTEGER NOT NULL CHECK (received >= 0),
+    -- Bytes dropped between the head and the tail.
+    cut      INTEGER NOT NULL DEFAULT 0 CHECK (cut >= 0 AND cut <= received)
+);
+
+CREATE TABLE IF NOT EXISTS run_log_piece (
+    run_id INTEGER NOT NULL REFERENCES run_log (run_id) ON DELETE CASCADE,
+    pos    INTEGER NOT NULL CHECK (pos >= 0),
+    data   BLOB    NOT NULL,
+    PRIMARY KEY (run_id, pos)
+);
+
+-- The bytes every log stores, kept by these triggers in the transaction of each piece's
+-- insert and delete, so that the bound on all logs (--max-log-bytes) is checked without a
+-- scan.
+CREATE TABLE IF NOT EXISTS run_log_total (
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO run_log_total (id, bytes) VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS run_log_total_insert AFTER INSERT ON run_log_piece BEGIN
+    UPDATE run_log_total SET bytes = bytes + length(NEW.data) WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS run_log_total_delete AFTER DELETE ON run_log_piece BEGIN
+    UPDATE run_log_total SET bytes = bytes - length(OLD.data) WHERE id = 0;
+END;

@@ -49,7 +49,7 @@ pub enum Command {
     /// server's API (docs/cli.md).
     #[command(subcommand)]
     Backfill(BackfillCommand),
-    /// List, show and retry pipeline runs, through a server's API.
+    /// List, show and retry pipeline runs and print their logs, through a server's API.
     #[command(subcommand)]
     Run(RunCommand),
     /// Log in to a server and keep the session's token (and the API key) for the client
@@ -83,6 +83,7 @@ impl Command {
                 RunCommand::List { client, .. }
                 | RunCommand::Show { client, .. }
                 | RunCommand::Retry { client, .. } => client,
+                RunCommand::Logs(a) => &a.client,
             }),
             Command::Login(a) => Some(&a.client),
             Command::Logout(a) => Some(&a.client),
@@ -116,6 +117,9 @@ pub struct DemoArgs {
     /// The address to listen on (loopback: the demo needs no credentials).
     #[arg(long, env = "BACKFILLD_BIND", default_value = "127.0.0.1:6789")]
     pub bind: String,
+    /// The most bytes all runs' logs may store together, as `serve` takes it.
+    #[arg(long, env = "BACKFILLD_MAX_LOG_BYTES", default_value = "1GiB", value_parser = byte_size)]
+    pub max_log_bytes: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -178,6 +182,10 @@ pub struct WorkerArgs {
     /// killed (their leases then run out); a second Ctrl-C stops at once.
     #[arg(long, default_value = "30s")]
     pub grace: String,
+    /// Do not show the commands' output on standard error (it is still sent to the server,
+    /// as each run's log).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// How a client command reaches the server: the worker's flags and variables, and a login's
@@ -356,6 +364,22 @@ pub enum RunCommand {
         /// The run's id.
         id: i64,
     },
+    /// Print a run's log: its command's output as the worker sent it (standard output and
+    /// error as one stream; of a long one, the first and last 512 KiB around a line saying
+    /// how much was cut). Exit status 0, 1 when the server refuses (no such run), 2 when it
+    /// cannot be reached.
+    Logs(RunLogsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunLogsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The run's id.
+    pub id: i64,
+    /// Keep printing as the log grows, until the run has finished.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 fn run_status(s: &str) -> Result<String, String> {
@@ -440,6 +464,36 @@ pub struct ServeArgs {
     /// HTTP worker threads [default: the number of CPUs].
     #[arg(long, env = "BACKFILLD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
+    /// The most bytes all runs' logs may store together (e.g. 512MiB, 2GiB, or bytes); past
+    /// it, the logs of the oldest finished runs are deleted. Each run's log keeps at most
+    /// about 1 MiB: its first and last bytes.
+    #[arg(long, env = "BACKFILLD_MAX_LOG_BYTES", default_value = "1GiB", value_parser = byte_size)]
+    pub max_log_bytes: u64,
+}
+
+/// A size in bytes: a whole number, optionally with a unit: B, KiB, MiB, GiB, TiB (powers of
+/// 1024), or KB, MB, GB, TB (of 1000).
+pub fn byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(format!("'{s}' is not a size: bytes, or a number with KiB, MiB, GiB (or KB, MB, GB)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_bytes))
+        .ok_or_else(|| format!("'{s}' is not a size: bytes, or a number with KiB, MiB, GiB (or KB, MB, GB)"))
 }
 
 /// How log lines are written.
@@ -484,6 +538,7 @@ impl ServeArgs {
             lease_check_ms: LEASE_CHECK_MS,
             log_format: LogFormat::Text,
             workers: None,
+            max_log_bytes: crate::api::DEFAULT_MAX_LOG_BYTES,
         }
     }
 }
@@ -620,6 +675,21 @@ mod tests {
         assert!(boolish("maybe").unwrap_err().contains("true/1/yes/on"));
         let cli = Cli::try_parse_from(["backfilld", "--require-auth"]).unwrap();
         assert!(cli.serve.require_auth);
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(byte_size("512MiB"), Ok(512 << 20));
+        assert_eq!(byte_size(" 2 gb "), Ok(2_000_000_000));
+        assert_eq!(byte_size("1000"), Ok(1000));
+        assert_eq!(byte_size("0"), Ok(0));
+        for bad in ["", "MiB", "1.5GiB", "-1", "1 parsec", "99999999999TiB"] {
+            assert!(byte_size(bad).is_err(), "{bad}");
+        }
+        let cli = Cli::try_parse_from(["backfilld", "serve", "--max-log-bytes", "64MiB"]).unwrap();
+        let Some(Command::Serve(args)) = cli.command else { panic!("not serve") };
+        assert_eq!(args.max_log_bytes, 64 << 20);
     }
 
     #[test]

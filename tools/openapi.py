@@ -1660,6 +1660,153 @@ retry = {
 }
 paths["/api/pipeline_runs/{id}/retry"] = {"post": retry}
 
+# ---- a run's log ----
+headers["LogReceived"] = {
+    "description": "Bytes of the run's output received in all: the answer's last byte is the output's byte just "
+    "before this position. A follower asks next with `after` set to it.",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+headers["LogCut"] = {
+    "description": "Bytes of the output cut from the middle of the log (0 while it is at most 1 MiB).",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+headers["RunFinished"] = {
+    "description": "Whether the run has finished (completed, failed or cancelled): its log is then whole, and a "
+    "follower stops.",
+    "required": True,
+    "schema": {"type": "string", "enum": ["true", "false"]},
+}
+LOG_HEADERS = {
+    "backfilld-log-received": hdr("LogReceived"),
+    "backfilld-log-cut": hdr("LogCut"),
+    "backfilld-run-finished": hdr("RunFinished"),
+}
+LOG_TEXT = {"text/plain; charset=utf-8": {"schema": {"type": "string"}}}
+schemas["PipelineRunLog"] = {
+    "type": "object",
+    "description": "A run's log after an append.",
+    "required": ["pipeline_run_id", "received", "cut", "size"],
+    "additionalProperties": False,
+    "properties": {
+        "pipeline_run_id": {"type": "integer", "format": "int64"},
+        "received": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Bytes of the output received in all: where the next chunk starts.",
+        },
+        "cut": {"type": "integer", "minimum": 0, "description": "Bytes cut from the log's middle."},
+        "size": {"type": "integer", "minimum": 0, "description": "The log's length as stored (and read)."},
+    },
+}
+schemas["PipelineRunLogAnswer"] = one_answer("pipeline_run_log", sref("PipelineRunLog"))
+get_log = {
+    "tags": ["pipeline_runs", "workers"],
+    "operationId": "getPipelineRunLog",
+    "summary": "Read a run's log",
+    "description": "The output its worker sent (standard output and error as one stream), as stored: the bytes as "
+    "they came, not re-encoded. At most 1 MiB of output is kept whole; of a longer one the first 512 KiB and at "
+    "least the last 512 KiB, with a line between them saying how many bytes were cut. A run without a log answers "
+    "an empty body.\n\nFrom a position in the log as stored: `offset`, or `Range: bytes=N-` (also `bytes=N-M` and "
+    "`bytes=-N`, the last N), answered 206; or, for a follower, `after`: the output after its first N bytes, which "
+    "is where a follower that has read `backfilld-log-received` bytes goes on, even once the middle has been cut "
+    "meanwhile (the marker line then comes first). A follower stops once `backfilld-run-finished` is `true`."
+    + AUTH_NOTE,
+    "security": KEY_AND_TOKEN,
+    "parameters": [
+        p("PipelineRunId"),
+        {
+            "name": "offset",
+            "in": "query",
+            "description": "Start at this position of the log as stored (past its end: an empty body).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": I64_MAX},
+        },
+        {
+            "name": "after",
+            "in": "query",
+            "description": "Start after the first N bytes of the run's output (not with `offset` or `Range`).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": I64_MAX},
+        },
+        {
+            "name": "Range",
+            "in": "header",
+            "description": "`bytes=N-`, `bytes=N-M` or `bytes=-N` of the log as stored: a 206 (a range past the end: "
+            "416). Other ranges are ignored.",
+            "schema": {"type": "string"},
+        },
+        p("IfNoneMatch"),
+    ],
+    "responses": api_responses(
+        {
+            "description": "The log from where it was asked, to its end.",
+            "headers": {"ETag": hdr("ETag"), "Cache-Control": hdr("CacheControl"), **LOG_HEADERS},
+            "content": LOG_TEXT,
+        },
+        read=True,
+        not_found=True,
+        extra={
+            "206": {
+                "description": "The range asked for.",
+                "headers": {
+                    "Content-Range": {"required": True, "schema": {"type": "string"}},
+                    **LOG_HEADERS,
+                },
+                "content": LOG_TEXT,
+            },
+            "416": {
+                "description": "The range starts past the log's end (`Content-Range: bytes */LENGTH`).",
+                "headers": {"Content-Range": {"required": True, "schema": {"type": "string"}}},
+                "content": LOG_TEXT,
+            },
+        },
+    ),
+}
+append_log = {
+    "tags": ["workers"],
+    "operationId": "appendPipelineRunLog",
+    "summary": "Append to a run's log (its worker)",
+    "description": "A chunk of the run's output, the body's raw bytes (any content type, at most 1 MiB), by the "
+    "worker holding the run's live lease (another gets the 409 a heartbeat would). `offset` is where the chunk "
+    "starts in the run's whole output: a chunk sent again (a retry after a lost answer) is stored once, only its "
+    "part beyond what was received; one starting past it is a 409 naming the offset expected. Past the server's "
+    "`--max-log-bytes` in all logs, the logs of the oldest finished runs are deleted (never a running run's)."
+    + AUTH_NOTE,
+    "security": KEY_AND_TOKEN,
+    "parameters": [
+        p("PipelineRunId"),
+        {
+            "name": "worker",
+            "in": "query",
+            "required": True,
+            "description": "The worker holding the run's lease.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        {
+            "name": "offset",
+            "in": "query",
+            "required": True,
+            "description": "Where the chunk starts in the run's whole output.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": I64_MAX},
+        },
+    ],
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    },
+    "responses": api_responses(
+        ok("What the log holds now.", "PipelineRunLogAnswer"), not_found=True, conflict=True
+    ),
+}
+paths["/api/pipeline_runs/{id}/logs"] = {
+    "get": get_log,
+    "head": head_of(get_log, "headPipelineRunLog", "Read a run's log, headers only"),
+    "post": append_log,
+}
+
 # ---- sessions ----
 login = {
     "tags": ["sessions"],
@@ -1756,7 +1903,7 @@ doc = {
     "servers": [{"url": "/"}],
     "tags": [
         {"name": "backfills", "description": "Backfills: create, list, read, change, start, run again, pause, cancel, delete."},
-        {"name": "pipeline_runs", "description": "A backfill's pipeline runs: list, read, set a status, retry a date."},
+        {"name": "pipeline_runs", "description": "A backfill's pipeline runs: list, read, set a status, retry a date, read a run's log."},
         {"name": "workers", "description": "Claims, heartbeats and reports: handing runs to workers under leases."},
         {"name": "sessions", "description": "Logging in and out, in Mage's shapes."},
         {"name": "status", "description": "Health check and this document, outside authentication."},

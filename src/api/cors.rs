@@ -19,7 +19,16 @@ use super::error::ApiError;
 const ALLOWED_HEADERS: [&str; 5] = ["authorization", "content-type", "if-none-match", "oauth-token", "x-api-key"];
 
 /// The answer headers a page may read besides the simple ones.
-const EXPOSED_HEADERS: [&str; 4] = ["allow", "etag", "retry-after", "x-request-id"];
+const EXPOSED_HEADERS: [&str; 7] = [
+    "allow",
+    "etag",
+    "retry-after",
+    "x-request-id",
+    "content-range",
+    // A run's log: what a follower needs to keep its place (api::run_logs).
+    "backfilld-log-received",
+    "backfilld-run-finished",
+];
 
 /// How long a browser may keep a preflight's answer (seconds).
 const MAX_AGE: usize = 3600;

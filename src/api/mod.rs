@@ -19,6 +19,7 @@ mod fresh;
 mod metrics;
 mod params;
 mod pipeline_runs;
+mod run_logs;
 mod sessions;
 mod state;
 mod status;
@@ -37,7 +38,7 @@ use serde::Serialize;
 use crate::domain::datetime::DateTime;
 use crate::service;
 use error::ApiError;
-pub use state::{AppState, Settings, StartError};
+pub use state::{AppState, Settings, StartError, DEFAULT_MAX_LOG_BYTES};
 
 /// Starts serving `state` on `listener` with `workers` worker threads, accepting at most
 /// `max_connections` connections at once (split between the workers; the rest wait in the
@@ -244,6 +245,11 @@ fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::put().to(pipeline_runs::update)),
             )
             .service(api_resource("/pipeline_runs/{id}/retry").route(web::post().to(pipeline_runs::retry)))
+            .service(
+                api_resource("/pipeline_runs/{id}/logs")
+                    .route(get().to(run_logs::read))
+                    .route(web::post().to(run_logs::append)),
+            )
             .default_service(web::to(route_not_found)),
     )
     .default_service(web::to(route_not_found));
@@ -253,7 +259,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
 /// here stops the server at start-up, so every test fails), what the 405s' `Allow` says, and
 /// what the OpenAPI document (`openapi.json`) is tested against, so that a route added
 /// without its description fails the tests.
-pub const ROUTES: [(&str, &str); 19] = [
+pub const ROUTES: [(&str, &str); 20] = [
     ("/", "GET, HEAD"),
     ("/assets/app.js", "GET, HEAD"),
     ("/assets/app.css", "GET, HEAD"),
@@ -273,6 +279,7 @@ pub const ROUTES: [(&str, &str); 19] = [
     ("/api/pipeline_runs/claim", "POST"),
     ("/api/pipeline_runs/{id}", "GET, HEAD, PUT"),
     ("/api/pipeline_runs/{id}/retry", "POST"),
+    ("/api/pipeline_runs/{id}/logs", "GET, HEAD, POST"),
 ];
 
 /// The methods `ROUTES` gives `path`.

@@ -36,9 +36,15 @@ pub struct Settings {
     pub session_lifetime: i64,
     /// The shortest lease a claim may ask for.
     pub min_lease_seconds: i64,
+    /// The most bytes all runs' logs may store together; past it, the logs of the oldest
+    /// finished runs are deleted.
+    pub max_log_bytes: u64,
     /// How the engine runs: its reading connections, the sweep's period, the WAL's bound.
     pub engine: engine::Settings,
 }
+
+/// `--max-log-bytes` unless given: 1 GiB.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 1 << 30;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -51,6 +57,7 @@ impl Default for Settings {
             cors_origins: vec![],
             session_lifetime: accounts::DEFAULT_SESSION_SECONDS,
             min_lease_seconds: dispatch::MIN_LEASE_SECONDS,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             engine: engine::Settings::default(),
         }
     }
@@ -77,6 +84,7 @@ pub struct AppState {
     pub(super) cors_origins: Vec<String>,
     pub(super) session_lifetime: i64,
     pub(super) min_lease_seconds: i64,
+    pub(super) max_log_bytes: u64,
     /// The data file's secret that signs sessions' JWTs.
     pub(super) jwt_secret: Vec<u8>,
     /// What `/metrics` reports.
@@ -110,6 +118,7 @@ impl AppState {
             cors_origins,
             session_lifetime: settings.session_lifetime,
             min_lease_seconds: settings.min_lease_seconds,
+            max_log_bytes: settings.max_log_bytes,
             jwt_secret,
             metrics: Metrics::new(),
             claims: Arc::default(),

@@ -41,6 +41,32 @@ pub struct Scope {
     pub backfill_id: Option<i64>,
 }
 
+/// The headers of a log's answer (`GET /api/pipeline_runs/:id/logs`): bytes of the run's
+/// output received in all, and whether the run has finished.
+pub const LOG_RECEIVED: &str = "backfilld-log-received";
+pub const RUN_FINISHED: &str = "backfilld-run-finished";
+
+/// A 2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub body: Vec<u8>,
+    /// A log's answer: bytes of output received in all.
+    pub log_received: Option<u64>,
+    /// A log's answer: whether the run has finished (its log is then whole).
+    pub run_finished: Option<bool>,
+}
+
+/// A read of a run's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPage {
+    /// The log as stored, from where it was asked.
+    pub bytes: Vec<u8>,
+    /// Bytes of output received in all: where to go on from (`read_log`'s `after`).
+    pub received: u64,
+    /// Whether the run has finished: nothing more will come.
+    pub finished: bool,
+}
+
 /// A client of one server, with the API key and token it presents on every request.
 #[derive(Clone)]
 pub struct Api {
@@ -79,6 +105,24 @@ impl Api {
 
     /// `method path` with a JSON `body`: the answer's JSON, or why there is none.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
+        let (content_type, bytes) = match body {
+            Some(b) => (Some("application/json"), serde_json::to_vec(b).unwrap_or_default()),
+            None => (None, vec![]),
+        };
+        let answer = self.send(method, path, content_type, bytes, &[])?;
+        Ok(serde_json::from_slice(&answer.body).unwrap_or(Value::Null))
+    }
+
+    /// `method path` with `body` of `content_type` (and more `headers`): the answer, when
+    /// it is a 2xx, or why there is none.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, CallError> {
         let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(key) = &self.api_key {
             req = req.header("X-API-KEY", key);
@@ -86,26 +130,33 @@ impl Api {
         if let Some(token) = &self.token {
             req = req.header("OAUTH-TOKEN", token);
         }
-        let bytes = match body {
-            Some(b) => {
-                req = req.header("Content-Type", "application/json");
-                serde_json::to_vec(b).unwrap_or_default()
-            }
-            None => vec![],
-        };
+        if let Some(t) = content_type {
+            req = req.header("Content-Type", t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         let unreachable = |detail: String| CallError::Unreachable { server: self.base.clone(), detail };
-        let request = req.body(bytes).map_err(|e| unreachable(e.to_string()))?;
+        let request = req.body(body).map_err(|e| unreachable(e.to_string()))?;
         let mut resp = self.agent.run(request).map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().map_err(|e| unreachable(e.to_string()))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (received, finished) = (header(LOG_RECEIVED), header(RUN_FINISHED));
+        // A log's answer is at most a little over 1 MiB; anything else is far smaller.
+        let body =
+            resp.body_mut().with_config().limit(8 << 20).read_to_vec().map_err(|e| unreachable(e.to_string()))?;
         if (200..300).contains(&status) {
-            return Ok(value);
+            return Ok(Answer {
+                body,
+                log_received: received.and_then(|v| v.parse().ok()),
+                run_finished: finished.map(|v| v == "true"),
+            });
         }
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let message = value["error"]["message"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| text.chars().take(300).collect::<String>());
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect::<String>());
         Err(match status {
             409 => CallError::Conflict(message),
             408 | 429 | 500.. => CallError::Server { status, message },
@@ -172,6 +223,25 @@ impl Api {
         let status = if completed { "completed" } else { "failed" };
         let body = json!({"pipeline_run": {"status": status, "worker": worker, "metrics": metrics}});
         self.call("PUT", &format!("/api/pipeline_runs/{id}"), Some(&body)).map(drop)
+    }
+
+    /// Appends a chunk of run `id`'s output, which starts at `offset` in it, as `worker`
+    /// (which must hold the run): how many bytes of the output the server has in all.
+    pub fn append_log(&self, id: i64, worker: &str, offset: u64, bytes: Vec<u8>) -> Result<u64, CallError> {
+        let path = format!("/api/pipeline_runs/{id}/logs?worker={}&offset={offset}", encode(worker));
+        let answer = self.send("POST", &path, Some("application/octet-stream"), bytes, &[])?;
+        let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        Ok(value["pipeline_run_log"]["received"].as_u64().unwrap_or(0))
+    }
+
+    /// Run `id`'s log after the first `after` bytes of its output (from the start: 0).
+    pub fn read_log(&self, id: i64, after: u64) -> Result<LogPage, CallError> {
+        let answer = self.send("GET", &format!("/api/pipeline_runs/{id}/logs?after={after}"), None, vec![], &[])?;
+        Ok(LogPage {
+            received: answer.log_received.unwrap_or(after),
+            finished: answer.run_finished.unwrap_or(true),
+            bytes: answer.body,
+        })
     }
 
     /// How many runs in `scope` are `running` (held by any worker): a worker waiting for the

@@ -20,7 +20,7 @@ use crate::worker::{Config, Stop, Work};
 /// `backfilld demo`: serves the demo file and, on a thread of its own, seeds it when empty,
 /// says where to look, and runs a simulated worker against it; stops both on Ctrl-C.
 pub fn demo(args: DemoArgs) -> Result<(), Error> {
-    let serve = ServeArgs::local(args.db.clone(), args.bind);
+    let serve = ServeArgs { max_log_bytes: args.max_log_bytes, ..ServeArgs::local(args.db.clone(), args.bind) };
     let stop = Arc::new(Stop::default());
     let mut driver = None;
     let stop_for = stop.clone();
@@ -263,6 +263,7 @@ fn worker_config(api: Api) -> Config {
         timeout: None,
         until_idle: false,
         grace: Duration::ZERO,
+        show_output: false,
     }
 }
 

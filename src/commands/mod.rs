@@ -19,6 +19,7 @@ pub mod logging;
 mod login;
 mod manual;
 mod run;
+mod run_logs;
 mod serve;
 mod worker;
 

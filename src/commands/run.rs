@@ -1,4 +1,5 @@
-//! `backfilld run ...`: list, show and retry pipeline runs, through the API alone. What each
+//! `backfilld run ...`: list, show and retry pipeline runs (and print their logs:
+//! `run_logs`), through the API alone. What each
 //! prints is made by a pure function of the API's records (tested below); `--json` prints
 //! the records themselves.
 
@@ -13,6 +14,7 @@ pub fn run(cmd: RunCommand) -> u8 {
         RunCommand::List { client, backfill, status, limit } => ("run list", list(&client, backfill, status, limit)),
         RunCommand::Show { client, id } => ("run show", show(&client, id)),
         RunCommand::Retry { client, id } => ("run retry", retry(&client, id)),
+        RunCommand::Logs(args) => return super::run_logs::run_logs(args),
     };
     finish(name, outcome)
 }

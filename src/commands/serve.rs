@@ -46,6 +46,7 @@ fn settings(args: &ServeArgs, required: bool, api_keys: Vec<String>, workers: us
         cors_origins: args.cors_origins.clone(),
         session_lifetime: args.session_lifetime,
         min_lease_seconds: args.min_lease_seconds,
+        max_log_bytes: args.max_log_bytes,
         engine: engine::Settings {
             // A read holds a reading connection only while it runs, without yielding: at most
             // one per worker thread and one on the slow-read lane (a token check gives its

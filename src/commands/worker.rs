@@ -101,6 +101,7 @@ fn worker_config(a: WorkerArgs) -> Result<Config, String> {
         timeout,
         until_idle: a.until_idle,
         grace,
+        show_output: !a.quiet,
     })
 }
 

@@ -220,6 +220,28 @@ mod tests {
     }
 
     #[test]
+    fn a_version_6_file_gets_the_runs_logs_and_their_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER run_log_total_insert; DROP TRIGGER run_log_total_delete; DROP TABLE run_log_total;
+             DROP TABLE run_log_piece; DROP TABLE run_log; PRAGMA user_version = 6;",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO pipeline_run (pipeline_uuid, created_at, updated_at) VALUES ('p', 0, 0);
+             INSERT INTO run_log (run_id, received) VALUES (1, 3);
+             INSERT INTO run_log_piece (run_id, pos, data) VALUES (1, 0, x'616263');",
+        )
+        .unwrap();
+        let total: i64 = conn.query_row("SELECT bytes FROM run_log_total", [], |r| r.get(0)).unwrap();
+        assert_eq!(total, 3);
+    }
+
+    #[test]
     fn a_version_3_or_4_file_gets_users_a_jwt_secret_schedule_tokens_and_the_username_index() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");

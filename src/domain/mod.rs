@@ -6,5 +6,6 @@
 //! the clock is read in one place (`datetime::now`). Every layer may use it; it uses none.
 
 pub mod datetime;
+pub mod log;
 pub mod model;
 pub mod schedule;

@@ -266,7 +266,7 @@ fn expired_holder(run: &PipelineRun) -> Option<(&str, &str)> {
 /// Refuses a report from `worker` unless it holds the run's lease, saying why: cancelled,
 /// lease expired, held by another, or never claimed. A repeat of a finished run's own
 /// report by its holder is let through (the caller answers it unchanged).
-fn check_holder(run: &PipelineRun, worker: &str, status: RunStatus, now: DateTime) -> Result<()> {
+pub(super) fn check_holder(run: &PipelineRun, worker: &str, status: RunStatus, now: DateTime) -> Result<()> {
     let id = run.id;
     let holds = run.worker.as_deref() == Some(worker);
     let lease_expired = |at: String| {

@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod dispatch;
 mod error;
 pub mod lifecycle;
+pub mod logs;
 pub mod queries;
 
 pub use error::{Error, Result};

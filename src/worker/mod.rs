@@ -6,10 +6,14 @@
 //! values, simulated outcomes, the command's environment), `exec` the child processes.
 //!
 //! One thread claims; each claimed run gets a thread of its own that runs it, heartbeats
-//! every third of the lease, and reports. A heartbeat or report answered 409 (the run was
+//! every third of the lease, ships its output to the server as the run's log (every
+//! `output::SHIP_EVERY`, or sooner once `output::SHIP_AT` bytes wait; the rest just before
+//! the report), and reports. The output's lines are also shown on standard error, each
+//! with the run's pipeline and date in front, unless `--quiet`. A heartbeat or report answered 409 (the run was
 //! cancelled, or the lease is lost) kills the command's process group and reports nothing.
 
 pub mod exec;
+pub mod output;
 pub mod plan;
 pub mod progress;
 
@@ -22,6 +26,7 @@ use serde_json::{json, Value};
 
 use crate::client::{Api, CallError, Scope};
 use exec::{Ended, Running};
+use output::{Lines, Outbox, Printer};
 use plan::{Simulated, Span};
 use progress::Progress;
 
@@ -59,6 +64,8 @@ pub struct Config {
     pub until_idle: bool,
     /// After a first stop request, how long running commands may still take.
     pub grace: Duration,
+    /// Show each line of the commands' output on standard error (not `--quiet`).
+    pub show_output: bool,
 }
 
 /// Asks a worker to stop: once (stop claiming, let the running finish within the grace),
@@ -159,6 +166,7 @@ impl Outage {
 /// that does not exist), after the runs in hand have ended.
 pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Summary, String> {
     let started = Instant::now();
+    let printer = cfg.show_output.then(|| progress.printer());
     let outage = Arc::new(Outage::default());
     let (tx, rx) = mpsc::channel::<Finished>();
     let mut summary = Summary::default();
@@ -212,7 +220,7 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
                         empty = 0;
                         for run in runs {
                             held += 1;
-                            start_run(cfg, stop, &outage, run, tx.clone());
+                            start_run(cfg, stop, &outage, printer.clone(), run, tx.clone());
                         }
                         if held < cfg.concurrency {
                             wait = Duration::ZERO;
@@ -277,7 +285,14 @@ fn record(summary: &mut Summary, f: Finished, progress: &Progress) {
     }
 }
 
-fn start_run(cfg: &Config, stop: &Arc<Stop>, outage: &Arc<Outage>, run: Value, tx: Sender<Finished>) {
+fn start_run(
+    cfg: &Config,
+    stop: &Arc<Stop>,
+    outage: &Arc<Outage>,
+    printer: Option<Printer>,
+    run: Value,
+    tx: Sender<Finished>,
+) {
     let (cfg, stop, outage) = (cfg.clone(), stop.clone(), outage.clone());
     let id = run["id"].as_i64().unwrap_or(0);
     let backfill = run["backfill_id"].as_i64();
@@ -291,7 +306,7 @@ fn start_run(cfg: &Config, stop: &Arc<Stop>, outage: &Arc<Outage>, run: Value, t
     // Out of threads, the closure (and the guard in it) is dropped unrun: the guard reports the
     // run as left to its lease, once, as for a thread that ends without an outcome.
     let spawned = std::thread::Builder::new().name(format!("run-{id}")).spawn(move || {
-        let outcome = execute(&cfg, &stop, &outage, &run, id);
+        let outcome = execute(&cfg, &stop, &outage, printer, &run, id);
         guard.send(outcome);
     });
     if let Err(e) = spawned {
@@ -342,7 +357,7 @@ enum Task {
 }
 
 /// Runs one claimed run to its end and reports it.
-fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> Outcome {
+fn execute(cfg: &Config, stop: &Stop, outage: &Outage, printer: Option<Printer>, run: &Value, id: i64) -> Outcome {
     let started = Instant::now();
     let beat_every = (cfg.lease / 3).max(Duration::from_millis(500));
     let mut lease_ends = started + cfg.lease;
@@ -351,7 +366,8 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
     let task = match &cfg.work {
         Work::Exec(command) => {
             let input = serde_json::to_vec(run).unwrap_or_default();
-            match Running::start(command, &plan::run_env(run), input) {
+            let lines = printer.map(|p| (Lines::new(output::prefix(run)), p));
+            match Running::start(command, &plan::run_env(run), input, lines) {
                 Ok(r) => Task::Command(r),
                 Err(e) => Task::NotStarted(format!("the command could not start: {e}")),
             }
@@ -373,6 +389,7 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
             r.kill();
         }
     };
+    let mut shipping = Shipping { next: started + output::SHIP_EVERY, errors: 0, off: false };
     // Wait for the end, heartbeating, and watching the timeout, the lease and a stop.
     let ended: Option<Ended> = loop {
         if let Task::Command(r) = &task {
@@ -398,7 +415,7 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
             let why = format!("the command ran past --timeout {limit:?}; its process group was killed");
             let metrics = json!({"worker": cfg.name, "timed_out": true, "error": why,
                 "duration_seconds": started.elapsed().as_secs_f64()});
-            let metrics = with_output(metrics, task);
+            let metrics = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
             return report(cfg, stop, outage, id, false, metrics, lease_ends, why);
         }
         if now >= next_beat {
@@ -424,7 +441,10 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
                 }
             }
         }
-        let mut wake = next_beat.min(now + Duration::from_millis(250));
+        if let Task::Command(r) = &task {
+            shipping.maybe_ship(cfg, id, r, now);
+        }
+        let mut wake = next_beat.min(now + Duration::from_millis(250)).min(shipping.next);
         if let Some(d) = deadline {
             wake = wake.min(d);
         }
@@ -477,8 +497,80 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
             (false, why.clone(), json!({"worker": cfg.name, "error": why, "duration_seconds": took}))
         }
     };
-    let metrics = with_output(metrics, task);
+    let metrics = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
     report(cfg, stop, outage, id, completed, metrics, lease_ends, why)
+}
+
+/// Shipping a run's output to the server as its log.
+struct Shipping {
+    /// When to ship what waits, at the latest.
+    next: Instant,
+    /// Failed ships in a row.
+    errors: u32,
+    /// Given up: the server refused the log (it stays bounded in the outbox, unshipped).
+    off: bool,
+}
+
+impl Shipping {
+    /// Ships what waits of `r`'s output when `SHIP_EVERY` has passed or `SHIP_AT` bytes
+    /// wait. A failure never fails the run: what waits stays (bounded) for the next try.
+    fn maybe_ship(&mut self, cfg: &Config, id: i64, r: &Running, now: Instant) {
+        if self.off {
+            self.next = now + Duration::from_secs(3600);
+            return;
+        }
+        let (offset, bytes) = r.waiting();
+        if bytes.is_empty() || (now < self.next && bytes.len() < output::SHIP_AT) {
+            if bytes.is_empty() && now >= self.next {
+                self.next = now + output::SHIP_EVERY;
+            }
+            return;
+        }
+        r.shipped(self.ship(cfg, id, offset, bytes));
+        self.next = Instant::now() + if self.errors == 0 { output::SHIP_EVERY } else { plan::backoff(self.errors - 1) };
+    }
+
+    /// One try: how much the server has in all, or `None` when it did not take it.
+    fn ship(&mut self, cfg: &Config, id: i64, offset: u64, bytes: Vec<u8>) -> Option<u64> {
+        match cfg.api.append_log(id, &cfg.name, offset, bytes) {
+            Ok(received) => {
+                self.errors = 0;
+                Some(received)
+            }
+            Err(e) if e.is_transient() => {
+                self.errors = self.errors.saturating_add(1);
+                None
+            }
+            // Refused, or the run is no longer this worker's (the heartbeat or the report
+            // says so and acts on it).
+            Err(e) => {
+                log::warn!("run {id}: its output is no longer sent to the server: {e}");
+                self.off = true;
+                None
+            }
+        }
+    }
+
+    /// Ships the rest of the output, just before the report: a few tries while the lease
+    /// lasts; what does not get through is said, and the run is reported all the same.
+    fn flush(&mut self, cfg: &Config, id: i64, mut outbox: Outbox, lease_ends: Instant) {
+        let mut tries = 0;
+        while !self.off && !outbox.is_empty() {
+            let (offset, bytes) = outbox.waiting();
+            let n = bytes.len();
+            match self.ship(cfg, id, offset, bytes.to_vec()) {
+                Some(received) => outbox.shipped(received),
+                None if tries < 3 && !self.off && Instant::now() + plan::backoff(tries) < lease_ends => {
+                    std::thread::sleep(plan::backoff(tries));
+                    tries += 1;
+                }
+                None => {
+                    log::warn!("run {id}: the last {n} bytes of its output could not be sent to the server");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// How long, once a command has ended and its process group is killed, its output may take
@@ -487,12 +579,22 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, run: &Value, id: i64) -> 
 /// on a starved machine the reading threads may not have run for a while.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Adds the command's output tail to `metrics`, if there was a command.
-fn with_output(mut metrics: Value, task: Task) -> Value {
+/// Adds the command's output tail to `metrics`, if there was a command, and ships the rest
+/// of its output.
+fn with_output(
+    cfg: &Config,
+    id: i64,
+    mut metrics: Value,
+    task: Task,
+    shipping: &mut Shipping,
+    lease_ends: Instant,
+) -> Value {
     if let Task::Command(r) = task {
-        let (tail, dropped) = r.finish(OUTPUT_GRACE);
+        let out = r.finish(OUTPUT_GRACE, |offset, bytes| shipping.ship(cfg, id, offset, bytes));
+        let (tail, dropped) = out.tail;
         metrics["output_tail"] = json!(tail);
         metrics["output_bytes_before_tail"] = json!(dropped);
+        shipping.flush(cfg, id, out.outbox, lease_ends);
     }
     metrics
 }

@@ -54,6 +54,11 @@ impl Progress {
         }
     }
 
+    /// Where the commands' output lines go: above the bars, or to standard error.
+    pub fn printer(&self) -> super::output::Printer {
+        super::output::Printer::new(self.bars.as_ref().map(|b| b.multi.clone()))
+    }
+
     /// A run of `backfill` finished: its bar appears if it had none.
     pub fn ran(&mut self, api: &Api, backfill: Option<i64>) {
         let (Some(bars), Some(id)) = (&mut self.bars, backfill) else { return };

@@ -15,6 +15,7 @@ mod lifecycle;
 mod mage;
 mod operations;
 mod readme;
+mod run_logs;
 mod schemathesis;
 mod serve;
 mod sessions;

@@ -45,6 +45,9 @@ const PAGES: [(&str, &[&str]); 7] = [
             "\"status\":\"cancelled\"",
             "\"pipeline_runs\":[",
             "\"status\":\"running\"",
+            "\"pipeline_run_log\":{\"cut\":0",
+            "loading 2024-01-01",
+            "\n2024-01-01\n",
             "\"backfilld_version\"",
         ],
     ),
@@ -52,10 +55,12 @@ const PAGES: [(&str, &[&str]); 7] = [
         "docs/workers.md",
         &[
             "\"lease_expires_at\"",
+            "loading 2024-01-01",
             "the lease of worker 'w1' on pipeline run 2 expired",
             "\"is_paused\":true",
             "\"attempt\":2",
             "3 runs: 3 completed",
+            "loading 2024-01-01",
         ],
     ),
     (

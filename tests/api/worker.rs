@@ -142,8 +142,7 @@ fn exec_runs_each_date_once_with_its_variables_and_its_json() {
 fn a_failing_command_fails_its_run_with_the_exit_status_and_the_output_tail() {
     let app = spawn_app();
     // Two dates, claimed together: at 00:00 a command writes 10,011 bytes to its standard
-    // output, at 04:00 one line to each of its outputs. Each output is a pipe of its own, read
-    // as it comes: the order within one is kept, but not which of the two comes first.
+    // output, at 04:00 one line to each of its outputs (one pipe, as `2>&1`).
     let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T04:00:00Z"}));
     let cmd = "if [ \"$BACKFILL_HR\" = 00 ]; then yes 'line of output' | head -c 10000; echo last words; \
                else echo to stdout; echo to stderr >&2; fi; exit 3";
@@ -666,7 +665,128 @@ fn on_a_terminal_the_worker_draws_a_bar_per_backfill() {
         .collect();
     assert!(!rates.is_empty(), "no rate shown: {screen}");
     for number in rates {
-        let figures = number.replace([',', '.'], "").trim_start_matches('0').len();
+        // Zeros that only place the point are not figures: 1,510 has three.
+        let figures = number.replace([',', '.'], "").trim_start_matches('0').trim_end_matches('0').len();
         assert!(figures <= 3, "{number}/s in {screen}");
     }
+}
+
+/// A run's log as the server answers it: the bytes, and the response's headers we look at.
+fn log_of(app: &TestApp, run_id: i64) -> (Vec<u8>, String) {
+    let mut resp = crate::helpers::agent().get(app.url(&format!("/api/pipeline_runs/{run_id}/logs"))).call().unwrap();
+    assert_eq!(resp.status(), 200);
+    let received = resp.headers().get("backfilld-log-received").unwrap().to_str().unwrap().to_string();
+    (resp.body_mut().with_config().limit(8 << 20).read_to_vec().unwrap(), received)
+}
+
+#[test]
+fn each_command_s_output_is_its_run_s_log_and_shows_on_stderr_prefixed_unless_quiet() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({"end_datetime": "2023-03-01T04:00:00Z"}));
+    // Standard output and error as one stream; bytes that are not UTF-8; no final newline.
+    let cmd = "echo \"loading $BACKFILL_DS $BACKFILL_HR\"; echo oops >&2; printf 'no newline \\377'";
+    let o = run_worker(&app, &["--until-idle", "--exec", cmd]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("etl 2023-03-01 | loading 2023-03-01 00\n"), "{err}");
+    assert!(err.contains("etl 2023-03-01 04:00 | loading 2023-03-01 04\n"), "{err}");
+    assert!(err.contains("etl 2023-03-01 | oops\n") && err.contains("etl 2023-03-01 | no newline \u{fffd}\n"), "{err}");
+    for (run, hour) in app.run_ids(id).into_iter().zip(["00", "04"]) {
+        let (log, received) = log_of(&app, run);
+        let want = format!("loading 2023-03-01 {hour}\noops\nno newline \u{ff}");
+        let mut want = want.into_bytes();
+        // The byte 0xFF as the command wrote it, not its UTF-8 spelling.
+        want.truncate(want.len() - 2);
+        want.push(0xff);
+        assert_eq!(log, want, "{}", text(&log));
+        assert_eq!(received, want.len().to_string());
+    }
+    // --quiet: the lines are not shown, and still sent.
+    let quiet = started(&app, "quiet", json!({"end_datetime": "2023-03-01T00:00:00Z"}));
+    let o = run_worker(&app, &["--until-idle", "--quiet", "--pipeline", "quiet", "--exec", "echo hush"]);
+    assert!(o.status.success() && !text(&o.stderr).contains("hush"), "{}", text(&o.stderr));
+    assert_eq!(log_of(&app, app.run_ids(quiet)[0]).0, b"hush\n");
+}
+
+#[test]
+fn a_command_printing_3_mib_keeps_its_head_and_tail_around_a_marker() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({"end_datetime": "2023-03-01T00:00:00Z"}));
+    // 3,388,895 bytes: the numbers 1 to 500,000, a line each.
+    let o = run_worker(&app, &["--until-idle", "--quiet", "--exec", "seq 1 500000"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (log, received) = log_of(&app, app.run_ids(id)[0]);
+    assert_eq!(received, "3388895");
+    let log = text(&log);
+    assert!(log.starts_with("1\n2\n3\n"), "{}", &log[..20]);
+    assert!(log.ends_with("499999\n500000\n"), "{}", &log[log.len() - 20..]);
+    let marker = log.lines().find(|l| l.contains("bytes of output cut here")).expect("a marker line");
+    let cut: u64 = marker.trim_start_matches("[backfilld: ").split(' ').next().unwrap().parse().unwrap();
+    // What is kept and what was cut add up to the output; at least 1 MiB is kept.
+    let kept = log.len() as u64 - marker.len() as u64 - 2;
+    assert_eq!(kept + cut, 3388895, "{marker}");
+    assert!(kept >= 1 << 20, "{kept}");
+}
+
+#[test]
+fn a_retried_date_keeps_each_attempt_s_log() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({"end_datetime": "2023-03-01T00:00:00Z"}));
+    let cmd = "echo \"attempt $BACKFILL_ATTEMPT\"; [ \"$BACKFILL_ATTEMPT\" = 2 ]";
+    let o = run_worker(&app, &["--until-idle", "--quiet", "--exec", cmd]);
+    assert_eq!(o.status.code(), Some(1), "the first attempt failed: {}", text(&o.stderr));
+    let first = app.run_ids(id)[0];
+    assert_eq!(app.send("POST", &format!("/api/pipeline_runs/{first}/retry"), &json!({})).status, 200);
+    let o = run_worker(&app, &["--until-idle", "--quiet", "--exec", cmd]);
+    assert!(o.status.success(), "the second attempt completed: {}", text(&o.stderr));
+    let ids = app.run_ids(id);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(log_of(&app, ids[0]).0, b"attempt 1\n");
+    assert_eq!(log_of(&app, ids[1]).0, b"attempt 2\n");
+}
+
+fn run_logs(app: &TestApp, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["run", "logs", "--server", &app.base]).args(args).env_remove("BACKFILLD_API_KEY");
+    c.env_remove("BACKFILLD_TOKEN").env_remove("BACKFILLD_SERVER").stdin(Stdio::null());
+    // A login's credentials are looked for in the test's own folder, never the real home's.
+    c.env("XDG_CONFIG_HOME", app.dir.path().join("config"));
+    c
+}
+
+#[test]
+fn run_logs_prints_a_log_and_follows_one_until_its_run_has_finished() {
+    let app = spawn_app();
+    let id = started(&app, "etl", json!({"end_datetime": "2023-03-01T00:00:00Z"}));
+    // The command waits for a file the test makes once the follower has printed the first line.
+    let go = app.dir.path().join("go");
+    let cmd = format!("echo first; while [ ! -e {} ]; do sleep 0.05; done; echo second", go.display());
+    let mut w = worker(&app, &["--until-idle", "--quiet", "--exec", &cmd]).stderr(Stdio::null()).spawn().unwrap();
+    eventually("the run to be claimed", || {
+        app.run_ids(id).len() == 1 && log_of(&app, app.run_ids(id)[0]).0 == b"first\n"
+    });
+    let run = app.run_ids(id)[0].to_string();
+    let mut follower = run_logs(&app, &[&run, "--follow"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(follower.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "first\n");
+    std::fs::write(&go, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    assert_eq!(follower.wait().unwrap().code(), Some(0), "it exits once the run has finished");
+    assert!(w.wait().unwrap().success());
+    // Without --follow: the log as it is. An unknown run: 1; no server: 2.
+    let o = run_logs(&app, &[&run]).output().unwrap();
+    assert_eq!((o.status.code(), text(&o.stdout)), (Some(0), "first\nsecond\n".to_string()));
+    let o = run_logs(&app, &["999"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("no pipeline run has id 999"), "{}", text(&o.stderr));
+    let mut down = Command::new(BIN);
+    down.args(["run", "logs", "1", "--server", "http://127.0.0.1:9"])
+        .env("XDG_CONFIG_HOME", app.dir.path().join("config"));
+    let o = down.output().unwrap();
+    assert!(text(&o.stderr).contains("did not answer"), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
