@@ -23,15 +23,21 @@ const PAGES: [(&str, &[&str]); 7] = [
     (
         "README.md",
         &[
+            "created backfill 1 (25 runs), started",
+            "etl 2023-03-01 | loading 2023-03-01 00:00",
+            "etl 2023-03-05 | loading 2023-03-05 00:00",
             "25 runs: 25 completed",
-            "\"status\":\"completed\"",
+            "status      completed",
             "imported 1 backfill(s)",
+            "etl 2024-01-02 | loading 2024-01-02",
             "3 runs: 2 completed, 1 failed",
             "the worker exited 1",
-            "\"status\":\"failed\"",
-            "\"error\":\"the command exited with status 1\"",
+            "status      failed",
+            "the command exited with status 1",
+            "loading 2024-01-02",
+            "run 4 runs the date 2024-01-02 00:00 of run 2 again",
             "1 runs: 1 completed",
-            "\"status\":\"completed\"",
+            "status      completed",
         ],
     ),
     (
@@ -247,7 +253,9 @@ fn run_page(page: &str, shown: &[&str]) {
         }
     }
     let dir = fresh_folder();
-    let mut script = PREAMBLE.to_string();
+    // Standard error with standard output, in order, as a terminal shows both: the worker
+    // shows its commands' output on standard error.
+    let mut script = format!("exec 2>&1\n{PREAMBLE}");
     for b in &blocks {
         script.push_str(&format!("echo '### {page} line {}'\n{}\n", b.line, b.text));
     }
