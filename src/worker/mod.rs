@@ -18,8 +18,8 @@ pub mod plan;
 pub mod progress;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -143,6 +143,9 @@ struct Finished {
     outcome: Outcome,
 }
 
+/// How long a free place may wait for others before a claim fills it alone.
+const CLAIM_HOLD: Duration = Duration::from_millis(10);
+
 /// Logs the first failed call of an outage and the recovery, not every retry.
 #[derive(Default)]
 struct Outage(AtomicBool);
@@ -167,6 +170,7 @@ impl Outage {
 pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Summary, String> {
     let started = Instant::now();
     let printer = cfg.show_output.then(|| progress.printer());
+    let mut runners = Runners::new();
     let outage = Arc::new(Outage::default());
     let (tx, rx) = mpsc::channel::<Finished>();
     let mut summary = Summary::default();
@@ -177,6 +181,9 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
     // empty claim then ends the worker (a lease that ran out in between puts a run back).
     let mut idle_seen = false;
     let mut fatal: Option<String> = None;
+    // Since when places have been free without a claim for them.
+    let mut free_since: Option<Instant> = None;
+    let claim_batch = cfg.concurrency.div_ceil(4);
     loop {
         let level = stop.level();
         if level >= 1 || fatal.is_some() {
@@ -190,7 +197,19 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
             }
         }
         let mut wait = Duration::from_millis(250);
-        if level == 0 && fatal.is_none() && held < cfg.concurrency {
+        // Free places are claimed for together: once a quarter of them are free (or all of
+        // them, or one has waited `CLAIM_HOLD`), so that short runs cost fewer claims.
+        let free = cfg.concurrency - held;
+        let now = Instant::now();
+        let since = if free == 0 { None } else { Some(*free_since.get_or_insert(now)) };
+        free_since = since;
+        let held_off = since.is_some_and(|t| now >= t + CLAIM_HOLD);
+        let due = held == 0 || free >= claim_batch || held_off;
+        if let (0, None, false, Some(t)) = (level, &fatal, due, since) {
+            wait = (t + CLAIM_HOLD).saturating_duration_since(now);
+        }
+        if level == 0 && fatal.is_none() && free > 0 && due {
+            free_since = None;
             match cfg.api.claim(
                 &cfg.name,
                 cfg.concurrency - held,
@@ -220,7 +239,7 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
                         empty = 0;
                         for run in runs {
                             held += 1;
-                            start_run(cfg, stop, &outage, printer.clone(), run, tx.clone());
+                            start_run(&mut runners, held, cfg, stop, &outage, printer.clone(), run, tx.clone());
                         }
                         if held < cfg.concurrency {
                             wait = Duration::ZERO;
@@ -285,7 +304,52 @@ fn record(summary: &mut Summary, f: Finished, progress: &Progress) {
     }
 }
 
+/// The threads that run the claimed runs, kept from one run to the next: as many as runs
+/// have been in hand at once, each running one at a time.
+struct Runners {
+    jobs: Sender<Job>,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    threads: usize,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Runners {
+    fn new() -> Runners {
+        let (jobs, queue) = mpsc::channel();
+        Runners { jobs, queue: Arc::new(Mutex::new(queue)), threads: 0 }
+    }
+
+    /// Runs `job` on a free thread, starting one when fewer than `in_hand` (the runs in hand,
+    /// this one included) exist, so that no run waits for another's thread. Without any
+    /// thread at all, the job is dropped unrun (its guard says so).
+    fn run(&mut self, in_hand: usize, job: Job) {
+        if self.threads < in_hand {
+            let queue = self.queue.clone();
+            let spawned = std::thread::Builder::new().name("run".into()).spawn(move || loop {
+                let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                let Ok(job) = next else { return };
+                // A panic is the run's alone (its guard reports it): the thread goes on.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            });
+            match spawned {
+                Ok(_) => self.threads += 1,
+                Err(e) if self.threads == 0 => {
+                    log::warn!("no thread could be started to run a run: {e}");
+                    return;
+                }
+                Err(e) => log::warn!("no more threads could be started ({e}): runs wait for one of {}", self.threads),
+            }
+        }
+        // The threads stop once the receiving end is gone, when the worker ends.
+        let _ = self.jobs.send(job);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn start_run(
+    runners: &mut Runners,
+    in_hand: usize,
     cfg: &Config,
     stop: &Arc<Stop>,
     outage: &Arc<Outage>,
@@ -303,15 +367,15 @@ fn start_run(
         run["attempt"]
     );
     let mut guard = Sent { tx: Some(tx), id, backfill, label, started: Instant::now() };
-    // Out of threads, the closure (and the guard in it) is dropped unrun: the guard reports the
-    // run as left to its lease, once, as for a thread that ends without an outcome.
-    let spawned = std::thread::Builder::new().name(format!("run-{id}")).spawn(move || {
-        let outcome = execute(&cfg, &stop, &outage, printer, &run, id);
-        guard.send(outcome);
-    });
-    if let Err(e) = spawned {
-        log::warn!("no thread could be started for run {id}: {e}");
-    }
+    // Out of threads, the job (and the guard in it) is dropped unrun: the guard reports the run
+    // as left to its lease, once, as for a run whose thread panics.
+    runners.run(
+        in_hand,
+        Box::new(move || {
+            let outcome = execute(&cfg, &stop, &outage, printer, &run, id);
+            guard.send(outcome);
+        }),
+    );
 }
 
 /// Sends a run's outcome to the claiming loop exactly once: if the run's thread ends
@@ -419,6 +483,9 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, printer: Option<Printer>,
             return report(cfg, stop, outage, id, false, metrics, lease_ends, why);
         }
         if now >= next_beat {
+            if let Task::Command(r) = &task {
+                r.detach();
+            }
             match cfg.api.heartbeat(id, &cfg.name) {
                 Ok(()) => {
                     outage.ok();
@@ -526,6 +593,7 @@ impl Shipping {
             }
             return;
         }
+        r.detach();
         r.shipped(self.ship(cfg, id, offset, bytes));
         self.next = Instant::now() + if self.errors == 0 { output::SHIP_EVERY } else { plan::backoff(self.errors - 1) };
     }
