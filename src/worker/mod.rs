@@ -135,7 +135,16 @@ enum Outcome {
     Abandoned(String),
 }
 
+/// What a run's thread tells the claiming loop: its command has ended and only its report
+/// is left (its place is free for the next run), then how it ended.
+enum Msg {
+    Freed,
+    Done(Finished),
+}
+
 struct Finished {
+    /// Whether `Msg::Freed` came first.
+    freed: bool,
     id: i64,
     backfill: Option<i64>,
     label: String,
@@ -172,9 +181,12 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
     let printer = cfg.show_output.then(|| progress.printer());
     let mut runners = Runners::new();
     let outage = Arc::new(Outage::default());
-    let (tx, rx) = mpsc::channel::<Finished>();
+    let (tx, rx) = mpsc::channel::<Msg>();
     let mut summary = Summary::default();
-    let mut held = 0usize;
+    // Runs whose command (or simulated wait) is under way, and runs of which only the
+    // report is left: a run's place is free again once its command has ended, so that the
+    // next run does not wait for the server's answer to the last one's report.
+    let (mut held, mut reporting) = (0usize, 0usize);
     let (mut empty, mut errors) = (0u32, 0u32);
     let mut grace_ends: Option<Instant> = None;
     // With `until_idle`: nothing running in scope was seen after an empty claim; one more
@@ -187,7 +199,7 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
     loop {
         let level = stop.level();
         if level >= 1 || fatal.is_some() {
-            if held == 0 {
+            if held + reporting == 0 {
                 break;
             }
             let ends = *grace_ends.get_or_insert_with(|| Instant::now() + cfg.grace);
@@ -199,31 +211,26 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
         let mut wait = Duration::from_millis(250);
         // Free places are claimed for together: once a quarter of them are free (or all of
         // them, or one has waited `CLAIM_HOLD`), so that short runs cost fewer claims.
-        let free = cfg.concurrency - held;
+        // At most as many reports outstanding as places, so that a slow server slows claims.
+        let free = if reporting >= cfg.concurrency { 0 } else { cfg.concurrency - held };
         let now = Instant::now();
         let since = if free == 0 { None } else { Some(*free_since.get_or_insert(now)) };
         free_since = since;
         let held_off = since.is_some_and(|t| now >= t + CLAIM_HOLD);
-        let due = held == 0 || free >= claim_batch || held_off;
+        let due = held + reporting == 0 || free >= claim_batch || held_off;
         if let (0, None, false, Some(t)) = (level, &fatal, due, since) {
             wait = (t + CLAIM_HOLD).saturating_duration_since(now);
         }
         if level == 0 && fatal.is_none() && free > 0 && due {
             free_since = None;
-            match cfg.api.claim(
-                &cfg.name,
-                cfg.concurrency - held,
-                cfg.lease.as_secs(),
-                &cfg.scope,
-                cfg.work.executor_type(),
-            ) {
+            match cfg.api.claim(&cfg.name, free, cfg.lease.as_secs(), &cfg.scope, cfg.work.executor_type()) {
                 Ok(runs) => {
                     outage.ok();
                     errors = 0;
                     if runs.is_empty() {
-                        wait = if held == 0 { plan::idle_wait(empty) } else { wait };
+                        wait = if held + reporting == 0 { plan::idle_wait(empty) } else { wait };
                         empty = empty.saturating_add(1);
-                        if cfg.until_idle && held == 0 {
+                        if cfg.until_idle && held + reporting == 0 {
                             if idle_seen {
                                 break;
                             }
@@ -239,7 +246,8 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
                         empty = 0;
                         for run in runs {
                             held += 1;
-                            start_run(&mut runners, held, cfg, stop, &outage, printer.clone(), run, tx.clone());
+                            let in_hand = held + reporting;
+                            start_run(&mut runners, in_hand, cfg, stop, &outage, printer.clone(), run, tx.clone());
                         }
                         if held < cfg.concurrency {
                             wait = Duration::ZERO;
@@ -260,10 +268,19 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
         };
-        while let Some(f) = next {
-            held -= 1;
-            progress.ran(&cfg.api, f.backfill);
-            record(&mut summary, f, progress);
+        while let Some(msg) = next {
+            match msg {
+                Msg::Freed => (held, reporting) = (held - 1, reporting + 1),
+                Msg::Done(f) => {
+                    if f.freed {
+                        reporting -= 1;
+                    } else {
+                        held -= 1;
+                    }
+                    progress.ran(&cfg.api, f.backfill);
+                    record(&mut summary, f, progress);
+                }
+            }
             next = rx.try_recv().ok();
         }
         progress.tick(&cfg.api);
@@ -355,7 +372,7 @@ fn start_run(
     outage: &Arc<Outage>,
     printer: Option<Printer>,
     run: Value,
-    tx: Sender<Finished>,
+    tx: Sender<Msg>,
 ) {
     let (cfg, stop, outage) = (cfg.clone(), stop.clone(), outage.clone());
     let id = run["id"].as_i64().unwrap_or(0);
@@ -366,13 +383,13 @@ fn start_run(
         run["execution_date"].as_str().unwrap_or("no date"),
         run["attempt"]
     );
-    let mut guard = Sent { tx: Some(tx), id, backfill, label, started: Instant::now() };
+    let mut guard = Sent { tx: Some(tx), freed: false, id, backfill, label, started: Instant::now() };
     // Out of threads, the job (and the guard in it) is dropped unrun: the guard reports the run
     // as left to its lease, once, as for a run whose thread panics.
     runners.run(
         in_hand,
         Box::new(move || {
-            let outcome = execute(&cfg, &stop, &outage, printer, &run, id);
+            let outcome = execute(&cfg, &stop, &outage, printer, &run, id, &mut || guard.free());
             guard.send(outcome);
         }),
     );
@@ -381,7 +398,8 @@ fn start_run(
 /// Sends a run's outcome to the claiming loop exactly once: if the run's thread ends
 /// without one (a panic), as left to its lease, so that the loop never waits for it forever.
 struct Sent {
-    tx: Option<Sender<Finished>>,
+    tx: Option<Sender<Msg>>,
+    freed: bool,
     id: i64,
     backfill: Option<i64>,
     label: String,
@@ -389,16 +407,25 @@ struct Sent {
 }
 
 impl Sent {
+    /// The run's command has ended: its place is free (said once, before its outcome).
+    fn free(&mut self) {
+        if let (Some(tx), false) = (&self.tx, self.freed) {
+            self.freed = true;
+            let _ = tx.send(Msg::Freed);
+        }
+    }
+
     fn send(&mut self, outcome: Outcome) {
         if let Some(tx) = self.tx.take() {
             let label = std::mem::take(&mut self.label);
-            let _ = tx.send(Finished {
+            let _ = tx.send(Msg::Done(Finished {
+                freed: self.freed,
                 id: self.id,
                 backfill: self.backfill,
                 label,
                 took: self.started.elapsed(),
                 outcome,
-            });
+            }));
         }
     }
 }
@@ -421,7 +448,16 @@ enum Task {
 }
 
 /// Runs one claimed run to its end and reports it.
-fn execute(cfg: &Config, stop: &Stop, outage: &Outage, printer: Option<Printer>, run: &Value, id: i64) -> Outcome {
+/// `freed` says the run's command has ended, before its report is sent.
+fn execute(
+    cfg: &Config,
+    stop: &Stop,
+    outage: &Outage,
+    printer: Option<Printer>,
+    run: &Value,
+    id: i64,
+    freed: &mut dyn FnMut(),
+) -> Outcome {
     let started = Instant::now();
     let beat_every = (cfg.lease / 3).max(Duration::from_millis(500));
     let mut lease_ends = started + cfg.lease;
@@ -480,6 +516,7 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, printer: Option<Printer>,
             let metrics = json!({"worker": cfg.name, "timed_out": true, "error": why,
                 "duration_seconds": started.elapsed().as_secs_f64()});
             let metrics = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
+            freed();
             return report(cfg, stop, outage, id, false, metrics, lease_ends, why);
         }
         if now >= next_beat {
@@ -565,6 +602,7 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, printer: Option<Printer>,
         }
     };
     let metrics = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
+    freed();
     report(cfg, stop, outage, id, completed, metrics, lease_ends, why)
 }
 
