@@ -5,11 +5,13 @@
 //! workers can run on other machines than the server. `plan` holds the pure parts (flag
 //! values, simulated outcomes, the command's environment), `exec` the child processes.
 //!
-//! One thread claims; each claimed run gets a thread of its own that runs it, heartbeats
-//! every third of the lease, ships its output to the server as the run's log (every
-//! `output::SHIP_EVERY`, or sooner once `output::SHIP_AT` bytes wait; the rest just before
-//! the report), and reports. The output's lines are also shown on standard error, each
-//! with the run's pipeline and date in front, unless `--quiet`. A heartbeat or report answered 409 (the run was
+//! One thread claims, for several free places at once; each claimed run is run by a thread
+//! of a pool (`Runners`) that runs it, heartbeats every third of the lease, ships its output
+//! to the server as the run's log (every `output::SHIP_EVERY`, or sooner once
+//! `output::SHIP_AT` bytes wait; the rest just before the report), and reports. A run's
+//! place is free once its command has ended: the next one starts while the report goes out.
+//! The output's lines are also shown on standard error, each with the run's pipeline and
+//! date in front, unless `--quiet`. A heartbeat or report answered 409 (the run was
 //! cancelled, or the lease is lost) kills the command's process group and reports nothing.
 
 pub mod exec;
