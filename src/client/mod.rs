@@ -217,10 +217,23 @@ impl Api {
         self.put_run(id, &json!({"pipeline_run": {"status": "running", "worker": worker}}))
     }
 
-    /// Reports run `id` finished, `completed` or `failed`, with its metrics.
-    pub fn report(&self, id: i64, worker: &str, completed: bool, metrics: &Value) -> Result<(), CallError> {
+    /// Reports run `id` finished, `completed` or `failed`, with its metrics, and with the
+    /// last chunk of its log (where it starts in the output, and its bytes) if there is one.
+    pub fn report(
+        &self,
+        id: i64,
+        worker: &str,
+        completed: bool,
+        metrics: &Value,
+        log: Option<(u64, &[u8])>,
+    ) -> Result<(), CallError> {
+        use base64::Engine;
         let status = if completed { "completed" } else { "failed" };
-        self.put_run(id, &json!({"pipeline_run": {"status": status, "worker": worker, "metrics": metrics}}))
+        let mut record = json!({"status": status, "worker": worker, "metrics": metrics});
+        if let Some((offset, bytes)) = log {
+            record["log"] = json!({"offset": offset, "data": base64::engine::general_purpose::STANDARD.encode(bytes)});
+        }
+        self.put_run(id, &json!({ "pipeline_run": record }))
     }
 
     /// `PUT /api/pipeline_runs/:id` with `body`; the run it answers is not read (nothing

@@ -517,9 +517,9 @@ fn execute(
             let why = format!("the command ran past --timeout {limit:?}; its process group was killed");
             let metrics = json!({"worker": cfg.name, "timed_out": true, "error": why,
                 "duration_seconds": started.elapsed().as_secs_f64()});
-            let metrics = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
+            let (metrics, log) = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
             freed();
-            return report(cfg, stop, outage, id, false, metrics, lease_ends, why);
+            return report(cfg, stop, outage, id, false, (metrics, log), lease_ends, why);
         }
         if now >= next_beat {
             if let Task::Command(r) = &task {
@@ -603,9 +603,9 @@ fn execute(
             (false, why.clone(), json!({"worker": cfg.name, "error": why, "duration_seconds": took}))
         }
     };
-    let metrics = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
+    let (metrics, log) = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
     freed();
-    report(cfg, stop, outage, id, completed, metrics, lease_ends, why)
+    report(cfg, stop, outage, id, completed, (metrics, log), lease_ends, why)
 }
 
 /// Shipping a run's output to the server as its log.
@@ -687,8 +687,8 @@ impl Shipping {
 /// on a starved machine the reading threads may not have run for a while.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Adds the command's output tail to `metrics`, if there was a command, and ships the rest
-/// of its output.
+/// Adds the command's output tail to `metrics`, if there was a command, and what is left of
+/// its output: to go with the report when it is short, else shipped now.
 fn with_output(
     cfg: &Config,
     id: i64,
@@ -696,18 +696,23 @@ fn with_output(
     task: Task,
     shipping: &mut Shipping,
     lease_ends: Instant,
-) -> Value {
+) -> (Value, Option<(u64, Vec<u8>)>) {
+    let mut log = None;
     if let Task::Command(r) = task {
         let out = r.finish(OUTPUT_GRACE, |offset, bytes| shipping.ship(cfg, id, offset, bytes));
         let (tail, dropped) = out.tail;
         metrics["output_tail"] = json!(tail);
         metrics["output_bytes_before_tail"] = json!(dropped);
-        shipping.flush(cfg, id, out.outbox, lease_ends);
+        match out.outbox.with_report().filter(|_| !shipping.off) {
+            Some((offset, bytes)) => log = Some((offset, bytes.to_vec())),
+            None => shipping.flush(cfg, id, out.outbox, lease_ends),
+        }
     }
-    metrics
+    (metrics, log)
 }
 
-/// Reports the run, retrying while the server does not answer and the lease lasts.
+/// Reports the run, with the last chunk of its log if it has one, retrying while the server
+/// does not answer and the lease lasts (a chunk sent again is stored once).
 #[allow(clippy::too_many_arguments)]
 fn report(
     cfg: &Config,
@@ -715,13 +720,14 @@ fn report(
     outage: &Outage,
     id: i64,
     completed: bool,
-    metrics: Value,
+    (metrics, log): (Value, Option<(u64, Vec<u8>)>),
     lease_ends: Instant,
     why: String,
 ) -> Outcome {
     let mut tries = 0;
     loop {
-        match cfg.api.report(id, &cfg.name, completed, &metrics) {
+        let chunk = log.as_ref().map(|(offset, bytes)| (*offset, bytes.as_slice()));
+        match cfg.api.report(id, &cfg.name, completed, &metrics, chunk) {
             Ok(()) => {
                 outage.ok();
                 return if completed { Outcome::Completed } else { Outcome::Failed(why) };
