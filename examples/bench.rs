@@ -39,9 +39,16 @@
 //! Then the real worker (`backfilld worker`, run by this binary as a child process with the
 //! binary's own argument parsing): `--simulate --duration 0s --concurrency 64 --until-idle`
 //! over a 100,000-run backfill of its own (2,000 with --quick; target >= 2,000 runs/s end
-//! to end), and `--exec true --concurrency 8` over 10,000 runs (500): runs per second and
-//! the worker process's own CPU per run (its commands' not counted), after the table; the
-//! worker not exiting 0 or the backfill not completed with all its runs is a failure.
+//! to end), and `--exec true --concurrency 8` over 10,000 runs (500): runs per second, and
+//! CPU per run of the worker process itself, of its commands and of the server, after the
+//! table; then the same commands without worker or server, `seq N | xargs -P 8 -n 1 sh -c
+//! true`, against which the worker's wall time is compared (target <= 1.5x). Then logs:
+//! `--quiet --exec` over 10,000 runs (500) each printing 10 KiB (shipped as their logs), and
+//! the same runs with their output sent to /dev/null, side by side (target: the printing
+//! runs' rate at least 80% of the silent ones'); and "GET the last 64 KiB of a 1 MiB log"
+//! (4 connections, `?offset=`, among all the runs stored; its p99 compared with its target,
+//! 5 ms, after the table). The worker not exiting 0 or the backfill not completed with all
+//! its runs is a failure.
 //! Once the server has stopped, "expiry sweep" times `dispatch::expire_leases` acting on
 //! 1,000 leases that ran out (claimed under 5 s leases just before) on the file directly, in
 //! one transaction rolled back so that the reused file stays as it was (the commit is not
@@ -1309,14 +1316,34 @@ fn worker_child(args: &[String]) {
     };
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     println!("worker_cpu_us={}", micros(usage.ru_utime) + micros(usage.ru_stime));
+    let children = children_cpu_us();
+    println!("commands_cpu_us={children}");
     std::process::exit(i32::from(code));
+}
+
+/// The CPU time (user and system) of this process's children that have been waited for,
+/// and theirs, in µs.
+fn children_cpu_us() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
 /// What one run of `backfilld worker` over a backfill of its own did.
 struct WorkerRun {
     runs: u64,
     seconds: f64,
+    /// The worker process's own CPU per run (its commands' not counted).
     cpu_per_run_us: f64,
+    /// Its commands' CPU per run.
+    commands_cpu_per_run_us: f64,
+    /// The server's CPU per run meanwhile.
+    server_cpu_per_run_us: f64,
     ok: bool,
 }
 
@@ -1329,6 +1356,7 @@ fn worker_scenario(bench: &Bench, pipeline: &str, dates: u64, args: &[&str]) -> 
     }
     let server = bench.server;
     let id = started_minute_backfill(server, pipeline, &format!("{pipeline} {dates}"), dates);
+    let server_cpu = cpu_seconds(server.child.id());
     let t = Instant::now();
     let out = Command::new(std::env::current_exe().unwrap())
         .arg("--worker-child")
@@ -1338,16 +1366,76 @@ fn worker_scenario(bench: &Bench, pipeline: &str, dates: u64, args: &[&str]) -> 
         .output()
         .expect("the worker");
     let seconds = t.elapsed().as_secs_f64();
+    let server_cpu = cpu_seconds(server.child.id()) - server_cpu;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let cpu: f64 =
-        stdout.lines().find_map(|l| l.strip_prefix("worker_cpu_us=")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let said = |key: &str| -> f64 {
+        stdout.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    };
+    let (cpu, commands_cpu) = (said("worker_cpu_us="), said("commands_cpu_us="));
     let after = get_json(server, &format!("/api/backfills/{id}?include_run_count=true"));
     let done = after["backfill"]["status"] == "completed"
         && after["backfill"]["run_status_counts"] == json!({"completed": dates});
     if !out.status.success() || !done {
         eprintln!("bench: worker over {pipeline}: {} {stdout} {}", out.status, String::from_utf8_lossy(&out.stderr));
     }
-    Some(WorkerRun { runs: dates, seconds, cpu_per_run_us: cpu / dates as f64, ok: out.status.success() && done })
+    let per_run = |us: f64| us / dates as f64;
+    Some(WorkerRun {
+        runs: dates,
+        seconds,
+        cpu_per_run_us: per_run(cpu),
+        commands_cpu_per_run_us: per_run(commands_cpu),
+        server_cpu_per_run_us: per_run(server_cpu * 1e6),
+        ok: out.status.success() && done,
+    })
+}
+
+/// The same commands as `backfilld worker --exec CMD --concurrency 8` runs, without a worker
+/// or a server: `seq N | xargs -P 8 -n 1 sh -c CMD`. Its wall time and its CPU (xargs,
+/// the shells and the commands), in seconds.
+fn bare_commands(n: u64, command: &str) -> (f64, f64) {
+    let cpu = children_cpu_us();
+    let t = Instant::now();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("seq {n} | xargs -P 8 -n 1 sh -c '{command}'"))
+        .stdin(Stdio::null())
+        .status()
+        .expect("xargs");
+    assert!(status.success(), "xargs: {status}");
+    (t.elapsed().as_secs_f64(), (children_cpu_us() - cpu) as f64 / 1e6)
+}
+
+/// The log scenario's output per run: 10 KiB of lines (`yes` cut by `head`), printed, or
+/// sent to /dev/null by the same commands for the baseline.
+const PRINT_10K: &str = "yes 0123456789012345678901234567890 | head -c 10240";
+
+/// The log read's target: the last 64 KiB of a 1 MiB log, p99 in ms (reported, not enforced).
+const LOG_TAIL: &str = "GET the last 64 KiB of a 1 MiB log";
+const LOG_TAIL_P99_MS: f64 = 5.0;
+
+/// A run with a log of 1 MiB (and a little more, which the log keeps whole): a backfill of
+/// one date in a pipeline of its own, claimed under a lease of an hour, its output appended
+/// in 64 KiB chunks as a worker does. Returns the run's id and the read of its last 64 KiB
+/// (`?offset=`, a position in the log as stored).
+fn logged_run(server: &Server) -> (i64, String) {
+    let pipeline = "bench_log";
+    started_minute_backfill(server, pipeline, "logged", 1);
+    let claim = json!({"worker": "bench-log", "limit": 1, "lease_seconds": 3600, "pipeline_uuid": pipeline});
+    let (status, claimed) = send_json(server, "POST", "/api/pipeline_runs/claim", &claim);
+    assert_eq!(status, 200, "{claimed}");
+    let id = claimed["pipeline_runs"][0]["id"].as_i64().expect("a claimed run");
+    let line = b"a line of a run's output, 64 bytes long, as a command prints it\n";
+    let chunk: Vec<u8> = line.iter().copied().cycle().take(64 << 10).collect();
+    let mut conn = Conn::open(server.port).expect("a connection");
+    let mut size = 0;
+    for k in 0..16u64 {
+        let path = format!("/api/pipeline_runs/{id}/logs?worker=bench-log&offset={}", k * (64 << 10));
+        let (status, answer) = conn.send("POST", &path, &chunk).expect("an append");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        size = answer["pipeline_run_log"]["size"].as_u64().expect("the log's size");
+    }
+    (id, format!("/api/pipeline_runs/{id}/logs?offset={}", size - (64 << 10)))
 }
 
 fn main() {
@@ -1506,6 +1594,37 @@ fn main() {
     );
     let exec_dates = if o.quick { 500 } else { 10_000 };
     let executed = worker_scenario(&bench, "bench_worker_exec", exec_dates, &["--exec", "true", "--concurrency", "8"]);
+    // The same commands without a worker or a server, just after.
+    let bare = (executed.is_some() || bench.selected(&["xargs"])).then(|| bare_commands(exec_dates, "true"));
+    // Shipping logs: runs printing 10 KiB each (shipped as their logs), and the same runs
+    // printing nothing, side by side.
+    let silent_cmd = format!("{PRINT_10K} > /dev/null");
+    let printing = worker_scenario(
+        &bench,
+        "bench_worker_logs",
+        exec_dates,
+        &["--quiet", "--exec", PRINT_10K, "--concurrency", "8"],
+    );
+    let silent = printing.as_ref().and_then(|_| {
+        worker_scenario(
+            &bench,
+            "bench_worker_logs_silent",
+            exec_dates,
+            &["--quiet", "--exec", &silent_cmd, "--concurrency", "8"],
+        )
+    });
+    // Reading a log's tail among all the runs stored.
+    if bench.selected(&[LOG_TAIL]) {
+        let (run, tail) = logged_run(&server);
+        bench.run(LOG_TAIL, 4, u64::MAX, get(tail));
+        let (status, _) = send_json(
+            &server,
+            "PUT",
+            &format!("/api/pipeline_runs/{run}"),
+            &json!({"pipeline_run": {"status": "completed", "worker": "bench-log"}}),
+        );
+        assert_eq!(status, 200, "the logged run's report");
+    }
     // Stalled bodies, last, since the memory the attack makes the allocator keep would show
     // in every later row: one connection loops `/api/status` while thousands of others send
     // 1 MiB bodies but for the last byte and stall (they start just after it has connected,
@@ -1610,11 +1729,20 @@ fn main() {
             bytes as f64 / 1024.0
         );
     }
+    if let Some((_, tail)) = rows.iter().find(|(name, _)| name == LOG_TAIL) {
+        let p99 = tail.percentile(0.99);
+        let verdict = if tail.requests > 0 && p99 <= LOG_TAIL_P99_MS { "met" } else { "not met" };
+        println!("{LOG_TAIL}: p99 {p99:.2} ms (target <= {LOG_TAIL_P99_MS:.0} ms): {verdict}");
+    }
     let mut failed = rows.iter().filter(|(_, m)| m.errors > 0 || empty(m)).count();
     let mut passed = rows.len() - failed;
+    let printed = format!("worker --quiet --exec '{PRINT_10K}' --concurrency 8");
+    let unprinted = format!("worker --quiet --exec '{silent_cmd}' --concurrency 8");
     for (what, run, target) in [
         ("worker --simulate --duration 0s --concurrency 64", &simulated, Some(DRIVE_RUNS_PER_S)),
         ("worker --exec true --concurrency 8", &executed, None),
+        (printed.as_str(), &printing, None),
+        (unprinted.as_str(), &silent, None),
     ] {
         let Some(run) = run else { continue };
         let rate = run.runs as f64 / run.seconds;
@@ -1625,10 +1753,13 @@ fn main() {
             None => ": failed".into(),
         };
         println!(
-            "{what}: {} runs in {:.1} s = {rate:.0} runs/s{verdict}; the worker's own CPU {:.0} µs per run",
+            "{what}: {} runs in {:.1} s = {rate:.0} runs/s{verdict}; CPU per run: the worker's own {:.0} µs, its \
+             commands' {:.0} µs, the server's {:.0} µs",
             thousands(run.runs),
             run.seconds,
-            run.cpu_per_run_us
+            run.cpu_per_run_us,
+            run.commands_cpu_per_run_us,
+            run.server_cpu_per_run_us
         );
         // As with the other targets, a miss is said, not failed: only errors fail the run.
         if run.ok {
@@ -1637,6 +1768,33 @@ fn main() {
             failed += 1;
             failures += 1;
         }
+    }
+    // Shipping logs must not slow the worker: the printing runs' rate within 20% of the silent
+    // ones'.
+    if let (Some(p), Some(q)) = (&printing, &silent) {
+        let ratio = (p.runs as f64 / p.seconds) / (q.runs as f64 / q.seconds);
+        let verdict = if ratio >= 0.8 { "met" } else { "not met" };
+        println!(
+            "logs shipped: runs printing 10 KiB go at {:.0}% of the rate of the same runs printing nothing (target >= \
+             80%): {verdict}",
+            ratio * 100.0
+        );
+    }
+    // The worker's own cost near the limit: its wall time against the same commands run bare.
+    if let (Some(w), Some((bare_seconds, bare_cpu))) = (&executed, bare) {
+        let ratio = w.seconds / bare_seconds;
+        let verdict = if ratio <= 1.5 { "met" } else { "not met" };
+        let total = |per_run: f64| per_run * w.runs as f64 / 1e6;
+        println!(
+            "worker --exec true --concurrency 8 against `seq {n} | xargs -P 8 -n 1 sh -c true`: {:.1} s against \
+             {bare_seconds:.1} s = {ratio:.2}x (target <= 1.5x): {verdict}; CPU: the worker {:.1} s and its commands \
+             {:.1} s, the server {:.1} s, against xargs and its commands {bare_cpu:.1} s",
+            w.seconds,
+            total(w.cpu_per_run_us),
+            total(w.commands_cpu_per_run_us),
+            total(w.server_cpu_per_run_us),
+            n = w.runs,
+        );
     }
     if let Some(e) = &expiry {
         println!(

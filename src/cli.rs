@@ -154,7 +154,7 @@ pub struct WorkerArgs {
     /// The lease each claim and heartbeat asks for (the worker heartbeats every third of it).
     #[arg(long, default_value = "60s")]
     pub lease: String,
-    /// Run `sh -c CMD` for each run, with the run's variables in its environment and the run's
+    /// Run `/bin/sh -c CMD` for each run, with the run's variables in its environment and the run's
     /// JSON on standard input; exit status 0 completes the run, anything else fails it.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,

@@ -710,6 +710,17 @@ schemas["RunReport"] = {
             "description": "The reporting worker, which must hold the run's lease; not blank, at most 200 characters.",
         },
         "metrics": {"type": ["object", "null"], "description": "Stored on the run when given."},
+        "log": {
+            "type": ["object", "null"],
+            "description": "With `worker`: the last chunk of the run's log, appended before the report in the same "
+            "transaction, as `POST /api/pipeline_runs/{id}/logs` would (`offset` where it starts in the run's output, "
+            "`data` its bytes in standard base64; a chunk sent again is stored once). Ignored without `worker`.",
+            "required": ["offset", "data"],
+            "properties": {
+                "offset": {"type": "integer", "minimum": 0, "maximum": I64_MAX},
+                "data": {"type": "string", "contentEncoding": "base64"},
+            },
+        },
     },
     "anyOf": [
         {"properties": {"worker": {"type": "null"}}},

@@ -5,9 +5,10 @@ use actix_web::{web, HttpResponse};
 
 use super::error::ApiError;
 use super::params::{encode_run_cursor, parse_id, ListQuery};
-use super::{body, collection, one, read, read_at_offset, write, AppState, Metadata};
-use crate::domain::model::PipelineRun;
+use super::{body, collection, one, read, read_at_offset, run_logs, write, AppState, Metadata};
+use crate::domain::model::{PipelineRun, RunStatus};
 use crate::service::dispatch::{self, Claim, Report};
+use crate::service::logs::{self, Chunk};
 use crate::service::{self, queries};
 use crate::store::pipeline_runs::RunStart;
 use crate::store::schedules::ScheduleInfo;
@@ -53,9 +54,28 @@ pub async fn update(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let report = Report::parse(&body::record(payload, "pipeline_run").await?)?;
-    let (run, schedule) =
-        write(state, move |conn, now| and_schedule(conn, dispatch::report(conn, id, report, now)?)).await?;
+    let record = body::record(payload, "pipeline_run").await?;
+    let report = Report::parse(&record)?;
+    // A worker's report may carry the last chunk of its run's log: appended first, in the
+    // same transaction (a repeat of the report, the run already finished, appends nothing).
+    let log = match &report.worker {
+        Some(worker) => run_logs::chunk_in(&record)?.map(|(offset, bytes)| (worker.clone(), offset, bytes)),
+        None => None,
+    };
+    let max = state.max_log_bytes;
+    let (run, schedule, pruned) = write(state, move |conn, now| {
+        let mut pruned = None;
+        if let Some((worker, offset, bytes)) = &log {
+            if queries::run(conn, id)?.status == RunStatus::Running {
+                let chunk = Chunk { worker, offset: *offset, bytes };
+                pruned = logs::append(conn, id, chunk, max, now)?.pruned;
+            }
+        }
+        let (run, schedule) = and_schedule(conn, dispatch::report(conn, id, report, now)?)?;
+        Ok((run, schedule, pruned))
+    })
+    .await?;
+    run_logs::said_pruned(pruned, max);
     Ok(one("pipeline_run", &PipelineRunJson::with_schedule(&run, schedule.as_ref())))
 }
 

@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::params::parse_id;
 use super::{body, one, read as read_on, write, AppState};
 use crate::domain::log::LogMeta;
+use crate::domain::model::FieldError;
 use crate::service::dispatch::MAX_WORKER_CHARS;
 use crate::service::logs::{self, Chunk, From};
 
@@ -63,7 +64,17 @@ pub async fn append(
         logs::append(conn, id, Chunk { worker: &worker, offset, bytes: &bytes }, max, now)
     })
     .await?;
-    if let Some(p) = appended.pruned {
+    said_pruned(appended.pruned, max);
+    let log = appended.log;
+    Ok(one(
+        "pipeline_run_log",
+        &json!({"pipeline_run_id": id, "received": log.received, "cut": log.cut, "size": log.len()}),
+    ))
+}
+
+/// One line in the server's log when the bound on all logs deleted some.
+pub fn said_pruned(pruned: Option<logs::Pruned>, max: u64) {
+    if let Some(p) = pruned {
         log::info!(
             "logs: deleted the logs of {} finished runs ({} bytes), the oldest, to keep all logs within \
              --max-log-bytes {max}",
@@ -71,11 +82,30 @@ pub async fn append(
             p.bytes
         );
     }
-    let log = appended.log;
-    Ok(one(
-        "pipeline_run_log",
-        &json!({"pipeline_run_id": id, "received": log.received, "cut": log.cut, "size": log.len()}),
-    ))
+}
+
+/// The log chunk a worker's report may carry: `"log": {"offset": N, "data": "<base64>"}`
+/// (the bytes in standard base64), or none (absent or null).
+pub fn chunk_in(record: &crate::domain::model::Object) -> Result<Option<(u64, Vec<u8>)>, ApiError> {
+    use base64::Engine;
+    let bad = |why: &str| ApiError::Invalid(FieldError::new("log", why));
+    match record.get("log") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(o)) => {
+            let offset = o.get("offset").and_then(serde_json::Value::as_u64).ok_or_else(|| {
+                bad("must have offset, where the chunk starts in the run's output: a whole number, 0 or more")
+            })?;
+            let data = o
+                .get("data")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| bad("must have data, the chunk's bytes in base64"))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| bad(&format!("data is not base64: {e}")))?;
+            Ok(Some((offset, bytes)))
+        }
+        Some(_) => Err(bad("must be an object: {\"offset\": N, \"data\": \"<base64>\"}")),
+    }
 }
 
 /// Where a `Range` header asks to start and end (inclusive), against a log of `len` bytes:

@@ -88,13 +88,17 @@ impl Api {
         timeout: Duration,
     ) -> Result<Api, String> {
         let base = base_url(server)?;
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
             .max_idle_connections_per_host(pool.max(2))
             .max_idle_connections(pool.max(2))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            Resolver::default(),
+        );
         let blank = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
         Ok(Api { agent, base, api_key: blank(api_key), token: blank(token) })
     }
@@ -214,15 +218,33 @@ impl Api {
 
     /// Renews `worker`'s lease on run `id`.
     pub fn heartbeat(&self, id: i64, worker: &str) -> Result<(), CallError> {
-        let body = json!({"pipeline_run": {"status": "running", "worker": worker}});
-        self.call("PUT", &format!("/api/pipeline_runs/{id}"), Some(&body)).map(drop)
+        self.put_run(id, &json!({"pipeline_run": {"status": "running", "worker": worker}}))
     }
 
-    /// Reports run `id` finished, `completed` or `failed`, with its metrics.
-    pub fn report(&self, id: i64, worker: &str, completed: bool, metrics: &Value) -> Result<(), CallError> {
+    /// Reports run `id` finished, `completed` or `failed`, with its metrics, and with the
+    /// last chunk of its log (where it starts in the output, and its bytes) if there is one.
+    pub fn report(
+        &self,
+        id: i64,
+        worker: &str,
+        completed: bool,
+        metrics: &Value,
+        log: Option<(u64, &[u8])>,
+    ) -> Result<(), CallError> {
+        use base64::Engine;
         let status = if completed { "completed" } else { "failed" };
-        let body = json!({"pipeline_run": {"status": status, "worker": worker, "metrics": metrics}});
-        self.call("PUT", &format!("/api/pipeline_runs/{id}"), Some(&body)).map(drop)
+        let mut record = json!({"status": status, "worker": worker, "metrics": metrics});
+        if let Some((offset, bytes)) = log {
+            record["log"] = json!({"offset": offset, "data": base64::engine::general_purpose::STANDARD.encode(bytes)});
+        }
+        self.put_run(id, &json!({ "pipeline_run": record }))
+    }
+
+    /// `PUT /api/pipeline_runs/:id` with `body`; the run it answers is not read (nothing
+    /// needs it, and a worker makes this call for every run).
+    fn put_run(&self, id: i64, body: &Value) -> Result<(), CallError> {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        self.send("PUT", &format!("/api/pipeline_runs/{id}"), Some("application/json"), bytes, &[]).map(drop)
     }
 
     /// Appends a chunk of run `id`'s output, which starts at `offset` in it, as `worker`
@@ -402,6 +424,45 @@ fn jwt_token(jwt: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     claims["token"].as_str().filter(|t| !t.is_empty()).map(str::to_string)
+}
+
+/// How the server's address is found: an IP address as it is, a name once a minute. ureq
+/// resolves before every request, even on a kept connection, and with a call timeout its
+/// own resolver does so on a new thread each time: a thread per request, a measurable share
+/// of a worker's cost per run (docs/performance.md). (ureq's resolver interface is outside
+/// its semver promise: Cargo.lock pins the version.)
+#[derive(Debug, Default)]
+struct Resolver {
+    names: std::sync::Mutex<Option<(String, std::time::Instant, ureq::unversioned::resolver::ResolvedSocketAddrs)>>,
+}
+
+/// How long a name's addresses are kept.
+const RESOLVED_FOR: Duration = Duration::from_secs(60);
+
+impl ureq::unversioned::resolver::Resolver for Resolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        if let (Ok(ip), Some(port)) = (host.parse::<std::net::IpAddr>(), uri.port_u16().or(Some(80))) {
+            let mut one = self.empty();
+            one.push(std::net::SocketAddr::new(ip, port));
+            return Ok(one);
+        }
+        let key = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((name, at, addrs)) = names.as_ref() {
+            if *name == key && at.elapsed() < RESOLVED_FOR {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout)?;
+        *names = Some((key, std::time::Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
 }
 
 /// `server` as a base URL without a trailing slash.

@@ -210,7 +210,7 @@ fn finish_run(api: &Api, run: &Value, completed: bool) -> Result<(), CallError> 
     } else {
         json!({"error": "demo: upstream table had no partition for this date", "exit_code": 1})
     };
-    api.report(id, "demo-seed", completed, &metrics)
+    api.report(id, "demo-seed", completed, &metrics, None)
 }
 
 /// Moves a new backfill into `shape`: started, its first runs (in date order) claimed by

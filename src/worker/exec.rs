@@ -3,13 +3,15 @@
 //! (as `2>&1`: one stream, in the order the command wrote it), and killing the whole group
 //! when asked (a timeout, a cancel, a stop).
 //!
-//! One thread per command reads the pipe: it keeps the output's tail (`metrics.output_tail`),
-//! puts the output in the run's outbox for the server (`output::Outbox`), and shows its
-//! lines (`output::Lines`); it never waits for the server, so the command's pipe never
-//! blocks on it. The run's own thread waits for the command's end on a pidfd (a waiting
-//! thread where the kernel has none), woken early when output is ready to ship.
+//! The output is read as it comes: its tail kept (`metrics.output_tail`), put in the run's
+//! outbox for the server (`output::Outbox`), its lines shown (`output::Lines`). The run's own
+//! thread reads it while it waits for the command's end (on a pidfd, or on a waiting thread
+//! where the kernel has none), until it has to call the server while the command runs (a
+//! heartbeat, a ship): then a thread of its own takes the pipe over (`detach`), so that the
+//! command's pipe never waits for the server. A command that ends before that, most short
+//! ones, costs no thread.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, PipeReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -33,6 +35,8 @@ struct Sink {
     outbox: Outbox,
     /// The lines shown on the worker's standard error, unless `--quiet`.
     lines: Option<(Lines, Printer)>,
+    /// Whether the output has ended (the reader read its end, or failed).
+    ended: bool,
 }
 
 /// How the command's end is seen.
@@ -43,6 +47,13 @@ enum Exit {
     Thread(Receiver<std::io::Result<ExitStatus>>),
 }
 
+/// The output's pipe while the run's thread reads it itself (non-blocking), with what the
+/// outbox had no room for yet (already shown and kept in the tail).
+struct Inline {
+    pipe: PipeReader,
+    carry: Vec<u8>,
+}
+
 /// A command started and not yet waited for.
 pub struct Running {
     pid: i32,
@@ -50,10 +61,12 @@ pub struct Running {
     /// How it ended, once seen.
     ended: Mutex<Option<ExitStatus>>,
     shared: Arc<Shared>,
-    /// An eventfd, written when output is ready to ship or (with a waiting thread) the
-    /// command has ended.
+    /// An eventfd, written when output is ready to ship, when the output has ended, or (with a
+    /// waiting thread) when the command has ended.
     wake: Arc<OwnedFd>,
-    threads: Vec<JoinHandle<()>>,
+    /// The pipe, until a reading thread takes it over.
+    inline: Mutex<Option<Inline>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// How a command ended.
@@ -77,6 +90,68 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Sink> {
     shared.sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn held<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Sink {
+    /// New output: kept in the tail and shown; then as much as the outbox takes. Returns the
+    /// bytes it did not take (it is full and shipping works), and whether to wake the shipper.
+    fn take<'b>(&mut self, bytes: &'b [u8]) -> (&'b [u8], bool) {
+        self.tail.push(bytes);
+        if let Some((lines, printer)) = &mut self.lines {
+            lines.feed(bytes, &mut |l| printer.print(l));
+        }
+        let (took, ship) = self.outbox.push(bytes);
+        (&bytes[took..], ship)
+    }
+}
+
+/// How much output the run's thread reads at once.
+const READ_BYTES: usize = 64 * 1024;
+
+/// The reading thread: what the outbox had no room for first, then the pipe to its end.
+/// While shipping works, a full outbox waits for the next ship (a command writing faster than
+/// the server takes it waits that long); while it fails, the outbox drops what does not fit.
+fn read_to_end(shared: &Shared, waker: &OwnedFd, mut pipe: PipeReader, carry: Vec<u8>) {
+    let put = |mut rest: &[u8]| {
+        let mut s = lock(shared);
+        loop {
+            let (took, ship) = s.outbox.push(rest);
+            rest = &rest[took..];
+            if ship || !rest.is_empty() {
+                signal(waker);
+            }
+            if rest.is_empty() {
+                return;
+            }
+            s = shared.room.wait_timeout(s, Duration::from_millis(100)).map_or_else(|e| e.into_inner().0, |r| r.0);
+        }
+    };
+    put(&carry);
+    let mut buf = vec![0u8; READ_BYTES];
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let bytes = &buf[..n];
+        {
+            let mut s = lock(shared);
+            s.tail.push(bytes);
+            if let Some((lines, printer)) = &mut s.lines {
+                lines.feed(bytes, &mut |l| printer.print(l));
+            }
+        }
+        put(bytes);
+    }
+    // The output has ended: whoever waits for that (`finish`) goes on at once.
+    lock(shared).ended = true;
+    signal(waker);
+}
+
 impl Running {
     /// Starts `sh -c command` with `env` added to the worker's environment (less the
     /// worker's own credentials) and `input` on its standard input, in a new process group;
@@ -88,7 +163,9 @@ impl Running {
         lines: Option<(Lines, Printer)>,
     ) -> std::io::Result<Running> {
         let (reader, writer) = std::io::pipe()?;
-        let mut cmd = Command::new("sh");
+        // /bin/sh, as system(3) runs a command: by name, `sh` would be looked for in each folder of
+        // PATH again for every command (an `execve` each, most of them failing).
+        let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(command)
             .env_remove("BACKFILLD_API_KEY")
@@ -105,11 +182,11 @@ impl Running {
         let mut child = spawned?;
         let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
         let shared = Arc::new(Shared {
-            sink: Mutex::new(Sink { tail: Tail::default(), outbox: Outbox::default(), lines }),
+            sink: Mutex::new(Sink { tail: Tail::default(), outbox: Outbox::default(), lines, ended: false }),
             room: Condvar::new(),
         });
-        let started = Self::watch(&mut child, reader, input, &shared);
-        let (wake, threads) = match started {
+        let started = Self::watch(&mut child, reader, input);
+        let (wake, threads, pipe) = match started {
             Ok(t) => t,
             Err(e) => {
                 // Nobody will wait for it: kill its group (not reaped, its id is still the
@@ -128,7 +205,8 @@ impl Running {
             ended: Mutex::new(None),
             shared,
             wake,
-            threads,
+            inline: Mutex::new(Some(Inline { pipe, carry: vec![] })),
+            threads: Mutex::new(threads),
         };
         // SAFETY: pidfd_open(2) on our own child, not yet reaped; the fd it returns is ours.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -145,7 +223,7 @@ impl Running {
             signal(&wake);
         }) {
             Ok(t) => {
-                running.threads.push(t);
+                held(&running.threads).push(t);
                 running.exit = Mutex::new(Exit::Thread(rx));
                 Ok(running)
             }
@@ -156,13 +234,13 @@ impl Running {
         }
     }
 
-    /// Feeds the command its input and starts the thread that reads its output.
+    /// Feeds the command its input; readies the output's pipe for reading without blocking.
+    #[allow(clippy::type_complexity)]
     fn watch(
         child: &mut Child,
-        mut output: std::io::PipeReader,
+        output: PipeReader,
         input: Vec<u8>,
-        shared: &Arc<Shared>,
-    ) -> std::io::Result<(Arc<OwnedFd>, Vec<JoinHandle<()>>)> {
+    ) -> std::io::Result<(Arc<OwnedFd>, Vec<JoinHandle<()>>, PipeReader)> {
         // SAFETY: eventfd(2) makes a new fd, owned by nobody else.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if efd < 0 {
@@ -194,43 +272,8 @@ impl Running {
                 }
             }
         }
-        let (shared, waker) = (shared.clone(), wake.clone());
-        threads.push(thread("run-output", move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match output.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                };
-                let bytes = &buf[..n];
-                let mut s = lock(&shared);
-                s.tail.push(bytes);
-                if let Some((lines, printer)) = &mut s.lines {
-                    lines.feed(bytes, &mut |l| printer.print(l));
-                }
-                // While shipping works, a full outbox waits for the next ship (a command
-                // writing faster than the server takes it waits that long); while it fails,
-                // the outbox drops what does not fit instead.
-                let mut rest = bytes;
-                loop {
-                    let (took, ship) = s.outbox.push(rest);
-                    rest = &rest[took..];
-                    if ship || !rest.is_empty() {
-                        signal(&waker);
-                    }
-                    if rest.is_empty() {
-                        break;
-                    }
-                    s = shared
-                        .room
-                        .wait_timeout(s, Duration::from_millis(100))
-                        .map_or_else(|e| e.into_inner().0, |r| r.0);
-                }
-            }
-        })?);
-        Ok((wake, threads))
+        set_nonblocking(output.as_raw_fd(), true);
+        Ok((wake, threads, output))
     }
 
     /// Waits until the command ends (then its end), `until` passes, or output is ready to
@@ -239,11 +282,17 @@ impl Running {
         if let Some(status) = *self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
             return Some(Ended::Status(status));
         }
+        // Output read here first: while the outbox cannot take it, back to the caller to ship.
+        if self.pump() {
+            return None;
+        }
+        let pipe = held(&self.inline).as_ref().map(|i| i.pipe.as_raw_fd());
         let mut exit = self.exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let ended = match &mut *exit {
             Exit::Pidfd { fd, child } => {
-                poll(&[fd.as_raw_fd(), self.wake.as_raw_fd()], until);
+                poll(&[fd.as_raw_fd(), self.wake.as_raw_fd()].into_iter().chain(pipe).collect::<Vec<_>>(), until);
                 drain(&self.wake);
+                self.pump();
                 match child.try_wait() {
                     Ok(Some(status)) => Some(Ended::Status(status)),
                     Ok(None) => None,
@@ -258,8 +307,9 @@ impl Running {
                     Err(TryRecvError::Disconnected) => Some(Ended::Lost("the waiting thread ended".into())),
                 };
                 check(rx).or_else(|| {
-                    poll(&[self.wake.as_raw_fd()], until);
+                    poll(&[self.wake.as_raw_fd()].into_iter().chain(pipe).collect::<Vec<_>>(), until);
                     drain(&self.wake);
+                    self.pump();
                     check(rx)
                 })
             }
@@ -268,6 +318,64 @@ impl Running {
             *self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
         }
         ended
+    }
+
+    /// Reads what the pipe holds now, while the run's thread reads it itself. Returns true
+    /// when the caller should ship (the outbox is full, or has reached `SHIP_AT`).
+    fn pump(&self) -> bool {
+        let mut inline = held(&self.inline);
+        let Some(i) = inline.as_mut() else { return false };
+        let mut s = lock(&self.shared);
+        if !i.carry.is_empty() {
+            let (took, _) = s.outbox.push(&i.carry);
+            i.carry.drain(..took);
+            if !i.carry.is_empty() {
+                return true;
+            }
+        }
+        let mut ship = false;
+        let mut buf = [0u8; 16 * 1024];
+        // At most this much at once, so that a command writing without pause is still
+        // heartbeaten (its next wait reads on).
+        for _ in 0..(READ_BYTES / buf.len()) {
+            match i.pipe.read(&mut buf) {
+                Ok(0) => {
+                    s.ended = true;
+                    *inline = None;
+                    return ship;
+                }
+                Ok(n) => {
+                    let (rest, wake) = s.take(&buf[..n]);
+                    ship |= wake;
+                    if !rest.is_empty() {
+                        i.carry.extend_from_slice(rest);
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    s.ended = true;
+                    *inline = None;
+                    return ship;
+                }
+            }
+        }
+        ship
+    }
+
+    /// Before a call to the server while the command runs: a thread of its own takes the
+    /// pipe over, so that the command's output does not wait for the call.
+    pub fn detach(&self) {
+        let Some(Inline { pipe, carry }) = held(&self.inline).take() else { return };
+        set_nonblocking(pipe.as_raw_fd(), false);
+        let (shared, waker) = (self.shared.clone(), self.wake.clone());
+        match thread("run-output", move || read_to_end(&shared, &waker, pipe, carry)) {
+            Ok(t) => held(&self.threads).push(t),
+            // No thread: the output is no longer read; the command may block on it, and its
+            // timeout or lease will end it.
+            Err(e) => log::warn!("no thread could be started to read a command's output: {e}"),
+        }
     }
 
     /// The output waiting to be shipped: where it starts in the stream, and a copy of it.
@@ -324,23 +432,39 @@ impl Running {
     pub fn finish(self, grace: Duration, mut ship: impl FnMut(u64, Vec<u8>) -> Option<u64>) -> Output {
         self.signal_group();
         let mut deadline = Instant::now() + grace;
-        for t in &self.threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                let (offset, bytes) = self.waiting();
-                if bytes.len() >= super::output::SHIP_AT {
-                    let received = ship(offset, bytes);
-                    if received.is_some() {
-                        deadline = Instant::now() + grace;
-                    }
-                    self.shipped(received);
-                } else {
-                    poll(&[self.wake.as_raw_fd()], Instant::now() + Duration::from_millis(20));
-                    drain(&self.wake);
+        while !lock(&self.shared).ended && Instant::now() < deadline {
+            let full = self.pump();
+            if lock(&self.shared).ended {
+                break;
+            }
+            let (offset, bytes) = self.waiting();
+            if full || bytes.len() >= super::output::SHIP_AT {
+                let received = ship(offset, bytes);
+                if received.is_some() {
+                    deadline = Instant::now() + grace;
                 }
+                self.shipped(received);
+            } else {
+                // Woken when the pipe has more (read here), or when the reading thread has
+                // read its end or waits for room in the outbox.
+                let pipe = held(&self.inline).as_ref().map(|i| i.pipe.as_raw_fd());
+                poll(&[self.wake.as_raw_fd()].into_iter().chain(pipe).collect::<Vec<_>>(), deadline);
+                drain(&self.wake);
             }
         }
-        for t in self.threads {
-            if t.is_finished() {
+        // Read here to its end, or given up past the grace: the pipe is closed either way.
+        if let Some(i) = held(&self.inline).take() {
+            // What the outbox still had no room for (shipping failed meanwhile): dropped, and
+            // said in the log.
+            let mut s = lock(&self.shared);
+            s.outbox.set_failing(true);
+            s.outbox.push(&i.carry);
+        }
+        let ended = lock(&self.shared).ended;
+        for t in std::mem::take(&mut *held(&self.threads)) {
+            // The reader, once it has said the output ended, is about to return; a writer of
+            // the command's input is waited for only if it is done.
+            if ended && t.thread().name() == Some("run-output") || t.is_finished() {
                 let _ = t.join();
             }
         }

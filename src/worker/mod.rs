@@ -5,11 +5,13 @@
 //! workers can run on other machines than the server. `plan` holds the pure parts (flag
 //! values, simulated outcomes, the command's environment), `exec` the child processes.
 //!
-//! One thread claims; each claimed run gets a thread of its own that runs it, heartbeats
-//! every third of the lease, ships its output to the server as the run's log (every
-//! `output::SHIP_EVERY`, or sooner once `output::SHIP_AT` bytes wait; the rest just before
-//! the report), and reports. The output's lines are also shown on standard error, each
-//! with the run's pipeline and date in front, unless `--quiet`. A heartbeat or report answered 409 (the run was
+//! One thread claims, for several free places at once; each claimed run is run by a thread
+//! of a pool (`Runners`) that runs it, heartbeats every third of the lease, ships its output
+//! to the server as the run's log (every `output::SHIP_EVERY`, or sooner once
+//! `output::SHIP_AT` bytes wait; the rest just before the report), and reports. A run's
+//! place is free once its command has ended: the next one starts while the report goes out.
+//! The output's lines are also shown on standard error, each with the run's pipeline and
+//! date in front, unless `--quiet`. A heartbeat or report answered 409 (the run was
 //! cancelled, or the lease is lost) kills the command's process group and reports nothing.
 
 pub mod exec;
@@ -18,8 +20,8 @@ pub mod plan;
 pub mod progress;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -135,13 +137,25 @@ enum Outcome {
     Abandoned(String),
 }
 
+/// What a run's thread tells the claiming loop: its command has ended and only its report
+/// is left (its place is free for the next run), then how it ended.
+enum Msg {
+    Freed,
+    Done(Finished),
+}
+
 struct Finished {
+    /// Whether `Msg::Freed` came first.
+    freed: bool,
     id: i64,
     backfill: Option<i64>,
     label: String,
     took: Duration,
     outcome: Outcome,
 }
+
+/// How long a free place may wait for others before a claim fills it alone.
+const CLAIM_HOLD: Duration = Duration::from_millis(10);
 
 /// Logs the first failed call of an outage and the recovery, not every retry.
 #[derive(Default)]
@@ -167,20 +181,27 @@ impl Outage {
 pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Summary, String> {
     let started = Instant::now();
     let printer = cfg.show_output.then(|| progress.printer());
+    let mut runners = Runners::new();
     let outage = Arc::new(Outage::default());
-    let (tx, rx) = mpsc::channel::<Finished>();
+    let (tx, rx) = mpsc::channel::<Msg>();
     let mut summary = Summary::default();
-    let mut held = 0usize;
+    // Runs whose command (or simulated wait) is under way, and runs of which only the
+    // report is left: a run's place is free again once its command has ended, so that the
+    // next run does not wait for the server's answer to the last one's report.
+    let (mut held, mut reporting) = (0usize, 0usize);
     let (mut empty, mut errors) = (0u32, 0u32);
     let mut grace_ends: Option<Instant> = None;
     // With `until_idle`: nothing running in scope was seen after an empty claim; one more
     // empty claim then ends the worker (a lease that ran out in between puts a run back).
     let mut idle_seen = false;
     let mut fatal: Option<String> = None;
+    // Since when places have been free without a claim for them.
+    let mut free_since: Option<Instant> = None;
+    let claim_batch = cfg.concurrency.div_ceil(4);
     loop {
         let level = stop.level();
         if level >= 1 || fatal.is_some() {
-            if held == 0 {
+            if held + reporting == 0 {
                 break;
             }
             let ends = *grace_ends.get_or_insert_with(|| Instant::now() + cfg.grace);
@@ -190,21 +211,28 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
             }
         }
         let mut wait = Duration::from_millis(250);
-        if level == 0 && fatal.is_none() && held < cfg.concurrency {
-            match cfg.api.claim(
-                &cfg.name,
-                cfg.concurrency - held,
-                cfg.lease.as_secs(),
-                &cfg.scope,
-                cfg.work.executor_type(),
-            ) {
+        // Free places are claimed for together: once a quarter of them are free (or all of
+        // them, or one has waited `CLAIM_HOLD`), so that short runs cost fewer claims.
+        // At most as many reports outstanding as places, so that a slow server slows claims.
+        let free = if reporting >= cfg.concurrency { 0 } else { cfg.concurrency - held };
+        let now = Instant::now();
+        let since = if free == 0 { None } else { Some(*free_since.get_or_insert(now)) };
+        free_since = since;
+        let held_off = since.is_some_and(|t| now >= t + CLAIM_HOLD);
+        let due = held + reporting == 0 || free >= claim_batch || held_off;
+        if let (0, None, false, Some(t)) = (level, &fatal, due, since) {
+            wait = (t + CLAIM_HOLD).saturating_duration_since(now);
+        }
+        if level == 0 && fatal.is_none() && free > 0 && due {
+            free_since = None;
+            match cfg.api.claim(&cfg.name, free, cfg.lease.as_secs(), &cfg.scope, cfg.work.executor_type()) {
                 Ok(runs) => {
                     outage.ok();
                     errors = 0;
                     if runs.is_empty() {
-                        wait = if held == 0 { plan::idle_wait(empty) } else { wait };
+                        wait = if held + reporting == 0 { plan::idle_wait(empty) } else { wait };
                         empty = empty.saturating_add(1);
-                        if cfg.until_idle && held == 0 {
+                        if cfg.until_idle && held + reporting == 0 {
                             if idle_seen {
                                 break;
                             }
@@ -220,7 +248,8 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
                         empty = 0;
                         for run in runs {
                             held += 1;
-                            start_run(cfg, stop, &outage, printer.clone(), run, tx.clone());
+                            let in_hand = held + reporting;
+                            start_run(&mut runners, in_hand, cfg, stop, &outage, printer.clone(), run, tx.clone());
                         }
                         if held < cfg.concurrency {
                             wait = Duration::ZERO;
@@ -241,10 +270,19 @@ pub fn run(cfg: &Config, stop: &Arc<Stop>, progress: &mut Progress) -> Result<Su
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
         };
-        while let Some(f) = next {
-            held -= 1;
-            progress.ran(&cfg.api, f.backfill);
-            record(&mut summary, f, progress);
+        while let Some(msg) = next {
+            match msg {
+                Msg::Freed => (held, reporting) = (held - 1, reporting + 1),
+                Msg::Done(f) => {
+                    if f.freed {
+                        reporting -= 1;
+                    } else {
+                        held -= 1;
+                    }
+                    progress.ran(&cfg.api, f.backfill);
+                    record(&mut summary, f, progress);
+                }
+            }
             next = rx.try_recv().ok();
         }
         progress.tick(&cfg.api);
@@ -285,13 +323,58 @@ fn record(summary: &mut Summary, f: Finished, progress: &Progress) {
     }
 }
 
+/// The threads that run the claimed runs, kept from one run to the next: as many as runs
+/// have been in hand at once, each running one at a time.
+struct Runners {
+    jobs: Sender<Job>,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    threads: usize,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Runners {
+    fn new() -> Runners {
+        let (jobs, queue) = mpsc::channel();
+        Runners { jobs, queue: Arc::new(Mutex::new(queue)), threads: 0 }
+    }
+
+    /// Runs `job` on a free thread, starting one when fewer than `in_hand` (the runs in hand,
+    /// this one included) exist, so that no run waits for another's thread. Without any
+    /// thread at all, the job is dropped unrun (its guard says so).
+    fn run(&mut self, in_hand: usize, job: Job) {
+        if self.threads < in_hand {
+            let queue = self.queue.clone();
+            let spawned = std::thread::Builder::new().name("run".into()).spawn(move || loop {
+                let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                let Ok(job) = next else { return };
+                // A panic is the run's alone (its guard reports it): the thread goes on.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            });
+            match spawned {
+                Ok(_) => self.threads += 1,
+                Err(e) if self.threads == 0 => {
+                    log::warn!("no thread could be started to run a run: {e}");
+                    return;
+                }
+                Err(e) => log::warn!("no more threads could be started ({e}): runs wait for one of {}", self.threads),
+            }
+        }
+        // The threads stop once the receiving end is gone, when the worker ends.
+        let _ = self.jobs.send(job);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn start_run(
+    runners: &mut Runners,
+    in_hand: usize,
     cfg: &Config,
     stop: &Arc<Stop>,
     outage: &Arc<Outage>,
     printer: Option<Printer>,
     run: Value,
-    tx: Sender<Finished>,
+    tx: Sender<Msg>,
 ) {
     let (cfg, stop, outage) = (cfg.clone(), stop.clone(), outage.clone());
     let id = run["id"].as_i64().unwrap_or(0);
@@ -302,22 +385,23 @@ fn start_run(
         run["execution_date"].as_str().unwrap_or("no date"),
         run["attempt"]
     );
-    let mut guard = Sent { tx: Some(tx), id, backfill, label, started: Instant::now() };
-    // Out of threads, the closure (and the guard in it) is dropped unrun: the guard reports the
-    // run as left to its lease, once, as for a thread that ends without an outcome.
-    let spawned = std::thread::Builder::new().name(format!("run-{id}")).spawn(move || {
-        let outcome = execute(&cfg, &stop, &outage, printer, &run, id);
-        guard.send(outcome);
-    });
-    if let Err(e) = spawned {
-        log::warn!("no thread could be started for run {id}: {e}");
-    }
+    let mut guard = Sent { tx: Some(tx), freed: false, id, backfill, label, started: Instant::now() };
+    // Out of threads, the job (and the guard in it) is dropped unrun: the guard reports the run
+    // as left to its lease, once, as for a run whose thread panics.
+    runners.run(
+        in_hand,
+        Box::new(move || {
+            let outcome = execute(&cfg, &stop, &outage, printer, &run, id, &mut || guard.free());
+            guard.send(outcome);
+        }),
+    );
 }
 
 /// Sends a run's outcome to the claiming loop exactly once: if the run's thread ends
 /// without one (a panic), as left to its lease, so that the loop never waits for it forever.
 struct Sent {
-    tx: Option<Sender<Finished>>,
+    tx: Option<Sender<Msg>>,
+    freed: bool,
     id: i64,
     backfill: Option<i64>,
     label: String,
@@ -325,16 +409,25 @@ struct Sent {
 }
 
 impl Sent {
+    /// The run's command has ended: its place is free (said once, before its outcome).
+    fn free(&mut self) {
+        if let (Some(tx), false) = (&self.tx, self.freed) {
+            self.freed = true;
+            let _ = tx.send(Msg::Freed);
+        }
+    }
+
     fn send(&mut self, outcome: Outcome) {
         if let Some(tx) = self.tx.take() {
             let label = std::mem::take(&mut self.label);
-            let _ = tx.send(Finished {
+            let _ = tx.send(Msg::Done(Finished {
+                freed: self.freed,
                 id: self.id,
                 backfill: self.backfill,
                 label,
                 took: self.started.elapsed(),
                 outcome,
-            });
+            }));
         }
     }
 }
@@ -357,7 +450,16 @@ enum Task {
 }
 
 /// Runs one claimed run to its end and reports it.
-fn execute(cfg: &Config, stop: &Stop, outage: &Outage, printer: Option<Printer>, run: &Value, id: i64) -> Outcome {
+/// `freed` says the run's command has ended, before its report is sent.
+fn execute(
+    cfg: &Config,
+    stop: &Stop,
+    outage: &Outage,
+    printer: Option<Printer>,
+    run: &Value,
+    id: i64,
+    freed: &mut dyn FnMut(),
+) -> Outcome {
     let started = Instant::now();
     let beat_every = (cfg.lease / 3).max(Duration::from_millis(500));
     let mut lease_ends = started + cfg.lease;
@@ -415,10 +517,14 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, printer: Option<Printer>,
             let why = format!("the command ran past --timeout {limit:?}; its process group was killed");
             let metrics = json!({"worker": cfg.name, "timed_out": true, "error": why,
                 "duration_seconds": started.elapsed().as_secs_f64()});
-            let metrics = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
-            return report(cfg, stop, outage, id, false, metrics, lease_ends, why);
+            let (metrics, log) = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
+            freed();
+            return report(cfg, stop, outage, id, false, (metrics, log), lease_ends, why);
         }
         if now >= next_beat {
+            if let Task::Command(r) = &task {
+                r.detach();
+            }
             match cfg.api.heartbeat(id, &cfg.name) {
                 Ok(()) => {
                     outage.ok();
@@ -497,8 +603,9 @@ fn execute(cfg: &Config, stop: &Stop, outage: &Outage, printer: Option<Printer>,
             (false, why.clone(), json!({"worker": cfg.name, "error": why, "duration_seconds": took}))
         }
     };
-    let metrics = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
-    report(cfg, stop, outage, id, completed, metrics, lease_ends, why)
+    let (metrics, log) = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
+    freed();
+    report(cfg, stop, outage, id, completed, (metrics, log), lease_ends, why)
 }
 
 /// Shipping a run's output to the server as its log.
@@ -526,6 +633,7 @@ impl Shipping {
             }
             return;
         }
+        r.detach();
         r.shipped(self.ship(cfg, id, offset, bytes));
         self.next = Instant::now() + if self.errors == 0 { output::SHIP_EVERY } else { plan::backoff(self.errors - 1) };
     }
@@ -579,8 +687,8 @@ impl Shipping {
 /// on a starved machine the reading threads may not have run for a while.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Adds the command's output tail to `metrics`, if there was a command, and ships the rest
-/// of its output.
+/// Adds the command's output tail to `metrics`, if there was a command, and what is left of
+/// its output: to go with the report when it is short, else shipped now.
 fn with_output(
     cfg: &Config,
     id: i64,
@@ -588,18 +696,23 @@ fn with_output(
     task: Task,
     shipping: &mut Shipping,
     lease_ends: Instant,
-) -> Value {
+) -> (Value, Option<(u64, Vec<u8>)>) {
+    let mut log = None;
     if let Task::Command(r) = task {
         let out = r.finish(OUTPUT_GRACE, |offset, bytes| shipping.ship(cfg, id, offset, bytes));
         let (tail, dropped) = out.tail;
         metrics["output_tail"] = json!(tail);
         metrics["output_bytes_before_tail"] = json!(dropped);
-        shipping.flush(cfg, id, out.outbox, lease_ends);
+        match out.outbox.with_report().filter(|_| !shipping.off) {
+            Some((offset, bytes)) => log = Some((offset, bytes.to_vec())),
+            None => shipping.flush(cfg, id, out.outbox, lease_ends),
+        }
     }
-    metrics
+    (metrics, log)
 }
 
-/// Reports the run, retrying while the server does not answer and the lease lasts.
+/// Reports the run, with the last chunk of its log if it has one, retrying while the server
+/// does not answer and the lease lasts (a chunk sent again is stored once).
 #[allow(clippy::too_many_arguments)]
 fn report(
     cfg: &Config,
@@ -607,13 +720,14 @@ fn report(
     outage: &Outage,
     id: i64,
     completed: bool,
-    metrics: Value,
+    (metrics, log): (Value, Option<(u64, Vec<u8>)>),
     lease_ends: Instant,
     why: String,
 ) -> Outcome {
     let mut tries = 0;
     loop {
-        match cfg.api.report(id, &cfg.name, completed, &metrics) {
+        let chunk = log.as_ref().map(|(offset, bytes)| (*offset, bytes.as_slice()));
+        match cfg.api.report(id, &cfg.name, completed, &metrics, chunk) {
             Ok(()) => {
                 outage.ok();
                 return if completed { Outcome::Completed } else { Outcome::Failed(why) };

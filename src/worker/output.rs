@@ -12,6 +12,9 @@ pub const SHIP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The most output a run holds unshipped (the server unreachable): past it, what comes is
 /// dropped until shipping resumes, and a line in the log says how much.
 pub const OUTBOX_BYTES: usize = 512 * 1024;
+/// The most output left at a command's end that goes with the report (as base64 in its
+/// JSON) rather than in a request of its own before it.
+pub const WITH_REPORT: usize = 256 * 1024;
 /// A line longer than this is shown in pieces of this length.
 const LINE_BYTES: usize = 8 * 1024;
 
@@ -61,6 +64,13 @@ impl Outbox {
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty() && self.dropped == 0
+    }
+
+    /// What is left to ship, if it may go with the report (at most `WITH_REPORT` bytes, and
+    /// no drop left to say): where it starts in the stream, and the bytes.
+    pub fn with_report(&self) -> Option<(u64, &[u8])> {
+        (self.dropped == 0 && !self.pending.is_empty() && self.pending.len() <= WITH_REPORT)
+            .then_some((self.offset, self.pending.as_slice()))
     }
 
     /// The server has the stream up to `received`: those bytes go; once there is room

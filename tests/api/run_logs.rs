@@ -239,3 +239,32 @@ fn logs_need_the_api_s_credentials() {
     let r = app.send_raw("POST", "/api/pipeline_runs/1/logs?worker=w&offset=0", &[], b"x".to_vec());
     assert_eq!(r.status, 401, "{:?}", r.body);
 }
+
+#[test]
+fn a_worker_s_report_may_carry_the_last_chunk_of_its_log() {
+    let app = spawn_app();
+    started_at(&app.base, "etl", 2);
+    let run = claim(&app.base, "w", 1)[0];
+    append(&app.base, run, "w", 0, b"first\n");
+    // `last\n` in base64, from offset 6; sent twice (a retry after a lost answer): once stored.
+    let report = json!({"pipeline_run": {"status": "completed", "worker": "w",
+        "log": {"offset": 6, "data": "bGFzdAo="}}});
+    for _ in 0..2 {
+        let r = app.send("PUT", &format!("/api/pipeline_runs/{run}"), &report);
+        assert_eq!((r.status, &r.body["pipeline_run"]["status"]), (200, &json!("completed")), "{:?}", r.body);
+    }
+    assert_eq!(read(&app.base, run, "", &[]).bytes, b"first\nlast\n");
+    // A chunk that is not base64, or without its offset: 400, and nothing is reported.
+    let other = claim(&app.base, "w", 1)[0];
+    for (log, says) in [
+        (json!({"offset": 0, "data": "not base64!"}), "base64"),
+        (json!({"data": "bGFzdAo="}), "offset"),
+        (json!("text"), "object"),
+    ] {
+        let bad = json!({"pipeline_run": {"status": "completed", "worker": "w", "log": log}});
+        let r = app.send("PUT", &format!("/api/pipeline_runs/{other}"), &bad);
+        let e = assert_error(&r, 400, "record_invalid");
+        assert!(r.body["error"]["errors"][0].as_str().unwrap().contains(says), "{e}: {:?}", r.body);
+    }
+    assert_eq!(app.get(&format!("/api/pipeline_runs/{other}")).body["pipeline_run"]["status"], "running");
+}
