@@ -12,7 +12,7 @@ use super::lifecycle::{follow_runs, settle};
 use super::{queries, Error, Result};
 use crate::domain::datetime::{self, DateTime};
 use crate::domain::model::{
-    Backfill, BackfillStatus, FieldError, Fields, NewPipelineRun, Object, PipelineRun, RunSettings, RunStatus,
+    self, Backfill, BackfillStatus, FieldError, Fields, NewPipelineRun, Object, PipelineRun, RunSettings, RunStatus,
 };
 use crate::store;
 
@@ -122,7 +122,11 @@ impl Report {
                 ),
             ));
         }
-        Ok(Report { status, worker, metrics: f.object("metrics")? })
+        let metrics = f.object("metrics")?;
+        if let Some(m) = &metrics {
+            model::check_object_size("metrics", m)?;
+        }
+        Ok(Report { status, worker, metrics })
     }
 }
 
