@@ -1261,7 +1261,7 @@ fn expiry_sweep(path: &Path) -> Expiry {
         backfill_id: None,
         executor_type: None,
     };
-    let claimed = dispatch::claim(&tx, &claim, 0, at).expect("a claim of 1,000").runs.len();
+    let claimed = dispatch::claim(&tx, &claim, 0, 8 << 20, at).expect("a claim of 1,000").runs.len();
     // While the 1,000 leases run (none due yet at T).
     let mean = |f: &dyn Fn()| {
         let t = Instant::now();

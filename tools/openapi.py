@@ -689,7 +689,8 @@ schemas["ClaimRequest"] = {
             "type": ["integer", "null"],
             "minimum": 1,
             "maximum": 1000,
-            "description": "The most runs to take (default 1).",
+            "description": "The most runs to take (default 1); fewer when they would take the answer past about "
+            "8 MiB (at least one).",
         },
         "lease_seconds": {
             "type": ["integer", "null"],

@@ -68,8 +68,10 @@ pub async fn update(
 pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let claim = Claim::parse(&body::object(&body::read(payload).await?)?, state.min_lease_seconds)?;
     let claims = state.claims.clone();
+    // A claim's answer is bounded as a page is: it takes no more runs than fit.
+    let answer_bytes = state.page_bytes as u64;
     let (claimed, schedules) = write(state.clone(), move |conn, now| {
-        let claimed = dispatch::claim(conn, &claim, claims.start(), now)?;
+        let claimed = dispatch::claim(conn, &claim, claims.start(), answer_bytes, now)?;
         // Kept even should the commit fail: the cursor only spreads claims, it promises nothing.
         claims.served(claimed.last_backfill);
         let schedules = queries::schedules_of(conn, &claimed.runs)?;

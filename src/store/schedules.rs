@@ -72,6 +72,20 @@ pub fn get_schedule_info(conn: &Connection, id: i64) -> rusqlite::Result<Option<
         .optional()
 }
 
+/// How many bytes the schedule `id`'s name, token and variables take (0 when there is no
+/// such schedule): what each of its runs' answers carries of it.
+pub fn schedule_answer_bytes(conn: &Connection, id: i64) -> rusqlite::Result<u64> {
+    use rusqlite::OptionalExtension;
+    let n: Option<i64> = conn
+        .prepare_cached(
+            "SELECT length(CAST(name AS BLOB)) + COALESCE(length(CAST(token AS BLOB)), 0) \
+             + COALESCE(length(CAST(variables AS BLOB)), 0) FROM pipeline_schedule WHERE id = ?1",
+        )?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(n.unwrap_or(0).unsigned_abs())
+}
+
 /// Schedules by id, as `schedules_by_id` reads them.
 pub type Schedules = HashMap<i64, ScheduleInfo>;
 

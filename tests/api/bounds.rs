@@ -271,3 +271,40 @@ fn a_page_stops_at_its_byte_budget_whatever_was_stored_and_its_cursor_goes_on() 
     assert!(kept < 20, "{kept}");
     assert_eq!((first["metadata"]["count"].as_u64(), first["metadata"]["next"].as_bool()), (Some(25), Some(true)));
 }
+
+#[test]
+fn a_claim_takes_no_more_runs_than_its_answer_has_room_for() {
+    // Arrange: 1,000 runs of 60 KiB of variables each, as they answer.
+    let app = spawn_app();
+    let mut fields = seed_fields("big variables");
+    fields["end_datetime"] = json!("2023-04-11T15:00:00Z");
+    fields["interval_units"] = json!(1);
+    fields["variables"] = object_of(60 << 10);
+    let id = app.create_backfill("p", fields);
+    assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
+
+    // Act: a claim of all of them.
+    let claim = || {
+        let mut resp = crate::helpers::agent()
+            .post(app.url("/api/pipeline_runs/claim"))
+            .send_json(json!({"worker": "w", "limit": 1000}))
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap()
+    };
+    let bytes = claim();
+
+    // Assert: an answer of at most 8 MiB, its runs leased and the others still waiting.
+    assert!(bytes.len() <= PAGE_BYTES, "a claim answered {} bytes", bytes.len());
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    let claimed = answer["pipeline_runs"].as_array().unwrap().len();
+    assert!((100..1000).contains(&claimed), "{claimed} runs claimed");
+    let counts = &app.read_backfill(id)["run_status_counts"];
+    assert_eq!(
+        (counts["running"].as_u64(), counts["initial"].as_u64()),
+        (Some(claimed as u64), Some(1000 - claimed as u64))
+    );
+    // The next claim goes on with the runs left.
+    let next: Value = serde_json::from_slice(&claim()).unwrap();
+    assert!(!next["pipeline_runs"].as_array().unwrap().is_empty());
+}
