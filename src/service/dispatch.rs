@@ -199,7 +199,9 @@ fn share(capacities: &[u64], limit: u64) -> Vec<u64> {
 /// one after `after` (where the previous claim stopped), wrapping around, and the runs
 /// shared among them round-robin; within a backfill the oldest dates go first (newest with
 /// `run_backwards`). Up to `EXPIRY_IN_CLAIM` expired leases are acted on first, so that
-/// their dates and their places under the limit are free again.
+/// their dates and their places under the limit are free again. No more runs than take
+/// about `answer_bytes` as the API answers them (`run_answer_bytes`), and at least one: a
+/// claim's answer is bounded as a page's is.
 pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, answer_bytes: u64, now: DateTime) -> Result<Claimed> {
     let expired = expire_leases(conn, now, EXPIRY_IN_CLAIM)?;
     let mut picked: Vec<Candidate> = vec![];
