@@ -67,6 +67,11 @@
 //! then "login: wrong password vs unknown email", 15 failed logins of each kind in turns,
 //! their medians (target: within 20% of each other and each at least 5 ms, a password
 //! checked either way, so that the time does not tell whether an email has an account).
+//! Then "large values on a fresh server", on a file of its own: a backfill with a 900 KB name
+//! (stored as an older version could), started, and a start of 100,000 runs with 60 KiB of
+//! variables (its time and how much the file and its WAL grew); then 4 connections reading
+//! 5 pages each of the first backfill's 1,000 runs at once (the largest answer, the server's
+//! resident memory before, at its peak and 2 s after).
 //! Only errors, scenarios with no answered request, an expiry sweep that did not act on its
 //! 1,000 leases, a worker that did not complete its backfill, a login not answered 401, and
 //! a probe unanswered or a stalled connection still open 10 s past the body deadline fail
@@ -127,6 +132,7 @@ const EXPIRY: &str = "expiry sweep";
 /// has stopped (see `fresh_server`).
 const FRESH_STALL: &str = "stalled bodies on a fresh server";
 const LOGINS: &str = "login: wrong password vs unknown email";
+const LARGE: &str = "large values on a fresh server";
 /// The fresh server's targets under the stalled bodies (reported, not enforced): its peak
 /// resident memory, all of it (VmRSS), in MiB, and its slowest answer to the probe, in ms.
 const STALL_RSS_MIB: f64 = 128.0;
@@ -1268,7 +1274,7 @@ fn expiry_sweep(path: &Path) -> Expiry {
         backfill_id: None,
         executor_type: None,
     };
-    let claimed = dispatch::claim(&tx, &claim, 0, at).expect("a claim of 1,000").runs.len();
+    let claimed = dispatch::claim(&tx, &claim, 0, 8 << 20, at).expect("a claim of 1,000").runs.len();
     // While the 1,000 leases run (none due yet at T).
     let mean = |f: &dyn Fn()| {
         let t = Instant::now();
@@ -1436,6 +1442,141 @@ fn logged_run(server: &Server) -> (i64, String) {
         size = answer["pipeline_run_log"]["size"].as_u64().expect("the log's size");
     }
     (id, format!("/api/pipeline_runs/{id}/logs?offset={}", size - (64 << 10)))
+}
+
+/// What large values cost a fresh server (`LARGE`).
+struct Large {
+    /// The start of 100,000 runs with 60 KiB of variables: its time, and how much the data
+    /// file and its WAL grew.
+    start: Duration,
+    start_growth: u64,
+    /// Pages of 1,000 runs whose backfill has a 900 KB name, four connections at once: the
+    /// largest answer, the runs it held, their time, the server's resident memory before,
+    /// at its peak, and 2 s after.
+    pages: usize,
+    largest_page: usize,
+    runs_in_page: usize,
+    pages_time: Duration,
+    rss_before_kib: u64,
+    rss_peak_kib: u64,
+    rss_after_kib: u64,
+    /// Answers other than a 200.
+    errors: u64,
+}
+
+/// On a server of its own on a fresh file: a backfill with a 900 KB name stored as an older
+/// version could (its 1,000 runs show it in their schedule's name), then a start of
+/// 100,000 runs with 60 KiB of variables, then 4 connections reading 5 pages each of the
+/// first backfill's 1,000 runs at once, the server's resident memory sampled every 10 ms.
+fn large_values(dir: &Path) -> Large {
+    let db = dir.join("large.db");
+    let conn = db::open(&db).expect("the large file");
+    let now = datetime::now();
+    let fields = backfilld::domain::model::BackfillFields {
+        name: "n".repeat(900_000),
+        block_uuid: None,
+        start_datetime: Some(datetime!(2024-01-01 00:00)),
+        end_datetime: Some(datetime!(2024-01-01 16:39)),
+        interval_type: Some(IntervalType::Minute),
+        interval_units: Some(1),
+        variables: None,
+        settings: None,
+    };
+    let named = store::backfills::insert_backfill(
+        &conn,
+        &backfilld::domain::model::NewBackfill::new("bench_large_name".into(), fields, now),
+    )
+    .expect("the named backfill");
+    drop(conn);
+    let (server, _) = start_server(&db);
+    let pid = server.child.id();
+    let mut errors = 0;
+    let mut expect_200 = |(status, body): (u16, Value)| {
+        if status != 200 {
+            eprintln!("bench: {LARGE}: {status} {body}");
+            errors += 1;
+        }
+        body
+    };
+    expect_200(send_json(
+        &server,
+        "PUT",
+        &format!("/api/backfills/{named}"),
+        &json!({"backfill": {"status": "initial"}}),
+    ));
+    let variables: serde_json::Map<String, Value> =
+        (0..60).map(|k| (format!("v{k:02}"), json!("x".repeat(1000)))).collect();
+    let created = expect_200(send_json(
+        &server,
+        "POST",
+        "/api/pipelines/bench_large_variables/backfills",
+        &json!({"backfill": {"name": "60 KiB of variables", "start_datetime": "2023-01-01T00:00:00Z",
+            "end_datetime": "2023-03-11T10:39:00Z", "interval_type": "minute", "interval_units": 1,
+            "variables": variables}}),
+    ));
+    let id = created["backfill"]["id"].as_i64().unwrap_or(0);
+    // Once what the create wrote is checkpointed, as the start scenario waits.
+    std::thread::sleep(Duration::from_secs(2));
+    let stored = || file_size(&db) + file_size(&server.wal);
+    let before = stored();
+    let t = Instant::now();
+    expect_200(send_json(&server, "PUT", &format!("/api/backfills/{id}"), &json!({"backfill": {"status": "initial"}})));
+    let start = t.elapsed();
+    let start_growth = stored().saturating_sub(before);
+
+    let rss_before_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = status_kib(pid, "VmRSS:").unwrap_or(0).max(peak);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let t = Instant::now();
+    let port = server.port;
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(port).expect("a connection");
+                (0..5)
+                    .map(|_| {
+                        match conn.send("GET", &format!("/api/pipeline_runs?backfill_id={named}&_limit=1000"), b"") {
+                            Ok((200, body)) => {
+                                let page: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                Some((body.len(), page["pipeline_runs"].as_array().map_or(0, Vec::len)))
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<Option<(usize, usize)>> = readers.into_iter().flat_map(|r| r.join().unwrap()).collect();
+    let pages_time = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let rss_peak_kib = sampler.join().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
+    errors += answers.iter().filter(|a| a.is_none()).count() as u64;
+    let (largest_page, runs_in_page) = answers.iter().flatten().copied().max().unwrap_or((0, 0));
+    Large {
+        start,
+        start_growth,
+        pages: answers.len(),
+        largest_page,
+        runs_in_page,
+        pages_time,
+        rss_before_kib,
+        rss_peak_kib,
+        rss_after_kib,
+        errors,
+    }
 }
 
 fn main() {
@@ -1639,6 +1780,7 @@ fn main() {
     drop(attack.join().unwrap());
     let expiry_selected = bench.selected(&[EXPIRY]);
     let (stall_selected, logins_selected) = (bench.selected(&[FRESH_STALL]), bench.selected(&[LOGINS]));
+    let large_selected = bench.selected(&[LARGE]);
     let rows = bench.rows;
     // Idle, the server is expected to truncate the WAL (to at most 128 MiB).
     let idle = if o.quick { 2 } else { 11 };
@@ -1658,6 +1800,10 @@ fn main() {
     } else {
         (None, None)
     };
+    let large = large_selected.then(|| {
+        let dir = tempfile::tempdir().expect("a folder for the large values' server");
+        large_values(dir.path())
+    });
 
     let (base_name, base) = &rows[0];
     let base_rps = base.rps();
@@ -1860,6 +2006,29 @@ fn main() {
         } else {
             eprintln!("bench: {LOGINS}: {} logins not answered 401", l.unexpected);
             failures += l.unexpected;
+            failed += 1;
+        }
+    }
+    if let Some(l) = &large {
+        println!(
+            "{LARGE}: a start of 100,000 runs with 60 KiB of variables in {:.2} s, the file and its WAL grew \
+             {:.1} MiB; {} pages of 1,000 runs whose backfill has a 900 KB name, 4 connections at once, in {:.2} s: \
+             answers of at most {:.2} MiB ({} runs), the server's RSS {:.1} MiB before, {:.1} MiB at peak, {:.1} MiB \
+             2 s after",
+            l.start.as_secs_f64(),
+            mib(l.start_growth, 1),
+            l.pages,
+            l.pages_time.as_secs_f64(),
+            mib(l.largest_page as u64, 1),
+            l.runs_in_page,
+            mib(l.rss_before_kib, 1024),
+            mib(l.rss_peak_kib, 1024),
+            mib(l.rss_after_kib, 1024)
+        );
+        if l.errors == 0 {
+            passed += 1;
+        } else {
+            failures += l.errors;
             failed += 1;
         }
     }

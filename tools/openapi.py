@@ -17,6 +17,11 @@ I64_MIN = -9223372036854775808
 RUST_WS = "\t\n\u000b\u000c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NONBLANK = "[^" + RUST_WS + "]"
 
+# What the API stores at most: characters of a name (Mage's `String(255)` columns), bytes of an
+# object's compact JSON (which JSON Schema cannot bound, so descriptions say it).
+NAME_CHARS = 255
+OBJECT_BOUND = "At most 64 KiB (65,536 bytes) of JSON, as written compactly: a larger object is a 400."
+
 RUN_STATUSES = ["initial", "running", "completed", "failed", "cancelled"]
 INTERVAL_TYPES = ["second", "minute", "hour", "day", "week", "month", "year", "custom"]
 
@@ -191,7 +196,11 @@ schemas["Metadata"] = {
             "minimum": 0,
             "description": "How many records match the filters (not the page size).",
         },
-        "next": {"type": "boolean", "description": "Whether more records follow this page."},
+        "next": {
+            "type": "boolean",
+            "description": "Whether more records follow this page. A page stops before the record that would take "
+            "the answer past 8 MiB, even short of `_limit` (it holds at least one record); `next` is then true.",
+        },
         "cursor": {
             "type": "string",
             "description": "Beyond Mage: where the next page starts; pass it as `_cursor` (instead of `_offset`) "
@@ -534,7 +543,8 @@ def positive_int_or_digits(maximum, digits_pattern, description):
 schemas["BackfillSettings"] = {
     "type": ["object", "null"],
     "description": "Kept as given (other keys are the client's own); an update's `settings` replaces the whole "
-    "object. backfilld reads these keys, each checked when a create or an update sends `settings`:",
+    "object. " + OBJECT_BOUND + " backfilld reads these keys, each checked when a create or an update sends "
+    "`settings`:",
     "properties": {
         "pipeline_run_limit": positive_int_or_digits(
             I64_MAX,
@@ -570,8 +580,9 @@ schemas["BackfillSettings"] = {
 WRITABLE = {
     "block_uuid": {
         "type": ["string", "null"],
+        "maxLength": NAME_CHARS,
         "description": "Custom code drives such a backfill: it has no run dates, and backfilld cannot start it. "
-        "An empty string is none.",
+        "An empty string is none. At most 255 characters.",
     },
     "start_datetime": {"anyOf": [sref("RequestDateTime"), {"type": "null"}]},
     "end_datetime": {
@@ -584,7 +595,10 @@ WRITABLE = {
         INT_STRING_POSITIVE,
         "At least 1; a JSON integer (`4`, not `4.0`) or a string of its digits.",
     ),
-    "variables": {"type": ["object", "null"], "description": "Given to every run (the run date's own keys win)."},
+    "variables": {
+        "type": ["object", "null"],
+        "description": "Given to every run (the run date's own keys win). " + OBJECT_BOUND,
+    },
     "settings": sref("BackfillSettings"),
     "is_paused": {
         "type": ["boolean", "null"],
@@ -592,7 +606,7 @@ WRITABLE = {
     },
 }
 
-NAME_DESC = "Required and not blank."
+NAME_DESC = "Required and not blank; at most 255 characters."
 schemas["BackfillCreate"] = {
     "type": "object",
     "description": "The writable keys of a new backfill; any other key (`id`, `status`, `metrics`, timestamps) is "
@@ -600,7 +614,13 @@ schemas["BackfillCreate"] = {
     "(and no `block_uuid` set) to start it.",
     "required": ["name"],
     "properties": {
-        "name": {"type": "string", "minLength": 1, "pattern": NONBLANK, "description": NAME_DESC},
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": NAME_CHARS,
+            "pattern": NONBLANK,
+            "description": NAME_DESC,
+        },
         **WRITABLE,
     },
 }
@@ -612,7 +632,13 @@ schemas["BackfillUpdate"] = {
     "`block_uuid`, or it has more run dates than `--max-runs`), or, once started, runs it again (409 when no date "
     "would); `cancelled` cancels it and its unfinished runs (409 when it has completed). Other keys are ignored.",
     "properties": {
-        "name": {"type": "string", "minLength": 1, "pattern": NONBLANK, "description": "Not blank (nor null)."},
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": NAME_CHARS,
+            "pattern": NONBLANK,
+            "description": "Not blank (nor null); at most 255 characters.",
+        },
         **WRITABLE,
         "status": {
             "type": ["string", "null"],
@@ -663,7 +689,8 @@ schemas["ClaimRequest"] = {
             "type": ["integer", "null"],
             "minimum": 1,
             "maximum": 1000,
-            "description": "The most runs to take (default 1).",
+            "description": "The most runs to take (default 1); fewer when they would take the answer past about "
+            "8 MiB (at least one).",
         },
         "lease_seconds": {
             "type": ["integer", "null"],
@@ -709,7 +736,7 @@ schemas["RunReport"] = {
             "anyOf": [WORKER_NAME, {"type": "null"}],
             "description": "The reporting worker, which must hold the run's lease; not blank, at most 200 characters.",
         },
-        "metrics": {"type": ["object", "null"], "description": "Stored on the run when given."},
+        "metrics": {"type": ["object", "null"], "description": "Stored on the run when given. " + OBJECT_BOUND},
         "log": {
             "type": ["object", "null"],
             "description": "With `worker`: the last chunk of the run's log, appended before the report in the same "
@@ -937,8 +964,9 @@ parameters = {
         "name": "pipeline_uuid",
         "in": "path",
         "required": True,
-        "description": "The new backfill's pipeline: any non-blank value (backfilld keeps no pipelines).",
-        "schema": {"type": "string", "minLength": 1, "pattern": NONBLANK},
+        "description": "The new backfill's pipeline: any non-blank value of at most 255 characters (backfilld "
+        "keeps no pipelines); a longer one is a 400.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": NAME_CHARS, "pattern": NONBLANK},
         "example": "example_pipeline",
     },
     "Limit": {

@@ -26,19 +26,22 @@ async fn respond_with_listing(
         Start::Offset(n) => n,
         Start::After(_) => 0,
     };
-    let listing = read_at_offset(state, offset, fetch).await?;
+    let listing = read_at_offset(state.clone(), offset, fetch).await?;
     let no_runs = RunStatusCounts::new();
     let rows: Vec<BackfillJson> = listing
         .backfills
         .iter()
         .map(|b| BackfillJson::new(b, listing.counts.as_ref().map(|c| c.get(&b.id).unwrap_or(&no_runs))))
         .collect();
-    let cursor = listing
-        .backfills
-        .last()
-        .filter(|_| listing.next)
-        .map(|b| encode_cursor(ListingKey { created_at: b.created_at, id: b.id }));
-    Ok(collection("backfills", &rows, &Metadata { count: listing.total, next: listing.next, cursor }))
+    collection("backfills", &rows, state.page_bytes, |kept| {
+        // Past its byte budget, the page ends early and the next starts after what it kept.
+        let next = listing.next || kept < rows.len();
+        let cursor = listing.backfills[..kept]
+            .last()
+            .filter(|_| next)
+            .map(|b| encode_cursor(ListingKey { created_at: b.created_at, id: b.id }));
+        Metadata { count: listing.total, next, cursor }
+    })
 }
 
 /// `GET /api/backfills`

@@ -127,18 +127,46 @@ struct Metadata {
     cursor: Option<String>,
 }
 
-/// `{"<key>": [records], "metadata": {...}}`, serialized straight from the records.
-fn collection<T: Serialize>(key: &'static str, records: &[T], metadata: &Metadata) -> HttpResponse {
-    struct Page<'a, T>(&'static str, &'a [T], &'a Metadata);
-    impl<T: Serialize> Serialize for Page<'_, T> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut map = s.serialize_map(Some(2))?;
-            map.serialize_entry(self.0, self.1)?;
-            map.serialize_entry("metadata", self.2)?;
-            map.end()
+/// `{"<key>": [records], "metadata": {...}}`, serialized straight from the records, each
+/// once, at most `budget` bytes: the records that would take the answer past it are left
+/// for the next page, whatever their size. `metadata(kept)` says what follows the first
+/// `kept` records. A page holds at least one record, or none could be reached; only a
+/// record stored beyond the API's bounds (`domain::model::MAX_OBJECT_BYTES`: imported) can
+/// be larger than a budget on its own.
+fn collection<T: Serialize>(
+    key: &'static str,
+    records: &[T],
+    budget: usize,
+    metadata: impl FnOnce(usize) -> Metadata,
+) -> Result<HttpResponse, ApiError> {
+    // Room kept for the metadata, which is far smaller (two numbers and a cursor).
+    const METADATA_ROOM: usize = 256;
+    let mut out = Vec::with_capacity(budget.min(64 << 10));
+    out.push(b'{');
+    serde_json::to_writer(&mut out, key).map_err(unwritable)?;
+    out.extend_from_slice(b":[");
+    let mut kept = 0;
+    for record in records {
+        let mark = out.len();
+        if kept > 0 {
+            out.push(b',');
         }
+        serde_json::to_writer(&mut out, record).map_err(unwritable)?;
+        if kept > 0 && out.len() + METADATA_ROOM > budget {
+            out.truncate(mark);
+            break;
+        }
+        kept += 1;
     }
-    HttpResponse::Ok().json(Page(key, records, metadata))
+    out.extend_from_slice(b"],\"metadata\":");
+    serde_json::to_writer(&mut out, &metadata(kept)).map_err(unwritable)?;
+    out.push(b'}');
+    Ok(HttpResponse::Ok().content_type(actix_web::http::header::ContentType::json()).body(out))
+}
+
+/// A record that JSON cannot write (none of the wire's shapes is such).
+fn unwritable(e: serde_json::Error) -> ApiError {
+    ApiError::Internal(Box::new(e))
 }
 
 /// A read on the engine (`engine::Engine::read`): a few index lookups, on this thread.

@@ -31,12 +31,16 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
         RunStart::Offset(n) => n,
         RunStart::Below(_) => 0,
     };
-    let (mut runs, count, schedules) = read_at_offset(state, offset, fetch).await?;
-    let next = runs.len() as u64 > limit;
+    let (mut runs, count, schedules) = read_at_offset(state.clone(), offset, fetch).await?;
+    let more = runs.len() as u64 > limit;
     runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let cursor = runs.last().filter(|_| next).map(|r| encode_run_cursor(r.id));
     let rows: Vec<PipelineRunJson> = runs.iter().map(|r| PipelineRunJson::new(r, &schedules)).collect();
-    Ok(collection("pipeline_runs", &rows, &Metadata { count, next, cursor }))
+    collection("pipeline_runs", &rows, state.page_bytes, |kept| {
+        // Past its byte budget, the page ends early and the next starts after what it kept.
+        let next = more || kept < rows.len();
+        let cursor = runs[..kept].last().filter(|_| next).map(|r| encode_run_cursor(r.id));
+        Metadata { count, next, cursor }
+    })
 }
 
 /// `GET /api/pipeline_runs/{id}`
@@ -84,8 +88,10 @@ pub async fn update(
 pub async fn claim(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let claim = Claim::parse(&body::object(&body::read(payload).await?)?, state.min_lease_seconds)?;
     let claims = state.claims.clone();
+    // A claim's answer is bounded as a page is: it takes no more runs than fit.
+    let answer_bytes = state.page_bytes as u64;
     let (claimed, schedules) = write(state.clone(), move |conn, now| {
-        let claimed = dispatch::claim(conn, &claim, claims.start(), now)?;
+        let claimed = dispatch::claim(conn, &claim, claims.start(), answer_bytes, now)?;
         // Kept even should the commit fail: the cursor only spreads claims, it promises nothing.
         claims.served(claimed.last_backfill);
         let schedules = queries::schedules_of(conn, &claimed.runs)?;

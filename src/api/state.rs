@@ -39,9 +39,17 @@ pub struct Settings {
     /// The most bytes all runs' logs may store together; past it, the logs of the oldest
     /// finished runs are deleted.
     pub max_log_bytes: u64,
+    /// The most bytes of records one page of backfills or runs answers: a page stops short
+    /// of its `_limit` rather than pass it (`DEFAULT_PAGE_BYTES`; tests lower it).
+    pub page_bytes: usize,
     /// How the engine runs: its reading connections, the sweep's period, the WAL's bound.
     pub engine: engine::Settings,
 }
+
+/// How many bytes a page answers at most unless set: 8 MiB, some hundred records of the
+/// largest the API stores (64 KiB of variables, 64 KiB of metrics), and a thousand of the
+/// usual size.
+pub const DEFAULT_PAGE_BYTES: usize = 8 << 20;
 
 /// `--max-log-bytes` unless given: 1 GiB.
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 1 << 30;
@@ -58,6 +66,7 @@ impl Default for Settings {
             session_lifetime: accounts::DEFAULT_SESSION_SECONDS,
             min_lease_seconds: dispatch::MIN_LEASE_SECONDS,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            page_bytes: DEFAULT_PAGE_BYTES,
             engine: engine::Settings::default(),
         }
     }
@@ -85,6 +94,7 @@ pub struct AppState {
     pub(super) session_lifetime: i64,
     pub(super) min_lease_seconds: i64,
     pub(super) max_log_bytes: u64,
+    pub(super) page_bytes: usize,
     /// The data file's secret that signs sessions' JWTs.
     pub(super) jwt_secret: Vec<u8>,
     /// What `/metrics` reports.
@@ -119,6 +129,7 @@ impl AppState {
             session_lifetime: settings.session_lifetime,
             min_lease_seconds: settings.min_lease_seconds,
             max_log_bytes: settings.max_log_bytes,
+            page_bytes: settings.page_bytes,
             jwt_secret,
             metrics: Metrics::new(),
             claims: Arc::default(),

@@ -89,6 +89,7 @@ pub(super) fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) ->
         _ => Error::Listen { bind: args.bind.clone(), source },
     })?;
     let local = listener.local_addr().map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
+    return_large_allocations();
     let state = Arc::new(AppState::open(&args.db.db, settings(&args, required, api_keys, workers))?);
     let path = std::fs::canonicalize(&args.db.db).unwrap_or_else(|_| args.db.db.clone());
     log::info!(
@@ -108,6 +109,19 @@ pub(super) fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) ->
     served?;
     log::info!("stopped");
     Ok(())
+}
+
+/// Makes the allocator give large blocks (a page's answer, up to 8 MiB) back to the system
+/// once freed, so that the server's memory goes back down after large answers. glibc maps
+/// such a block of its own and unmaps it when freed, but raises that threshold to the
+/// largest block freed so far (up to 32 MiB): after one large answer, the next come from its
+/// heaps, which keep the memory. A fixed threshold turns that off.
+fn return_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt sets one of the allocator's parameters, under the allocator's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// Ctrl-C and SIGTERM stop the server: the first gracefully (no new connections; the

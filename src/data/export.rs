@@ -62,7 +62,7 @@ pub fn export(conn: &mut Connection, out: impl Write) -> Result<Summary, ExportE
     out.write_all(b"\n],\n\"pipeline_runs\": [")?;
     store::pipeline_runs::for_each_pipeline_run(&tx, |r, schedule| -> Result<(), ExportError> {
         out.write_all(if summary.pipeline_runs == 0 { b"\n" } else { b",\n" })?;
-        let json = PipelineRunJson::with_schedule(&r, schedule.as_ref());
+        let json = PipelineRunJson::with_schedule(&r, schedule);
         serde_json::to_writer(&mut out, &json).map_err(std::io::Error::from)?;
         summary.pipeline_runs += 1;
         Ok(())

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::domain::datetime::DateTime;
 use crate::domain::model::{
-    BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, NewPipelineRun, Object, RunStatus,
+    self, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, NewPipelineRun, Object, RunStatus,
 };
 use crate::store;
 use crate::store::schedules::NewPipelineSchedule;
@@ -184,6 +184,14 @@ fn parse_run(obj: &Object, now: DateTime) -> Result<NewPipelineRun, FieldError> 
     })
 }
 
+/// A warning for each value the API would refuse for its size (`model::MAX_NAME_CHARS`,
+/// `model::MAX_OBJECT_BYTES`): an older version may have stored it, so the import keeps it.
+fn warn_over_bounds(errors: impl Iterator<Item = FieldError>) {
+    for e in errors {
+        log::warn!("{e}: kept as it is, though the API would refuse it now");
+    }
+}
+
 /// Makes the schedule `id`, created at `at`, when no schedule has it yet.
 fn ensure_schedule(
     conn: &Connection,
@@ -202,6 +210,7 @@ fn ensure_schedule(
             name,
             pipeline_uuid: pipeline_uuid.to_string(),
             schedule_interval: "@once".into(),
+            variables: None,
             created_at: at,
         },
     )?;
@@ -299,6 +308,8 @@ impl Loader<'_> {
     fn backfill(&mut self, i: usize, obj: &Object) -> Result<(), ImportError> {
         let at = |e: FieldError| e.within(&format!("backfills[{i}]."));
         let b = parse_backfill(obj, self.now).map_err(at)?;
+        let uuid = model::check_name_length("pipeline_uuid", &b.pipeline_uuid).err();
+        warn_over_bounds(uuid.into_iter().chain(b.fields.over_bounds()).map(at));
         if let Some(id) = b.id {
             if store::backfills::pipeline_of(self.conn, id)?.is_some() {
                 return Err(at(FieldError::new("id", format!("a backfill with id {id} exists already"))).into());
@@ -344,6 +355,9 @@ impl Loader<'_> {
         if r.pipeline_uuid.trim().is_empty() {
             return Err(at(FieldError::new("pipeline_uuid", "is required when backfill_id is not given")).into());
         }
+        let uuid = model::check_name_length("pipeline_uuid", &r.pipeline_uuid).err();
+        let metrics = r.metrics.as_ref().and_then(|m| model::check_object_size("metrics", m).err());
+        warn_over_bounds(uuid.into_iter().chain(metrics).map(at));
         if let Some(id) = r.id {
             if store::pipeline_runs::get_pipeline_run(self.conn, id)?.is_some() {
                 return Err(at(FieldError::new("id", format!("a pipeline run with id {id} exists already"))).into());
@@ -734,6 +748,7 @@ mod tests {
             name: "kept".into(),
             pipeline_uuid: "p".into(),
             schedule_interval: "@once".into(),
+            variables: None,
             created_at: datetime!(2030-01-01 00:00),
         };
         store::schedules::insert_pipeline_schedule(&conn, &future).unwrap();

@@ -194,6 +194,54 @@ impl Fields<'_> {
     }
 }
 
+/// The most characters the API stores in a `name`, `pipeline_uuid` or `block_uuid`: Mage's
+/// columns are `String(255)`.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// The most bytes of JSON (as written compactly) the API stores in a backfill's `variables`
+/// or `settings`, or in a run's `metrics`. Every run of a backfill shows its variables, so
+/// their size multiplies in every page of runs.
+pub const MAX_OBJECT_BYTES: usize = 64 << 10;
+
+/// `value` of `field` refused when longer than `MAX_NAME_CHARS` characters.
+pub fn check_name_length(field: &str, value: &str) -> Result<(), FieldError> {
+    let n = value.chars().count();
+    if n > MAX_NAME_CHARS {
+        return Err(FieldError::new(field, format!("must be at most {MAX_NAME_CHARS} characters, got {n}")));
+    }
+    Ok(())
+}
+
+/// `value` of `field` refused when its JSON takes more than `MAX_OBJECT_BYTES` bytes.
+pub fn check_object_size(field: &str, value: &Object) -> Result<(), FieldError> {
+    let n = json_size(value);
+    if n > MAX_OBJECT_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_OBJECT_BYTES} bytes of JSON (64 KiB), got {n} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// How many bytes `value` takes as compact JSON, counted without writing it out.
+pub fn json_size(value: &Object) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a map of JSON values to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// The writable keys of a backfill, checked: what a create or an update may set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackfillFields {
@@ -226,6 +274,19 @@ impl BackfillFields {
         };
         fields.check()?;
         Ok(fields)
+    }
+
+    /// Each of the fields above what the API stores (`MAX_NAME_CHARS`, `MAX_OBJECT_BYTES`).
+    /// The API refuses a create or an update that sends one; an import keeps it, warning:
+    /// an older version may have stored it.
+    pub fn over_bounds(&self) -> Vec<FieldError> {
+        let names = [("name", Some(&self.name)), ("block_uuid", self.block_uuid.as_ref())];
+        let objects = [("variables", self.variables.as_ref()), ("settings", self.settings.as_ref())];
+        names
+            .into_iter()
+            .filter_map(|(field, v)| v.and_then(|v| check_name_length(field, v).err()))
+            .chain(objects.into_iter().filter_map(|(field, v)| v.and_then(|v| check_object_size(field, v).err())))
+            .collect()
     }
 
     /// The cross-field rules; `parse` calls it, and so must anything that merges fields.
@@ -511,6 +572,33 @@ mod tests {
             let e = BackfillFields::parse(&obj(input)).unwrap_err();
             assert_eq!(e.field, field, "{why}: {e}");
         }
+    }
+
+    #[test]
+    fn fields_over_the_bounds_are_each_named() {
+        let big = "x".repeat(MAX_OBJECT_BYTES);
+        let f = BackfillFields::parse(&obj(json!({
+            "name": "n".repeat(MAX_NAME_CHARS),
+            "block_uuid": "é".repeat(MAX_NAME_CHARS),
+            "variables": {"v": "x".repeat(MAX_OBJECT_BYTES - 8)},
+            "settings": {},
+        })))
+        .unwrap();
+        assert_eq!(f.over_bounds(), vec![], "255 characters (not bytes) and 64 KiB exactly are within");
+        let f = BackfillFields::parse(&obj(json!({
+            "name": "n".repeat(MAX_NAME_CHARS + 1),
+            "block_uuid": "b",
+            "variables": {"v": big},
+            "settings": {"s": big},
+        })))
+        .unwrap();
+        let fields: Vec<String> = f.over_bounds().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["name", "variables", "settings"]);
+        assert_eq!(
+            check_name_length("name", &"n".repeat(256)).unwrap_err().to_string(),
+            "name: must be at most 255 characters, got 256"
+        );
+        assert_eq!(json_size(&obj(json!({"a": [1, "é"]}))), r#"{"a":[1,"é"]}"#.len());
     }
 
     #[test]

@@ -238,6 +238,7 @@ mod tests {
             name: "s".into(),
             pipeline_uuid: "p".into(),
             schedule_interval: "@once".into(),
+            variables: None,
             created_at: now,
         };
         Ok(insert_pipeline_schedule(conn, &s)?)

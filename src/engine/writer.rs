@@ -210,6 +210,7 @@ mod tests {
             name: name.into(),
             pipeline_uuid: "p".into(),
             schedule_interval: "@once".into(),
+            variables: None,
             created_at: now,
         };
         insert_pipeline_schedule(conn, &s)

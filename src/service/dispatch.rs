@@ -12,7 +12,7 @@ use super::lifecycle::{follow_runs, settle};
 use super::{queries, Error, Result};
 use crate::domain::datetime::{self, DateTime};
 use crate::domain::model::{
-    Backfill, BackfillStatus, FieldError, Fields, NewPipelineRun, Object, PipelineRun, RunSettings, RunStatus,
+    self, Backfill, BackfillStatus, FieldError, Fields, NewPipelineRun, Object, PipelineRun, RunSettings, RunStatus,
 };
 use crate::store;
 
@@ -122,7 +122,11 @@ impl Report {
                 ),
             ));
         }
-        Ok(Report { status, worker, metrics: f.object("metrics")? })
+        let metrics = f.object("metrics")?;
+        if let Some(m) = &metrics {
+            model::check_object_size("metrics", m)?;
+        }
+        Ok(Report { status, worker, metrics })
     }
 }
 
@@ -195,8 +199,10 @@ fn share(capacities: &[u64], limit: u64) -> Vec<u64> {
 /// one after `after` (where the previous claim stopped), wrapping around, and the runs
 /// shared among them round-robin; within a backfill the oldest dates go first (newest with
 /// `run_backwards`). Up to `EXPIRY_IN_CLAIM` expired leases are acted on first, so that
-/// their dates and their places under the limit are free again.
-pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) -> Result<Claimed> {
+/// their dates and their places under the limit are free again. No more runs than take
+/// about `answer_bytes` as the API answers them (`run_answer_bytes`), and at least one: a
+/// claim's answer is bounded as a page's is.
+pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, answer_bytes: u64, now: DateTime) -> Result<Claimed> {
     let expired = expire_leases(conn, now, EXPIRY_IN_CLAIM)?;
     let mut picked: Vec<Candidate> = vec![];
     if let Some(id) = c.backfill_id {
@@ -236,12 +242,31 @@ pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) 
     };
     let mut runs = vec![];
     let mut last_backfill = after;
+    let mut room = answer_bytes;
     for (Candidate { backfill: b, settings, .. }, take) in picked.iter().zip(share(&capacities, c.limit)) {
         if take == 0 {
             continue;
         }
-        let ids = store::pipeline_runs::waiting_runs(conn, b.id, take, settings.run_backwards)?;
-        runs.extend(store::pipeline_runs::claim_runs(conn, b.id, &b.pipeline_uuid, &ids, lease, now)?);
+        let mut ids = store::pipeline_runs::waiting_runs(conn, b.id, take, settings.run_backwards)?;
+        // As many as the answer has room for, by the size of the first (a backfill's runs
+        // differ in their dates alone), and at least one run a claim.
+        let Some(first) =
+            ids.first().map(|id| store::pipeline_runs::get_pipeline_run(conn, *id)).transpose()?.flatten()
+        else {
+            continue;
+        };
+        let shared = match first.pipeline_schedule_id {
+            Some(id) => store::schedules::schedule_answer_bytes(conn, id)?,
+            None => 0,
+        };
+        let fit = room / run_answer_bytes(&first, shared).max(1);
+        ids.truncate(usize::try_from(fit.max(u64::from(runs.is_empty()))).unwrap_or(usize::MAX));
+        if ids.is_empty() {
+            break;
+        }
+        let claimed = store::pipeline_runs::claim_runs(conn, b.id, &b.pipeline_uuid, &ids, lease, now)?;
+        room = claimed.iter().fold(room, |room, r| room.saturating_sub(run_answer_bytes(r, shared)));
+        runs.extend(claimed);
         if b.status == Some(BackfillStatus::Initial) {
             // Its first run has begun: it is running now.
             follow_runs(conn, b.id, false, now)?;
@@ -249,6 +274,24 @@ pub fn claim(conn: &rusqlite::Connection, c: &Claim, after: i64, now: DateTime) 
         last_backfill = b.id;
     }
     Ok(Claimed { runs, expired, last_backfill })
+}
+
+/// What a run takes, about, in a claim's answer: the keys and values every run has, its own
+/// objects and strings, and its schedule's name, token and variables (`shared`:
+/// `store::schedules::schedule_answer_bytes`), which it answers merged with its own.
+fn run_answer_bytes(run: &PipelineRun, shared: u64) -> u64 {
+    /// The keys, timestamps, numbers and nulls of a run's JSON, rounded up.
+    const FIXED: usize = 1024;
+    let object = |o: &Option<Object>| o.as_ref().map_or(0, model::json_size);
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let own = FIXED
+        + object(&run.variables)
+        + object(&run.event_variables)
+        + object(&run.metrics)
+        + run.pipeline_uuid.len()
+        + text(&run.worker)
+        + text(&run.executor_type);
+    shared.saturating_add(own as u64)
 }
 
 fn lease_end(now: DateTime, seconds: i64) -> Result<DateTime> {

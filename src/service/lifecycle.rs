@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{queries, Error, Result};
 use crate::domain::datetime::{self, DateTime};
 use crate::domain::model::{
-    Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, Object, Reprocess, RunSettings,
+    self, Backfill, BackfillFields, BackfillStatus, FieldError, Fields, NewBackfill, Object, Reprocess, RunSettings,
     RunStatus,
 };
 use crate::domain::schedule::{RunDate, Schedule};
@@ -70,13 +70,24 @@ fn fields_object(f: &BackfillFields) -> Object {
     m
 }
 
-/// `POST /api/pipelines/:pipeline_uuid/backfills`.
-pub fn create(conn: &rusqlite::Connection, pipeline_uuid: &str, body: &Object, now: DateTime) -> Result<Backfill> {
+/// A create's (and a preview's) checks of the pipeline and the body's fields, bounds
+/// included (`BackfillFields::over_bounds`).
+fn parse_new(pipeline_uuid: &str, body: &Object) -> Result<BackfillFields> {
     if pipeline_uuid.trim().is_empty() {
         return Err(FieldError::new("pipeline_uuid", "must not be blank").into());
     }
+    model::check_name_length("pipeline_uuid", pipeline_uuid)?;
     let fields = BackfillFields::parse(body)?;
+    if let Some(e) = fields.over_bounds().into_iter().next() {
+        return Err(e.into());
+    }
     RunSettings::parse(fields.settings.as_ref())?;
+    Ok(fields)
+}
+
+/// `POST /api/pipelines/:pipeline_uuid/backfills`.
+pub fn create(conn: &rusqlite::Connection, pipeline_uuid: &str, body: &Object, now: DateTime) -> Result<Backfill> {
+    let fields = parse_new(pipeline_uuid, body)?;
     let mut new = NewBackfill::new(pipeline_uuid.to_string(), fields, now);
     new.is_paused = Fields(body).boolean("is_paused")?.unwrap_or(false);
     let id = store::backfills::insert_backfill(conn, &new)?;
@@ -105,6 +116,11 @@ pub fn update(
         }
     }
     let fields = BackfillFields::parse(&merged)?;
+    // Only the keys sent: a stored value above a bound (imported from an older version) does
+    // not block other changes.
+    if let Some(e) = fields.over_bounds().into_iter().find(|e| body.contains_key(&e.field)) {
+        return Err(e.into());
+    }
     if body.contains_key("settings") {
         // Only when sent: a stored value from before these rules does not block other changes.
         RunSettings::parse(fields.settings.as_ref())?;
@@ -203,11 +219,7 @@ pub struct Preview {
 /// `POST /api/pipelines/:pipeline_uuid/backfills/preview`: a create's checks, then a start's,
 /// on the body alone. Reads and writes nothing.
 pub fn preview(pipeline_uuid: &str, body: &Object, limits: Limits, offset: u64, limit: u64) -> Result<Preview> {
-    if pipeline_uuid.trim().is_empty() {
-        return Err(FieldError::new("pipeline_uuid", "must not be blank").into());
-    }
-    let fields = BackfillFields::parse(body)?;
-    RunSettings::parse(fields.settings.as_ref())?;
+    let fields = parse_new(pipeline_uuid, body)?;
     Fields(body).boolean("is_paused")?;
     let schedule = startable(&fields, limits)?;
     let total = schedule.count();
@@ -224,6 +236,14 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
     let count = schedule.count();
     let f = &b.fields;
 
+    // The backfill's variables are kept once, on the schedule its runs hang from, without
+    // the date keys, which each run keeps as its own variables and which win over them: a run
+    // answers both merged (`wire::PipelineRunJson`). Written into every run, they would cost
+    // a start (and each page of runs) their size times the runs.
+    let mut shared = f.variables.clone().unwrap_or_default();
+    for key in RUN_DATE_KEYS {
+        shared.remove(key);
+    }
     let schedule_id = store::schedules::insert_pipeline_schedule(
         conn,
         &NewPipelineSchedule {
@@ -231,17 +251,10 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
             name: format!("Backfill {}", f.name),
             pipeline_uuid: b.pipeline_uuid.clone(),
             schedule_interval: "@once".into(),
+            variables: (!shared.is_empty()).then_some(shared),
             created_at: now,
         },
     )?;
-    // Each run's variables: the backfill's, with the date's own keys winning, written as
-    // JSON text directly (a hundred thousand maps would cost more than the inserts).
-    let mut base = f.variables.clone().unwrap_or_default();
-    for key in RUN_DATE_KEYS {
-        base.remove(key);
-    }
-    let base = Value::Object(base).to_string();
-    let prefix = if base == "{}" { "{".to_string() } else { format!("{},", &base[..base.len() - 1]) };
     let common = store::pipeline_runs::StartedRuns {
         pipeline_schedule_id: schedule_id,
         pipeline_uuid: &b.pipeline_uuid,
@@ -254,8 +267,10 @@ fn start(conn: &rusqlite::Connection, b: &mut Backfill, limits: Limits, now: Dat
     let had_runs = store::pipeline_runs::backfill_has_runs(conn, b.id)?;
     let mut batch: Vec<(DateTime, String)> = Vec::with_capacity(store::pipeline_runs::START_BATCH);
     for rd in schedule.run_dates_from(0) {
-        let mut variables = String::with_capacity(prefix.len() + 360);
-        variables.push_str(&prefix);
+        // Written as JSON text directly: a hundred thousand maps would cost more than the
+        // inserts.
+        let mut variables = String::with_capacity(360);
+        variables.push('{');
         rd.push_variables_json(&mut variables);
         variables.push('}');
         batch.push((rd.execution_date, variables));

@@ -290,26 +290,28 @@ pub fn get_pipeline_run(conn: &Connection, id: i64) -> rusqlite::Result<Option<P
 
 /// Calls `f` with every run, by id, and the schedule it hangs from (when it names one that
 /// exists), as one statement steps through the table: one row in memory at a time, whatever
-/// the table holds (`export`). The schedule is a primary-key lookup per run, in the same
-/// statement. The first error `f` returns stops the walk and is returned.
+/// the table holds (`export`). The first error `f` returns stops the walk and is returned.
 pub fn for_each_pipeline_run<E: From<rusqlite::Error>>(
     conn: &Connection,
-    mut f: impl FnMut(PipelineRun, Option<ScheduleInfo>) -> Result<(), E>,
+    mut f: impl FnMut(PipelineRun, Option<&ScheduleInfo>) -> Result<(), E>,
 ) -> Result<(), E> {
-    // The run's columns under their own names, which `from_row` reads them by.
-    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("r.{c} AS {c}")).collect();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {}, s.id AS s_id, s.name AS s_name, s.token AS s_token \
-         FROM pipeline_run AS r LEFT JOIN pipeline_schedule AS s ON s.id = r.pipeline_schedule_id ORDER BY r.id",
-        columns.join(", ")
-    ))?;
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM pipeline_run ORDER BY id"))?;
     let mut rows = stmt.query([])?;
+    // Runs in id order come in long stretches of one schedule (a start's), so the schedule
+    // is read, and its variables parsed, once per stretch rather than once per run.
+    let mut last: Option<(i64, Option<ScheduleInfo>)> = None;
     while let Some(row) = rows.next()? {
-        let schedule = match row.get::<_, Option<i64>>("s_id")? {
-            Some(_) => Some(ScheduleInfo { name: row.get("s_name")?, token: row.get("s_token")? }),
+        let run = from_row(row)?;
+        let schedule = match run.pipeline_schedule_id {
             None => None,
+            Some(id) => {
+                if last.as_ref().is_none_or(|(last_id, _)| *last_id != id) {
+                    last = Some((id, super::schedules::get_schedule_info(conn, id)?));
+                }
+                last.as_ref().and_then(|(_, s)| s.as_ref())
+            }
         };
-        f(from_row(row)?, schedule)?;
+        f(run, schedule)?;
     }
     Ok(())
 }

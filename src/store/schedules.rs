@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
-use super::micros;
+use super::{json_text, micros, opt_object};
 use crate::domain::datetime::DateTime;
+use crate::domain::model::Object;
 
 /// A pipeline schedule to insert; `id` is assigned when absent.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,15 +17,25 @@ pub struct NewPipelineSchedule {
     pub pipeline_uuid: String,
     /// Mage's schedule interval; a backfill's is `@once`.
     pub schedule_interval: String,
+    /// What every run of the schedule has in its variables unless the run's own say
+    /// otherwise (a started backfill's variables, kept once rather than in each run).
+    pub variables: Option<Object>,
     pub created_at: DateTime,
 }
 
 pub fn insert_pipeline_schedule(conn: &Connection, s: &NewPipelineSchedule) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO pipeline_schedule (id, name, pipeline_uuid, schedule_interval, created_at, updated_at, token) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, lower(hex(randomblob(16))))",
+        "INSERT INTO pipeline_schedule (id, name, pipeline_uuid, schedule_interval, variables, created_at, updated_at, \
+         token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, lower(hex(randomblob(16))))",
     )?
-    .execute(params![s.id, s.name, s.pipeline_uuid, s.schedule_interval, micros(Some(s.created_at))])?;
+    .execute(params![
+        s.id,
+        s.name,
+        s.pipeline_uuid,
+        s.schedule_interval,
+        json_text(&s.variables),
+        micros(Some(s.created_at))
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -39,11 +50,40 @@ pub fn latest_schedule_created_at(conn: &Connection) -> rusqlite::Result<Option<
     Ok(m.and_then(crate::domain::datetime::from_micros))
 }
 
-/// What a run shows of its schedule (`pipeline_schedule_name` and `_token`).
+/// What a run shows of its schedule (`pipeline_schedule_name` and `_token`), and the
+/// variables its runs take from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleInfo {
     pub name: String,
     pub token: Option<String>,
+    pub variables: Option<Object>,
+}
+
+/// A schedule's row as `ScheduleInfo`, from the columns `name`, `token` and `variables`.
+fn info_from_row(row: &rusqlite::Row) -> rusqlite::Result<ScheduleInfo> {
+    Ok(ScheduleInfo { name: row.get("name")?, token: row.get("token")?, variables: opt_object(row, "variables")? })
+}
+
+/// The schedule `id`, if there is one.
+pub fn get_schedule_info(conn: &Connection, id: i64) -> rusqlite::Result<Option<ScheduleInfo>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT name, token, variables FROM pipeline_schedule WHERE id = ?1")?
+        .query_row([id], info_from_row)
+        .optional()
+}
+
+/// How many bytes the schedule `id`'s name, token and variables take (0 when there is no
+/// such schedule): what each of its runs' answers carries of it.
+pub fn schedule_answer_bytes(conn: &Connection, id: i64) -> rusqlite::Result<u64> {
+    use rusqlite::OptionalExtension;
+    let n: Option<i64> = conn
+        .prepare_cached(
+            "SELECT length(CAST(name AS BLOB)) + COALESCE(length(CAST(token AS BLOB)), 0) \
+             + COALESCE(length(CAST(variables AS BLOB)), 0) FROM pipeline_schedule WHERE id = ?1",
+        )?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(n.unwrap_or(0).unsigned_abs())
 }
 
 /// Schedules by id, as `schedules_by_id` reads them.
@@ -57,10 +97,10 @@ pub fn schedules_by_id(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Sched
     }
     let list = serde_json::to_string(ids).unwrap_or_default();
     conn.prepare_cached(
-        "SELECT id, name, token FROM pipeline_schedule \
+        "SELECT id, name, token, variables FROM pipeline_schedule \
          WHERE id IN (SELECT DISTINCT value FROM json_each(?1))",
     )?
-    .query_map([list], |r| Ok((r.get(0)?, ScheduleInfo { name: r.get(1)?, token: r.get(2)? })))?
+    .query_map([list], |r| Ok((r.get("id")?, info_from_row(r)?)))?
     .collect()
 }
 

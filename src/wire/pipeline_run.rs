@@ -1,6 +1,10 @@
 //! A pipeline run as the API answers it and `export` writes it.
 
-use serde::Serialize;
+use std::cmp::Ordering;
+use std::iter::Peekable;
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 use crate::domain::datetime::{api_format, DateTime};
 use crate::domain::model::{Object, PipelineRun};
@@ -47,7 +51,7 @@ pub struct PipelineRunJson<'a> {
     status: &'static str,
     #[serde(serialize_with = "api_format::serialize")]
     updated_at: DateTime,
-    variables: &'a Option<Object>,
+    variables: Variables<'a>,
     worker: &'a Option<String>,
 }
 
@@ -86,8 +90,80 @@ impl<'a> PipelineRunJson<'a> {
             started_at: r.started_at,
             status: r.status.as_str(),
             updated_at: r.updated_at,
-            variables: &r.variables,
+            variables: Variables { shared: schedule.and_then(|s| s.variables.as_ref()), own: r.variables.as_ref() },
             worker: &r.worker,
         }
+    }
+}
+
+/// A run's variables as it answers them: its schedule's (a started backfill's variables,
+/// kept once for all its runs) with the run's own (its date's keys) laid over them, so that
+/// a date key wins over a backfill variable of the same name. Written as one map in key
+/// order, as a map read from the stored text is, without building it. A run stored whole
+/// (before the schedule kept them, or imported) hangs from a schedule without variables.
+struct Variables<'a> {
+    shared: Option<&'a Object>,
+    own: Option<&'a Object>,
+}
+
+impl Serialize for Variables<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.shared, self.own) {
+            (None, None) => s.serialize_none(),
+            (Some(one), None) | (None, Some(one)) => one.serialize(s),
+            (Some(shared), Some(own)) => {
+                let mut map = s.serialize_map(None)?;
+                let mut shared = shared.iter().peekable();
+                let mut own = own.iter().peekable();
+                while let Some((key, value)) = next_merged(&mut shared, &mut own) {
+                    map.serialize_entry(key, value)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// The next entry of two maps' entries in key order, `own`'s where both have the key.
+fn next_merged<'a, I: Iterator<Item = (&'a String, &'a serde_json::Value)>>(
+    shared: &mut Peekable<I>,
+    own: &mut Peekable<I>,
+) -> Option<(&'a String, &'a serde_json::Value)> {
+    let order = match (shared.peek(), own.peek()) {
+        (Some((a, _)), Some((b, _))) => a.cmp(b),
+        (Some(_), None) => Ordering::Less,
+        (None, _) => Ordering::Greater,
+    };
+    match order {
+        Ordering::Less => shared.next(),
+        Ordering::Equal => {
+            shared.next();
+            own.next()
+        }
+        Ordering::Greater => own.next(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    #[test]
+    fn own_variables_win_over_the_schedules_in_key_order() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let shared = obj(json!({"a": 1, "ds": "shared", "z": [1]}));
+        let own = obj(json!({"ds": "2023-01-01", "hr": "00"}));
+        let text =
+            |shared: Option<&Object>, own: Option<&Object>| serde_json::to_string(&Variables { shared, own }).unwrap();
+        assert_eq!(text(Some(&shared), Some(&own)), r#"{"a":1,"ds":"2023-01-01","hr":"00","z":[1]}"#);
+        let mut merged = shared.clone();
+        merged.extend(own.clone());
+        assert_eq!(text(Some(&shared), Some(&own)), serde_json::to_string(&merged).unwrap());
+        assert_eq!(text(None, Some(&own)), serde_json::to_string(&own).unwrap());
+        assert_eq!(text(Some(&shared), None), serde_json::to_string(&shared).unwrap());
+        assert_eq!(text(None, None), "null");
+        assert_eq!(text(Some(&Object::new()), Some(&own)), serde_json::to_string(&own).unwrap());
     }
 }

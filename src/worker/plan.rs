@@ -313,6 +313,19 @@ mod tests {
         assert!(t.text().0.ends_with('é'));
     }
 
+    /// The server takes at most 64 KiB of JSON in a run's `metrics`: the tail, the most of a
+    /// report's metrics, takes at most six bytes of JSON per byte (a control byte as
+    /// `\u0001`), whatever the command wrote.
+    #[test]
+    fn the_tails_json_stays_far_below_what_a_report_may_carry() {
+        let mut t = Tail::default();
+        t.push(&[1u8; 2 * TAIL_BYTES]);
+        let json = serde_json::to_string(&t.text().0).unwrap();
+        assert!(json.len() <= 6 * TAIL_BYTES + 2 && 6 * TAIL_BYTES + 2 < 64 << 10, "{}", json.len());
+        t.push(&[0xff; TAIL_BYTES]);
+        assert!(serde_json::to_string(&t.text().0).unwrap().len() <= 3 * TAIL_BYTES + 2);
+    }
+
     #[test]
     fn waits_grow_and_stop_growing() {
         assert_eq!(backoff(0), Duration::from_millis(250));

@@ -3,6 +3,7 @@
 
 mod auth;
 mod backfills;
+mod bounds;
 mod browser;
 mod cli;
 mod commands;
