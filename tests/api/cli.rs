@@ -140,9 +140,16 @@ fn the_access_log_has_a_line_per_request_and_never_the_api_key() {
     assert_eq!(r.status, 200);
     let url = format!("{}/api/backfills?api%5Fkey={secret}", server.base);
     assert_eq!(reply(agent().get(url).call().unwrap()).status, 200);
+    // Tokens and passwords in a URL too, whoever put them there.
+    let url = format!("{}/api/backfills?oauth_token={secret}&Password={secret}&token={secret}", server.base);
+    assert_eq!(reply(agent().get(url).call().unwrap()).status, 200);
     let log = server.stop_and_read_log();
     assert!(log.contains("GET /api/backfills?_limit=3&api_key=[redacted] HTTP/1.1\" 200"), "{log}");
     assert!(log.contains("GET /api/backfills?api%5Fkey=[redacted] HTTP/1.1\" 200"), "{log}");
+    assert!(
+        log.contains("GET /api/backfills?oauth_token=[redacted]&Password=[redacted]&token=[redacted] HTTP/1.1\" 200"),
+        "{log}"
+    );
     assert!(!log.contains(secret), "{log}");
 }
 
