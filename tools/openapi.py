@@ -887,8 +887,9 @@ err_response(
     "TooManyRequests",
     429,
     ["too_many_requests"],
-    "Too many failed logins for this email or username: after 3 failures each one doubles the wait (1 s, 2 s, "
-    "... at most 60 s) before the next try is checked.",
+    "Too many failed logins for this email or username, or from this client's address (across the addresses it "
+    "tries): after 3 failures each one doubles the wait (1 s, 2 s, ... at most 60 s) before the next try is checked; "
+    "the message says which.",
     {"Retry-After": {**headers["RetryAfter"], "schema": {"type": "integer", "minimum": 1}}},
 )
 

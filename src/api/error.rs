@@ -53,10 +53,13 @@ pub enum ApiError {
     /// both, Mage's (401 `invalid_credentials`).
     #[error("Email/username and/or password invalid.")]
     InvalidCredentials,
-    /// Too many failed logins for one address: the next is allowed after `retry_after_secs`
-    /// (429, with `Retry-After`).
-    #[error("too many failed logins for this email or username; try again in {retry_after_secs} s")]
-    TooManyRequests { retry_after_secs: u32 },
+    /// Too many failed logins for one address, or from one client address (`from_client`):
+    /// the next is allowed after `retry_after_secs` (429, with `Retry-After`).
+    #[error(
+        "too many failed logins {}; try again in {retry_after_secs} s",
+        if *from_client { "from this client address" } else { "for this email or username" }
+    )]
+    TooManyRequests { retry_after_secs: u32, from_client: bool },
     /// Anything else: logged in full, answered as a generic 500.
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -165,7 +168,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allowed, .. } => {
                 response.insert_header((header::ALLOW, *allowed));
             }
-            ApiError::Unavailable { retry_after_secs, .. } | ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::Unavailable { retry_after_secs, .. } | ApiError::TooManyRequests { retry_after_secs, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::auth::AuthConfig;
 use super::body::{BodyLimits, Budget, BODY_BUDGET, BODY_DEADLINE};
 use super::metrics::Metrics;
-use crate::auth::throttle::Throttle;
+use crate::auth::throttle::Logins;
 use crate::auth::{origin, password};
 use crate::engine::{self, Engine};
 use crate::service::lifecycle::Limits;
@@ -92,8 +92,8 @@ pub struct AppState {
     /// Where the next claim's walk over the backfills starts. Shared with the claims' writes
     /// (which need nothing else of the state, so that no write job holds the state itself).
     pub(super) claims: Arc<ClaimCursor>,
-    /// Failed logins per address (`logins()` locks them).
-    logins: Mutex<Throttle>,
+    /// Failed logins per address and per client (`logins()` locks them).
+    logins: Mutex<Logins>,
 }
 
 impl AppState {
@@ -127,7 +127,7 @@ impl AppState {
     }
 
     /// The failed logins' counts, locked (a panic while they were held leaves them usable).
-    pub(super) fn logins(&self) -> MutexGuard<'_, Throttle> {
+    pub(super) fn logins(&self) -> MutexGuard<'_, Logins> {
         self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
