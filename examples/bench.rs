@@ -349,7 +349,7 @@ impl Conn {
     /// connection after it (`Connection: close`).
     fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>, bool)> {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         let mut request = head.into_bytes();
@@ -394,7 +394,7 @@ impl Conn {
     /// Returns the status, the body's length and the answer's `ETag`.
     fn revalidate(&mut self, path: &str, tag: Option<&str>) -> std::io::Result<(u16, usize, Option<String>)> {
         let condition = tag.map_or(String::new(), |t| format!("If-None-Match: {t}\r\n"));
-        let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{condition}\r\n");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{condition}\r\n");
         self.writer.write_all(head.as_bytes())?;
         let answer = self.answer()?;
         Ok((answer.status, answer.body.len(), answer.etag))
@@ -974,7 +974,7 @@ fn runs_in(server: &Server, pipeline: &str) -> u64 {
 fn stall_bodies(port: u16, connections: usize) -> Vec<TcpStream> {
     const BODY: usize = 1 << 20;
     let head = format!(
-        "POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+        "POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {BODY}\r\n\r\n"
     );
     let filler = vec![b' '; BODY - 1];

@@ -60,6 +60,13 @@ pub enum ApiError {
         if *from_client { "from this client address" } else { "for this email or username" }
     )]
     TooManyRequests { retry_after_secs: u32, from_client: bool },
+    /// A state-changing request from a page on another origin (403); the message says why and
+    /// what to set.
+    #[error("{0}")]
+    CrossOrigin(String),
+    /// A `Host` the server does not answer to (403); the message says which flag to set.
+    #[error("{0}")]
+    HostNotAllowed(String),
     /// Anything else: logged in full, answered as a generic 500.
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -82,6 +89,8 @@ impl ApiError {
             ApiError::UnauthorizedAccess => "unauthorized_access",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::CrossOrigin(_) => "cross_origin_request",
+            ApiError::HostNotAllowed(_) => "host_not_allowed",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -139,7 +148,9 @@ impl ResponseError for ApiError {
             | ApiError::ExpiredOauthToken
             | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::UnauthorizedAccess => StatusCode::FORBIDDEN,
+            ApiError::UnauthorizedAccess | ApiError::CrossOrigin(_) | ApiError::HostNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

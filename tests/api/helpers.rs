@@ -287,6 +287,12 @@ impl TestApp {
         let body = serde_json::to_vec(body).unwrap();
         exchange(connect_from(from, self.port), self.port, method, path, &[("Content-Type", "application/json")], &body)
     }
+
+    /// `method path` with `headers` as sent, whatever they are (`Host` too: 127.0.0.1:port
+    /// unless given), on a connection of its own.
+    pub fn send_as_is(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        exchange(TcpStream::connect(("127.0.0.1", self.port)).unwrap(), self.port, method, path, headers, body)
+    }
 }
 
 /// One request on `s` as written (with `Connection: close`), and its answer.

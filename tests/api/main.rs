@@ -19,6 +19,7 @@ mod run_logs;
 mod schemathesis;
 mod serve;
 mod sessions;
+mod sites;
 mod skip;
 mod wait;
 mod webdriver;
