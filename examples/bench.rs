@@ -341,7 +341,19 @@ struct Conn {
 
 impl Conn {
     fn open(port: u16) -> std::io::Result<Conn> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
+        Conn::over(TcpStream::connect(("127.0.0.1", port))?)
+    }
+
+    /// A connection from the loopback address `from` (all of 127.0.0.0/8 is this machine's):
+    /// a client the server tells apart from others (its login throttle counts per client).
+    fn open_from(port: u16, from: std::net::Ipv4Addr) -> std::io::Result<Conn> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        Conn::over(socket.into())
+    }
+
+    fn over(s: TcpStream) -> std::io::Result<Conn> {
         s.set_nodelay(true)?;
         Ok(Conn { reader: std::io::BufReader::new(s.try_clone()?), writer: s })
     }
@@ -350,7 +362,7 @@ impl Conn {
     /// connection after it (`Connection: close`).
     fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>, bool)> {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         let mut request = head.into_bytes();
@@ -395,7 +407,7 @@ impl Conn {
     /// Returns the status, the body's length and the answer's `ETag`.
     fn revalidate(&mut self, path: &str, tag: Option<&str>) -> std::io::Result<(u16, usize, Option<String>)> {
         let condition = tag.map_or(String::new(), |t| format!("If-None-Match: {t}\r\n"));
-        let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{condition}\r\n");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{condition}\r\n");
         self.writer.write_all(head.as_bytes())?;
         let answer = self.answer()?;
         Ok((answer.status, answer.body.len(), answer.etag))
@@ -975,7 +987,7 @@ fn runs_in(server: &Server, pipeline: &str) -> u64 {
 fn stall_bodies(port: u16, connections: usize) -> Vec<TcpStream> {
     const BODY: usize = 1 << 20;
     let head = format!(
-        "POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+        "POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {BODY}\r\n\r\n"
     );
     let filler = vec![b' '; BODY - 1];
@@ -1014,10 +1026,12 @@ fn fresh_server(dir: &Path) -> Server {
     start_server(&db).0
 }
 
-/// Failed logins, one at a time on one connection: a wrong password for a user that exists,
-/// and a password for an email no user has, in turns, three of each per user (the
-/// throttle's free failures). Each should be the same 401 after the same work (a password
-/// checked either way), so that the time does not tell whether an email has an account.
+/// Failed logins, one at a time: a wrong password for a user that exists, and a password for
+/// an email no user has, in turns, three of each per user (the throttle's free failures per
+/// address), each pair on a connection of its own from a client address of its own (the
+/// throttle's free failures per client are three too). Each should be the same 401 after
+/// the same work (a password checked either way), so that the time does not tell whether
+/// an email has an account.
 struct Logins {
     wrong_password: Vec<f64>,
     unknown_email: Vec<f64>,
@@ -1027,8 +1041,9 @@ struct Logins {
 
 fn logins(server: &Server) -> Logins {
     let mut l = Logins { wrong_password: vec![], unknown_email: vec![], unexpected: 0 };
-    let mut conn = Conn::open(server.port).ok();
     for k in 0..LOGIN_USERS * 3 {
+        let client = std::net::Ipv4Addr::new(127, 0, 2, 1 + k as u8);
+        let mut conn = Conn::open_from(server.port, client).ok();
         let tries = [
             (format!("user{}@example.com", k % LOGIN_USERS), format!("wrong {k}")),
             (format!("nobody{k}@example.com"), format!("password {}", k % LOGIN_USERS)),
@@ -1042,12 +1057,12 @@ fn logins(server: &Server) -> Logins {
                 Some(Ok((401, _, close))) => {
                     [&mut l.wrong_password, &mut l.unknown_email][kind].push(ms);
                     if close {
-                        conn = Conn::open(server.port).ok();
+                        conn = Conn::open_from(server.port, client).ok();
                     }
                 }
                 _ => {
                     l.unexpected += 1;
-                    conn = Conn::open(server.port).ok();
+                    conn = Conn::open_from(server.port, client).ok();
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{origin, token};
+use crate::auth::{host, origin, token};
 use crate::domain::model;
 use crate::service::lifecycle::Limits;
 use crate::service::{accounts, dispatch};
@@ -117,6 +117,11 @@ pub struct DemoArgs {
     /// The address to listen on (loopback: the demo needs no credentials).
     #[arg(long, env = "BACKFILLD_BIND", default_value = "127.0.0.1:6789")]
     pub bind: String,
+    /// A host name clients reach the demo by, as `serve` takes it (besides its bound address,
+    /// localhost and loopback addresses; * for any).
+    #[arg(long = "allowed-host", env = "BACKFILLD_ALLOWED_HOST", value_delimiter = ',', value_name = "HOST",
+        value_parser = host::parse)]
+    pub allowed_hosts: Vec<String>,
     /// The most bytes all runs' logs may store together, as `serve` takes it.
     #[arg(long, env = "BACKFILLD_MAX_LOG_BYTES", default_value = "1GiB", value_parser = byte_size)]
     pub max_log_bytes: u64,
@@ -429,6 +434,14 @@ pub struct ServeArgs {
     #[arg(long = "cors-origin", env = "BACKFILLD_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN",
         value_parser = origin::parse)]
     pub cors_origins: Vec<String>,
+    /// A host name clients reach the server by, besides its bound address, localhost and
+    /// loopback addresses (a request naming another in `Host` is a 403, against DNS
+    /// rebinding); `.example.com` for it and the names under it, * for any. Repeat for
+    /// several; the environment variable takes a comma-separated list. A server bound to an
+    /// address that is not loopback answers to any name unless given.
+    #[arg(long = "allowed-host", env = "BACKFILLD_ALLOWED_HOST", value_delimiter = ',', value_name = "HOST",
+        value_parser = host::parse)]
+    pub allowed_hosts: Vec<String>,
     /// How long a login's session (POST /api/sessions) lasts: 30d, 12h, 90m, 45s or 2w.
     #[arg(long, env = "BACKFILLD_SESSION_LIFETIME", default_value = "30d", value_parser = token::parse_lifetime)]
     pub session_lifetime: i64,
@@ -529,6 +542,7 @@ impl ServeArgs {
             bind,
             api_keys: vec![],
             cors_origins: vec![],
+            allowed_hosts: vec![],
             session_lifetime: accounts::DEFAULT_SESSION_SECONDS,
             require_auth: false,
             max_runs: Limits::default().max_runs,

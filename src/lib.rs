@@ -15,7 +15,8 @@
 //! - `store`: all SQL of the data.
 //! - `db`: the data file's policy: opening, pragmas, schema upgrades, the WAL's bounds, the
 //!   guard on a served file.
-//! - `auth`: tokens, keys, passwords, JWTs and the login throttle: pure computation.
+//! - `auth`: tokens, keys, passwords, JWTs, the login throttle, origins and the names the
+//!   server answers to: pure computation.
 //! - `domain`: the types, their validation, run dates and datetimes: pure.
 //!
 //! The dashboard's page (`src/dashboard/`) is compiled into the binary and served by the API;

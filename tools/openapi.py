@@ -131,6 +131,8 @@ schemas["Error"] = {
                         "unauthorized_access",
                         "invalid_credentials",
                         "too_many_requests",
+                        "cross_origin_request",
+                        "host_not_allowed",
                         "internal_error",
                     ],
                 },
@@ -925,8 +927,9 @@ err_response(
     "TooManyRequests",
     429,
     ["too_many_requests"],
-    "Too many failed logins for this email or username: after 3 failures each one doubles the wait (1 s, 2 s, "
-    "... at most 60 s) before the next try is checked.",
+    "Too many failed logins for this email or username, or from this client's address (across the addresses it "
+    "tries): after 3 failures each one doubles the wait (1 s, 2 s, ... at most 60 s) before the next try is checked; "
+    "the message says which.",
     {"Retry-After": {**headers["RetryAfter"], "schema": {"type": "integer", "minimum": 1}}},
 )
 
@@ -1895,6 +1898,64 @@ logout_delete["operationId"] = "deleteSession"
 paths["/api/sessions/{id}"] = {"put": logout_put, "delete": logout_delete}
 
 # ---------------------------------------------------------------------------------------------
+# Other sites' pages: every operation can answer 403 `host_not_allowed`, and every one that
+# changes state 403 `cross_origin_request` (api::sites), besides any 403 it had.
+# ---------------------------------------------------------------------------------------------
+
+FORBIDDEN_WHY = {
+    "unauthorized_access": "authentication is required and the request presents no OAuth token "
+    "(`unauthorized_access`)",
+    "cross_origin_request": "the browser marked the request as coming from a page on another origin, not one of "
+    "`--cors-origin`'s (`cross_origin_request`: `Sec-Fetch-Site` other than `same-origin` or `none`, or without it an "
+    "`Origin` that does not name the `Host`)",
+    "host_not_allowed": "the `Host` is not a name the server answers to (`host_not_allowed`: on a loopback server, "
+    "anything but its address, `localhost`, `*.localhost`, loopback addresses and `--allowed-host` names)",
+}
+FORBIDDEN_NAMES = {
+    ("host_not_allowed",): "HostNotAllowed",
+    ("cross_origin_request", "host_not_allowed"): "CrossOrigin",
+    ("unauthorized_access", "host_not_allowed"): "Forbidden",
+    ("unauthorized_access", "cross_origin_request", "host_not_allowed"): "ForbiddenWrite",
+}
+
+
+def forbidden(types):
+    """The 403 answering `types` (in FORBIDDEN_WHY's order), registered once."""
+    types = tuple(t for t in FORBIDDEN_WHY if t in types)
+    name = FORBIDDEN_NAMES[types]
+    if name not in responses:
+        whys = [FORBIDDEN_WHY[t] for t in types]
+        err_response(name, 403, list(types), "Forbidden: " + "; or ".join(whys) + ". The message says what to set.")
+    return name
+
+
+# `Forbidden` (and its HEAD twin) said `unauthorized_access` alone: made again with the rest.
+responses.pop("Forbidden")
+responses.pop("HeadForbidden", None)
+forbidden(["unauthorized_access", "host_not_allowed"])
+for path, item in paths.items():
+    for method, op in item.items():
+        types = {"host_not_allowed"}
+        if method not in ("get", "head", "options"):
+            types.add("cross_origin_request")
+        before = op["responses"].get("403", {}).get("$ref", "").rsplit("/", 1)[-1]
+        if before.removeprefix("Head") in ("Forbidden", "ForbiddenWrite"):
+            types.add("unauthorized_access")
+        elif before:
+            raise SystemExit(f"{method} {path}: an unexpected 403 {before}")
+        name = forbidden(types)
+        if method == "head":
+            head_name = "Head" + name
+            if head_name not in responses:
+                head = copy.deepcopy(responses[name])
+                head.pop("content")
+                head["description"] += " (HEAD: no body.)"
+                responses[head_name] = head
+            name = head_name
+        op["responses"]["403"] = r(name)
+        op["responses"] = dict(sorted(op["responses"].items()))
+
+# ---------------------------------------------------------------------------------------------
 # The document
 # ---------------------------------------------------------------------------------------------
 
@@ -1913,6 +1974,8 @@ Query parameters an operation does not know are ignored.
 status equal to `code` (Mage sends most errors with 200; backfilld does not): 400 `record_invalid` (a bad field; \
 `errors` names it) or `api_resource_error` (a malformed query parameter, path id or body), 401 \
 `invalid_api_key`/`invalid_oauth_token`/`expired_oauth_token`/`invalid_credentials`, 403 `unauthorized_access`, \
+`cross_origin_request` (a state change from a page on another origin) or `host_not_allowed` (a `Host` the server \
+does not answer to), \
 404 `record_not_found` (also an unknown path), 405 `method_not_allowed` (with `Allow`), 408 `request_timeout`, \
 409 `record_conflict`, 413 `payload_too_large` (a body over 1 MiB), 429 `too_many_requests` (with \
 `Retry-After`), 500 `internal_error` and 503 `service_unavailable` (with `Retry-After`). A failed request writes \

@@ -1,4 +1,4 @@
-//! The access log and request ids: one line per request (peer, request line with `api_key`
+//! The access log and request ids: one line per request (peer, request line with credentials
 //! redacted, status, body bytes, milliseconds, request id), and an `X-Request-Id` on every
 //! answer: the request's own when it sent a usable one, else a new one. Each answer is also
 //! counted in the metrics (`api::metrics`). The id is also in the
@@ -45,8 +45,12 @@ pub fn new_id() -> String {
     format!("{:016x}", base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
-/// The request line for the access log, with the value of any `api_key` parameter replaced,
-/// so that keys never reach a log file.
+/// The query parameters whose values are credentials: Mage's key and token, and any password
+/// or token a client puts in a URL. Compared without regard to case.
+const SECRET_PARAMETERS: [&str; 4] = ["api_key", "oauth_token", "password", "token"];
+
+/// The request line for the access log, with the value of any `SECRET_PARAMETERS` replaced,
+/// so that credentials never reach a log file.
 fn redacted_request_line(req: &ServiceRequest) -> String {
     let query = req.query_string();
     let query = if query.is_empty() {
@@ -56,10 +60,11 @@ fn redacted_request_line(req: &ServiceRequest) -> String {
             .split('&')
             .map(|pair| {
                 // Decoded as the auth middleware decodes it, so `api%5Fkey` is caught too.
-                let is_key = web::Query::<Vec<(String, String)>>::from_query(pair)
-                    .is_ok_and(|q| q.first().is_some_and(|(k, _)| k == "api_key"));
+                let is_secret = web::Query::<Vec<(String, String)>>::from_query(pair).is_ok_and(|q| {
+                    q.first().is_some_and(|(k, _)| SECRET_PARAMETERS.iter().any(|s| k.trim().eq_ignore_ascii_case(s)))
+                });
                 match pair.split_once('=') {
-                    Some((k, _)) if is_key => format!("{k}=[redacted]"),
+                    Some((k, _)) if is_secret => format!("{k}=[redacted]"),
                     _ => pair.to_string(),
                 }
             })
@@ -150,5 +155,17 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 16);
         assert!(usable(&a));
+    }
+
+    #[test]
+    fn credentials_in_the_query_are_redacted() {
+        let line = |uri: &str| redacted_request_line(&actix_web::test::TestRequest::get().uri(uri).to_srv_request());
+        assert_eq!(
+            line("/api/backfills?_limit=3&api_key=k&oauth_token=t&OAuth_Token=t2&password=p&token=x&x=1"),
+            "GET /api/backfills?_limit=3&api_key=[redacted]&oauth_token=[redacted]&OAuth_Token=[redacted]\
+             &password=[redacted]&token=[redacted]&x=1 HTTP/1.1"
+        );
+        assert_eq!(line("/a?oauth%5Ftoken=t&tokens=1"), "GET /a?oauth%5Ftoken=[redacted]&tokens=1 HTTP/1.1");
+        assert_eq!(line("/a"), "GET /a HTTP/1.1");
     }
 }

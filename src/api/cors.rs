@@ -1,9 +1,10 @@
 //! Cross-origin requests from browsers (CORS), off unless `--cors-origin` names origins.
 //!
-//! actix-cors answers preflights and adds the `Access-Control-*` headers; requests from
-//! other origins are served as usual and only lack those headers (a browser then withholds
-//! the answer from the page), so curl and the dashboard, whose requests carry their own
-//! origin, are never refused for it. A refused preflight is answered in the error envelope.
+//! actix-cors answers preflights and adds the `Access-Control-*` headers; reads from other
+//! origins are served as usual and only lack those headers (a browser then withholds the
+//! answer from the page), so curl and the dashboard, whose requests carry their own origin,
+//! are never refused for it. State changes from other origins than these are refused before
+//! this (`api::sites`). A refused preflight is answered in the error envelope.
 
 use actix_cors::Cors;
 use actix_web::body::{EitherBody, MessageBody};

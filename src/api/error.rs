@@ -53,10 +53,20 @@ pub enum ApiError {
     /// both, Mage's (401 `invalid_credentials`).
     #[error("Email/username and/or password invalid.")]
     InvalidCredentials,
-    /// Too many failed logins for one address: the next is allowed after `retry_after_secs`
-    /// (429, with `Retry-After`).
-    #[error("too many failed logins for this email or username; try again in {retry_after_secs} s")]
-    TooManyRequests { retry_after_secs: u32 },
+    /// Too many failed logins for one address, or from one client address (`from_client`):
+    /// the next is allowed after `retry_after_secs` (429, with `Retry-After`).
+    #[error(
+        "too many failed logins {}; try again in {retry_after_secs} s",
+        if *from_client { "from this client address" } else { "for this email or username" }
+    )]
+    TooManyRequests { retry_after_secs: u32, from_client: bool },
+    /// A state-changing request from a page on another origin (403); the message says why and
+    /// what to set.
+    #[error("{0}")]
+    CrossOrigin(String),
+    /// A `Host` the server does not answer to (403); the message says which flag to set.
+    #[error("{0}")]
+    HostNotAllowed(String),
     /// Anything else: logged in full, answered as a generic 500.
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -79,6 +89,8 @@ impl ApiError {
             ApiError::UnauthorizedAccess => "unauthorized_access",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::CrossOrigin(_) => "cross_origin_request",
+            ApiError::HostNotAllowed(_) => "host_not_allowed",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -136,7 +148,9 @@ impl ResponseError for ApiError {
             | ApiError::ExpiredOauthToken
             | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::UnauthorizedAccess => StatusCode::FORBIDDEN,
+            ApiError::UnauthorizedAccess | ApiError::CrossOrigin(_) | ApiError::HostNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -165,7 +179,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allowed, .. } => {
                 response.insert_header((header::ALLOW, *allowed));
             }
-            ApiError::Unavailable { retry_after_secs, .. } | ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::Unavailable { retry_after_secs, .. } | ApiError::TooManyRequests { retry_after_secs, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}

@@ -1,8 +1,9 @@
 //! The HTTP layer: the route table (`configure`, `ROUTES`), the server (`run`), the state
 //! handlers share (`state`), and the middleware every request passes: the access log and
 //! request ids (`access`), credentials (`auth`, `sessions`), bodies read whole under a
-//! deadline and a budget (`body`), cross-origin requests (`cors`), conditional reads
-//! (`fresh`), and every failure in the contract's envelope (`error`).
+//! deadline and a budget (`body`), cross-origin requests (`cors`), other sites' pages and
+//! the names the server answers to (`sites`), conditional reads (`fresh`), and every
+//! failure in the contract's envelope (`error`).
 //!
 //! Handlers live in one file per resource; each parses the request, calls a service through
 //! the engine (`read`, `read_at_offset`, `write`), and presents the answer in the wire's
@@ -21,6 +22,7 @@ mod params;
 mod pipeline_runs;
 mod run_logs;
 mod sessions;
+mod sites;
 mod state;
 mod status;
 
@@ -35,6 +37,7 @@ use rusqlite::Connection;
 use serde::ser::SerializeMap;
 use serde::Serialize;
 
+use crate::auth::host::Hosts;
 use crate::domain::datetime::DateTime;
 use crate::service;
 use error::ApiError;
@@ -55,6 +58,7 @@ pub fn run(
 ) -> std::io::Result<Server> {
     let workers = workers.max(1);
     let cors = state.cors_origins.clone();
+    let hosts = web::Data::new(Hosts::new(&state.allowed_hosts, listener.local_addr()?.ip()));
     let state = web::Data::from(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -63,10 +67,14 @@ pub fn run(
             .wrap(Condition::new(!cors.is_empty(), cors::policy(&cors)))
             .wrap(Condition::new(!cors.is_empty(), from_fn(cors::enveloped)))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
+            // Names the server does not answer to, and state changes from other sites' pages:
+            // refused before anything reads them.
+            .wrap(from_fn(sites::check))
             // One access line per request: peer, request line (keys redacted), status,
             // body bytes, milliseconds, request id; and the id on every answer.
             .wrap(from_fn(access::log_request))
             .app_data(state.clone())
+            .app_data(hosts.clone())
             .configure(configure)
     })
     .workers(workers)

@@ -5,7 +5,8 @@
 //! /api/sessions/{any}` ends the session whose token the request presents.
 //!
 //! A wrong email and a wrong password get the same 401 after the same work (an unknown user
-//! is checked against a decoy hash), and failures are slowed down per address (`throttle`).
+//! is checked against a decoy hash), and failures are slowed down per address and per client
+//! address (`throttle`).
 //! Password checks run on a thread of their own behind a bounded queue: each costs 19 MiB
 //! and tens of milliseconds, so that logins can take neither the worker threads nor memory.
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use super::auth;
 use super::error::ApiError;
 use super::{body, one, read, write, AppState};
+use crate::auth::throttle::{self, Refused};
 use crate::auth::{jwt, password, token};
 use crate::domain::datetime::{self, DateTime};
 use crate::domain::model::{FieldError, Fields, Object};
@@ -89,19 +91,29 @@ fn parse_login(record: &Object) -> Result<(Address, String), FieldError> {
 }
 
 /// `POST /api/sessions`: log in.
-pub async fn create(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let (address, password) = parse_login(&body::record(payload, "session").await?)?;
     let key = address.key();
+    let client = req.peer_addr().map(|peer| throttle::client_key(peer.ip()));
+    let client = client.as_deref();
     {
         // Checked and counted as a failure at once, so that tries sent side by side count
-        // too; a success forgets them.
+        // too; a success forgets the address's.
         let mut logins = state.logins();
         let now = Instant::now();
-        if let Err(wait) = logins.check(&key, now) {
+        if let Err(refused) = logins.check(&key, client, now) {
+            let (wait, from_client) = match refused {
+                Refused::Address(wait) => (wait, false),
+                Refused::Client(wait) => (wait, true),
+            };
             let secs = u32::try_from(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).unwrap_or(u32::MAX);
-            return Err(ApiError::TooManyRequests { retry_after_secs: secs.max(1) });
+            return Err(ApiError::TooManyRequests { retry_after_secs: secs.max(1), from_client });
         }
-        logins.fail(&key, now);
+        logins.fail(&key, client, now);
     }
     let checked = async {
         let user = read(state.clone(), move |conn| accounts::find(conn, &address)).await?;
@@ -117,8 +129,8 @@ pub async fn create(state: web::Data<AppState>, payload: web::Payload) -> Result
     let (user, matched) = match checked {
         Ok(checked) => checked,
         Err(e) => {
-            // Not checked (a full queue, a failed read): not a failure of the address.
-            state.logins().undo(&key);
+            // Not checked (a full queue, a failed read): not a failure of the address or client.
+            state.logins().undo(&key, client);
             return Err(e);
         }
     };

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::auth::AuthConfig;
 use super::body::{BodyLimits, Budget, BODY_BUDGET, BODY_DEADLINE};
 use super::metrics::Metrics;
-use crate::auth::throttle::Throttle;
-use crate::auth::{origin, password};
+use crate::auth::throttle::Logins;
+use crate::auth::{host, origin, password};
 use crate::engine::{self, Engine};
 use crate::service::lifecycle::Limits;
 use crate::service::{accounts, dispatch};
@@ -32,6 +32,10 @@ pub struct Settings {
     /// The origins whose pages may call the API (`*` for any); none turns CORS off. Checked,
     /// and brought to the form browsers send, when the state is built.
     pub cors_origins: Vec<String>,
+    /// The host names (besides the bound address, `localhost` and loopback addresses) that
+    /// requests may name in `Host` (`*` for any); none on a server bound to an address that is
+    /// not loopback allows any. Checked, and brought to lower case, when the state is built.
+    pub allowed_hosts: Vec<String>,
     /// How long a login's session lasts, in seconds.
     pub session_lifetime: i64,
     /// The shortest lease a claim may ask for.
@@ -63,6 +67,7 @@ impl Default for Settings {
             body_deadline: BODY_DEADLINE,
             body_budget: BODY_BUDGET,
             cors_origins: vec![],
+            allowed_hosts: vec![],
             session_lifetime: accounts::DEFAULT_SESSION_SECONDS,
             min_lease_seconds: dispatch::MIN_LEASE_SECONDS,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
@@ -78,6 +83,9 @@ pub enum StartError {
     /// A `cors_origins` entry is not an origin (the message names it).
     #[error("{0}")]
     CorsOrigin(String),
+    /// An `allowed_hosts` entry is not a host name (the message names it).
+    #[error("{0}")]
+    AllowedHost(String),
     #[error(transparent)]
     Engine(#[from] engine::StartError),
     #[error("cannot read the data file's JWT secret: {0}")]
@@ -91,6 +99,7 @@ pub struct AppState {
     pub(super) limits: Limits,
     pub(super) body: BodyLimits,
     pub(super) cors_origins: Vec<String>,
+    pub(super) allowed_hosts: Vec<String>,
     pub(super) session_lifetime: i64,
     pub(super) min_lease_seconds: i64,
     pub(super) max_log_bytes: u64,
@@ -102,8 +111,8 @@ pub struct AppState {
     /// Where the next claim's walk over the backfills starts. Shared with the claims' writes
     /// (which need nothing else of the state, so that no write job holds the state itself).
     pub(super) claims: Arc<ClaimCursor>,
-    /// Failed logins per address (`logins()` locks them).
-    logins: Mutex<Throttle>,
+    /// Failed logins per address and per client (`logins()` locks them).
+    logins: Mutex<Logins>,
 }
 
 impl AppState {
@@ -115,6 +124,12 @@ impl AppState {
             .map(|o| origin::parse(o))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::CorsOrigin)?;
+        let allowed_hosts = settings
+            .allowed_hosts
+            .iter()
+            .map(|h| host::parse(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::AllowedHost)?;
         let engine = Engine::open(path, settings.engine)?;
         let jwt_secret = engine.read(accounts::jwt_secret).map_err(StartError::Secret)?;
         // Made now rather than on the first login for an unknown user, which would otherwise
@@ -126,6 +141,7 @@ impl AppState {
             limits: Limits { max_runs: settings.max_runs },
             body: BodyLimits { deadline: settings.body_deadline, budget: Budget::new(settings.body_budget) },
             cors_origins,
+            allowed_hosts,
             session_lifetime: settings.session_lifetime,
             min_lease_seconds: settings.min_lease_seconds,
             max_log_bytes: settings.max_log_bytes,
@@ -138,7 +154,7 @@ impl AppState {
     }
 
     /// The failed logins' counts, locked (a panic while they were held leaves them usable).
-    pub(super) fn logins(&self) -> MutexGuard<'_, Throttle> {
+    pub(super) fn logins(&self) -> MutexGuard<'_, Logins> {
         self.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -1,11 +1,17 @@
-//! Failed logins, slowed down per address (the email or username tried, as a fixed-size
-//! digest): the first `FREE_FAILURES` failures cost nothing; each one after makes the address
-//! wait twice as long as the last before its next try (1 s, 2 s, 4 s, ... at most
-//! `MAX_WAIT`), and a try during the wait is refused without checking the password. An
-//! address is forgotten `FORGET_AFTER` after its last failure, and on a successful login.
+//! Failed logins, slowed down twice over: per address (the email or username tried), and
+//! per client (the IP address the tries come from, an IPv6 one by its /64, which one
+//! machine usually has whole), across every address it tries, so that trying one password on
+//! many users is as slow as trying many passwords on one. Each count works alike: the first
+//! `FREE_FAILURES` failures cost nothing; each one after makes the next try wait twice as long
+//! as the last (1 s, 2 s, 4 s, ... at most `MAX_WAIT`), and a try during the wait is refused
+//! without checking the password. A client's wait holds only its own tries: another client's
+//! logins are never refused for it. A count is forgotten `FORGET_AFTER` after its last
+//! failure; an address's also on a successful login (a client's is not, so that a client
+//! cannot wipe its failures by logging in to an account of its own between tries).
 //! Pure: the caller passes the time.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Failures an address may have before it waits.
@@ -14,9 +20,9 @@ pub const FREE_FAILURES: u32 = 3;
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How long an address's failures are remembered after its last.
 pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// The most addresses remembered (about 150 bytes each: 15 MB at most); beyond it, the one
-/// whose last failure is oldest is forgotten first, so that a client trying endless addresses
-/// cannot exhaust memory. Failures are counted only for tries whose password was checked,
+/// The most addresses (or clients) remembered (about 150 bytes each: 15 MB at most); beyond
+/// it, the one whose last failure is oldest is forgotten first, so that a client trying
+/// endless addresses cannot exhaust memory. Failures are counted only for tries whose password was checked,
 /// one at a time on one thread (tens of milliseconds each): far fewer than this many fit in
 /// `FORGET_AFTER`, so an address still remembered is never pushed out by others.
 pub const MAX_ADDRESSES: usize = 100_000;
@@ -29,6 +35,7 @@ struct Failures {
     until: Instant,
 }
 
+/// One count of failures per key: per address, or per client.
 #[derive(Debug, Default)]
 pub struct Throttle {
     addresses: HashMap<String, Failures>,
@@ -93,6 +100,76 @@ impl Throttle {
     }
 }
 
+/// Why a login try is refused, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The address tried must wait.
+    Address(Duration),
+    /// The client trying must wait (its failures across addresses).
+    Client(Duration),
+}
+
+/// The key a client's failures are counted under: its IPv4 address, or its IPv6 address's
+/// /64 (an IPv4 address mapped into IPv6 counts as itself).
+pub fn client_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// Failed logins per address and per client. `client` is `None` when the peer is unknown
+/// (not over TCP): then only the address counts.
+#[derive(Debug, Default)]
+pub struct Logins {
+    addresses: Throttle,
+    clients: Throttle,
+}
+
+impl Logins {
+    /// `Err` when `address` or `client` must wait before trying again (the longer wait
+    /// when both must).
+    pub fn check(&self, address: &str, client: Option<&str>, now: Instant) -> Result<(), Refused> {
+        let by_address = self.addresses.check(address, now).err();
+        let by_client = client.and_then(|c| self.clients.check(c, now).err());
+        match (by_address, by_client) {
+            (None, None) => Ok(()),
+            (Some(a), Some(c)) if c > a => Err(Refused::Client(c)),
+            (Some(a), _) => Err(Refused::Address(a)),
+            (None, Some(c)) => Err(Refused::Client(c)),
+        }
+    }
+
+    /// Counts a failed try of `address` from `client`.
+    pub fn fail(&mut self, address: &str, client: Option<&str>, now: Instant) {
+        self.addresses.fail(address, now);
+        if let Some(c) = client {
+            self.clients.fail(c, now);
+        }
+    }
+
+    /// Takes back the last `fail`: its try was counted but never checked.
+    pub fn undo(&mut self, address: &str, client: Option<&str>) {
+        self.addresses.undo(address);
+        if let Some(c) = client {
+            self.clients.undo(c);
+        }
+    }
+
+    /// A successful login: the address starts afresh; the client's count stays.
+    pub fn succeed(&mut self, address: &str) {
+        self.addresses.succeed(address);
+    }
+
+    /// How many addresses and clients are remembered.
+    pub fn len(&self) -> (usize, usize) {
+        (self.addresses.len(), self.clients.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +230,50 @@ mod tests {
         }
         assert!(t.check("last", now).is_err(), "a new address is still counted");
         assert!(t.len() <= MAX_ADDRESSES);
+    }
+
+    #[test]
+    fn a_client_trying_many_addresses_waits_and_other_clients_do_not() {
+        let t0 = Instant::now();
+        let mut t = Logins::default();
+        let (spray, other) = (Some("10.0.0.1"), Some("10.0.0.2"));
+        for k in 0..=FREE_FAILURES {
+            assert_eq!(t.check(&format!("user{k}"), spray, t0), Ok(()), "failure {k} is free");
+            t.fail(&format!("user{k}"), spray, t0);
+        }
+        // A fresh address from the same client waits; the same address from another does not.
+        assert_eq!(t.check("fresh", spray, t0), Err(Refused::Client(Duration::from_secs(1))));
+        assert_eq!(t.check("fresh", other, t0), Ok(()));
+        assert_eq!(t.check("user0", other, t0), Ok(()));
+        assert_eq!(t.check("fresh", None, t0), Ok(()), "an unknown peer counts by address alone");
+        // A try counted but never checked is taken back from both counts.
+        t.undo("user3", spray);
+        assert_eq!(t.check("fresh", spray, t0), Ok(()));
+        t.fail("user3", spray, t0);
+        // A success forgets the address, not the client.
+        t.succeed("user3");
+        assert_eq!(t.check("user3", other, t0), Ok(()));
+        assert!(t.check("user3", spray, t0).is_err());
+        // Doubling, as per address.
+        let later = t0 + Duration::from_millis(1500);
+        assert_eq!(t.check("fresh", spray, later), Ok(()));
+        t.fail("fresh", spray, later);
+        assert_eq!(t.check("other", spray, later), Err(Refused::Client(Duration::from_secs(2))));
+        // Both wait: the longer one is said.
+        for _ in 0..=FREE_FAILURES + 2 {
+            t.fail("one", other, later);
+        }
+        assert_eq!(t.check("one", spray, later), Err(Refused::Address(Duration::from_secs(4))));
+        assert_eq!(t.len(), (5, 2));
+    }
+
+    #[test]
+    fn clients_are_ipv4_addresses_and_ipv6_64s() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), key("2001:db8:1:2::1"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
     }
 }

@@ -20,7 +20,11 @@ use crate::worker::{Config, Stop, Work};
 /// `backfilld demo`: serves the demo file and, on a thread of its own, seeds it when empty,
 /// says where to look, and runs a simulated worker against it; stops both on Ctrl-C.
 pub fn demo(args: DemoArgs) -> Result<(), Error> {
-    let serve = ServeArgs { max_log_bytes: args.max_log_bytes, ..ServeArgs::local(args.db.clone(), args.bind) };
+    let serve = ServeArgs {
+        max_log_bytes: args.max_log_bytes,
+        allowed_hosts: args.allowed_hosts.clone(),
+        ..ServeArgs::local(args.db.clone(), args.bind)
+    };
     let stop = Arc::new(Stop::default());
     let mut driver = None;
     let stop_for = stop.clone();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::Error;
 use crate::api::{self, AppState};
+use crate::auth::host;
 use crate::cli::ServeArgs;
 use crate::engine;
 
@@ -35,6 +36,14 @@ fn bind_addresses(bind: &str) -> Result<Vec<SocketAddr>, Error> {
     bind.to_socket_addrs().map(Iterator::collect).map_err(|source| Error::Bind { bind: bind.to_string(), source })
 }
 
+/// The host name of `--bind` (`name:port`), when it is a name rather than an address.
+fn bind_name(bind: &str) -> Option<String> {
+    let name = bind.trim().rsplit_once(':').map_or(bind.trim(), |(name, _)| name);
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    // A name `--allowed-host` would refuse (none that resolved should be) is left out.
+    (bare.parse::<std::net::IpAddr>().is_err()).then(|| host::parse(name).ok()).flatten()
+}
+
 /// The server's settings from its flags: authentication `required` with `api_keys`, and
 /// `workers` HTTP worker threads.
 fn settings(args: &ServeArgs, required: bool, api_keys: Vec<String>, workers: usize) -> api::Settings {
@@ -44,6 +53,7 @@ fn settings(args: &ServeArgs, required: bool, api_keys: Vec<String>, workers: us
         max_runs: args.max_runs,
         body_deadline: Duration::from_secs_f64(args.body_timeout),
         cors_origins: args.cors_origins.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
         session_lifetime: args.session_lifetime,
         min_lease_seconds: args.min_lease_seconds,
         max_log_bytes: args.max_log_bytes,
@@ -90,7 +100,12 @@ pub(super) fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) ->
     })?;
     let local = listener.local_addr().map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
     return_large_allocations();
-    let state = Arc::new(AppState::open(&args.db.db, settings(&args, required, api_keys, workers))?);
+    let mut settings = settings(&args, required, api_keys, workers);
+    // A name `--bind` gave is one clients reach the server by, wherever names are checked.
+    if loopback || !settings.allowed_hosts.is_empty() {
+        settings.allowed_hosts.extend(bind_name(&args.bind));
+    }
+    let state = Arc::new(AppState::open(&args.db.db, settings)?);
     let path = std::fs::canonicalize(&args.db.db).unwrap_or_else(|_| args.db.db.clone());
     log::info!(
         "backfilld {} serving {} on http://{local} (authentication {})",

@@ -260,3 +260,51 @@ fn on_a_phone_the_table_scrolls_in_its_box_and_the_keyboard_reaches_a_backfill()
     );
     browser.wait_text("main h1", "on the small screen");
 }
+
+/// Serves `html` to every request on a port of its own, as another site would: the page's
+/// origin is `http://localhost:PORT`, not the app's `http://127.0.0.1:PORT`. Returns the port.
+fn serve_page(html: String) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let mut request = [0u8; 4096];
+            let _ = s.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                html.len()
+            );
+            let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(html.as_bytes()));
+        }
+    });
+    port
+}
+
+#[test]
+fn a_page_on_another_site_can_neither_post_a_form_nor_fetch_a_change() {
+    let Some(_turn) = browser_turn() else { return };
+    let app = spawn_app();
+    let create = format!("{}/api/pipelines/evil/backfills", app.base);
+    let fields = r#""name":"by the other site","start_datetime":"2023-03-01","end_datetime":"2023-03-02","interval_type":"day","interval_units":1"#;
+    // A text/plain form whose one field makes the body JSON: `{"backfill":{...},"x":"="}`.
+    let html = format!(
+        r#"<!doctype html><title>elsewhere</title>
+<form method="POST" action="{create}" enctype="text/plain">
+<input type="hidden" name='{{"backfill":{{{fields}}},"x":"' value='"}}'><button>go</button></form>
+<script>
+fetch("{create}", {{method: "POST", mode: "no-cors", body: '{{"backfill":{{{fields}}}}}'}})
+  .then(() => {{ document.title = "fetched"; }}, e => {{ document.title = "fetch failed: " + e; }});
+</script>"#
+    );
+    let page = serve_page(html);
+    let browser = Browser::start();
+    browser.goto(&format!("http://localhost:{page}/"));
+    eventually("the page's fetch to be answered", || browser.call("GET", "/title", None) != "elsewhere");
+    assert_eq!(browser.call("GET", "/title", None), "fetched");
+    assert_eq!(app.get("/api/backfills").body["metadata"]["count"], 0, "the other site's fetch created a backfill");
+    // The form: the browser goes to the API's answer, the refusal.
+    browser.click("form button");
+    browser.wait_text("body", "cross_origin_request");
+    assert_eq!(app.get("/api/backfills").body["metadata"]["count"], 0, "the other site created a backfill");
+}

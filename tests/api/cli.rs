@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::helpers::{agent, assert_error, backfill, import_file, reply, BIN};
+use crate::helpers::{agent, assert_error, backfill, exchange, import_file, reply, BIN};
 use crate::wait::eventually;
 
 /// A `backfilld serve` child process on a loopback port of its own choosing; killed when
@@ -140,10 +140,46 @@ fn the_access_log_has_a_line_per_request_and_never_the_api_key() {
     assert_eq!(r.status, 200);
     let url = format!("{}/api/backfills?api%5Fkey={secret}", server.base);
     assert_eq!(reply(agent().get(url).call().unwrap()).status, 200);
+    // Tokens and passwords in a URL too, whoever put them there.
+    let url = format!("{}/api/backfills?oauth_token={secret}&Password={secret}&token={secret}", server.base);
+    assert_eq!(reply(agent().get(url).call().unwrap()).status, 200);
     let log = server.stop_and_read_log();
     assert!(log.contains("GET /api/backfills?_limit=3&api_key=[redacted] HTTP/1.1\" 200"), "{log}");
     assert!(log.contains("GET /api/backfills?api%5Fkey=[redacted] HTTP/1.1\" 200"), "{log}");
+    assert!(
+        log.contains("GET /api/backfills?oauth_token=[redacted]&Password=[redacted]&token=[redacted] HTTP/1.1\" 200"),
+        "{log}"
+    );
     assert!(!log.contains(secret), "{log}");
+}
+
+#[test]
+fn allowed_hosts_come_from_the_flag_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let get = |server: &Served, host: &str| {
+        let s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        exchange(s, server.port, "GET", "/api/status", &[("Host", host)], b"")
+    };
+    let server = serve(&dir.path().join("a.db"), &["--allowed-host", "backfilld.internal", "--allowed-host", ".corp"]);
+    assert_eq!(get(&server, "backfilld.internal:6789").status, 200);
+    assert_eq!(get(&server, "ci.corp").status, 200);
+    assert_eq!(get(&server, "localhost").status, 200);
+    let message = assert_error(&get(&server, "rebound.example"), 403, "host_not_allowed");
+    assert!(message.contains("--allowed-host rebound.example"), "{message}");
+    drop(server);
+    let server = serve_with(&dir.path().join("b.db"), &[], &[("BACKFILLD_ALLOWED_HOST", "one.internal,two.internal")]);
+    assert_eq!(get(&server, "two.internal").status, 200);
+    assert_eq!(get(&server, "three.internal").status, 403);
+    drop(server);
+    // A name that is not one is refused at start, saying what a host name is.
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--allowed-host", "http://x.com"])
+        .arg("--db")
+        .arg(dir.path().join("c.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no scheme"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -75,7 +75,7 @@ fn is_closed(s: &mut TcpStream) -> bool {
 
 fn post_head(path: &str, length: usize, extra: &str) -> String {
     format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{extra}Content-Length: {length}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}Content-Length: {length}\r\n\r\n"
     )
 }
 
@@ -371,7 +371,7 @@ fn every_request_gets_an_access_line_rejected_or_not_and_garbage_cannot_flood_th
     // Malformed requests actix refuses before our code: a few lines at most, none an ERROR.
     for _ in 0..40 {
         let mut s = connect(server.port);
-        s.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\nBad: \x01\r\n\r\n").unwrap();
+        s.write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\nBad: \x01\r\n\r\n").unwrap();
         let _ = read_response(&mut s);
     }
     let log = server.stop_and_read_log();
@@ -472,7 +472,8 @@ fn head_answers_on_every_get_route_without_a_body() {
     let id = app.create_backfill("p", seed_fields("x"));
     for path in ["/api/status".to_string(), "/api/backfills".into(), format!("/api/backfills/{id}")] {
         let mut s = connect(app.port);
-        s.write_all(format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        s.write_all(format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .unwrap();
         let mut all = String::new();
         s.read_to_string(&mut all).unwrap();
         let (head, body) = all.split_once("\r\n\r\n").unwrap();

@@ -1,6 +1,7 @@
 //! `spawn_app()`: the real server on 127.0.0.1:0 over a temporary database file, and a client.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -31,6 +32,7 @@ pub struct Reply {
     pub status: u16,
     pub allow: Option<String>,
     pub content_type: Option<String>,
+    pub retry_after: Option<String>,
     pub body: Value,
 }
 
@@ -111,10 +113,11 @@ pub fn reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let allow = header("allow");
     let content_type = header("content-type");
+    let retry_after = header("retry-after");
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap();
     let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
-    Reply { status, allow, content_type, body }
+    Reply { status, allow, content_type, retry_after, body }
 }
 
 impl TestApp {
@@ -266,4 +269,61 @@ impl TestApp {
 pub fn signal(child: &std::process::Child, signal: i32) {
     // SAFETY: kill(2) on the pid of our own child.
     unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+/// A connection to `port` on 127.0.0.1 from the loopback address `from` (all of 127.0.0.0/8
+/// is this machine's): a client the server tells apart from the test's others.
+pub fn connect_from(from: Ipv4Addr, port: u16) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into()).unwrap();
+    socket.into()
+}
+
+impl TestApp {
+    /// `method path` with a JSON body, from the client at `from` (`connect_from`), on a
+    /// connection of its own.
+    pub fn send_from(&self, from: Ipv4Addr, method: &str, path: &str, body: &Value) -> Reply {
+        let body = serde_json::to_vec(body).unwrap();
+        exchange(connect_from(from, self.port), self.port, method, path, &[("Content-Type", "application/json")], &body)
+    }
+
+    /// `method path` with `headers` as sent, whatever they are (`Host` too: 127.0.0.1:port
+    /// unless given), on a connection of its own.
+    pub fn send_as_is(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        exchange(TcpStream::connect(("127.0.0.1", self.port)).unwrap(), self.port, method, path, headers, body)
+    }
+}
+
+/// One request on `s` as written (with `Connection: close`), and its answer.
+pub fn exchange(mut s: TcpStream, port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = vec![];
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no answer: {text:?}"));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{head}"));
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let body = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON ({status}): {body:?}"));
+    Reply {
+        status,
+        allow: header("allow"),
+        content_type: header("content-type"),
+        retry_after: header("retry-after"),
+        body,
+    }
 }

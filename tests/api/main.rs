@@ -20,6 +20,7 @@ mod run_logs;
 mod schemathesis;
 mod serve;
 mod sessions;
+mod sites;
 mod skip;
 mod wait;
 mod webdriver;

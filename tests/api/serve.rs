@@ -137,7 +137,7 @@ fn ctrl_c_answers_the_request_in_flight_before_stopping() {
     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         conn,
-        "POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
@@ -171,7 +171,7 @@ fn a_second_ctrl_c_stops_at_once() {
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     conn.write_all(
-        b"POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        b"POST /api/pipelines/p/backfills HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
           Expect: 100-continue\r\nContent-Length: 100\r\n\r\n",
     )
     .unwrap();

@@ -2,6 +2,7 @@
 //! Mage reads them, logging out, and the users the `backfilld user` commands manage.
 
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,17 @@ fn login(app: &TestApp, session: Value, headers: &[(&str, &str)]) -> Reply {
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
     app.send_raw("POST", "/api/sessions", &all, serde_json::to_vec(&json!({ "session": session })).unwrap())
+}
+
+/// A login from the client at `from` (`helpers::connect_from`), which the server's throttle
+/// counts apart from the test's other clients.
+fn login_from(app: &TestApp, from: Ipv4Addr, session: Value) -> Reply {
+    app.send_from(from, "POST", "/api/sessions", &json!({ "session": session }))
+}
+
+/// The `n`th of the test's other clients: 127.0.1.0 and on.
+fn client(n: u16) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 1 + (n >> 8) as u8, n as u8)
 }
 
 /// The claims of a JWT, read without checking it, as Mage's clients read it.
@@ -140,11 +152,16 @@ fn wrong_emails_and_passwords_get_one_answer() {
     let wrong = login(&app, json!({"email": "ada@example.com", "password": "not hers"}), &[]);
     assert_error(&wrong, 401, "invalid_credentials");
     assert_eq!(checks(), before + 2.0);
-    // Different addresses each time: under the throttle's free failures.
+    // Different addresses each time, each pair from a client of its own: under the throttle's
+    // free failures.
     for k in 0..5 {
-        let wrong_password = login(&app, json!({"email": "ada@example.com", "password": format!("wrong {k}")}), &[]);
-        let unknown_email =
-            login(&app, json!({"email": format!("nobody{k}@example.com"), "password": "correct horse"}), &[]);
+        let wrong_password =
+            login_from(&app, client(k), json!({"email": "ada@example.com", "password": format!("wrong {k}")}));
+        let unknown_email = login_from(
+            &app,
+            client(k),
+            json!({"email": format!("nobody{k}@example.com"), "password": "correct horse"}),
+        );
         let m1 = assert_error(&wrong_password, 401, "invalid_credentials");
         let m2 = assert_error(&unknown_email, 401, "invalid_credentials");
         assert_eq!(m1, m2, "the same message for both");
@@ -169,9 +186,15 @@ fn repeated_failures_for_an_address_are_slowed_down() {
     add_user(&app, "ada@example.com", "correct horse");
     add_user(&app, "bob@example.com", "battery staple");
     let wrong = json!({"email": "ada@example.com", "password": "nope"});
+    // Each failure from a client of its own, so that only the address's count slows them.
+    let clients = std::cell::Cell::new(0);
+    let fail = || {
+        clients.set(clients.get() + 1);
+        assert_error(&login_from(&app, client(clients.get()), wrong.clone()), 401, "invalid_credentials");
+    };
     // Three failures are free: the right password still gets in after them.
     for _ in 0..3 {
-        assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
+        fail();
     }
     assert_eq!(login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[]).status, 200);
     // After the fourth failure, a try within the second is refused unchecked, even with the
@@ -190,10 +213,10 @@ fn repeated_failures_for_an_address_are_slowed_down() {
     };
     let refused_at = eventually("two tries within a second of a fourth failure", || {
         for _ in 0..3 {
-            assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
+            fail();
         }
         let fourth = Instant::now();
-        assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
+        fail();
         let r = login(&app, right.clone(), &[]);
         let resp = agent().run(raw()).unwrap();
         let answered = Instant::now();
@@ -216,11 +239,41 @@ fn repeated_failures_for_an_address_are_slowed_down() {
     std::thread::sleep((refused_at + Duration::from_secs(1)).saturating_duration_since(Instant::now()));
     assert_eq!(login(&app, right, &[]).status, 200);
     for _ in 0..4 {
-        assert_error(&login(&app, wrong.clone(), &[]), 401, "invalid_credentials");
+        fail();
     }
     // A very long address is refused before it is counted (the throttle keeps a digest).
     let long = json!({"email": format!("{}@example.com", "a".repeat(300)), "password": "nope"});
     assert!(assert_error(&login(&app, long, &[]), 400, "record_invalid").contains("254"));
+}
+
+#[test]
+fn one_client_trying_many_addresses_is_slowed_down_and_other_clients_are_not() {
+    let app = spawn_app();
+    add_user(&app, "ada@example.com", "correct horse");
+    // One password tried on 30 users from one client: after its 3 free failures, each one
+    // makes its next try wait twice as long, whatever the address, so that most tries are
+    // refused unchecked, as they would be for one user.
+    let sprayer = client(1);
+    let mut checked = 0;
+    for k in 0..30 {
+        let r = login_from(&app, sprayer, json!({"email": format!("user{k}@example.com"), "password": "Summer2024"}));
+        match r.status {
+            401 => checked += 1,
+            _ => {
+                let message = assert_error(&r, 429, "too_many_requests");
+                assert!(message.contains("from this client address"), "{message}");
+                assert!(r.retry_after.as_deref().is_some_and(|s| s.parse::<u32>().is_ok_and(|s| s >= 1)), "{r:?}");
+            }
+        }
+    }
+    // 4 checked at once, then one each time a wait ended: 1 s, 2 s, 4 s, ... Only tries spread
+    // over more than 15 s could have 8 checked.
+    assert!((4..8).contains(&checked), "{checked} of 30 tries were checked");
+    // Meanwhile another client logs in at once, and its failures are its own.
+    let other = client(2);
+    assert_eq!(login_from(&app, other, json!({"email": "ada@example.com", "password": "correct horse"})).status, 200);
+    let r = login_from(&app, other, json!({"email": "user0@example.com", "password": "Summer2024"}));
+    assert_error(&r, 401, "invalid_credentials");
 }
 
 #[test]
