@@ -12,7 +12,8 @@ use super::APPLICATION_ID;
 /// `is_paused` and the claim indexes; version 4 users, their sessions, the JWT secret and the
 /// schedules' tokens; version 5 the unique index on usernames (which a version 4 file made
 /// by an earlier build lacks); version 6 the backfills' counts by status; version 7 the
-/// backfills' `is_halted` flag and the runs' logs. An older file gets what it lacks at open.
+/// backfills' `is_halted` flag, the runs' logs and the change marks of the API's `ETag`s. An
+/// older file gets what it lacks at open.
 pub const SCHEMA_VERSION: i64 = 7;
 
 /// The columns versions 3, 4 and 7 added to tables an older file already has (`CREATE TABLE
