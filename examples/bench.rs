@@ -439,10 +439,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // Signed: tpgid (field 8) is -1 for a process without a terminal, and a field skipped for
+    // not parsing would shift every later one.
+    let fields: Vec<i64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
     // utime and stime are fields 14 and 15 of the line, 12th and 13th after the name (the
     // state, a letter, is not a number and was skipped).
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    let ticks = fields.get(10).copied().unwrap_or(0).max(0) + fields.get(11).copied().unwrap_or(0).max(0);
     // SAFETY: sysconf only reads a system setting.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks as f64 / per_second
