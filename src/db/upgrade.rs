@@ -44,6 +44,17 @@ fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Whether a file of `SCHEMA_VERSION` has all of this build's schema. Builds made while
+/// version 7 was not yet released wrote version 7 files without `change_mark`; `upgrade`
+/// (whose schema is idempotent) adds it to them. One lookup in `sqlite_master`.
+pub(super) fn complete(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'change_mark')",
+        [],
+        |r| r.get(0),
+    )
+}
+
 /// The schema: every statement is `IF NOT EXISTS` or idempotent, so that it brings any older
 /// file's tables and indexes up to date too.
 const SCHEMA: &str = include_str!("../../schema.sql");
@@ -240,6 +251,18 @@ mod tests {
         .unwrap();
         let total: i64 = conn.query_row("SELECT bytes FROM run_log_total", [], |r| r.get(0)).unwrap();
         assert_eq!(total, 3);
+    }
+
+    #[test]
+    fn a_version_7_file_without_change_marks_gets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        conn.execute_batch("DROP TABLE change_mark").unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let mark: i64 = conn.query_row("SELECT mark FROM change_mark WHERE scope = 0", [], |r| r.get(0)).unwrap();
+        assert_eq!(mark, 0);
     }
 
     #[test]
