@@ -289,3 +289,17 @@ END;
 CREATE TRIGGER IF NOT EXISTS run_log_total_delete AFTER DELETE ON run_log_piece BEGIN
     UPDATE run_log_total SET bytes = bytes - length(OLD.data) WHERE id = 0;
 END;
+
+-- Version 7: what changed when, for the API's conditional reads (src/api/fresh.rs). Scope 0
+-- counts every write of what the API shows (backfills, runs, their schedules; not logs,
+-- users or tokens); scope N (a backfill's id) holds the value scope 0 had after the last
+-- write to backfill N or to one of its runs. Kept by the store's write functions
+-- (store::changes), in the transaction of each write, whichever process makes it (the
+-- server, an import): so a backfill's mark moves with its own writes alone, and never
+-- takes a value it had before. A deleted backfill's row stays, so that its id's mark goes
+-- on growing.
+CREATE TABLE IF NOT EXISTS change_mark (
+    scope INTEGER PRIMARY KEY,
+    mark  INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO change_mark (scope, mark) VALUES (0, 0);

@@ -32,7 +32,9 @@
 //! "dashboards": 100 open dashboards (10 with --quick) polling one 1,000-run backfill as the
 //! page does, every 3 s the backfill and its first 500 runs with `If-None-Match`: the share
 //! of a core the server spends while nothing changes, and while a worker completes 10 runs
-//! a second (with that worker's own cost measured alone), after the table.
+//! a second (with that worker's own cost measured alone), after the table; then 500 (50)
+//! such dashboards while the worker completes runs of another backfill: the share of a
+//! core, and how many of their answers were 304s.
 //! "first render": the dashboard's first view in headless Chromium (when Chromium and
 //! chromedriver are installed), from navigation to the first page of rows on screen, and
 //! the bytes transferred, the median of three fresh browser profiles (target <= 300 ms).
@@ -462,10 +464,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // Signed: tpgid (field 8) is -1 for a process without a terminal, and a field skipped for
+    // not parsing would shift every later one.
+    let fields: Vec<i64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
     // utime and stime are fields 14 and 15 of the line, 12th and 13th after the name (the
     // state, a letter, is not a number and was skipped).
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    let ticks = fields.get(10).copied().unwrap_or(0).max(0) + fields.get(11).copied().unwrap_or(0).max(0);
     // SAFETY: sysconf only reads a system setting.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks as f64 / per_second
@@ -489,28 +493,30 @@ fn started_minute_backfill(server: &Server, pipeline: &str, name: &str, dates: u
 
 /// What `tabs` open dashboards cost the server, as the page polls one backfill: every 3 s
 /// each tab revalidates the backfill and its first page of 500 runs (`If-None-Match`, as
-/// the browser does for `fetch` with `cache: 'no-cache'`). Three phases of `seconds`:
+/// the browser does for `fetch` with `cache: 'no-cache'`). Four phases of `seconds`:
 /// nothing changing; a worker completing 10 runs a second (its claims and reports alone);
-/// and the tabs with that worker. Returns the share of a core each took, the 304s among the
-/// tabs' answers, and the bytes the tabs received.
-fn dashboards(server: &Server, seconds: f64, tabs: usize) -> String {
+/// the tabs with that worker; and `others` tabs while the worker completes runs of another
+/// backfill. Returns the share of a core each took, the 304s among the tabs' conditional
+/// requests (all but each tab's first fetch of each path), and the bytes the tabs received.
+fn dashboards(server: &Server, seconds: f64, tabs: usize, others: usize) -> String {
     let port = server.port;
     let id = started_minute_backfill(server, "bench_dashboards", "watched", 1000);
+    let other = started_minute_backfill(server, "bench_dashboards", "worked", 1000);
     let pid = server.child.id();
     let paths = [
         format!("/api/backfills/{id}?include_run_count=true"),
         format!("/api/pipeline_runs?backfill_id={id}&_limit=500"),
     ];
-    let phase = |watch: bool, work: bool| {
+    let phase = |tabs: usize, work: Option<i64>| {
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let cpu = cpu_seconds(pid);
         let t = Instant::now();
         let (answers, unchanged, bytes) = std::thread::scope(|scope| {
-            if work {
-                scope.spawn(|| {
+            if let Some(worked) = work {
+                scope.spawn(move || {
                     let mut conn = Conn::open(port).unwrap();
-                    let claim =
-                        json!({"worker": "dash-bench", "limit": 1, "lease_seconds": 60, "backfill_id": id}).to_string();
+                    let claim = json!({"worker": "dash-bench", "limit": 1, "lease_seconds": 60, "backfill_id": worked})
+                        .to_string();
                     let report = json!({"pipeline_run": {"status": "completed", "worker": "dash-bench"}}).to_string();
                     while Instant::now() < deadline {
                         let next = Instant::now() + Duration::from_millis(100);
@@ -524,7 +530,7 @@ fn dashboards(server: &Server, seconds: f64, tabs: usize) -> String {
                     }
                 });
             }
-            let tabs: Vec<_> = (0..if watch { tabs } else { 0 })
+            let handles: Vec<_> = (0..tabs)
                 .map(|k| {
                     let paths = &paths;
                     scope.spawn(move || {
@@ -535,8 +541,10 @@ fn dashboards(server: &Server, seconds: f64, tabs: usize) -> String {
                         while Instant::now() < deadline {
                             let next = Instant::now() + Duration::from_secs(3);
                             for (path, tag) in paths.iter().zip(tags.iter_mut()) {
+                                let conditional = tag.is_some();
                                 if let Ok((status, length, etag)) = conn.revalidate(path, tag.as_deref()) {
-                                    answers += 1;
+                                    // A tab's first fetch of each path is not conditional.
+                                    answers += u64::from(conditional);
                                     unchanged += u64::from(status == 304);
                                     bytes += length as u64;
                                     if etag.is_some() {
@@ -553,23 +561,27 @@ fn dashboards(server: &Server, seconds: f64, tabs: usize) -> String {
                     })
                 })
                 .collect();
-            tabs.into_iter().map(|t| t.join().unwrap()).fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+            handles.into_iter().map(|t| t.join().unwrap()).fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
         });
         let share = (cpu_seconds(pid) - cpu) / t.elapsed().as_secs_f64();
         (share, answers, unchanged, bytes)
     };
-    let (idle, answers, unchanged, bytes) = phase(true, false);
-    let (work_alone, ..) = phase(false, true);
-    let (both, answers2, unchanged2, bytes2) = phase(true, true);
+    let (idle, answers, unchanged, bytes) = phase(tabs, None);
+    let (work_alone, ..) = phase(0, Some(id));
+    let (both, answers2, unchanged2, bytes2) = phase(tabs, Some(id));
+    let (beside, answers3, unchanged3, bytes3) = phase(others, Some(other));
     format!(
-        "{tabs} dashboards on one backfill: {:.1}% of a core while it does not change ({unchanged} of {answers} answers \
+        "{tabs} dashboards on one backfill: {:.1}% of a core while it does not change ({unchanged} of {answers} revalidations \
          304, {} KiB); {:.1}% with a worker completing 10 runs/s, whose claims and reports alone take {:.1}% \
-         ({unchanged2} of {answers2} answers 304, {} KiB)",
+         ({unchanged2} of {answers2} revalidations 304, {} KiB); {others} dashboards on it while the worker completes runs \
+         of another backfill: {:.1}% ({unchanged3} of {answers3} revalidations 304, {} KiB)",
         idle * 100.0,
         bytes / 1024,
         both * 100.0,
         work_alone * 100.0,
-        bytes2 / 1024
+        bytes2 / 1024,
+        beside * 100.0,
+        bytes3 / 1024
     )
 }
 
@@ -1738,7 +1750,10 @@ fn main() {
     let held = claims_with_held(&mut bench);
     let drive_dates = if o.quick { 2_000 } else { 100_000 };
     let driven = drive(&mut bench, drive_dates);
-    let watched = bench.selected(&["dashboards"]).then(|| dashboards(&server, seconds, if o.quick { 10 } else { 100 }));
+    let watched = bench.selected(&["dashboards"]).then(|| {
+        let tabs = if o.quick { 10 } else { 100 };
+        dashboards(&server, seconds, tabs, 5 * tabs)
+    });
     let rendered = bench.selected(&["first render"]).then(|| first_render(&server, 3)).flatten();
     // The real worker, simulating runs of no duration, and running `true` for each.
     let sim_dates = if o.quick { 2_000 } else { 100_000 };

@@ -817,9 +817,11 @@ schemas["LoginRequest"] = {
 
 headers = {
     "ETag": {
-        "description": "The data's version (SQLite's `PRAGMA data_version`, which every commit moves): send it "
-        "back as `If-None-Match` to get a 304 while nothing changed.",
-        "schema": {"type": "string", "pattern": '^W/"[0-9a-f]+"$'},
+        "description": "Where what this answer shows stands, in this start of the server: a backfill's record, its "
+        "runs' pages (`backfill_id`) and a run's record follow that backfill's writes alone, a run's log that log "
+        "and its run's status, other answers every write. Send it back as `If-None-Match` to get a 304 while that "
+        "has not changed. No tag from before a restart matches after it.",
+        "schema": {"type": "string", "pattern": '^W/"[0-9a-f]{16}-[0-9a-z.]+"$'},
     },
     "CacheControl": {"description": "Always `no-cache`.", "schema": {"type": "string", "const": "no-cache"}},
     "RetryAfter": {
@@ -1989,9 +1991,9 @@ at most 64 KiB) and an OAuth token (`OAUTH-TOKEN` header, `Authorization: Bearer
 one made with `backfilld token create`, or a login's (`POST /api/sessions`). The operations' `security` lists \
 what the server asks for when it requires authentication.
 
-**Conditional reads.** Every `GET` (and `HEAD`) under `/api` answers with a weak `ETag` naming the data's version \
-and `Cache-Control: no-cache`; a request whose `If-None-Match` names the current version gets a 304 without the \
-read running. The dashboard's assets carry strong `ETag`s of their content.
+**Conditional reads.** Every `GET` (and `HEAD`) under `/api` answers with a weak `ETag` naming where what it shows \
+stands (one backfill and its runs, one run's log, or all of the data) and `Cache-Control: no-cache`; a request whose \
+`If-None-Match` names the current tag gets a 304 without the read running. The dashboard's assets carry strong `ETag`s of their content.
 """
 
 doc = {

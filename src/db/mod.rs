@@ -38,16 +38,13 @@ pub type Conn = r2d2::PooledConnection<SqliteConnectionManager>;
 /// need not (docs/performance.md has the figures).
 const WRITER_CACHE_KIB: i64 = 32 << 10;
 
-/// The database as a server holds it: its reading connections, a connection that only asks
-/// for the data's version, the guard on the file, and the lock that keeps a second server
-/// off it. Clones share all of it; the connections close when the last clone is dropped.
+/// The database as a server holds it: its reading connections, the guard on the file, and
+/// the lock that keeps a second server off it. Clones share all of it; the connections close when the last clone is dropped.
 /// Writes go through the `Writer`, which is not part of this handle.
 #[derive(Clone)]
 pub struct Database {
     readers: r2d2::Pool<SqliteConnectionManager>,
     watch: Arc<FileWatch>,
-    /// A connection that only asks `PRAGMA data_version` (see `data_version`).
-    version: Arc<Mutex<Connection>>,
     _lock: Arc<File>,
 }
 
@@ -57,17 +54,6 @@ impl Database {
     /// the file might be gone.
     pub fn reader(&self) -> Result<Conn, r2d2::Error> {
         self.readers.get()
-    }
-
-    /// A token that changes whenever the data has: SQLite's `PRAGMA data_version` on a
-    /// connection of its own, which moves with every commit of any other connection, this
-    /// server's writer and another process's (an `import` beside the server) alike. Read
-    /// before a read runs, so that an answer is never older than the token given with it (a
-    /// write in between makes the next request fetch again). About a microsecond; the API's
-    /// conditional reads use it. None if SQLite cannot say.
-    pub fn data_version(&self) -> Option<i64> {
-        let conn = self.version.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        conn.pragma_query_value(None, "data_version", |r| r.get(0)).ok()
     }
 
     /// The sizes in bytes of the data file and of its WAL (0 when there is none), by `stat`.
@@ -156,8 +142,7 @@ pub(crate) fn open_for_serving(path: &Path, readers: u32, tuning: Tuning) -> Res
     writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(sqlite)?;
     let writer = Writer(Arc::new(Mutex::new(writer)));
     let checkpointer = Checkpointer::new(path, tuning, watch.clone(), writer.share())?;
-    let version = open::connect(path)?;
-    let database = Database { readers: pool, watch, version: Arc::new(Mutex::new(version)), _lock: Arc::new(lock) };
+    let database = Database { readers: pool, watch, _lock: Arc::new(lock) };
     Ok(Served { database, writer, checkpointer })
 }
 

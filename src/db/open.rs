@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::upgrade::{upgrade, SCHEMA_VERSION};
+use super::upgrade::{complete, upgrade, SCHEMA_VERSION};
 use super::watch::beside;
 use super::APPLICATION_ID;
 
@@ -232,7 +232,7 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     }
     configure(&conn).map_err(sqlite)?;
     conn.busy_handler(Some(command_busy_handler)).map_err(sqlite)?;
-    if matches!(found, Found::Ours(SCHEMA_VERSION)) {
+    if matches!(found, Found::Ours(SCHEMA_VERSION)) && complete(&conn).map_err(sqlite)? {
         // Up to date: nothing to write, so reading commands never wait for a server's lock.
         return Ok(conn);
     }

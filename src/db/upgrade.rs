@@ -12,7 +12,8 @@ use super::APPLICATION_ID;
 /// `is_paused` and the claim indexes; version 4 users, their sessions, the JWT secret and the
 /// schedules' tokens; version 5 the unique index on usernames (which a version 4 file made
 /// by an earlier build lacks); version 6 the backfills' counts by status; version 7 the
-/// backfills' `is_halted` flag and the runs' logs. An older file gets what it lacks at open.
+/// backfills' `is_halted` flag, the runs' logs and the change marks of the API's `ETag`s. An
+/// older file gets what it lacks at open.
 pub const SCHEMA_VERSION: i64 = 7;
 
 /// The columns versions 3, 4 and 7 added to tables an older file already has (`CREATE TABLE
@@ -41,6 +42,17 @@ fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a file of `SCHEMA_VERSION` has all of this build's schema. Builds made while
+/// version 7 was not yet released wrote version 7 files without `change_mark`; `upgrade`
+/// (whose schema is idempotent) adds it to them. One lookup in `sqlite_master`.
+pub(super) fn complete(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'change_mark')",
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// The schema: every statement is `IF NOT EXISTS` or idempotent, so that it brings any older
@@ -239,6 +251,18 @@ mod tests {
         .unwrap();
         let total: i64 = conn.query_row("SELECT bytes FROM run_log_total", [], |r| r.get(0)).unwrap();
         assert_eq!(total, 3);
+    }
+
+    #[test]
+    fn a_version_7_file_without_change_marks_gets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        conn.execute_batch("DROP TABLE change_mark").unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let mark: i64 = conn.query_row("SELECT mark FROM change_mark WHERE scope = 0", [], |r| r.get(0)).unwrap();
+        assert_eq!(mark, 0);
     }
 
     #[test]

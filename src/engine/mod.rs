@@ -83,6 +83,8 @@ pub struct Engine {
     database: Database,
     /// Leases the sweep expired since the last `take_expired_leases`.
     expired_leases: Arc<AtomicU64>,
+    /// This start's random number (see `epoch`).
+    epoch: u64,
 }
 
 impl Engine {
@@ -126,6 +128,7 @@ impl Engine {
             _checkpoints: checkpoints,
             database,
             expired_leases,
+            epoch: new_epoch(),
         })
     }
 
@@ -170,9 +173,12 @@ impl Engine {
         self.passwords.run(f).await
     }
 
-    /// A token that changes whenever the data has (`db::Database::data_version`).
-    pub fn data_version(&self) -> Option<i64> {
-        self.database.data_version()
+    /// A random number drawn when the engine started: a name of this start that no other
+    /// start of any server shares (as far as 64 random bits go). The API's `ETag`s carry it
+    /// beside the file's change marks, which a file replaced while the server was stopped (a
+    /// backup restored, a fresh file at the same path) may have had before with other data.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The sizes in bytes of the data file and of its WAL.
@@ -183,6 +189,20 @@ impl Engine {
     /// How many leases the sweep expired since this was last asked.
     pub fn take_expired_leases(&self) -> u64 {
         self.expired_leases.swap(0, Ordering::Relaxed)
+    }
+}
+
+/// A new epoch: 64 bits from the operating system's randomness, or, should that fail, from
+/// the clock's nanoseconds and the process id (still distinct from one start to the next).
+fn new_epoch() -> u64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 32)
+        }
     }
 }
 

@@ -121,3 +121,44 @@ pub fn status_counts(conn: &Connection) -> Result<StatusCounts> {
         runs: store::pipeline_runs::status_totals(conn)?,
     })
 }
+
+/// What an answer shows, for its `ETag` (the API's conditional reads): all the data, one
+/// backfill (its record and its runs), the backfill of one run, or one run's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Everything,
+    Backfill(i64),
+    Run(i64),
+    Log(i64),
+}
+
+/// Where the data of a scope stands: a value that changes whenever that data does, and never
+/// takes a value it had before with other data (within one file's life; the API adds the
+/// engine's epoch for the rest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// The count of every write (`store::changes`).
+    Everything(i64),
+    /// A backfill's mark: the count after its last write.
+    Backfill(i64),
+    /// A run's log: bytes received and cut (it only grows, or is deleted whole once its run
+    /// has finished) and the run's status (whose finish its answers say).
+    Log { received: u64, cut: u64, status: String },
+}
+
+/// The mark of `scope`; `None` for a run that does not exist (its answer, a 404, has no tag).
+/// One or two lookups by primary key.
+pub fn mark(conn: &Connection, scope: Scope) -> Result<Option<Mark>> {
+    Ok(Some(match scope {
+        Scope::Everything => Mark::Everything(store::changes::global_mark(conn)?),
+        Scope::Backfill(id) => Mark::Backfill(store::changes::backfill_mark(conn, id)?),
+        Scope::Run(id) => match store::changes::backfill_of_run(conn, id)? {
+            Some(b) => Mark::Backfill(store::changes::backfill_mark(conn, b)?),
+            None => Mark::Everything(store::changes::global_mark(conn)?),
+        },
+        Scope::Log(id) => match store::logs::log_state(conn, id)? {
+            Some((status, log)) => Mark::Log { received: log.received, cut: log.cut, status },
+            None => return Ok(None),
+        },
+    }))
+}

@@ -100,7 +100,9 @@ pub fn insert_backfill(conn: &Connection, b: &NewBackfill) -> rusqlite::Result<i
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
     ))?
     .execute(params_from_iter(std::iter::once(id).chain(column_values(b))))?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    super::changes::touch(conn, Some(id))?;
+    Ok(id)
 }
 
 /// Writes every column of `b` but `id`; `false` when no row has its id.
@@ -114,12 +116,16 @@ pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool
              is_halted = ?20 WHERE id = ?1",
         )?
         .execute(params_from_iter(std::iter::once(SqlValue::Integer(b.id)).chain(column_values(b))))?;
+    super::changes::touch(conn, Some(b.id))?;
     Ok(changed == 1)
 }
 
 /// Deletes the backfill; its runs stay, with `backfill_id` set to null by the foreign key.
 pub fn delete_backfill(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
-    Ok(conn.prepare_cached("DELETE FROM backfill WHERE id = ?1")?.execute([id])? == 1)
+    let deleted = conn.prepare_cached("DELETE FROM backfill WHERE id = ?1")?.execute([id])? == 1;
+    // Its runs, unlinked, now show no backfill.
+    super::changes::touch(conn, Some(id))?;
+    Ok(deleted)
 }
 
 pub fn get_backfill(conn: &Connection, id: i64) -> rusqlite::Result<Option<Backfill>> {

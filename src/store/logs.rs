@@ -25,6 +25,17 @@ pub fn get_log(conn: &Connection, run_id: i64) -> rusqlite::Result<Option<LogMet
         .optional()
 }
 
+/// Run `run_id`'s status (as stored) and its log's bytes received and cut (0 and 0 without
+/// a log); `None` when there is no such run. One lookup by primary key in each table.
+pub fn log_state(conn: &Connection, run_id: i64) -> rusqlite::Result<Option<(String, LogMeta)>> {
+    conn.prepare_cached(
+        "SELECT r.status, COALESCE(l.received, 0), COALESCE(l.cut, 0) FROM pipeline_run AS r \
+         LEFT JOIN run_log AS l ON l.run_id = r.id WHERE r.id = ?1",
+    )?
+    .query_row([run_id], |r| Ok((r.get(0)?, LogMeta { received: unsigned(r.get(1)?), cut: unsigned(r.get(2)?) })))
+    .optional()
+}
+
 /// Writes run `run_id`'s log row (made when missing).
 pub fn put_log(conn: &Connection, run_id: i64, log: &LogMeta) -> rusqlite::Result<()> {
     conn.prepare_cached(

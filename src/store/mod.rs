@@ -10,6 +10,7 @@
 //! surfaces as a conversion error.
 
 pub mod backfills;
+pub mod changes;
 pub mod logs;
 pub mod pipeline_runs;
 pub mod schedules;

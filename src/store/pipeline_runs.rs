@@ -1,6 +1,6 @@
-//! The `pipeline_run` table, and `backfill_run_count` and `run_tally`, which every function
-//! here that writes runs keeps true in the same transaction (see schema.sql for why not
-//! triggers).
+//! The `pipeline_run` table, and `backfill_run_count`, `run_tally` and the change marks
+//! (`changes`), which every function here that writes runs keeps true in the same
+//! transaction (see schema.sql for why not triggers).
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -134,8 +134,10 @@ fn insert_uncounted(conn: &Connection, r: &NewPipelineRun) -> rusqlite::Result<i
         micros(r.lease_expires_at),
         r.attempt,
     ])?;
+    let id = conn.last_insert_rowid();
     add_to_tally(conn, &r.pipeline_uuid, r.backfill_id, r.status.as_str(), 1)?;
-    Ok(conn.last_insert_rowid())
+    super::changes::touch(conn, r.backfill_id)?;
+    Ok(id)
 }
 
 /// Adds `n` (which may be negative) to the runs in `status` of the pipeline and backfill,
@@ -210,7 +212,8 @@ pub fn insert_started_runs(
         stmt.raw_execute()?;
     }
     let n = i64::try_from(runs.len()).unwrap_or(i64::MAX);
-    add_to_tally(conn, common.pipeline_uuid, Some(common.backfill_id), RunStatus::Initial.as_str(), n)
+    add_to_tally(conn, common.pipeline_uuid, Some(common.backfill_id), RunStatus::Initial.as_str(), n)?;
+    super::changes::touch(conn, Some(common.backfill_id))
 }
 
 /// Inserts `r`, counting it: it becomes the newest run of its date unless a newer one is
@@ -279,7 +282,7 @@ pub fn recount_runs(conn: &Connection, backfill_id: i64) -> rusqlite::Result<()>
          AND NOT EXISTS {NEWER_OF_R} GROUP BY r.status"
     ))?
     .execute([backfill_id])?;
-    Ok(())
+    super::changes::touch(conn, Some(backfill_id))
 }
 
 pub fn get_pipeline_run(conn: &Connection, id: i64) -> rusqlite::Result<Option<PipelineRun>> {
@@ -400,7 +403,7 @@ pub fn update_pipeline_run(conn: &Connection, run: &PipelineRun, previous: RunSt
         run.lease_seconds,
         micros(run.lease_expires_at),
     ])?;
-    Ok(())
+    super::changes::touch(conn, run.backfill_id)
 }
 
 const WAITING: &str = "SELECT id FROM pipeline_run INDEXED BY pipeline_run_waiting \
@@ -470,6 +473,7 @@ pub fn claim_runs(
     add_to_tally(conn, pipeline_uuid, Some(backfill_id), RunStatus::Running.as_str(), k)?;
     add_to_run_count(conn, backfill_id, RunStatus::Initial, -(k - superseded))?;
     add_to_run_count(conn, backfill_id, RunStatus::Running, k - superseded)?;
+    super::changes::touch(conn, Some(backfill_id))?;
     super::sort_as(&mut runs, ids, |r| r.id);
     Ok(runs)
 }
@@ -538,6 +542,7 @@ pub fn repeat_dates(
         add_to_run_count(conn, backfill_id, RunStatus::Initial, n)?;
         add_to_tally(conn, &pipeline_uuid, Some(backfill_id), RunStatus::Initial.as_str(), n)?;
     }
+    super::changes::touch(conn, Some(backfill_id))?;
     Ok(created as u64)
 }
 
@@ -571,11 +576,14 @@ pub fn cancel_unfinished_runs(conn: &Connection, backfill_id: i64, now: DateTime
     }
     // Leases end with the runs; `worker` stays, so a holder's next heartbeat can be told
     // that its run was cancelled.
-    conn.prepare_cached(
-        "UPDATE pipeline_run SET status = 'cancelled', lease_expires_at = NULL, updated_at = ?2 \
-         WHERE backfill_id = ?1 AND status IN ('initial', 'running')",
-    )?
-    .execute(params![backfill_id, micros(Some(now))])
+    let cancelled = conn
+        .prepare_cached(
+            "UPDATE pipeline_run SET status = 'cancelled', lease_expires_at = NULL, updated_at = ?2 \
+             WHERE backfill_id = ?1 AND status IN ('initial', 'running')",
+        )?
+        .execute(params![backfill_id, micros(Some(now))])?;
+    super::changes::touch(conn, Some(backfill_id))?;
+    Ok(cancelled)
 }
 
 /// How many runs each status has, all backfills and pipelines (the kept `run_tally`).

@@ -119,5 +119,6 @@ pub fn set_schedule_identity(
          WHERE id = ?1 AND created_at = ?4",
     )?
     .execute(params![id, name, token, micros(Some(made_at))])?;
-    Ok(())
+    // The runs of the schedule show its name and token.
+    super::changes::touch(conn, None)
 }

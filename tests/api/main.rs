@@ -10,6 +10,7 @@ mod commands;
 mod data;
 mod dispatch;
 mod errors;
+mod fresh;
 mod hardening;
 mod helpers;
 mod lifecycle;
