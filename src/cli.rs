@@ -117,8 +117,8 @@ pub struct DemoArgs {
     /// The address to listen on (loopback: the demo needs no credentials).
     #[arg(long, env = "BACKFILLD_BIND", default_value = "127.0.0.1:6789")]
     pub bind: String,
-    /// A host name clients reach the demo by, as `serve` takes it (besides its bound address,
-    /// localhost and loopback addresses; * for any).
+    /// A host name clients reach the demo by, as `serve` takes it (besides IP addresses and
+    /// localhost; * for any).
     #[arg(long = "allowed-host", env = "BACKFILLD_ALLOWED_HOST", value_delimiter = ',', value_name = "HOST",
         value_parser = host::parse)]
     pub allowed_hosts: Vec<String>,
@@ -434,8 +434,8 @@ pub struct ServeArgs {
     #[arg(long = "cors-origin", env = "BACKFILLD_CORS_ORIGIN", value_delimiter = ',', value_name = "ORIGIN",
         value_parser = origin::parse)]
     pub cors_origins: Vec<String>,
-    /// A host name clients reach the server by, besides its bound address, localhost and
-    /// loopback addresses (a request naming another in `Host` is a 403, against DNS
+    /// A host name clients reach the server by, besides IP addresses and localhost (a
+    /// request naming another in `Host` is a 403, against DNS
     /// rebinding); `.example.com` for it and the names under it, * for any. Repeat for
     /// several; the environment variable takes a comma-separated list. A server bound to an
     /// address that is not loopback answers to any name unless given.

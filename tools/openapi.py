@@ -1911,7 +1911,7 @@ FORBIDDEN_WHY = {
     "`--cors-origin`'s (`cross_origin_request`: `Sec-Fetch-Site` other than `same-origin` or `none`, or without it an "
     "`Origin` that does not name the `Host`)",
     "host_not_allowed": "the `Host` is not a name the server answers to (`host_not_allowed`: on a loopback server, "
-    "anything but its address, `localhost`, `*.localhost`, loopback addresses and `--allowed-host` names)",
+    "anything but an IP address, `localhost`, `*.localhost` and `--allowed-host` names)",
 }
 FORBIDDEN_NAMES = {
     ("host_not_allowed",): "HostNotAllowed",

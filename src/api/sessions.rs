@@ -135,7 +135,7 @@ pub async fn create(
         }
     };
     let Some(user) = user.filter(|_| matched) else { return Err(ApiError::InvalidCredentials) };
-    state.logins().succeed(&key);
+    state.logins().succeed(&key, client);
     let token =
         token::generate().map_err(|e| ApiError::Internal(format!("no randomness from the system: {e}").into()))?;
     let (lifetime, user_id, stored) = (state.session_lifetime, user.id, token.clone());

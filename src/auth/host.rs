@@ -3,9 +3,10 @@
 //! and write a loopback server's API as its own unless the server refuses names it is not
 //! meant to be reached by. Pure: the API's middleware applies `Hosts`.
 //!
-//! A server answers to its bound address, `localhost` and names under `.localhost` (browsers
-//! resolve them to loopback themselves, so no one else's DNS can hand them out), loopback
-//! addresses, and the names given with `--allowed-host`; `*` allows any. A server bound to
+//! A server answers to any IP address (a `Host` that is an address names no site whose DNS
+//! someone else controls: a page there is on the server's own origin), `localhost` and names
+//! under `.localhost` (browsers resolve them to loopback themselves, so no one else's DNS can
+//! hand them out), and the names given with `--allowed-host`; `*` allows any. A server bound to
 //! an address that is not loopback allows any name unless `--allowed-host` is given: it is
 //! meant to be reached from elsewhere, by names it cannot know.
 
@@ -54,7 +55,6 @@ pub fn parse(s: &str) -> Result<String, String> {
 #[derive(Debug, Clone)]
 pub struct Hosts {
     any: bool,
-    bound: IpAddr,
     /// Exact names and addresses from `--allowed-host`, and names with a leading dot.
     allowed: Vec<String>,
 }
@@ -63,9 +63,8 @@ impl Hosts {
     /// The names a server bound to `bound` answers to, with `allowed` (`--allowed-host`,
     /// already through `parse`).
     pub fn new(allowed: &[String], bound: IpAddr) -> Hosts {
-        let bound = bound.to_canonical();
-        let any = allowed.iter().any(|a| a == "*") || (allowed.is_empty() && !bound.is_loopback());
-        Hosts { any, bound, allowed: allowed.to_vec() }
+        let any = allowed.iter().any(|a| a == "*") || (allowed.is_empty() && !bound.to_canonical().is_loopback());
+        Hosts { any, allowed: allowed.to_vec() }
     }
 
     /// Whether every name is answered.
@@ -80,9 +79,9 @@ impl Hosts {
             return true;
         }
         let Some(name) = name_of(host) else { return false };
-        if let Ok(ip) = name.parse::<IpAddr>() {
-            let ip = ip.to_canonical();
-            return ip.is_loopback() || ip == self.bound || self.allowed.iter().any(|a| a.parse() == Ok(ip));
+        if name.parse::<IpAddr>().is_ok() {
+            // Whichever of the machine's addresses (a server bound to 0.0.0.0 has several).
+            return true;
         }
         let name = name.trim_end_matches('.');
         name == "localhost"
@@ -95,11 +94,7 @@ impl Hosts {
 
     /// What the server answers to, for a refusal's message.
     pub fn describe(&self) -> String {
-        let mut names = vec![];
-        if !self.bound.is_loopback() && !self.bound.is_unspecified() {
-            names.push(self.bound.to_string());
-        }
-        names.extend(["localhost (and the names under it)".to_string(), "loopback addresses".to_string()]);
+        let mut names = vec!["IP addresses".to_string(), "localhost (and the names under it)".to_string()];
         names.extend(self.allowed.iter().map(|a| match a.strip_prefix('.') {
             Some(domain) => format!("{domain} (and the names under it)"),
             None => a.clone(),
@@ -157,17 +152,8 @@ mod tests {
         ] {
             assert!(h.allows(ok), "{ok}");
         }
-        for bad in [
-            "evil.example:6789",
-            "localhost.evil.example",
-            "evillocalhost",
-            "10.0.0.5:6789",
-            "[fe80::1]:6789",
-            "",
-            "127.0.0.1:x",
-            "[::1",
-            "[::1]x",
-        ] {
+        for bad in ["evil.example:6789", "localhost.evil.example", "evillocalhost", "", "127.0.0.1:x", "[::1", "[::1]x"]
+        {
             assert!(!h.allows(bad), "{bad}");
         }
     }
@@ -178,7 +164,7 @@ mod tests {
         for ok in ["backfilld.internal:6789", "Example.com", "a.b.example.com:1", "10.0.0.5:6789", "[fe80::1]:80"] {
             assert!(h.allows(ok), "{ok}");
         }
-        for bad in ["other.internal", "badexample.com", "10.0.0.6", "evil.example"] {
+        for bad in ["other.internal", "badexample.com", "evil.example"] {
             assert!(!h.allows(bad), "{bad}");
         }
         assert!(hosts(&["*"], "127.0.0.1").allows("evil.example"));
@@ -194,11 +180,12 @@ mod tests {
         assert!(told.allows("10.0.0.5:6789"), "its bound address");
         assert!(told.allows("localhost:6789"));
         assert!(!told.allows("evil.example:6789"));
-        assert_eq!(
-            told.describe(),
-            "10.0.0.5, localhost (and the names under it), loopback addresses and backfilld.example.com"
-        );
-        assert_eq!(hosts(&[], "127.0.0.1").describe(), "localhost (and the names under it) and loopback addresses");
+        // Bound to every interface: each of the machine's addresses (a health probe sends
+        // the pod's), as any IP address, which no one else's DNS can stand for.
+        let everywhere = hosts(&["backfilld.example.com"], "0.0.0.0");
+        assert!(everywhere.allows("192.0.2.2:28771") && everywhere.allows("[2001:db8::7]:80"));
+        assert_eq!(told.describe(), "IP addresses, localhost (and the names under it) and backfilld.example.com");
+        assert_eq!(hosts(&[], "127.0.0.1").describe(), "IP addresses and localhost (and the names under it)");
     }
 
     #[test]

@@ -159,9 +159,13 @@ impl Logins {
         }
     }
 
-    /// A successful login: the address starts afresh; the client's count stays.
-    pub fn succeed(&mut self, address: &str) {
+    /// A successful login: the address starts afresh; the client's try, counted before the
+    /// check, is taken back (a success is no failure), while its earlier failures stay.
+    pub fn succeed(&mut self, address: &str, client: Option<&str>) {
         self.addresses.succeed(address);
+        if let Some(c) = client {
+            self.clients.undo(c);
+        }
     }
 
     /// How many addresses and clients are remembered.
@@ -250,10 +254,12 @@ mod tests {
         t.undo("user3", spray);
         assert_eq!(t.check("fresh", spray, t0), Ok(()));
         t.fail("user3", spray, t0);
-        // A success forgets the address, not the client.
-        t.succeed("user3");
+        // A success forgets the address and takes back its own try (counted before the
+        // check), not the client's failures.
+        t.fail("user3", spray, t0);
+        t.succeed("user3", spray);
         assert_eq!(t.check("user3", other, t0), Ok(()));
-        assert!(t.check("user3", spray, t0).is_err());
+        assert_eq!(t.check("user3", spray, t0), Err(Refused::Client(Duration::from_secs(1))));
         // Doubling, as per address.
         let later = t0 + Duration::from_millis(1500);
         assert_eq!(t.check("fresh", spray, later), Ok(()));
@@ -265,6 +271,18 @@ mod tests {
         }
         assert_eq!(t.check("one", spray, later), Err(Refused::Address(Duration::from_secs(4))));
         assert_eq!(t.len(), (5, 2));
+    }
+
+    #[test]
+    fn successful_logins_never_make_a_client_wait() {
+        let t0 = Instant::now();
+        let mut t = Logins::default();
+        for k in 0..20 {
+            assert_eq!(t.check("user", Some("10.0.0.1"), t0), Ok(()), "login {k}");
+            t.fail("user", Some("10.0.0.1"), t0);
+            t.succeed("user", Some("10.0.0.1"));
+        }
+        assert_eq!(t.len(), (0, 0));
     }
 
     #[test]

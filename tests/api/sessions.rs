@@ -277,6 +277,18 @@ fn one_client_trying_many_addresses_is_slowed_down_and_other_clients_are_not() {
 }
 
 #[test]
+fn logins_that_succeed_are_never_slowed_down() {
+    let app = spawn_app();
+    add_user(&app, "ada@example.com", "correct horse");
+    // From one client, many more than the free failures: a success is no failure, for the
+    // address nor for the client (a script, the command line, a proxy's many users).
+    for k in 0..8 {
+        let r = login_from(&app, client(3), json!({"email": "ada@example.com", "password": "correct horse"}));
+        assert_eq!(r.status, 200, "login {k}: {:?}", r.body);
+    }
+}
+
+#[test]
 fn sessions_expire_end_at_logout_and_with_their_user() {
     let app = spawn_app_tuned(AuthConfig::new(true, &[KEY.into()]), Limits::default(), |s| s.session_lifetime = 1);
     add_user(&app, "ada@example.com", "correct horse");
