@@ -1102,6 +1102,19 @@ struct Stall {
     left_open: usize,
 }
 
+/// A thread that samples `pid`'s resident memory every 10 ms until `stop`, and answers its
+/// peak in KiB.
+fn peak_rss_sampler(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !stop.load(Ordering::Relaxed) {
+            peak = status_kib(pid, "VmRSS:").unwrap_or(0).max(peak);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    })
+}
+
 /// The attack of tests/api/hardening.rs on the fresh server: `connections` connections send
 /// the head of a 1 MiB POST and all of its body but the last byte, at once, and stall,
 /// while one keep-alive client (connected before them) asks `/api/status` every 20 ms, until
@@ -1111,17 +1124,7 @@ fn stall_fresh(server: &Server, connections: usize) -> Stall {
     let (pid, port) = (server.child.id(), server.port);
     let idle_rss_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !stop.load(Ordering::Relaxed) {
-                peak = status_kib(pid, "VmRSS:").unwrap_or(0).max(peak);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        })
-    };
+    let sampler = peak_rss_sampler(pid, stop.clone());
     let (connected, is_connected) = std::sync::mpsc::channel();
     let probe = {
         let stop = stop.clone();
@@ -1553,17 +1556,7 @@ fn large_values(dir: &Path) -> Large {
 
     let rss_before_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !stop.load(Ordering::Relaxed) {
-                peak = status_kib(pid, "VmRSS:").unwrap_or(0).max(peak);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        })
-    };
+    let sampler = peak_rss_sampler(pid, stop.clone());
     let t = Instant::now();
     let port = server.port;
     let readers: Vec<_> = (0..4)
