@@ -113,13 +113,15 @@ impl Summary {
     }
 }
 
-/// `25 runs: 25 completed, 0 failed, 0 taken back by the server, 0 left to their leases`.
+/// `25 runs: 25 completed, 0 failed, 0 taken back by the server, 0 left to their leases`
+/// (`1 run: ...` for one).
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let runs = self.runs();
         write!(
             f,
-            "{} runs: {} completed, {} failed, {} taken back by the server, {} left to their leases",
-            self.runs(),
+            "{runs} run{}: {} completed, {} failed, {} taken back by the server, {} left to their leases",
+            if runs == 1 { "" } else { "s" },
             self.completed,
             self.failed,
             self.lost,

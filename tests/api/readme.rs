@@ -36,7 +36,7 @@ const PAGES: [(&str, &[&str]); 7] = [
             "the command exited with status 1",
             "loading 2024-01-02",
             "run 4 runs the date 2024-01-02 00:00 of run 2 again",
-            "1 runs: 1 completed",
+            "1 run: 1 completed",
             "status      completed",
         ],
     ),
