@@ -458,7 +458,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BACKFILLD_BODY_TIMEOUT", default_value_t = BODY_TIMEOUT_SECS, value_parser = body_timeout)]
     pub body_timeout: f64,
     /// The most connections served at once; more wait to be accepted. Each may cost the
-    /// server up to about 170 KiB before its request is read.
+    /// server up to about 170 KiB before its request is read. Near the cap, idle
+    /// connections are closed to make room for new ones.
     #[arg(long, env = "BACKFILLD_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
         value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,

@@ -13,6 +13,7 @@ mod access;
 mod auth;
 mod backfills;
 mod body;
+mod conns;
 mod cors;
 mod dashboard;
 mod error;
@@ -46,8 +47,9 @@ pub use state::{AppState, Settings, StartError, DEFAULT_MAX_LOG_BYTES};
 /// Starts serving `state` on `listener` with `workers` worker threads, accepting at most
 /// `max_connections` connections at once (split between the workers; the rest wait in the
 /// kernel's accept queue), so that connections alone cannot cost more than a bound (each
-/// may cost about 170 KiB before its request is read: `cli::DEFAULT_MAX_CONNECTIONS`). The
-/// returned server runs when awaited (or spawned);
+/// may cost about 170 KiB before its request is read: `cli::DEFAULT_MAX_CONNECTIONS`). Idle
+/// connections give up their places to new ones as the server nears that bound, and no
+/// peer gets more than half of it then (`conns`). The returned server runs when awaited (or spawned);
 /// its handle stops it: it does not watch for signals itself (`backfilld serve` stops it on
 /// Ctrl-C and SIGTERM). Once it has stopped, `close` the state.
 pub fn run(
@@ -60,6 +62,8 @@ pub fn run(
     let cors = state.cors_origins.clone();
     let hosts = web::Data::new(Hosts::new(&state.allowed_hosts, listener.local_addr()?.ip()));
     let state = web::Data::from(state);
+    let share = (max_connections / workers).max(1);
+    let registry = conns::Registry::new(share * workers);
     let server = HttpServer::new(move || {
         App::new()
             // Cross-origin requests, when --cors-origin allows any: preflights answered before
@@ -73,12 +77,16 @@ pub fn run(
             // One access line per request: peer, request line (keys redacted), status,
             // body bytes, milliseconds, request id; and the id on every answer.
             .wrap(from_fn(access::log_request))
+            // Outermost: a connection is busy from its request's first middleware to its
+            // answer, and may give way to a new one when idle.
+            .wrap(from_fn(conns::mark))
             .app_data(state.clone())
             .app_data(hosts.clone())
             .configure(configure)
     })
     .workers(workers)
-    .max_connections((max_connections / workers).max(1))
+    .max_connections(share)
+    .on_connect(move |conn, ext| registry.register(conn, ext))
     .disable_signals()
     .listen(listener)?
     .run();

@@ -127,22 +127,34 @@ impl Api {
         body: Vec<u8>,
         headers: &[(&str, &str)],
     ) -> Result<Answer, CallError> {
-        let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
-        if let Some(key) = &self.api_key {
-            req = req.header("X-API-KEY", key);
-        }
-        if let Some(token) = &self.token {
-            req = req.header("OAUTH-TOKEN", token);
-        }
-        if let Some(t) = content_type {
-            req = req.header("Content-Type", t);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
+        let request = |body: Vec<u8>| {
+            let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+            if let Some(key) = &self.api_key {
+                req = req.header("X-API-KEY", key);
+            }
+            if let Some(token) = &self.token {
+                req = req.header("OAUTH-TOKEN", token);
+            }
+            if let Some(t) = content_type {
+                req = req.header("Content-Type", t);
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.body(body)
+        };
         let unreachable = |detail: String| CallError::Unreachable { server: self.base.clone(), detail };
-        let request = req.body(body).map_err(|e| unreachable(e.to_string()))?;
-        let mut resp = self.agent.run(request).map_err(|e| unreachable(e.to_string()))?;
+        let first = self.agent.run(request(body.clone()).map_err(|e| unreachable(e.to_string()))?);
+        let mut resp = match first {
+            // A kept connection the server closed as it went out (the server closes idle
+            // ones to make room for new clients, and never one with a request in flight):
+            // nothing was answered or done, so the request goes again, on another.
+            Err(ureq::Error::Io(e)) if closed_before_answer(&e) => {
+                self.agent.run(request(body).map_err(|e| unreachable(e.to_string()))?)
+            }
+            other => other,
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (received, finished) = (header(LOG_RECEIVED), header(RUN_FINISHED));
@@ -424,6 +436,12 @@ fn jwt_token(jwt: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     claims["token"].as_str().filter(|t| !t.is_empty()).map(str::to_string)
+}
+
+/// Whether a request failed because its connection ended before any of the answer came.
+fn closed_before_answer(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe)
 }
 
 /// How the server's address is found: an IP address as it is, a name once a minute. ureq

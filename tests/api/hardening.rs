@@ -251,7 +251,14 @@ fn stalled_bodies(extra: &[&str], refused: &[u16]) {
             let mut answered = 0;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let mut r = agent.get(&url).call().map_err(|e| format!("after {:?}: {e}", t.elapsed()))?;
+                // As the server's own clients do (`client::Api::send`): a kept connection
+                // closed as the request went out (idle ones give way to new clients) is
+                // not an answer, and the request goes again on another.
+                let mut r = match agent.get(&url).call() {
+                    Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => agent.get(&url).call(),
+                    other => other,
+                }
+                .map_err(|e| format!("after {:?}: {e}", t.elapsed()))?;
                 if r.status() != 200 {
                     return Err(format!("answered {}", r.status()));
                 }
@@ -567,4 +574,143 @@ fn a_folder_the_user_cannot_write_is_named_as_the_reason() {
         assert!(stderr.contains("permission denied"), "{name}: {stderr}");
         assert!(stderr.contains(&format!("the folder {}", ro.display())), "{name}: {stderr}");
     }
+}
+
+/// Whether the server has closed `s` by now (end of stream or a reset), without waiting.
+fn closed_now(mut s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut rest = [0u8; 1024];
+    let closed = loop {
+        match s.read(&mut rest) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// A keep-alive connection from `from` that has been answered once and is now idle, as a
+/// poller's is between polls.
+fn idle_poller(from: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    let mut s = crate::helpers::connect_from(from, port);
+    s.set_read_timeout(Some(crate::wait::DEADLINE)).unwrap();
+    s.write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).status, 200);
+    s
+}
+
+/// `helpers::connect_from`, or `None` when the connection is refused.
+fn try_connect_from(from: std::net::Ipv4Addr, port: u16) -> Option<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket.bind(&std::net::SocketAddr::from((from, 0)).into()).ok()?;
+    socket.connect(&std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)).into()).ok()?;
+    Some(socket.into())
+}
+
+/// Idle keep-alive connections give their places to new ones: far more pollers than the
+/// cap, each polling on its kept connection more often than actix's keep-alive would close
+/// it (and connecting again when the server closes it), and meanwhile a new client's read
+/// and a worker's claim, under authentication, are answered within the deadline. (A small
+/// cap stands for the default one: the property is the same, with fewer sockets on a busy
+/// machine.)
+#[test]
+fn idle_connections_give_way_to_new_clients_and_workers() {
+    const CAP: usize = 16;
+    let app = crate::helpers::spawn_app_capped(
+        crate::helpers::AuthConfig::new(true, &[KEY.to_string()]),
+        Limits::default(),
+        |_| {},
+        CAP,
+    );
+    let token = app.add_token("w", None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let port = app.port;
+    let pollers: Vec<_> = (0..CAP * 3)
+        .map(|i| {
+            let (stop, polls) = (stop.clone(), polls.clone());
+            std::thread::spawn(move || {
+                let from = std::net::Ipv4Addr::new(127, 0, 1, 1 + (i % 4) as u8);
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(mut s) = try_connect_from(from, port) else {
+                        // Refused while the server's queue of connections to accept is full.
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                    // Polls until the server closes the connection (or it is not accepted
+                    // within the read timeout), then connects again.
+                    while !stop.load(Ordering::Relaxed) {
+                        if s.write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n").is_err() {
+                            break;
+                        }
+                        let mut buf = [0u8; 4096];
+                        match s.read(&mut buf) {
+                            Ok(n) if n > 0 => polls.fetch_add(1, Ordering::Relaxed),
+                            _ => break,
+                        };
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("the pollers to hold the server's places", || polls.load(Ordering::Relaxed) >= CAP * 3);
+    let client: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(crate::wait::DEADLINE))
+        .build()
+        .into();
+    let call = |method: &str, path: &str, body: &str| {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(app.url(path))
+            .header("X-API-KEY", KEY)
+            .header("OAUTH-TOKEN", &token)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .unwrap();
+        client.run(req).map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    };
+    let read = call("GET", "/api/backfills", "");
+    let claim = call("POST", "/api/pipeline_runs/claim", r#"{"worker": "w1", "limit": 1}"#);
+    stop.store(true, Ordering::Relaxed);
+    for p in pollers {
+        p.join().unwrap();
+    }
+    assert_eq!(read, Ok(200));
+    assert_eq!(claim, Ok(200));
+}
+
+/// One address cannot hold most places while another comes: its connections with requests
+/// in flight (bodies that stall) beyond half the cap are shut down, and the newcomer is
+/// answered.
+#[test]
+fn one_address_cannot_hold_most_places_while_another_comes() {
+    const CAP: usize = 16;
+    let app = crate::helpers::spawn_app_capped(
+        AuthConfig::default(),
+        Limits::default(),
+        with_body_limits(Duration::from_secs(3600), 1 << 30),
+        CAP,
+    );
+    let hog = std::net::Ipv4Addr::new(127, 0, 2, 1);
+    let head = post_head("/api/pipelines/p/backfills", 100, "");
+    let stalled: Vec<TcpStream> = (0..CAP - 2)
+        .map(|_| {
+            let mut s = crate::helpers::connect_from(hog, app.port);
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(b"{").unwrap();
+            s
+        })
+        .collect();
+    let mut newcomer = idle_poller(std::net::Ipv4Addr::new(127, 0, 2, 2), app.port);
+    eventually("the address's places beyond half the cap to be taken back", || {
+        stalled.iter().filter(|s| closed_now(s)).count() >= CAP - 2 - CAP / 2
+    });
+    newcomer.write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut newcomer).status, 200);
 }

@@ -77,6 +77,16 @@ pub fn spawn_app_limited(auth: AuthConfig, limits: Limits) -> TestApp {
 /// The server with its settings adjusted by `tune` (shorter deadlines, a smaller body
 /// budget, shorter leases).
 pub fn spawn_app_tuned(auth: AuthConfig, limits: Limits, tune: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_capped(auth, limits, tune, DEFAULT_MAX_CONNECTIONS as usize)
+}
+
+/// `spawn_app_tuned` accepting at most `max_connections` connections at once.
+pub fn spawn_app_capped(
+    auth: AuthConfig,
+    limits: Limits,
+    tune: impl FnOnce(&mut Settings),
+    max_connections: usize,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("backfilld.db");
     let mut settings = Settings {
@@ -94,7 +104,7 @@ pub fn spawn_app_tuned(auth: AuthConfig, limits: Limits, tune: impl FnOnce(&mut 
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let system = actix_web::rt::System::new();
-        let server = api::run(listener, state, 1, DEFAULT_MAX_CONNECTIONS as usize).unwrap();
+        let server = api::run(listener, state, 1, max_connections).unwrap();
         tx.send(server.handle()).unwrap();
         system.block_on(server).unwrap();
     });
