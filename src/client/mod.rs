@@ -146,9 +146,12 @@ impl Api {
         let unreachable = |detail: String| CallError::Unreachable { server: self.base.clone(), detail };
         let first = self.agent.run(request(body.clone()).map_err(|e| unreachable(e.to_string()))?);
         let mut resp = match first {
-            // A kept connection the server closed as it went out (the server closes idle
-            // ones to make room for new clients, and never one with a request in flight):
-            // nothing was answered or done, so the request goes again, on another.
+            // The connection ended before any answer: most often a kept connection the
+            // server closed as idle to make room for new clients (it never closes one with a
+            // request in flight), so the request goes again, once, on another. A server that
+            // died with the request in flight may have done it already: a claim's runs then
+            // go back when their lease ends, a report repeats harmlessly, a create is made
+            // twice.
             Err(ureq::Error::Io(e)) if closed_before_answer(&e) => {
                 self.agent.run(request(body).map_err(|e| unreachable(e.to_string()))?)
             }
