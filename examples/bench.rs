@@ -42,7 +42,8 @@
 //! binary's own argument parsing): `--simulate --duration 0s --concurrency 64 --until-idle`
 //! over a 100,000-run backfill of its own (2,000 with --quick; target >= 2,000 runs/s end
 //! to end), and `--exec true --concurrency 8` over 10,000 runs (500): runs per second, and
-//! CPU per run of the worker process itself, of its commands and of the server, after the
+//! CPU per run of the worker process itself, of its commands (with its keeper, which starts
+//! them) and of the server, after the
 //! table; then the same commands without worker or server, `seq N | xargs -P 8 -n 1 sh -c
 //! true`, against which the worker's wall time is compared (target <= 1.5x). Then logs:
 //! `--quiet --exec` over 10,000 runs (500) each printing 10 KiB (shipped as their logs), and
@@ -1376,7 +1377,7 @@ struct WorkerRun {
     seconds: f64,
     /// The worker process's own CPU per run (its commands' not counted).
     cpu_per_run_us: f64,
-    /// Its commands' CPU per run.
+    /// Its commands' CPU per run, with its keeper's (the keeper starts them).
     commands_cpu_per_run_us: f64,
     /// The server's CPU per run meanwhile.
     server_cpu_per_run_us: f64,
@@ -1606,6 +1607,10 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some("--worker-child") {
         return worker_child(&args[2..]);
+    }
+    // The worker child's keeper: the worker starts it as its own binary (this one) does.
+    if args.get(1).map(String::as_str) == Some("worker-keeper") {
+        std::process::exit(i32::from(backfilld::worker::keeper::keeper_main()));
     }
     let o = options();
     let db = build(&o);
@@ -1923,7 +1928,7 @@ fn main() {
         };
         println!(
             "{what}: {} runs in {:.1} s = {rate:.0} runs/s{verdict}; CPU per run: the worker's own {:.0} µs, its \
-             commands' {:.0} µs, the server's {:.0} µs",
+             commands' and keeper's {:.0} µs, the server's {:.0} µs",
             thousands(run.runs),
             run.seconds,
             run.cpu_per_run_us,
@@ -1957,7 +1962,7 @@ fn main() {
         println!(
             "worker --exec true --concurrency 8 against `seq {n} | xargs -P 8 -n 1 sh -c true`: {:.1} s against \
              {bare_seconds:.1} s = {ratio:.2}x (target <= 1.5x): {verdict}; CPU: the worker {:.1} s and its commands \
-             {:.1} s, the server {:.1} s, against xargs and its commands {bare_cpu:.1} s",
+             (and keeper) {:.1} s, the server {:.1} s, against xargs and its commands {bare_cpu:.1} s",
             w.seconds,
             total(w.cpu_per_run_us),
             total(w.commands_cpu_per_run_us),

@@ -67,6 +67,10 @@ pub enum Command {
     },
     /// Print the manual page (roff): `backfilld man > backfilld.1 && man ./backfilld.1`.
     Man,
+    /// The process `backfilld worker --exec` starts to start its commands and end them with
+    /// it (src/worker/keeper.rs); not run by hand.
+    #[command(hide = true)]
+    WorkerKeeper,
 }
 
 impl Command {

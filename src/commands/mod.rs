@@ -143,6 +143,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Demo(args)) => demo::demo(args).map(|()| String::new()),
         Some(Command::Completions { shell }) => manual::completions(shell),
         Some(Command::Man) => manual::man(),
+        Some(Command::WorkerKeeper) => return ExitCode::from(crate::worker::keeper::keeper_main()),
     };
     match outcome {
         Ok(out) => {

@@ -57,7 +57,11 @@ fn worker_config(a: WorkerArgs) -> Result<Config, String> {
     }
     let work = match a.exec {
         Some(cmd) if cmd.trim().is_empty() => return Err("--exec needs a command".into()),
-        Some(cmd) => Work::Exec(cmd),
+        Some(command) => Work::Exec {
+            command,
+            keeper: crate::worker::keeper::Keeper::start()
+                .map_err(|e| format!("the process that starts the commands could not start: {e}"))?,
+        },
         None => Work::Simulate {
             span: plan::parse_span(&a.duration).map_err(|e| format!("--duration {e}"))?,
             fail_rate: plan::parse_rate(&a.fail_rate).map_err(|e| format!("--fail-rate {e}"))?,

@@ -1,25 +1,26 @@
-//! Running one run's command: `sh -c CMD` in a process group of its own, with the run's
-//! environment and its JSON on standard input, its standard output and error on one pipe
-//! (as `2>&1`: one stream, in the order the command wrote it), and killing the whole group
-//! when asked (a timeout, a cancel, a stop).
+//! Running one run's command: `sh -c CMD` in a process group of its own, started by the
+//! worker's keeper (`keeper`), with the run's environment and its JSON on standard input,
+//! its standard output and error on one pipe (as `2>&1`: one stream, in the order the
+//! command wrote it), and killing the whole group when asked (a timeout, a cancel, a stop).
 //!
 //! The output is read as it comes: its tail kept (`metrics.output_tail`), put in the run's
 //! outbox for the server (`output::Outbox`), its lines shown (`output::Lines`). The run's own
-//! thread reads it while it waits for the command's end (on a pidfd, or on a waiting thread
-//! where the kernel has none), until it has to call the server while the command runs (a
+//! thread reads it while it waits for the command's end (which the keeper's reading thread
+//! hands over, writing the run's eventfd), until it has to call the server while the command runs (a
 //! heartbeat, a ship): then a thread of its own takes the pipe over (`detach`), so that the
 //! command's pipe never waits for the server. A command that ends before that, most short
 //! ones, costs no thread.
 
-use std::io::{ErrorKind, PipeReader, Read, Write};
+use std::io::{ErrorKind, PipeReader, PipeWriter, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::keeper::{Keeper, SpawnError, Spawned};
 use super::output::{Lines, Outbox, Printer};
 use super::plan::Tail;
 
@@ -39,14 +40,6 @@ struct Sink {
     ended: bool,
 }
 
-/// How the command's end is seen.
-enum Exit {
-    /// A pidfd, readable once the command has ended; the command is reaped here.
-    Pidfd { fd: OwnedFd, child: Box<Child> },
-    /// A thread that waits for the command and sends its status.
-    Thread(Receiver<std::io::Result<ExitStatus>>),
-}
-
 /// The output's pipe while the run's thread reads it itself (non-blocking), with what the
 /// outbox had no room for yet (already shown and kept in the tail).
 struct Inline {
@@ -57,7 +50,8 @@ struct Inline {
 /// A command started and not yet waited for.
 pub struct Running {
     pid: i32,
-    exit: Mutex<Exit>,
+    /// Its end, as its sub-keeper says it.
+    exit: Mutex<Receiver<std::io::Result<ExitStatus>>>,
     /// How it ended, once seen.
     ended: Mutex<Option<ExitStatus>>,
     shared: Arc<Shared>,
@@ -74,7 +68,7 @@ pub struct Running {
 pub enum Ended {
     /// It exited, or a signal ended it.
     Status(ExitStatus),
-    /// Waiting for it failed (not expected on Linux).
+    /// Its end cannot be known: the keeper has ended (which kills it).
     Lost(String),
 }
 
@@ -153,127 +147,51 @@ fn read_to_end(shared: &Shared, waker: &OwnedFd, mut pipe: PipeReader, carry: Ve
 }
 
 impl Running {
-    /// Starts `sh -c command` with `env` added to the worker's environment (less the
-    /// worker's own credentials) and `input` on its standard input, in a new process group;
-    /// its lines are shown through `lines` unless that is `None`.
+    /// Starts `sh -c command` through the worker's keeper (`keeper`), with `env` added to
+    /// the worker's environment (less the worker's own credentials) and `input` on its
+    /// standard input, in a new process group; its lines are shown through `lines` unless
+    /// that is `None`.
     pub fn start(
+        keeper: &Keeper,
         command: &str,
         env: &[(String, String)],
         input: Vec<u8>,
         lines: Option<(Lines, Printer)>,
-    ) -> std::io::Result<Running> {
+    ) -> Result<Running, SpawnError> {
         let (reader, writer) = std::io::pipe()?;
-        // /bin/sh, as system(3) runs a command: by name, `sh` would be looked for in each folder of
-        // PATH again for every command (an `execve` each, most of them failing).
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(command)
-            .env_remove("BACKFILLD_API_KEY")
-            .env_remove("BACKFILLD_TOKEN")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::piped())
-            .stdout(writer.try_clone()?)
-            .stderr(writer)
-            .process_group(0);
-        let spawned = cmd.spawn();
-        // The command holds the pipe's writing end: only the child's copies may keep it
-        // open, so that reading ends when the command (and what it started) has closed it.
-        drop(cmd);
-        let mut child = spawned?;
-        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        let (stdin_reader, stdin) = std::io::pipe()?;
+        // SAFETY: eventfd(2) makes a new fd, owned by nobody else.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: as above.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        let Spawned { pid, ended } = keeper.spawn(command, env, stdin_reader.into(), writer.into(), wake.clone())?;
         let shared = Arc::new(Shared {
             sink: Mutex::new(Sink { tail: Tail::default(), outbox: Outbox::default(), lines, ended: false }),
             room: Condvar::new(),
         });
-        let started = Self::watch(&mut child, reader, input);
-        let (wake, threads, pipe) = match started {
-            Ok(t) => t,
-            Err(e) => {
-                // Nobody will wait for it: kill its group (not reaped, its id is still the
-                // group's) and reap it here.
-                // SAFETY: as in `signal_group`.
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
-        let mut running = Running {
+        let running = Running {
             pid,
-            exit: Mutex::new(Exit::Thread(mpsc::channel().1)),
+            exit: Mutex::new(ended),
             ended: Mutex::new(None),
             shared,
             wake,
-            inline: Mutex::new(Some(Inline { pipe, carry: vec![] })),
-            threads: Mutex::new(threads),
+            inline: Mutex::new(None),
+            threads: Mutex::new(vec![]),
         };
-        // SAFETY: pidfd_open(2) on our own child, not yet reaped; the fd it returns is ours.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if pidfd >= 0 {
-            // SAFETY: a new fd, owned by nobody else.
-            let fd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-            running.exit = Mutex::new(Exit::Pidfd { fd, child: Box::new(child) });
-            return Ok(running);
-        }
-        let (tx, rx) = mpsc::channel();
-        let wake = running.wake.clone();
-        match thread("run-wait", move || {
-            let _ = tx.send(child.wait());
-            signal(&wake);
-        }) {
-            Ok(t) => {
-                held(&running.threads).push(t);
-                running.exit = Mutex::new(Exit::Thread(rx));
-                Ok(running)
-            }
+        match feed(stdin, input) {
+            Ok(writer) => held(&running.threads).extend(writer),
             Err(e) => {
+                // Nobody will wait for it: its group is killed (its sub-keeper reaps it).
                 running.signal_group();
-                Err(e)
+                return Err(e.into());
             }
         }
-    }
-
-    /// Feeds the command its input; readies the output's pipe for reading without blocking.
-    #[allow(clippy::type_complexity)]
-    fn watch(
-        child: &mut Child,
-        output: PipeReader,
-        input: Vec<u8>,
-    ) -> std::io::Result<(Arc<OwnedFd>, Vec<JoinHandle<()>>, PipeReader)> {
-        // SAFETY: eventfd(2) makes a new fd, owned by nobody else.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: as above.
-        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
-        let mut threads = vec![];
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that does not read its input must not block the worker: what the pipe
-            // does not take at once is written by a thread of its own; a closed pipe is no
-            // error. A run's JSON is small, so that thread is seldom needed.
-            set_nonblocking(stdin.as_raw_fd(), true);
-            let mut written = 0;
-            while written < input.len() {
-                match stdin.write(&input[written..]) {
-                    Ok(0) => break,
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        set_nonblocking(stdin.as_raw_fd(), false);
-                        let rest = input[written..].to_vec();
-                        threads.push(thread("run-stdin", move || {
-                            let _ = stdin.write_all(&rest);
-                        })?);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        set_nonblocking(output.as_raw_fd(), true);
-        Ok((wake, threads, output))
+        set_nonblocking(reader.as_raw_fd(), true);
+        *held(&running.inline) = Some(Inline { pipe: reader, carry: vec![] });
+        Ok(running)
     }
 
     /// Waits until the command ends (then its end), `until` passes, or output is ready to
@@ -287,33 +205,19 @@ impl Running {
             return None;
         }
         let pipe = held(&self.inline).as_ref().map(|i| i.pipe.as_raw_fd());
-        let mut exit = self.exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ended = match &mut *exit {
-            Exit::Pidfd { fd, child } => {
-                poll(&[fd.as_raw_fd(), self.wake.as_raw_fd()].into_iter().chain(pipe).collect::<Vec<_>>(), until);
-                drain(&self.wake);
-                self.pump();
-                match child.try_wait() {
-                    Ok(Some(status)) => Some(Ended::Status(status)),
-                    Ok(None) => None,
-                    Err(e) => Some(Ended::Lost(e.to_string())),
-                }
-            }
-            Exit::Thread(rx) => {
-                let check = |rx: &Receiver<std::io::Result<ExitStatus>>| match rx.try_recv() {
-                    Ok(Ok(status)) => Some(Ended::Status(status)),
-                    Ok(Err(e)) => Some(Ended::Lost(e.to_string())),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => Some(Ended::Lost("the waiting thread ended".into())),
-                };
-                check(rx).or_else(|| {
-                    poll(&[self.wake.as_raw_fd()].into_iter().chain(pipe).collect::<Vec<_>>(), until);
-                    drain(&self.wake);
-                    self.pump();
-                    check(rx)
-                })
-            }
+        let exit = self.exit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let check = |rx: &Receiver<std::io::Result<ExitStatus>>| match rx.try_recv() {
+            Ok(Ok(status)) => Some(Ended::Status(status)),
+            Ok(Err(e)) => Some(Ended::Lost(e.to_string())),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Ended::Lost("the keeper's reading thread ended".into())),
         };
+        let ended = check(&exit).or_else(|| {
+            poll(&[self.wake.as_raw_fd()].into_iter().chain(pipe).collect::<Vec<_>>(), until);
+            drain(&self.wake);
+            self.pump();
+            check(&exit)
+        });
         if let Some(Ended::Status(status)) = ended {
             *self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
         }
@@ -476,6 +380,31 @@ impl Running {
     }
 }
 
+/// Writes the command's input: what the pipe does not take at once is written by a thread
+/// of its own (returned), so that a command that does not read its input never blocks the
+/// worker; a closed pipe is no error. A run's JSON is small, so that thread is seldom needed.
+fn feed(mut stdin: PipeWriter, input: Vec<u8>) -> std::io::Result<Option<JoinHandle<()>>> {
+    set_nonblocking(stdin.as_raw_fd(), true);
+    let mut written = 0;
+    while written < input.len() {
+        match stdin.write(&input[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                set_nonblocking(stdin.as_raw_fd(), false);
+                let rest = input[written..].to_vec();
+                return thread("run-stdin", move || {
+                    let _ = stdin.write_all(&rest);
+                })
+                .map(Some);
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(None)
+}
+
 fn thread(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name.into()).spawn(f)
 }
@@ -492,7 +421,7 @@ fn set_nonblocking(fd: RawFd, on: bool) {
 }
 
 /// Wakes whoever polls the eventfd.
-fn signal(efd: &OwnedFd) {
+pub(super) fn signal(efd: &OwnedFd) {
     let one: u64 = 1;
     // SAFETY: an 8-byte write of a u64 to an eventfd we hold.
     unsafe {

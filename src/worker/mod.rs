@@ -15,6 +15,7 @@
 //! cancelled, or the lease is lost) kills the command's process group and reports nothing.
 
 pub mod exec;
+pub mod keeper;
 pub mod output;
 pub mod plan;
 pub mod progress;
@@ -35,8 +36,8 @@ use progress::Progress;
 /// What each run does.
 #[derive(Debug, Clone)]
 pub enum Work {
-    /// `sh -c` this command.
-    Exec(String),
+    /// `sh -c` this command, started by the worker's keeper.
+    Exec { command: String, keeper: Arc<keeper::Keeper> },
     /// Wait, then complete or fail, as `plan::simulate` says.
     Simulate { span: Span, fail_rate: f64, seed: u64 },
 }
@@ -45,7 +46,7 @@ impl Work {
     /// What the claimed runs' `executor_type` says ran them.
     pub fn executor_type(&self) -> &'static str {
         match self {
-            Work::Exec(_) => "backfilld_exec",
+            Work::Exec { .. } => "backfilld_exec",
             Work::Simulate { .. } => "backfilld_simulate",
         }
     }
@@ -468,11 +469,21 @@ fn execute(
     let mut next_beat = started + beat_every;
     let deadline = cfg.timeout.map(|t| started + t);
     let task = match &cfg.work {
-        Work::Exec(command) => {
+        Work::Exec { command, keeper } => {
             let input = serde_json::to_vec(run).unwrap_or_default();
             let lines = printer.map(|p| (Lines::new(output::prefix(run)), p));
-            match Running::start(command, &plan::run_env(run), input, lines) {
+            match Running::start(keeper, command, &plan::run_env(run), input, lines) {
                 Ok(r) => Task::Command(r),
+                Err(e @ keeper::SpawnError::Gone(_)) => {
+                    // No command can start any more: the worker stops, and this run goes
+                    // back to the server with its lease rather than fail for no fault of
+                    // its own.
+                    if stop.level() < 2 {
+                        log::error!("{e}: stopping");
+                        stop.now();
+                    }
+                    return Outcome::Abandoned(e.to_string());
+                }
                 Err(e) => Task::NotStarted(format!("the command could not start: {e}")),
             }
         }
@@ -516,7 +527,7 @@ fn execute(
         if deadline.is_some_and(|d| now >= d) {
             kill(&task);
             let limit = cfg.timeout.unwrap_or_default();
-            let why = format!("the command ran past --timeout {limit:?}; its process group was killed");
+            let why = format!("the command ran past --timeout {limit:?}; it was killed, with every process it started");
             let metrics = json!({"worker": cfg.name, "timed_out": true, "error": why,
                 "duration_seconds": started.elapsed().as_secs_f64()});
             let (metrics, log) = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);
@@ -598,11 +609,17 @@ fn execute(
             (status.success(), why, m)
         }
         (Task::Command(_), lost) => {
+            // Its end was not seen: the keeper has ended (and killed it). Not the run's fault:
+            // it goes back with its lease, and the worker stops, as no command can start.
             let why = match lost {
                 Some(Ended::Lost(e)) => format!("waiting for the command failed: {e}"),
                 _ => "the command's end was not seen".to_string(),
             };
-            (false, why.clone(), json!({"worker": cfg.name, "error": why, "duration_seconds": took}))
+            if stop.level() < 2 {
+                log::error!("{why}: stopping");
+                stop.now();
+            }
+            return Outcome::Abandoned(why);
         }
     };
     let (metrics, log) = with_output(cfg, id, metrics, task, &mut shipping, lease_ends);

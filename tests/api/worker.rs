@@ -178,11 +178,15 @@ fn a_command_past_its_timeout_is_killed_with_its_children_and_fails() {
     let app = spawn_app();
     let id = started(&app, "etl", json!({"settings": {"max_attempts": 1}, "end_datetime": "2023-03-01T00:00:00Z"}));
     let marker = "sleep 31.4159";
+    // One more that leaves the command's process group, as a daemon does.
+    let escapee = "3600.3141";
     let t = Instant::now();
-    let o = run_worker(&app, &["--until-idle", "--timeout", "500ms", "--exec", &format!("{marker} & {marker}")]);
+    let cmd = format!("{marker} & setsid sleep {escapee} & {marker}");
+    let o = run_worker(&app, &["--until-idle", "--timeout", "500ms", "--exec", &cmd]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(!process_with(marker), "a process of the command was left behind");
+    eventually("the process that left the command's group to be killed too", || !sleeping(escapee));
     let failed = runs(&app, &format!("backfill_id={id}&status=failed"));
     assert_eq!(failed[0]["metrics"]["timed_out"], true);
     assert!(failed[0]["metrics"]["error"].as_str().unwrap().contains("--timeout"));
@@ -425,10 +429,10 @@ fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_
     let log = app.dir.path().join("log.txt");
     // Each command logs its start and end; overlapping runs of a date would interleave.
     let cmd = format!("echo \"start $BACKFILL_HR\" >> {0}; sleep 0.3; echo \"end $BACKFILL_HR\" >> {0}", log.display());
-    // The first worker's command says its pid (the `sleep`'s, by `exec`), to be stopped after.
+    // The first worker's command says its pid once it runs (then the `sleep`, by `exec`).
     let pid_file = app.dir.path().join("orphan.pid");
     let slow = format!(
-        "echo \"start $BACKFILL_HR\" >> {0}; echo $$ > {1}; exec sleep 60.123",
+        "echo \"start $BACKFILL_HR\" >> {0}; echo $$ > {1}; exec sleep 3600.123",
         log.display(),
         pid_file.display()
     );
@@ -450,13 +454,74 @@ fn a_killed_worker_s_date_is_done_by_another_after_its_lease_and_never_twice_at_
     let hr = got[0].trim_start_matches("start ").to_string();
     let of_date: Vec<String> = got.iter().filter(|l| l.ends_with(&hr)).cloned().collect();
     assert_eq!(of_date, [format!("start {hr}"), format!("start {hr}"), format!("end {hr}")]);
-    // The orphaned `sleep 60` of the killed worker is its own business; stop it by its pid,
-    // if that is still the `sleep` (a pid is not reused while its process runs).
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    if text(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).contains("60.123") {
-        // SAFETY: kill(2) on the pid of the command our worker started, checked just above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    // The killed worker's command died with it (its keeper killed it), well before the
+    // next worker ran the date again.
+    eventually("the killed worker's command to have died with it", || !sleeping("3600.123"));
+}
+
+/// Whether a `sleep SECONDS` runs (itself, not a shell whose command line names it).
+fn sleeping(seconds: &str) -> bool {
+    let want = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).unwrap_or_default() == want.as_bytes())
+}
+
+/// Waits until each `sleep SECONDS` runs.
+fn wait_sleeping(all: &[&str]) {
+    for s in all {
+        eventually(&format!("`sleep {s}` to run"), || sleeping(s));
     }
+}
+
+/// However a worker dies, its commands die with it, and so do the processes they started,
+/// also those that left the command's process group: nothing of the dead worker runs on
+/// while another worker, once the leases end, runs the same dates again.
+#[test]
+fn a_killed_worker_s_commands_die_with_it_and_what_they_started_too() {
+    let app = fast_leases();
+    started(&app, "etl", json!({"end_datetime": "2023-03-01T04:00:00Z"}));
+    let (child, escapee, command) = ("3600.4201", "3600.4202", "3600.4203");
+    let cmd = format!("sleep {child} & setsid sleep {escapee} & sleep {command}");
+    let mut w = worker(&app, &["--concurrency", "2", "--exec", &cmd]).stderr(Stdio::null()).spawn().unwrap();
+    wait_sleeping(&[child, escapee, command]);
+    signal(&w, libc::SIGKILL);
+    w.wait().unwrap();
+    eventually("the dead worker's commands and what they started to end", || {
+        ![child, escapee, command].iter().any(|s| sleeping(s))
+    });
+}
+
+/// A keeper killed on its own takes its commands with it too; the worker, which can start no
+/// command any more, stops and leaves its runs to their leases rather than fail them.
+#[test]
+fn a_killed_keeper_takes_its_commands_along_and_the_worker_stops() {
+    let app = fast_leases();
+    let id = started(&app, "etl", json!({"end_datetime": "2023-03-01T04:00:00Z"}));
+    let (escapee, command) = ("3600.4301", "3600.4302");
+    let cmd = format!("setsid sleep {escapee} & sleep {command}");
+    let w = worker(&app, &["--concurrency", "2", "--lease", "2s", "--exec", &cmd])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_sleeping(&[escapee, command]);
+    let keeper = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", w.id()))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse::<i32>().unwrap())
+        .find(|p| text(&std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default()).contains("worker-keeper"))
+        .expect("the worker's keeper among its children");
+    // SAFETY: kill(2) of the keeper, found above among our worker's children.
+    unsafe { libc::kill(keeper, libc::SIGKILL) };
+    let o = w.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("keeper process has ended"), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("0 failed"), "{}", text(&o.stdout));
+    eventually("the commands and what they started to end", || !sleeping(escapee) && !sleeping(command));
+    // Not failed: the runs went back with their leases.
+    assert!(runs(&app, &format!("backfill_id={id}&status=failed")).is_empty());
 }
 
 /// Starts `backfilld demo` on a free port over `db`; returns it and its base URL, read from
