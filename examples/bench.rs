@@ -75,10 +75,20 @@
 //! variables (its time and how much the file and its WAL grew); then 4 connections reading
 //! 5 pages each of the first backfill's 1,000 runs at once (the largest answer, the server's
 //! resident memory before, at its peak and 2 s after).
+//! Then "1,000 idle connections", on a server of its own on a fresh file with the defaults
+//! (its cap 256 connections): 1,000 keep-alive connections from 8 client addresses each poll
+//! `/api/status` every 3 s (driven from one thread, tests/api/pollers.rs), and once each has
+//! been answered about once, for the scenario's time: a new client's request on a new
+//! connection every 20 ms (the first page of backfills, timed from its connect) and a
+//! worker's claim of one run every 50 ms on its kept connection (each run reported
+//! completed): their p50 and p99 (target: p99 <= 100 ms each), what the pollers saw (polls
+//! answered, connections the server closed between polls), the server's share of a core and
+//! its peak resident memory (VmRSS).
 //! Only errors, scenarios with no answered request, an expiry sweep that did not act on its
-//! 1,000 leases, a worker that did not complete its backfill, a login not answered 401, and
-//! a probe unanswered or a stalled connection still open 10 s past the body deadline fail
-//! the run; a missed target is said, not failed.
+//! 1,000 leases, a worker that did not complete its backfill, a login not answered 401, a
+//! probe unanswered or a stalled connection still open 10 s past the body deadline, and a
+//! new client's request or a worker's claim unanswered among the idle connections fail the
+//! run; a missed target is said, not failed.
 //!
 //!     cargo run --release --example bench                 # 1,000,000 backfills, 2,000,000 runs
 //!     cargo run --release --example bench -- --quick      # a small smoke run, as CI does
@@ -148,6 +158,13 @@ const LOGIN_RATIO: f64 = 1.2;
 const LOGIN_CHECK_MS: f64 = 5.0;
 /// The users the logins fail for: three wrong passwords each, the throttle's free failures.
 const LOGIN_USERS: usize = 5;
+/// The idle connections' scenario, on a server of its own (see `idle_connections`): its
+/// keep-alive pollers, how often each polls, and the target of the p99 of a new client's
+/// request and of a worker's claim meanwhile, in ms (reported, not enforced).
+const IDLE: &str = "1,000 idle connections";
+const IDLE_POLLERS: usize = 1000;
+const IDLE_PERIOD: Duration = Duration::from_secs(3);
+const IDLE_P99_MS: f64 = 100.0;
 
 /// The benchmark: builds (or reuses) a database, serves it, and measures the scenarios in
 /// examples/bench.rs's header.
@@ -430,6 +447,9 @@ mod webdriver;
 // The tests' one way of waiting, which the WebDriver client uses.
 #[path = "../tests/api/wait.rs"]
 mod wait;
+// The tests' keep-alive pollers, many on one thread.
+#[path = "../tests/api/pollers.rs"]
+mod pollers;
 
 /// The dashboard's first view in headless Chromium, a fresh profile each time (nothing
 /// cached): from navigation to the first page of backfill rows on screen (the page's
@@ -1600,6 +1620,136 @@ fn large_values(dir: &Path) -> Large {
     }
 }
 
+/// What the idle connections' scenario measured.
+struct Idle {
+    /// What the pollers saw, from their start to their stop.
+    pollers: pollers::Tally,
+    /// Seconds from the pollers' start to their stop.
+    seconds: f64,
+    /// A new client's requests, each on a new connection, from the connect to the answer
+    /// (ms); and those not answered 200.
+    newcomer_ms: Vec<f64>,
+    newcomer_errors: u64,
+    /// A worker's claims on its kept connection (ms), those failed, and those sent again
+    /// on a new connection because the kept one ended before any answer.
+    claim_ms: Vec<f64>,
+    claim_errors: u64,
+    claims_resent: u64,
+    /// The server's CPU time over the measured part, in s; its resident memory before the
+    /// pollers and at its peak, in KiB.
+    cpu_seconds: f64,
+    rss_before_kib: u64,
+    rss_peak_kib: u64,
+}
+
+/// On a server of its own on a fresh file, with the defaults (its cap 256): 1,000 keep-alive
+/// connections from 8 client addresses, each polling `/api/status` every 3 s (their first
+/// polls spread over `warmup`), and once each has been answered about once, for `seconds`:
+/// a new client (an address of its own) asking for the first page of backfills on a new
+/// connection every 20 ms, timed from its connect, and a worker on its kept connection
+/// claiming one run of a 10,000-run backfill every 50 ms and reporting it completed, its
+/// claim timed from the sending (and sent again, once, on a new connection if the kept one
+/// ended before any answer, as backfilld's client does). The server's resident memory is
+/// sampled every 10 ms throughout.
+fn idle_connections(dir: &Path, warmup: Duration, seconds: f64) -> Idle {
+    let (server, _) = start_server(&dir.join("idle.db"));
+    let (pid, port) = (server.child.id(), server.port);
+    let backfill = started_minute_backfill(&server, "bench_idle", "claimed among idle connections", 10_000);
+    let rss_before_kib = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = peak_rss_sampler(pid, stop.clone());
+    let from: Vec<std::net::Ipv4Addr> = (1..=8).map(|k| std::net::Ipv4Addr::new(127, 0, 4, k)).collect();
+    let polling = Instant::now();
+    let idle = pollers::Pollers::start(port, IDLE_POLLERS, &from, "/api/status", IDLE_PERIOD, warmup);
+    wait::eventually("the pollers to be answered once each", || idle.answered() >= IDLE_POLLERS as u64);
+    let cpu_before = cpu_seconds(pid);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let newcomer = std::thread::spawn(move || {
+        let (mut took, mut errors) = (vec![], 0u64);
+        let client = std::net::Ipv4Addr::new(127, 0, 5, 1);
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            let answer = Conn::open_from(port, client)
+                .and_then(|mut c| c.send("GET", "/api/backfills?include_run_count=true", b""));
+            match answer {
+                Ok((200, _)) => took.push(t.elapsed().as_secs_f64() * 1000.0),
+                _ => errors += 1,
+            }
+            if let Some(wait) = (t + Duration::from_millis(20)).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        (took, errors)
+    });
+    let worker = std::thread::spawn(move || {
+        let (mut took, mut errors, mut resent) = (vec![], 0u64, 0u64);
+        let name = "bench-idle";
+        let claim = json!({"worker": name, "limit": 1, "lease_seconds": 60, "backfill_id": backfill}).to_string();
+        let report = json!({"pipeline_run": {"status": "completed", "worker": name}}).to_string();
+        let mut conn = Conn::open(port).ok();
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            let mut answer = conn.as_mut().map(|c| c.exchange("POST", "/api/pipeline_runs/claim", claim.as_bytes()));
+            // No answer at all (status 0: the connection ended first): once more, on a new
+            // connection.
+            if !matches!(answer, Some(Ok((status, _, _))) if status != 0) {
+                resent += 1;
+                conn = Conn::open(port).ok();
+                answer = conn.as_mut().map(|c| c.exchange("POST", "/api/pipeline_runs/claim", claim.as_bytes()));
+            }
+            let answer = answer.and_then(Result::ok).map(|(status, body, _)| (status, body));
+            match answer.as_ref().and_then(|a| handed_out(a, name)) {
+                Some(ids) if ids.len() == 1 => took.push(t.elapsed().as_secs_f64() * 1000.0),
+                _ => {
+                    errors += 1;
+                    complain(&format!("{IDLE}: claim"), &answer);
+                    conn = Conn::open(port).ok();
+                }
+            }
+            for id in answer.as_ref().and_then(|a| handed_out(a, name)).unwrap_or_default() {
+                let path = format!("/api/pipeline_runs/{id}");
+                let reported = conn.as_mut().map(|c| c.send("PUT", &path, report.as_bytes()));
+                if !matches!(reported, Some(Ok((200, _)))) {
+                    errors += 1;
+                    conn = Conn::open(port).ok();
+                }
+            }
+            if let Some(wait) = (t + Duration::from_millis(50)).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        (took, errors, resent)
+    });
+    let (newcomer_ms, newcomer_errors) = newcomer.join().unwrap();
+    let (claim_ms, claim_errors, claims_resent) = worker.join().unwrap();
+    let cpu_seconds = cpu_seconds(pid) - cpu_before;
+    let tally = idle.stop();
+    let seconds = polling.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let rss_peak_kib = sampler.join().unwrap();
+    Idle {
+        pollers: tally,
+        seconds,
+        newcomer_ms,
+        newcomer_errors,
+        claim_ms,
+        claim_errors,
+        claims_resent,
+        cpu_seconds,
+        rss_before_kib,
+        rss_peak_kib,
+    }
+}
+
+/// The `p` quantile of `values` (sorting them), 0 when there are none.
+fn quantile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        return 0.0;
+    }
+    values[((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve-child") {
@@ -1809,6 +1959,7 @@ fn main() {
     let expiry_selected = bench.selected(&[EXPIRY]);
     let (stall_selected, logins_selected) = (bench.selected(&[FRESH_STALL]), bench.selected(&[LOGINS]));
     let large_selected = bench.selected(&[LARGE]);
+    let idle_selected = bench.selected(&[IDLE]);
     let rows = bench.rows;
     // Idle, the server is expected to truncate the WAL (to at most 128 MiB).
     let idle = if o.quick { 2 } else { 11 };
@@ -1831,6 +1982,16 @@ fn main() {
     let large = large_selected.then(|| {
         let dir = tempfile::tempdir().expect("a folder for the large values' server");
         large_values(dir.path())
+    });
+    let idled = idle_selected.then(|| {
+        // The pollers' sockets, beside the bench's own files.
+        if let Err(e) = pollers::allow_open_files(IDLE_POLLERS as u64 + 1024) {
+            eprintln!("bench: {IDLE}: {e}");
+            std::process::exit(1);
+        }
+        let dir = tempfile::tempdir().expect("a folder for the idle connections' server");
+        let warmup = if o.quick { Duration::from_secs(1) } else { IDLE_PERIOD };
+        idle_connections(dir.path(), warmup, seconds)
     });
 
     let (base_name, base) = &rows[0];
@@ -2057,6 +2218,54 @@ fn main() {
             passed += 1;
         } else {
             failures += l.errors;
+            failed += 1;
+        }
+    }
+    if let Some(mut i) = idled {
+        let (newcomers, claims) = (i.newcomer_ms.len(), i.claim_ms.len());
+        let (new_p50, new_p99) = (quantile(&mut i.newcomer_ms, 0.5), quantile(&mut i.newcomer_ms, 0.99));
+        let (claim_p50, claim_p99) = (quantile(&mut i.claim_ms, 0.5), quantile(&mut i.claim_ms, 0.99));
+        let verdict = |n: usize, errors: u64, p99: f64| {
+            if n > 0 && errors == 0 && p99 <= IDLE_P99_MS {
+                "met"
+            } else {
+                "not met"
+            }
+        };
+        println!(
+            "{IDLE} polling every {}s: a new client's request on a new connection p50 {new_p50:.2} ms, p99 \
+             {new_p99:.2} ms of {newcomers} (target <= {IDLE_P99_MS:.0} ms): {}; a worker's claim p50 {claim_p50:.2} \
+             ms, p99 {claim_p99:.2} ms of {claims}, {} sent again (target <= {IDLE_P99_MS:.0} ms): {}",
+            IDLE_PERIOD.as_secs(),
+            verdict(newcomers, i.newcomer_errors, new_p99),
+            i.claims_resent,
+            verdict(claims, i.claim_errors, claim_p99)
+        );
+        let p = &i.pollers;
+        println!(
+            "{IDLE}: {} polls answered in {:.1} s, on {} connections, {} closed by the server between polls ({} \
+             polls sent again, {} lost); the server {:.0}% of a core meanwhile, its peak RSS {:.1} MiB ({:.1} MiB \
+             before)",
+            thousands(p.answered),
+            i.seconds,
+            thousands(p.opened),
+            thousands(p.closed),
+            p.resent,
+            p.lost,
+            i.cpu_seconds / seconds * 100.0,
+            mib(i.rss_peak_kib, 1024),
+            mib(i.rss_before_kib, 1024)
+        );
+        let errors = i.newcomer_errors + i.claim_errors + p.failed;
+        if errors == 0 && newcomers > 0 && claims > 0 {
+            passed += 1;
+        } else {
+            eprintln!(
+                "bench: {IDLE}: {} new client's requests and {} claims not answered, {} polls answered other than \
+                 200",
+                i.newcomer_errors, i.claim_errors, p.failed
+            );
+            failures += errors + u64::from(newcomers == 0) + u64::from(claims == 0);
             failed += 1;
         }
     }

@@ -463,7 +463,8 @@ pub struct ServeArgs {
     pub body_timeout: f64,
     /// The most connections served at once; more wait to be accepted. Each may cost the
     /// server up to about 170 KiB before its request is read. Near the cap, idle
-    /// connections are closed to make room for new ones.
+    /// connections are closed to make room for new ones, and one address cannot take the
+    /// last tenth of the places.
     #[arg(long, env = "BACKFILLD_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
         value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,

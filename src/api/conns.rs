@@ -5,9 +5,24 @@
 //! would lock everyone else out. So every connection is registered when it is accepted
 //! (`register`, from the server's `on_connect`), marked busy while a request of it is in
 //! flight (`mark`, the outermost middleware), and, once the connections near the cap, the
-//! longest-idle ones are shut down until enough places are free again. A peer that already
-//! holds half the cap gets no more places while the server is near it: its new connections
-//! are shut down at once.
+//! longest-idle ones are shut down until enough places are free again.
+//!
+//! A busy connection is never shut down as idle, so one peer address could hold every place
+//! with requests in flight (bodies that stall, say): the server would then stop accepting,
+//! and no other client would even reach `register`. Two more rules prevent that:
+//!
+//! - a peer's connection beyond `high` places, once idle ones have been shut down (so all
+//!   of its others are busy), is shut down at once: the last places, from `high` to the
+//!   cap, are kept for other addresses, and a newcomer is accepted (actix splits the cap
+//!   between its worker threads and accepts while any of them has a place free, so places
+//!   free on any thread will do);
+//! - when a connection comes from another address and the server is past `low`, a peer
+//!   holding more than half the cap has its connections beyond that half shut down, idle
+//!   ones first, then those busy longest.
+//!
+//! Behind a reverse proxy every client has the proxy's address: the proxy then gets at most
+//! `high` places while all of them are busy, and the rule on halves never acts (it needs
+//! another address); shutting idle connections down is what protects clients there.
 //!
 //! actix offers no call that lists or closes its connections: the registry keeps a
 //! duplicate of each connection's socket, its own, and shuts the connection down through it
@@ -73,7 +88,9 @@ impl Registry {
 
     /// `HttpServer::on_connect`: registers a newly accepted connection; then, as the server
     /// nears its cap, shuts down another peer's connections beyond half the cap (from
-    /// `low`) and the longest-idle ones (from `high`).
+    /// `low`) and the longest-idle ones (from `high`); and shuts this one down at once when
+    /// its peer would hold more than `high` places, all of its others busy, so that the
+    /// last places stay free for other addresses.
     pub(super) fn register(self: &Arc<Registry>, conn: &dyn Any, ext: &mut Extensions) {
         let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
         let Ok(socket) = stream.as_fd().try_clone_to_owned().map(TcpStream::from) else { return };
@@ -91,8 +108,21 @@ impl Registry {
         if inner.conns.len() >= self.high {
             self.shed(&mut inner, id);
         }
+        if self.overfull(&inner, peer) {
+            if let Some(conn) = inner.remove(id) {
+                let _ = conn.socket.shutdown(Shutdown::Both);
+            }
+            return;
+        }
         drop(inner);
         ext.insert(Tracked { id, registry: self.clone() });
+    }
+
+    /// Whether `peer` holds more than `high` places (after idle ones were shut down: its
+    /// others are busy). Never with a cap so small that `high` is no place at all.
+    fn overfull(&self, inner: &Inner, peer: Option<IpAddr>) -> bool {
+        let held = peer.and_then(|p| inner.per_peer.get(&p)).copied().unwrap_or(0);
+        self.high > 0 && held > self.high
     }
 
     /// Shuts down idle connections, longest-idle first, until `low` are left (or no idle

@@ -48,9 +48,10 @@ pub use state::{AppState, Settings, StartError, DEFAULT_MAX_LOG_BYTES};
 /// `max_connections` connections at once (split between the workers; the rest wait in the
 /// kernel's accept queue), so that connections alone cannot cost more than a bound (each
 /// may cost about 170 KiB before its request is read: `cli::DEFAULT_MAX_CONNECTIONS`). Idle
-/// connections give up their places to new ones as the server nears that bound, and no
-/// peer gets more than half of it then (`conns`). The returned server runs when awaited (or spawned);
-/// its handle stops it: it does not watch for signals itself (`backfilld serve` stops it on
+/// connections give up their places to new ones as the server nears that bound, and one
+/// peer address cannot hold every place with requests in flight: the last tenth is kept for
+/// other addresses (`conns`). The returned server runs when awaited (or spawned); its
+/// handle stops it: it does not watch for signals itself (`backfilld serve` stops it on
 /// Ctrl-C and SIGTERM). Once it has stopped, `close` the state.
 pub fn run(
     listener: TcpListener,

@@ -25,6 +25,13 @@ pub enum CallError {
     /// Any other 4xx: a wrong key or token, or a request the server refuses. Not retried.
     #[error("the server refused the request ({status}): {message}")]
     Refused { status: u16, message: String },
+    /// The connection ended before any answer to a request that is not safe to send twice
+    /// (a create, a run's retry, a login): the server may have done it or not. Not retried.
+    #[error(
+        "the server at {server} closed the connection before answering {request} ({detail}): it may or may not \
+         have been done; {check}"
+    )]
+    Unanswered { server: String, request: String, detail: String, check: &'static str },
 }
 
 impl CallError {
@@ -147,12 +154,20 @@ impl Api {
         let first = self.agent.run(request(body.clone()).map_err(|e| unreachable(e.to_string()))?);
         let mut resp = match first {
             // The connection ended before any answer: most often a kept connection the
-            // server closed as idle to make room for new clients (it never closes one with a
-            // request in flight), so the request goes again, once, on another. A server that
-            // died with the request in flight may have done it already: a claim's runs then
-            // go back when their lease ends, a report repeats harmlessly, a create is made
-            // twice.
+            // server closed as idle to make room for new clients, just as the request went
+            // out; but a server that died with the request in flight, or closed the
+            // connection just as the request arrived, may have done it. So the request goes
+            // again, once, on another connection, only when doing it twice does no harm
+            // (`safe_to_resend`); otherwise the caller is told it may have been done.
             Err(ureq::Error::Io(e)) if closed_before_answer(&e) => {
+                if !safe_to_resend(method, path) {
+                    return Err(CallError::Unanswered {
+                        server: self.base.clone(),
+                        request: format!("{method} {}", path.split('?').next().unwrap_or(path)),
+                        detail: e.to_string(),
+                        check: how_to_check(path),
+                    });
+                }
                 self.agent.run(request(body).map_err(|e| unreachable(e.to_string()))?)
             }
             other => other,
@@ -441,6 +456,43 @@ fn jwt_token(jwt: &str) -> Option<String> {
     claims["token"].as_str().filter(|t| !t.is_empty()).map(str::to_string)
 }
 
+/// Whether `method path` may be sent again when its connection ended before any answer,
+/// when the server may have done it already: reads, and writes that leave the same state
+/// done twice (PUT, DELETE); among POSTs, a claim (the runs of an answer that never came go
+/// back when their lease ends), a log chunk at an `offset` (stored by its offset, once) and
+/// a backfill's preview (nothing stored). Not a create, a run's retry or a login: each
+/// twice makes two.
+fn safe_to_resend(method: &str, path: &str) -> bool {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let segments: Vec<&str> = path.strip_prefix("/api/").unwrap_or("").split('/').collect();
+    match method {
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" => true,
+        "POST" => match segments[..] {
+            ["pipeline_runs", "claim"] => true,
+            ["pipeline_runs", id, "logs"] => {
+                !id.is_empty() && query.split('&').any(|pair| pair.split('=').next() == Some("offset"))
+            }
+            ["pipelines", uuid, "backfills", "preview"] => !uuid.is_empty(),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// How to find out whether a request `safe_to_resend` refuses was done, for its error.
+fn how_to_check(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or(path);
+    if path.starts_with("/api/pipelines/") && path.ends_with("/backfills") {
+        "look for it (`backfilld backfill list`) before creating it again"
+    } else if path.starts_with("/api/pipeline_runs/") && path.ends_with("/retry") {
+        "look for the date's new run (`backfilld run list --backfill ID`) before retrying it again"
+    } else if path == "/api/sessions" {
+        "log in again (a session the lost answer held expires on its own)"
+    } else {
+        "check what it would have changed before sending it again"
+    }
+}
+
 /// Whether a request failed because its connection ended before any of the answer came.
 fn closed_before_answer(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
@@ -555,6 +607,54 @@ mod tests {
     fn queries_leave_out_what_is_not_given() {
         assert_eq!(query(&[("a", Some("x y".into())), ("b", None), ("c", Some("1".into()))]), "?a=x%20y&c=1");
         assert_eq!(query(&[("b", None)]), "");
+    }
+
+    #[test]
+    fn only_requests_harmless_twice_are_sent_again() {
+        for (method, path) in [
+            ("GET", "/api/backfills?_limit=0"),
+            ("HEAD", "/api/status"),
+            ("PUT", "/api/pipeline_runs/7"),
+            ("PUT", "/api/backfills/3"),
+            ("DELETE", "/api/sessions/1"),
+            ("OPTIONS", "/api/backfills"),
+            ("POST", "/api/pipeline_runs/claim"),
+            ("POST", "/api/pipeline_runs/7/logs?worker=w&offset=0"),
+            ("POST", "/api/pipeline_runs/7/logs?offset=1024&worker=w"),
+            ("POST", "/api/pipelines/etl/backfills/preview?_limit=20"),
+        ] {
+            assert!(safe_to_resend(method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            ("POST", "/api/pipelines/etl/backfills"),
+            ("POST", "/api/pipeline_runs/7/retry"),
+            ("POST", "/api/sessions"),
+            ("POST", "/api/pipeline_runs/7/logs?worker=w"),
+            ("POST", "/api/pipeline_runs/7/logs?worker=w&not_offset=1"),
+            ("POST", "/api/pipeline_runs//logs?offset=0"),
+            ("POST", "/api/pipelines//backfills/preview"),
+            ("POST", "/api/pipeline_runs/claim/more"),
+            ("PATCH", "/api/backfills/3"),
+        ] {
+            assert!(!safe_to_resend(method, path), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn an_unanswered_create_says_it_may_have_been_made_and_how_to_check() {
+        let e = CallError::Unanswered {
+            server: "http://x:1".into(),
+            request: "POST /api/pipelines/etl/backfills".into(),
+            detail: "connection reset".into(),
+            check: how_to_check("/api/pipelines/etl/backfills"),
+        };
+        let said = e.to_string();
+        assert!(said.contains("closed the connection before answering POST /api/pipelines/etl/backfills"), "{said}");
+        assert!(said.contains("may or may not have been done"), "{said}");
+        assert!(said.contains("`backfilld backfill list`"), "{said}");
+        assert!(!e.is_transient());
+        assert!(how_to_check("/api/pipeline_runs/7/retry").contains("`backfilld run list --backfill ID`"));
+        assert!(how_to_check("/api/sessions").contains("log in again"));
     }
 
     #[test]

@@ -53,6 +53,8 @@ impl From<CallError> for Failure {
             CallError::Refused { .. } | CallError::Server { .. } | CallError::Conflict(_) => {
                 Failure::Refused(e.to_string())
             }
+            // Not known to have been done or not: the server could not be asked to the end.
+            CallError::Unanswered { .. } => Failure::Unreachable(e.to_string()),
         }
     }
 }

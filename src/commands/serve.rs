@@ -100,6 +100,7 @@ pub(super) fn serve_then(args: ServeArgs, listening: impl FnOnce(SocketAddr)) ->
     })?;
     let local = listener.local_addr().map_err(|source| Error::Listen { bind: args.bind.clone(), source })?;
     return_large_allocations();
+    allow_open_files(u64::from(args.max_connections));
     let mut settings = settings(&args, required, api_keys, workers);
     // A name `--bind` gave is one clients reach the server by, wherever names are checked.
     if loopback || !settings.allowed_hosts.is_empty() {
@@ -136,6 +137,41 @@ fn return_large_allocations() {
     // SAFETY: mallopt sets one of the allocator's parameters, under the allocator's own lock.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Open files a connection takes: actix's socket, and the duplicate of it that `api::conns`
+/// keeps to shut it down.
+const FILES_PER_CONNECTION: u64 = 2;
+/// Open files the server takes besides its connections (the listener, the event loops', the
+/// data file and its WAL for each database connection, the lock file), with room to spare.
+const FILES_BESIDES_CONNECTIONS: u64 = 256;
+
+/// Raises the process's soft limit on open files, up to its hard limit, to what
+/// `max_connections` connections need, so that a cap above the usual soft limit (1,024) is
+/// reached rather than cut short by accept(2) failing for want of files (the connections
+/// past it would wait, and could not be shut down to make room). Warns when the hard limit
+/// is too low for it.
+fn allow_open_files(max_connections: u64) {
+    let needed = max_connections.saturating_mul(FILES_PER_CONNECTION).saturating_add(FILES_BESIDES_CONNECTIONS);
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the limit into the struct it is given, which lives here.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= needed as libc::rlim_t {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: limit.rlim_max.min(needed as libc::rlim_t), rlim_max: limit.rlim_max };
+    // SAFETY: setrlimit reads the struct it is given; raising the soft limit up to the hard
+    // one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        limit.rlim_cur = raised.rlim_cur;
+    }
+    if limit.rlim_cur < needed as libc::rlim_t {
+        log::warn!(
+            "--max-connections {max_connections} needs about {needed} open files, and this process may open {} \
+             (raise its hard limit: `ulimit -Hn`, or LimitNOFILE= for systemd): new connections wait once they \
+             run out",
+            limit.rlim_cur
+        );
     }
 }
 

@@ -51,11 +51,15 @@ pub fn serve(db: &Path, extra: &[&str]) -> Served {
 /// got: a port the test picked and freed for it could be taken meanwhile by another test's
 /// server, which would then answer in its place.
 pub fn serve_with(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Served {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .args(extra)
-        .envs(env.iter().copied())
+    let mut command = Command::new(BIN);
+    command.args(["serve", "--bind", "127.0.0.1:0", "--db"]).arg(db).args(extra).envs(env.iter().copied());
+    serve_by(command)
+}
+
+/// A server `command` starts (`backfilld serve --bind 127.0.0.1:0 ...`, or a shell that ends
+/// by running it), as `serve_with` does.
+pub fn serve_by(mut command: Command) -> Served {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

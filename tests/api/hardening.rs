@@ -714,3 +714,94 @@ fn one_address_cannot_hold_most_places_while_another_comes() {
     newcomer.write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut newcomer).status, 200);
 }
+
+/// One address cannot take the last places with requests in flight: with more connections
+/// than the cap, each holding a body that stalls (those past the cap wait to be accepted),
+/// it keeps at most nine tenths of the places, and a client from another address is
+/// accepted and answered. On two worker threads, between which actix splits the cap, as
+/// `backfilld serve` has on two CPUs: the places kept free must be free on some thread.
+#[test]
+fn one_address_with_every_place_busy_leaves_room_for_another() {
+    const CAP: usize = 16;
+    let app = crate::helpers::spawn_app_served(
+        AuthConfig::default(),
+        Limits::default(),
+        with_body_limits(Duration::from_secs(3600), 1 << 30),
+        CAP,
+        2,
+    );
+    let hog = std::net::Ipv4Addr::new(127, 0, 2, 3);
+    let head = post_head("/api/pipelines/p/backfills", 100, "");
+    let stalled: Vec<TcpStream> = (0..CAP * 2)
+        .map(|_| {
+            let mut s = crate::helpers::connect_from(hog, app.port);
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(b"{").unwrap();
+            s
+        })
+        .collect();
+    // Behind all of them in the queue of connections to accept.
+    let mut newcomer = idle_poller(std::net::Ipv4Addr::new(127, 0, 2, 4), app.port);
+    newcomer.write_all(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut newcomer).status, 200);
+    drop(stalled);
+}
+
+/// The scenario, at the server's default cap: 1,000 keep-alive connections from 8
+/// addresses, each polling `/api/status` every 3 s (on one thread: `pollers`), and meanwhile
+/// a new client's requests, each on a new connection, and a worker's claims, under
+/// authentication, are answered, in three rounds a poll period apart (so that the worker's
+/// kept connection has been idle longer than most when it claims again). Debug build on a
+/// busy machine: only the generous deadline bounds the time (the bench measures it).
+#[test]
+fn a_thousand_polling_connections_leave_room_for_new_clients_and_workers() {
+    const POLLERS: usize = 1000;
+    let _turn = crate::helpers::busy_turn();
+    let cap = backfilld::cli::DEFAULT_MAX_CONNECTIONS as usize;
+    // The pollers' sockets, the server's (two files a connection) and the other tests'.
+    crate::pollers::allow_open_files((POLLERS + 2 * cap + 1024) as u64).unwrap();
+    let app =
+        crate::helpers::spawn_app_served(AuthConfig::new(true, &[KEY.to_string()]), Limits::default(), |_| {}, cap, 2);
+    let token = app.add_token("w", None);
+    let worker =
+        backfilld::client::Api::new(&app.base, Some(KEY.into()), Some(token.clone()), 2, crate::wait::DEADLINE)
+            .unwrap();
+    let created = worker.create_backfill("polled", &seed_fields("polled")).unwrap();
+    let id = created["id"].as_i64().unwrap();
+    worker.update_backfill(id, &json!({"status": "initial"})).unwrap();
+    let from: Vec<std::net::Ipv4Addr> = (1..=8).map(|k| std::net::Ipv4Addr::new(127, 0, 3, k)).collect();
+    let period = Duration::from_secs(3);
+    let pollers = crate::pollers::Pollers::start(app.port, POLLERS, &from, "/api/status", period, period);
+    eventually("a poll of each poller's worth answered", || pollers.answered() >= POLLERS as u64);
+    // A new client: a request on a new connection each time (no kept connection to reuse).
+    let newcomer: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(crate::wait::DEADLINE))
+        .max_idle_connections(0)
+        .build()
+        .into();
+    let ask = |path: &str| {
+        newcomer
+            .get(app.url(path))
+            .header("X-API-KEY", KEY)
+            .header("OAUTH-TOKEN", &token)
+            .header("Connection", "close")
+            .call()
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    };
+    let scope = backfilld::client::Scope { pipeline_uuid: None, backfill_id: Some(id) };
+    for round in 0..3 {
+        if round > 0 {
+            let seen = pollers.answered();
+            eventually("a poll period's worth of polls", || pollers.answered() >= seen + POLLERS as u64);
+        }
+        assert_eq!(ask("/api/status"), Ok(200), "round {round}");
+        assert_eq!(ask("/api/backfills?_limit=1"), Ok(200), "round {round}");
+        let runs = worker.claim("w1", 1, 60, &scope, "local_python").map_err(|e| e.to_string());
+        assert_eq!(runs.map(|r| r.len()), Ok(1), "round {round}");
+    }
+    let tally = pollers.stop();
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert!(tally.closed > 0, "the server closed idle connections to make room: {tally:?}");
+}

@@ -87,6 +87,18 @@ pub fn spawn_app_capped(
     tune: impl FnOnce(&mut Settings),
     max_connections: usize,
 ) -> TestApp {
+    spawn_app_served(auth, limits, tune, max_connections, 1)
+}
+
+/// `spawn_app_capped` with `workers` HTTP worker threads, between which actix splits the
+/// cap (as `backfilld serve` has one per CPU).
+pub fn spawn_app_served(
+    auth: AuthConfig,
+    limits: Limits,
+    tune: impl FnOnce(&mut Settings),
+    max_connections: usize,
+    workers: usize,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("backfilld.db");
     let mut settings = Settings {
@@ -104,7 +116,7 @@ pub fn spawn_app_capped(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let system = actix_web::rt::System::new();
-        let server = api::run(listener, state, 1, max_connections).unwrap();
+        let server = api::run(listener, state, workers, max_connections).unwrap();
         tx.send(server.handle()).unwrap();
         system.block_on(server).unwrap();
     });

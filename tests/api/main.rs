@@ -16,6 +16,7 @@ mod helpers;
 mod lifecycle;
 mod mage;
 mod operations;
+mod pollers;
 mod readme;
 mod run_logs;
 mod schemathesis;

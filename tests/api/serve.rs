@@ -187,3 +187,29 @@ fn a_second_ctrl_c_stops_at_once() {
     let log = server.stop_and_read_log();
     assert!(log.contains("stopping at once"), "{log}");
 }
+
+/// The soft limit of open files of the process `pid` (/proc/PID/limits).
+fn open_files_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// A connection takes two open files (actix's socket and `api::conns`' duplicate of it): a
+/// cap that needs more than the soft limit (often 1,024) raises it, toward the hard limit,
+/// so that the cap is reached rather than cut short by accept(2) failing.
+#[test]
+fn a_cap_beyond_the_open_files_limit_raises_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    // SAFETY: getrlimit writes into the struct it is given.
+    let mut hard = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) }, 0);
+    let mut shell = Command::new("sh");
+    shell.args(["-c", r#"ulimit -Sn 256 && exec "$0" "$@""#, BIN, "serve", "--bind", "127.0.0.1:0", "--db"]);
+    shell.arg(&db).args(["--workers", "1", "--max-connections", "600"]);
+    let server = crate::cli::serve_by(shell);
+    let limit = open_files_limit(server.child.id());
+    let wanted = (600 * 2 + 256).min(hard.rlim_max);
+    assert!(limit >= wanted, "the soft limit is {limit}; {wanted} wanted");
+}
