@@ -166,6 +166,22 @@ CREATE TRIGGER IF NOT EXISTS run_count_backfill_delete AFTER DELETE ON backfill 
     DELETE FROM backfill_run_count WHERE backfill_id = OLD.id;
 END;
 
+-- Version 8: per backfill, the status of each date's newest run, one byte per date of its
+-- schedule (0 none, then completed, failed, running, initial, cancelled: domain::datemap), in
+-- chunks of 1,024 dates by the date's position in the schedule: a date map reads a backfill's
+-- chunks (a hundred for 100,000 dates) instead of its runs. Kept by store::pipeline_runs
+-- beside backfill_run_count, in the transaction of each write (store::date_map).
+CREATE TABLE IF NOT EXISTS run_date_chunk (
+    backfill_id INTEGER NOT NULL,
+    chunk       INTEGER NOT NULL,
+    codes       BLOB    NOT NULL,
+    PRIMARY KEY (backfill_id, chunk)
+);
+
+CREATE TRIGGER IF NOT EXISTS run_date_chunk_backfill_delete AFTER DELETE ON backfill BEGIN
+    DELETE FROM run_date_chunk WHERE backfill_id = OLD.id;
+END;
+
 -- How many runs (all of them, not only the newest of each date) each status has, for every
 -- filter of the run listing: pipeline_uuid '' means any pipeline and backfill_id 0 any
 -- backfill or none (ids start at 1), so each run is counted in ('', 0), (its pipeline, 0)

@@ -107,6 +107,7 @@ pub fn insert_backfill(conn: &Connection, b: &NewBackfill) -> rusqlite::Result<i
 
 /// Writes every column of `b` but `id`; `false` when no row has its id.
 pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool> {
+    let dates_before = super::date_map::schedule_of(conn, b.id)?;
     let changed = conn
         .prepare_cached(
             "UPDATE backfill SET name = ?2, pipeline_uuid = ?3, block_uuid = ?4, start_datetime = ?5, \
@@ -116,6 +117,10 @@ pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool
              is_halted = ?20 WHERE id = ?1",
         )?
         .execute(params_from_iter(std::iter::once(SqlValue::Integer(b.id)).chain(column_values(b))))?;
+    if super::date_map::schedule_of(conn, b.id)? != dates_before {
+        // Its dates moved: each run's date has a new place, or none.
+        super::date_map::rebuild(conn, b.id)?;
+    }
     super::changes::touch(conn, Some(b.id))?;
     Ok(changed == 1)
 }

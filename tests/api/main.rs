@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod commands;
 mod data;
+mod date_map;
 mod dispatch;
 mod errors;
 mod fresh;
