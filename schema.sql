@@ -63,6 +63,15 @@ CREATE INDEX IF NOT EXISTS backfill_listing ON backfill (created_at DESC, id DES
 CREATE INDEX IF NOT EXISTS backfill_pipeline_listing
     ON backfill (pipeline_uuid, created_at DESC, id DESC);
 
+-- Version 8: the listing filtered by status (`status=`), each status's rows in the listing's
+-- order, overall and per pipeline; and by a name's prefix without case (ASCII letters, as
+-- NOCASE folds them), with created_at so that a narrow prefix's matches are sorted from the
+-- index alone.
+CREATE INDEX IF NOT EXISTS backfill_status_listing ON backfill (status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS backfill_pipeline_status_listing
+    ON backfill (pipeline_uuid, status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS backfill_name_listing ON backfill (name COLLATE NOCASE, created_at);
+
 CREATE TABLE IF NOT EXISTS pipeline_run (
     id                   INTEGER PRIMARY KEY AUTOINCREMENT,
     pipeline_schedule_id INTEGER REFERENCES pipeline_schedule (id) ON DELETE SET NULL,
@@ -142,6 +151,36 @@ WHEN OLD.pipeline_uuid IS NOT NEW.pipeline_uuid BEGIN
     UPDATE backfill_count SET n = n - 1 WHERE pipeline_uuid = OLD.pipeline_uuid;
     INSERT INTO backfill_count (pipeline_uuid, n) VALUES (NEW.pipeline_uuid, 1)
         ON CONFLICT (pipeline_uuid) DO UPDATE SET n = n + 1;
+END;
+
+-- Version 8: how many backfills each pipeline has in each status ('' for not started), and
+-- under pipeline '' all pipelines': the counts of the listing's status filter. Kept by these
+-- triggers in the transaction of every insert, status change and delete.
+CREATE TABLE IF NOT EXISTS backfill_status_tally (
+    pipeline_uuid TEXT    NOT NULL,
+    status        TEXT    NOT NULL,
+    n             INTEGER NOT NULL,
+    PRIMARY KEY (pipeline_uuid, status)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS backfill_status_tally_insert AFTER INSERT ON backfill BEGIN
+    INSERT INTO backfill_status_tally (pipeline_uuid, status, n)
+        VALUES (NEW.pipeline_uuid, COALESCE(NEW.status, ''), 1), ('', COALESCE(NEW.status, ''), 1)
+        ON CONFLICT (pipeline_uuid, status) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS backfill_status_tally_delete AFTER DELETE ON backfill BEGIN
+    UPDATE backfill_status_tally SET n = n - 1
+        WHERE pipeline_uuid IN (OLD.pipeline_uuid, '') AND status = COALESCE(OLD.status, '');
+END;
+
+CREATE TRIGGER IF NOT EXISTS backfill_status_tally_update AFTER UPDATE OF status, pipeline_uuid ON backfill
+WHEN OLD.status IS NOT NEW.status OR OLD.pipeline_uuid IS NOT NEW.pipeline_uuid BEGIN
+    UPDATE backfill_status_tally SET n = n - 1
+        WHERE pipeline_uuid IN (OLD.pipeline_uuid, '') AND status = COALESCE(OLD.status, '');
+    INSERT INTO backfill_status_tally (pipeline_uuid, status, n)
+        VALUES (NEW.pipeline_uuid, COALESCE(NEW.status, ''), 1), ('', COALESCE(NEW.status, ''), 1)
+        ON CONFLICT (pipeline_uuid, status) DO UPDATE SET n = n + 1;
 END;
 
 -- Per backfill and status, how many runs are the newest (highest id) run of their execution

@@ -1098,6 +1098,22 @@ parameters = {
         "else is a 400.",
         "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000},
     },
+    "BackfillStatusFilter": {
+        "name": "status",
+        "in": "query",
+        "description": "Beyond Mage: only backfills in this status, or in any of several separated by commas "
+        "(`failed,running`; spaces around each and empty ones are ignored); exact, lower case; anything else is a "
+        "400. Empty filters nothing. Counted in `metadata.count` from counts kept by every write.",
+        "schema": {"type": "string", "pattern": "^[a-z, ]*$", "examples": ["running", "failed,running"]},
+    },
+    "NamePrefix": {
+        "name": "name_prefix",
+        "in": "query",
+        "description": "Beyond Mage: only backfills whose name starts with this, without case for the ASCII "
+        "letters (`alpha` matches `Alpha 1`; other letters match as written). Empty filters nothing. Its count is "
+        "a walk of the matching names, as long as they are many.",
+        "schema": {"type": "string"},
+    },
     "IfNoneMatch": {
         "name": "If-None-Match",
         "in": "header",
@@ -1406,13 +1422,16 @@ list_backfills = {
     "tags": ["backfills"],
     "operationId": "listBackfills",
     "summary": "List backfills",
-    "description": "Newest `created_at` first (ties: higher id first)." + AUTH_NOTE,
+    "description": "Newest `created_at` first (ties: higher id first); filtered by pipeline, status and name "
+    "prefix when given (all of those given)." + AUTH_NOTE,
     "security": KEY_AND_TOKEN,
     "parameters": [
         p("Limit"),
         p("Offset"),
         p("BackfillCursor"),
         p("PipelineUuidFilter"),
+        p("BackfillStatusFilter"),
+        p("NamePrefix"),
         p("IncludeRunCount"),
         p("IfNoneMatch"),
     ],
@@ -1539,6 +1558,8 @@ list_pipeline_backfills = {
         p("Limit"),
         p("Offset"),
         p("BackfillCursor"),
+        p("BackfillStatusFilter"),
+        p("NamePrefix"),
         p("IncludeRunCount"),
         p("IfNoneMatch"),
     ],

@@ -9,6 +9,7 @@ use super::{body, collection, one, read, read_at_offset, write, AppState, Metada
 use crate::domain::datetime::{api_format, DateTime};
 use crate::domain::model::RunStatusCounts;
 use crate::service::{lifecycle, queries};
+use crate::store::backfills::BackfillFilter;
 use crate::store::{ListingKey, Start};
 use crate::wire::BackfillJson;
 
@@ -20,9 +21,12 @@ async fn respond_with_listing(
     let limit = query.page()?.limit;
     let start = query.start()?;
     let with_counts = query.include_run_count()?;
-    let fetch = move |conn: &rusqlite::Connection| {
-        queries::backfill_listing(conn, pipeline_uuid.as_deref(), limit, start, with_counts)
+    let filter = BackfillFilter {
+        pipeline_uuid,
+        statuses: query.backfill_statuses()?,
+        name_prefix: query.name_prefix().map(str::to_string),
     };
+    let fetch = move |conn: &rusqlite::Connection| queries::backfill_listing(conn, &filter, limit, start, with_counts);
     let offset = match start {
         Start::Offset(n) => n,
         Start::After(_) => 0,

@@ -13,7 +13,8 @@ use super::APPLICATION_ID;
 /// schedules' tokens; version 5 the unique index on usernames (which a version 4 file made
 /// by an earlier build lacks); version 6 the backfills' counts by status; version 7 the
 /// backfills' `is_halted` flag, the runs' logs and the change marks of the API's `ETag`s;
-/// version 8 the date maps' chunks (`run_date_chunk`). An older file gets what it lacks at
+/// version 8 the date maps' chunks (`run_date_chunk`), the listing's status and name
+/// indexes and its counts by status (`backfill_status_tally`). An older file gets what it lacks at
 /// open.
 pub const SCHEMA_VERSION: i64 = 8;
 
@@ -85,6 +86,13 @@ pub(super) fn upgrade(tx: &Connection, version: i64) -> rusqlite::Result<()> {
     }
     if (1..=7).contains(&version) {
         fill_date_chunks(tx)?;
+        tx.execute_batch(
+            "DELETE FROM backfill_status_tally;
+             INSERT INTO backfill_status_tally (pipeline_uuid, status, n)
+                 SELECT pipeline_uuid, COALESCE(status, ''), COUNT(*) FROM backfill GROUP BY 1, 2;
+             INSERT INTO backfill_status_tally (pipeline_uuid, status, n)
+                 SELECT '', COALESCE(status, ''), COUNT(*) FROM backfill GROUP BY 2;",
+        )?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)
@@ -331,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_7_file_gets_its_date_chunks_from_the_newest_runs() {
+    fn a_version_7_file_gets_its_date_chunks_and_listing_counts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let conn = open(&path).unwrap();
@@ -353,7 +361,7 @@ mod tests {
              INSERT INTO pipeline_run (pipeline_uuid, backfill_id, execution_date, status, created_at, updated_at) VALUES
                  ('p', 1, {}, 'failed', 0, 0), ('p', 1, {}, 'completed', 0, 0), ('p', 1, {t0}, 'running', 0, 0),
                  ('p', 1, {}, 'failed', 0, 0);
-             DELETE FROM run_date_chunk; PRAGMA user_version = 7;",
+             DELETE FROM run_date_chunk; DELETE FROM backfill_status_tally; PRAGMA user_version = 7;",
             t0 + 2000 * h,
             t0 + h,
             t0 + h,
@@ -363,8 +371,21 @@ mod tests {
         drop(conn);
         let conn = open(&path).unwrap();
         assert_eq!(chunks(&conn), vec![(1, 0, vec![3, 1])]);
+        // The listing's counts by status, filled, then kept by their triggers.
+        let tally = |conn: &Connection| -> Vec<(String, String, i64)> {
+            conn.prepare("SELECT pipeline_uuid, status, n FROM backfill_status_tally WHERE n <> 0 ORDER BY 1, 2")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(tally(&conn), vec![("".into(), "".into(), 1), ("p".into(), "".into(), 1)]);
+        conn.execute("UPDATE backfill SET status = 'running', pipeline_uuid = 'q'", []).unwrap();
+        assert_eq!(tally(&conn), vec![("".into(), "running".into(), 1), ("q".into(), "running".into(), 1)]);
         conn.execute("DELETE FROM backfill", []).unwrap();
         assert_eq!(chunks(&conn), vec![]);
+        assert_eq!(tally(&conn), vec![]);
     }
 
     #[test]

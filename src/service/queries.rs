@@ -9,6 +9,7 @@ use rusqlite::Connection;
 use super::{Error, Result};
 use crate::domain::datetime::DateTime;
 use crate::domain::model::{Backfill, PipelineRun, RunStatusCounts};
+use crate::store::backfills::BackfillFilter;
 use crate::store::pipeline_runs::{RunFilter, RunStart};
 use crate::store::schedules::{ScheduleInfo, Schedules};
 use crate::store::tokens::TokenRecord;
@@ -26,20 +27,21 @@ pub struct BackfillListing {
 }
 
 /// A fixed number of statements whatever the page size: the page (one row more than asked,
-/// to know whether more follow), the kept count, and (when asked) the run counts of every
-/// backfill on the page at once.
+/// to know whether more follow), the count (kept, but for a name prefix's:
+/// `store::backfills::count_filtered`), and (when asked) the run counts of every backfill on
+/// the page at once.
 pub fn backfill_listing(
     conn: &Connection,
-    pipeline_uuid: Option<&str>,
+    filter: &BackfillFilter,
     limit: u64,
     start: Start,
     with_counts: bool,
 ) -> Result<BackfillListing> {
-    let mut backfills = store::backfills::list_backfills(conn, pipeline_uuid, limit.saturating_add(1), start)?;
+    let mut backfills = store::backfills::list_filtered(conn, filter, limit.saturating_add(1), start)?;
     let next = backfills.len() as u64 > limit;
     backfills.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let ids: Vec<i64> = backfills.iter().map(|b| b.id).collect();
-    let total = store::backfills::count_backfills(conn, pipeline_uuid)?;
+    let total = store::backfills::count_filtered(conn, filter)?;
     let counts = if with_counts { Some(store::backfills::count_runs_by_status(conn, &ids)?) } else { None };
     Ok(BackfillListing { backfills, counts, total, next })
 }

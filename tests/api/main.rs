@@ -11,6 +11,7 @@ mod data;
 mod date_map;
 mod dispatch;
 mod errors;
+mod filters;
 mod fresh;
 mod hardening;
 mod helpers;
