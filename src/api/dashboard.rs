@@ -70,12 +70,18 @@ impl Page {
         let mut body = INDEX.body.to_string();
         if let Some(key) = api_key {
             let meta = format!("\n<meta name=\"backfilld-api-key\" content=\"{}\">", attribute(key));
-            let at = body.find("<meta charset=\"utf-8\">").map_or(0, |i| i + "<meta charset=\"utf-8\">".len());
-            body.insert_str(at, &meta);
+            body.insert_str(meta_position(&body), &meta);
         }
         let tag = digest_tag(&body);
         Page { body, tag }
     }
+}
+
+/// Where the key's `<meta>` goes in the page: after its charset's `<meta>` (which must come
+/// first), else right after `<head>`, else after the doctype line.
+fn meta_position(html: &str) -> usize {
+    let after = |needle: &str| html.find(needle).map(|i| i + needle.len());
+    after("<meta charset=\"utf-8\">").or_else(|| after("<head>")).or_else(|| html.find('\n')).unwrap_or(0)
 }
 
 /// `text` escaped for a double-quoted HTML attribute.
@@ -122,4 +128,22 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub async fn openapi(req: HttpRequest) -> HttpResponse {
     static TAG: OnceLock<String> = OnceLock::new();
     serve(&req, &Asset { body: OPENAPI, content_type: "application/json" }, &TAG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_goes_in_the_head_escaped_and_moves_the_tag() {
+        let plain = Page::index(None);
+        assert_eq!(plain.body, INDEX.body);
+        let page = Page::index(Some("a\"<&>'b"));
+        let meta = "<meta name=\"backfilld-api-key\" content=\"a&quot;&lt;&amp;&gt;&#39;b\">";
+        let at = page.body.find(meta).expect("the meta");
+        assert!(at > page.body.find("<head>").unwrap() && at < page.body.find("</head>").unwrap());
+        assert_ne!(page.tag, plain.tag);
+        assert_eq!(meta_position("<!doctype html>\n<html><head><title>x"), "<!doctype html>\n<html><head>".len());
+        assert_eq!(meta_position("<!doctype html>\n<p>"), "<!doctype html>".len());
+    }
 }
