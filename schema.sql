@@ -63,6 +63,15 @@ CREATE INDEX IF NOT EXISTS backfill_listing ON backfill (created_at DESC, id DES
 CREATE INDEX IF NOT EXISTS backfill_pipeline_listing
     ON backfill (pipeline_uuid, created_at DESC, id DESC);
 
+-- Version 8: the listing filtered by status (`status=`), each status's rows in the listing's
+-- order, overall and per pipeline; and by a name's prefix without case (ASCII letters, as
+-- NOCASE folds them), with created_at so that a narrow prefix's matches are sorted from the
+-- index alone.
+CREATE INDEX IF NOT EXISTS backfill_status_listing ON backfill (status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS backfill_pipeline_status_listing
+    ON backfill (pipeline_uuid, status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS backfill_name_listing ON backfill (name COLLATE NOCASE, created_at);
+
 CREATE TABLE IF NOT EXISTS pipeline_run (
     id                   INTEGER PRIMARY KEY AUTOINCREMENT,
     pipeline_schedule_id INTEGER REFERENCES pipeline_schedule (id) ON DELETE SET NULL,
@@ -144,6 +153,36 @@ WHEN OLD.pipeline_uuid IS NOT NEW.pipeline_uuid BEGIN
         ON CONFLICT (pipeline_uuid) DO UPDATE SET n = n + 1;
 END;
 
+-- Version 8: how many backfills each pipeline has in each status ('' for not started), and
+-- under pipeline '' all pipelines': the counts of the listing's status filter. Kept by these
+-- triggers in the transaction of every insert, status change and delete.
+CREATE TABLE IF NOT EXISTS backfill_status_tally (
+    pipeline_uuid TEXT    NOT NULL,
+    status        TEXT    NOT NULL,
+    n             INTEGER NOT NULL,
+    PRIMARY KEY (pipeline_uuid, status)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS backfill_status_tally_insert AFTER INSERT ON backfill BEGIN
+    INSERT INTO backfill_status_tally (pipeline_uuid, status, n)
+        VALUES (NEW.pipeline_uuid, COALESCE(NEW.status, ''), 1), ('', COALESCE(NEW.status, ''), 1)
+        ON CONFLICT (pipeline_uuid, status) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS backfill_status_tally_delete AFTER DELETE ON backfill BEGIN
+    UPDATE backfill_status_tally SET n = n - 1
+        WHERE pipeline_uuid IN (OLD.pipeline_uuid, '') AND status = COALESCE(OLD.status, '');
+END;
+
+CREATE TRIGGER IF NOT EXISTS backfill_status_tally_update AFTER UPDATE OF status, pipeline_uuid ON backfill
+WHEN OLD.status IS NOT NEW.status OR OLD.pipeline_uuid IS NOT NEW.pipeline_uuid BEGIN
+    UPDATE backfill_status_tally SET n = n - 1
+        WHERE pipeline_uuid IN (OLD.pipeline_uuid, '') AND status = COALESCE(OLD.status, '');
+    INSERT INTO backfill_status_tally (pipeline_uuid, status, n)
+        VALUES (NEW.pipeline_uuid, COALESCE(NEW.status, ''), 1), ('', COALESCE(NEW.status, ''), 1)
+        ON CONFLICT (pipeline_uuid, status) DO UPDATE SET n = n + 1;
+END;
+
 -- Per backfill and status, how many runs are the newest (highest id) run of their execution
 -- date: Mage's run_status_counts. A run stops counting when a newer run of its date arrives.
 -- Kept by store::pipeline_runs, the only code that writes runs, in the transaction of each
@@ -164,6 +203,22 @@ CREATE INDEX IF NOT EXISTS backfill_run_waiting ON backfill_run_count (backfill_
 -- A deleted backfill's runs stay, unlinked (backfill_id set to null): its counts go.
 CREATE TRIGGER IF NOT EXISTS run_count_backfill_delete AFTER DELETE ON backfill BEGIN
     DELETE FROM backfill_run_count WHERE backfill_id = OLD.id;
+END;
+
+-- Version 8: per backfill, the status of each date's newest run, one byte per date of its
+-- schedule (0 none, then completed, failed, running, initial, cancelled: domain::datemap), in
+-- chunks of 1,024 dates by the date's position in the schedule: a date map reads a backfill's
+-- chunks (a hundred for 100,000 dates) instead of its runs. Kept by store::pipeline_runs
+-- beside backfill_run_count, in the transaction of each write (store::date_map).
+CREATE TABLE IF NOT EXISTS run_date_chunk (
+    backfill_id INTEGER NOT NULL,
+    chunk       INTEGER NOT NULL,
+    codes       BLOB    NOT NULL,
+    PRIMARY KEY (backfill_id, chunk)
+);
+
+CREATE TRIGGER IF NOT EXISTS run_date_chunk_backfill_delete AFTER DELETE ON backfill BEGIN
+    DELETE FROM run_date_chunk WHERE backfill_id = OLD.id;
 END;
 
 -- How many runs (all of them, not only the newest of each date) each status has, for every

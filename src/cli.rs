@@ -129,6 +129,10 @@ pub struct DemoArgs {
     /// The most bytes all runs' logs may store together, as `serve` takes it.
     #[arg(long, env = "BACKFILLD_MAX_LOG_BYTES", default_value = "1GiB", value_parser = byte_size)]
     pub max_log_bytes: u64,
+    /// An API key the demo accepts and its dashboard's page carries (the demo needs no
+    /// credentials; this shows the page as a server requiring them serves it). Not a secret.
+    #[arg(long, env = "BACKFILLD_DASHBOARD_API_KEY", value_name = "KEY")]
+    pub dashboard_api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -432,6 +436,12 @@ pub struct ServeArgs {
     /// environment variable takes a comma-separated list.
     #[arg(long = "api-key", env = "BACKFILLD_API_KEY", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
+    /// The API key the dashboard's page carries (in a <meta> of the page the server serves),
+    /// so that users log in with only their email and password; one of the --api-key keys
+    /// [default: the first]. Not a secret: anyone who loads the page reads it (Mage ships its
+    /// key inside its frontend too); what protects the API is the token a login gives.
+    #[arg(long, env = "BACKFILLD_DASHBOARD_API_KEY", value_name = "KEY")]
+    pub dashboard_api_key: Option<String>,
     /// An origin (scheme://host[:port]) whose web pages may call the API from a browser
     /// (CORS); repeat for several, or * for any. Off unless given; the environment variable
     /// takes a comma-separated list.
@@ -547,6 +557,7 @@ impl ServeArgs {
             db: DbArg { db },
             bind,
             api_keys: vec![],
+            dashboard_api_key: None,
             cors_origins: vec![],
             allowed_hosts: vec![],
             session_lifetime: accounts::DEFAULT_SESSION_SECONDS,

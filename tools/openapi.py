@@ -438,6 +438,39 @@ schemas["BackfillAnswer"] = one_answer("backfill", sref("Backfill"))
 schemas["BackfillDetailAnswer"] = one_answer("backfill", sref("BackfillDetail"))
 schemas["BackfillPage"] = page_answer("backfills", sref("BackfillListed"))
 schemas["PipelineRunAnswer"] = one_answer("pipeline_run", sref("PipelineRun"))
+schemas["DateMapCell"] = {
+    "type": "object",
+    "description": "Consecutive dates of a backfill, counted by the status of each date's newest run.",
+    "required": ["first", "last", "dates", "counts"],
+    "additionalProperties": False,
+    "properties": {
+        "first": sref("DateTime"),
+        "last": sref("DateTime"),
+        "dates": {"type": "integer", "minimum": 1, "description": "How many dates the cell has."},
+        "counts": {
+            "type": "object",
+            "description": "The cell's dates by the status of their newest run; `none`: without a run. They add "
+            "up to `dates`.",
+            "required": ["completed", "failed", "running", "initial", "cancelled", "none"],
+            "additionalProperties": False,
+            "properties": {
+                k: {"type": "integer", "minimum": 0}
+                for k in ["completed", "failed", "running", "initial", "cancelled", "none"]
+            },
+        },
+    },
+}
+schemas["DateMap"] = {
+    "type": "object",
+    "required": ["dates", "cells"],
+    "additionalProperties": False,
+    "properties": {
+        "dates": {"type": "integer", "minimum": 0, "description": "How many dates the backfill has."},
+        "cells": {"type": "array", "items": sref("DateMapCell"), "maxItems": 5000},
+    },
+}
+schemas["DateMapAnswer"] = one_answer("date_map", sref("DateMap"))
+
 schemas["PipelineRunPage"] = page_answer("pipeline_runs", sref("PipelineRun"))
 schemas["ClaimAnswer"] = {
     "description": "The claimed runs, now `running` under the worker's lease; possibly none.",
@@ -1058,6 +1091,29 @@ parameters = {
         "description": "Only runs in this status (exact, lower case; anything else is a 400); empty filters nothing. `last_run_failed` (Mage's \"Last run failed\" filter) lists the runs that failed and are the newest run of their date; it needs a `backfill_id` (without one, a 400), and it is counted and paged as the other filters.",
         "schema": {"type": "string", "enum": RUN_STATUSES + ["last_run_failed", ""]},
     },
+    "Cells": {
+        "name": "cells",
+        "in": "query",
+        "description": "The most cells the map may have: a whole number from 1 to 5000 (default 1000); anything "
+        "else is a 400.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000},
+    },
+    "BackfillStatusFilter": {
+        "name": "status",
+        "in": "query",
+        "description": "Beyond Mage: only backfills in this status, or in any of several separated by commas "
+        "(`failed,running`; spaces around each and empty ones are ignored); exact, lower case; anything else is a "
+        "400. Empty filters nothing. Counted in `metadata.count` from counts kept by every write.",
+        "schema": {"type": "string", "pattern": "^[a-z, ]*$", "examples": ["running", "failed,running"]},
+    },
+    "NamePrefix": {
+        "name": "name_prefix",
+        "in": "query",
+        "description": "Beyond Mage: only backfills whose name starts with this, without case for the ASCII "
+        "letters (`alpha` matches `Alpha 1`; other letters match as written). Empty filters nothing. Its count is "
+        "a walk of the matching names, as long as they are many.",
+        "schema": {"type": "string"},
+    },
     "IfNoneMatch": {
         "name": "If-None-Match",
         "in": "header",
@@ -1366,13 +1422,16 @@ list_backfills = {
     "tags": ["backfills"],
     "operationId": "listBackfills",
     "summary": "List backfills",
-    "description": "Newest `created_at` first (ties: higher id first)." + AUTH_NOTE,
+    "description": "Newest `created_at` first (ties: higher id first); filtered by pipeline, status and name "
+    "prefix when given (all of those given)." + AUTH_NOTE,
     "security": KEY_AND_TOKEN,
     "parameters": [
         p("Limit"),
         p("Offset"),
         p("BackfillCursor"),
         p("PipelineUuidFilter"),
+        p("BackfillStatusFilter"),
+        p("NamePrefix"),
         p("IncludeRunCount"),
         p("IfNoneMatch"),
     ],
@@ -1468,6 +1527,26 @@ paths["/api/backfills/{id}"] = {
     "delete": delete_backfill,
 }
 
+get_date_map = {
+    "tags": ["backfills"],
+    "operationId": "getBackfillDateMap",
+    "summary": "A backfill's dates, by the status of each date's newest run",
+    "description": "Every date of the backfill's schedule (the dates a start makes runs for and the preview "
+    "lists; in date order, whichever way the backfill runs) once, in at most `cells` cells of consecutive dates, "
+    "sized as evenly as possible (one date per cell when there are no more dates than cells). Each cell counts "
+    "its dates by the status of the date's newest run (the run of the backfill and date with the highest id); "
+    "`none` counts the dates without a run. A backfill without a complete schedule, or with a `block_uuid`, has "
+    "no dates and no cells. Read from counts kept by every write: the cost does not grow with the runs. It "
+    "carries the backfill's own `ETag`, as its record and its runs' pages do." + AUTH_NOTE,
+    "security": KEY_AND_TOKEN,
+    "parameters": [p("BackfillId"), p("Cells"), p("IfNoneMatch")],
+    "responses": api_responses(ok("The backfill's date map.", "DateMapAnswer", etag=True), read=True, not_found=True),
+}
+paths["/api/backfills/{id}/date_map"] = {
+    "get": get_date_map,
+    "head": head_of(get_date_map, "headBackfillDateMap", "A backfill's date map, headers only"),
+}
+
 list_pipeline_backfills = {
     "tags": ["backfills"],
     "operationId": "listPipelineBackfills",
@@ -1479,6 +1558,8 @@ list_pipeline_backfills = {
         p("Limit"),
         p("Offset"),
         p("BackfillCursor"),
+        p("BackfillStatusFilter"),
+        p("NamePrefix"),
         p("IncludeRunCount"),
         p("IfNoneMatch"),
     ],

@@ -6,8 +6,10 @@ use actix_web::{web, HttpResponse};
 use super::error::ApiError;
 use super::params::{encode_cursor, parse_id, ListQuery};
 use super::{body, collection, one, read, read_at_offset, write, AppState, Metadata};
+use crate::domain::datetime::{api_format, DateTime};
 use crate::domain::model::RunStatusCounts;
 use crate::service::{lifecycle, queries};
+use crate::store::backfills::BackfillFilter;
 use crate::store::{ListingKey, Start};
 use crate::wire::BackfillJson;
 
@@ -19,9 +21,12 @@ async fn respond_with_listing(
     let limit = query.page()?.limit;
     let start = query.start()?;
     let with_counts = query.include_run_count()?;
-    let fetch = move |conn: &rusqlite::Connection| {
-        queries::backfill_listing(conn, pipeline_uuid.as_deref(), limit, start, with_counts)
+    let filter = BackfillFilter {
+        pipeline_uuid,
+        statuses: query.backfill_statuses()?,
+        name_prefix: query.name_prefix().map(str::to_string),
     };
+    let fetch = move |conn: &rusqlite::Connection| queries::backfill_listing(conn, &filter, limit, start, with_counts);
     let offset = match start {
         Start::Offset(n) => n,
         Start::After(_) => 0,
@@ -85,6 +90,67 @@ pub async fn get(
         json = json.with_run_dates(dates.iter().map(|d| d.variables()).collect());
     }
     Ok(one("backfill", &json))
+}
+
+/// The query of `GET /api/backfills/{id}/date_map`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DateMapQuery {
+    pub cells: Option<String>,
+}
+
+/// The most cells a date map may ask for, and how many it gets by default.
+pub const MAX_CELLS: u64 = 5000;
+pub const DEFAULT_CELLS: u64 = 1000;
+
+#[derive(serde::Serialize)]
+struct CellJson {
+    #[serde(serialize_with = "api_format::serialize")]
+    first: DateTime,
+    #[serde(serialize_with = "api_format::serialize")]
+    last: DateTime,
+    dates: u64,
+    counts: CountsJson,
+}
+
+#[derive(serde::Serialize)]
+struct CountsJson {
+    completed: u64,
+    failed: u64,
+    running: u64,
+    initial: u64,
+    cancelled: u64,
+    none: u64,
+}
+
+/// `GET /api/backfills/{id}/date_map?cells=N`: the backfill's dates in at most N cells, each
+/// counted by the status of each date's newest run (`queries::date_map`).
+pub async fn date_map(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<DateMapQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    let cells = match query.cells.as_deref() {
+        None => DEFAULT_CELLS,
+        Some(v) => v.trim().parse::<u64>().ok().filter(|n| (1..=MAX_CELLS).contains(n)).ok_or_else(|| {
+            ApiError::BadRequest(format!("cells must be a whole number from 1 to {MAX_CELLS}, got '{v}'"))
+        })?,
+    };
+    let map = read(state, move |conn| queries::date_map(conn, id, cells)).await?;
+    let cells: Vec<CellJson> = map
+        .cells
+        .iter()
+        .map(|c| {
+            let [completed, failed, running, initial, cancelled, none] = c.counts;
+            CellJson {
+                first: c.first,
+                last: c.last,
+                dates: c.dates,
+                counts: CountsJson { completed, failed, running, initial, cancelled, none },
+            }
+        })
+        .collect();
+    Ok(one("date_map", &serde_json::json!({"dates": map.dates, "cells": cells})))
 }
 
 /// `POST /api/pipelines/{pipeline_uuid}/backfills`

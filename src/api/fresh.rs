@@ -5,7 +5,7 @@
 //!
 //! A tag names the engine's epoch (random, drawn at each start: no tag from before a restart
 //! matches after it) and the mark of what the answer shows (`service::queries::mark`):
-//! a backfill's record and its runs' pages (`?backfill_id=`), and a run's record, follow
+//! a backfill's record, its date map and its runs' pages (`?backfill_id=`), and a run's record, follow
 //! that backfill's own mark, which moves with writes to it and its runs alone; a run's log
 //! follows that log (bytes received and cut) and its run's status; every other answer the
 //! count of all writes. The marks are kept in the file by the store's writes, so writes by
@@ -62,7 +62,7 @@ fn scope_of(path: &str, query: &str) -> Scope {
     let id = |s: &str| s.parse::<i64>().ok();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let scope = match parts.as_slice() {
-        ["api", "backfills", b] => id(b).map(Scope::Backfill),
+        ["api", "backfills", b] | ["api", "backfills", b, "date_map"] => id(b).map(Scope::Backfill),
         ["api", "pipeline_runs", r] => id(r).map(Scope::Run),
         ["api", "pipeline_runs", r, "logs"] => id(r).map(Scope::Log),
         ["api", "pipeline_runs"] => web::Query::<std::collections::HashMap<String, String>>::from_query(query)
@@ -101,6 +101,7 @@ mod tests {
     #[test]
     fn each_route_has_its_scope() {
         assert_eq!(scope_of("/api/backfills/7", ""), Scope::Backfill(7));
+        assert_eq!(scope_of("/api/backfills/7/date_map", "cells=50"), Scope::Backfill(7));
         assert_eq!(scope_of("/api/pipeline_runs", "_limit=500&backfill_id=7"), Scope::Backfill(7));
         assert_eq!(scope_of("/api/pipeline_runs", "backfill_id=&status=failed"), Scope::Everything);
         assert_eq!(scope_of("/api/pipeline_runs/9", ""), Scope::Run(9));

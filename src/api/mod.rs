@@ -262,6 +262,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::put().to(backfills::update))
                     .route(web::delete().to(backfills::delete)),
             )
+            .service(api_resource("/backfills/{id}/date_map").route(get().to(backfills::date_map)))
             .service(
                 api_resource("/pipelines/{pipeline_uuid}/backfills")
                     .route(get().to(backfills::list_for_pipeline))
@@ -304,7 +305,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
 /// here stops the server at start-up, so every test fails), what the 405s' `Allow` says, and
 /// what the OpenAPI document (`openapi.json`) is tested against, so that a route added
 /// without its description fails the tests.
-pub const ROUTES: [(&str, &str); 20] = [
+pub const ROUTES: [(&str, &str); 21] = [
     ("/", "GET, HEAD"),
     ("/assets/app.js", "GET, HEAD"),
     ("/assets/app.css", "GET, HEAD"),
@@ -315,6 +316,7 @@ pub const ROUTES: [(&str, &str); 20] = [
     ("/api/openapi.json", "GET, HEAD"),
     ("/api/backfills", "GET, HEAD"),
     ("/api/backfills/{id}", "GET, HEAD, PUT, DELETE"),
+    ("/api/backfills/{id}/date_map", "GET, HEAD"),
     ("/api/pipelines/{pipeline_uuid}/backfills", "GET, HEAD, POST"),
     ("/api/pipelines/{pipeline_uuid}/backfills/preview", "POST"),
     ("/api/pipelines/{pipeline_uuid}/backfills/{id}", "PUT"),

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::domain::datetime;
-use crate::domain::model::RunStatus;
+use crate::domain::model::{BackfillStatus, RunStatus};
 use crate::store::pipeline_runs::{RunFilter, RunStart};
 use crate::store::{ListingKey, Page, Start};
 
@@ -29,6 +29,7 @@ pub struct ListQuery {
     pub include_preview_runs: Option<String>,
     pub backfill_id: Option<String>,
     pub status: Option<String>,
+    pub name_prefix: Option<String>,
 }
 
 fn whole_number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
@@ -83,6 +84,29 @@ impl ListQuery {
     /// The `pipeline_uuid` filter; an empty value filters nothing.
     pub fn pipeline_uuid(&self) -> Option<&str> {
         self.pipeline_uuid.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// The backfill listing's `status` filter: backfill statuses, comma-separated (any of
+    /// them); empty filters nothing.
+    pub fn backfill_statuses(&self) -> Result<Vec<BackfillStatus>, ApiError> {
+        let mut statuses: Vec<BackfillStatus> = vec![];
+        for v in self.status.as_deref().unwrap_or("").split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let status: BackfillStatus = v.parse().map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "status: {e}; a backfill status, or several separated by commas (initial,running,completed,failed,\
+                     cancelled)"
+                ))
+            })?;
+            if !statuses.contains(&status) {
+                statuses.push(status);
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// The backfill listing's `name_prefix` filter; empty filters nothing.
+    pub fn name_prefix(&self) -> Option<&str> {
+        self.name_prefix.as_deref().filter(|s| !s.is_empty())
     }
 
     /// The `backfill_id` filter of the run listing.

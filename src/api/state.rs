@@ -23,6 +23,8 @@ pub struct Settings {
     pub require_auth: bool,
     /// The API keys clients may present.
     pub api_keys: Vec<String>,
+    /// The API key the dashboard's page carries: one of `api_keys`, or by default the first.
+    pub dashboard_api_key: Option<String>,
     /// The most pipeline runs one start may create.
     pub max_runs: u64,
     /// How long a client has, after its request headers, to send the whole body.
@@ -63,6 +65,7 @@ impl Default for Settings {
         Settings {
             require_auth: false,
             api_keys: vec![],
+            dashboard_api_key: None,
             max_runs: Limits::default().max_runs,
             body_deadline: BODY_DEADLINE,
             body_budget: BODY_BUDGET,
@@ -90,6 +93,12 @@ pub enum StartError {
     Engine(#[from] engine::StartError),
     #[error("cannot read the data file's JWT secret: {0}")]
     Secret(engine::Error),
+    /// The dashboard's API key is not one of the API keys.
+    #[error(
+        "--dashboard-api-key / BACKFILLD_DASHBOARD_API_KEY is not one of the --api-key keys: the dashboard's \
+         logins would be refused; give it with --api-key too, or leave it out to use the first --api-key"
+    )]
+    DashboardApiKey,
 }
 
 /// The handlers' state.
@@ -108,6 +117,8 @@ pub struct AppState {
     pub(super) jwt_secret: Vec<u8>,
     /// What `/metrics` reports.
     pub(super) metrics: Metrics,
+    /// The dashboard's page, with its API key when there is one, and its `ETag`.
+    pub(super) index: super::dashboard::Page,
     /// Where the next claim's walk over the backfills starts. Shared with the claims' writes
     /// (which need nothing else of the state, so that no write job holds the state itself).
     pub(super) claims: Arc<ClaimCursor>,
@@ -130,6 +141,12 @@ impl AppState {
             .map(|h| host::parse(h))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::AllowedHost)?;
+        let dashboard_key = match settings.dashboard_api_key.as_deref() {
+            Some(key) if !settings.api_keys.iter().any(|k| k == key) => return Err(StartError::DashboardApiKey),
+            Some(key) => Some(key),
+            None => settings.api_keys.first().map(String::as_str),
+        };
+        let index = super::dashboard::Page::index(dashboard_key);
         let engine = Engine::open(path, settings.engine)?;
         let jwt_secret = engine.read(accounts::jwt_secret).map_err(StartError::Secret)?;
         // Made now rather than on the first login for an unknown user, which would otherwise
@@ -148,6 +165,7 @@ impl AppState {
             page_bytes: settings.page_bytes,
             jwt_secret,
             metrics: Metrics::new(),
+            index,
             claims: Arc::default(),
             logins: Mutex::default(),
         })

@@ -23,6 +23,8 @@ pub fn demo(args: DemoArgs) -> Result<(), Error> {
     let serve = ServeArgs {
         max_log_bytes: args.max_log_bytes,
         allowed_hosts: args.allowed_hosts.clone(),
+        api_keys: args.dashboard_api_key.iter().cloned().collect(),
+        dashboard_api_key: args.dashboard_api_key.clone(),
         ..ServeArgs::local(args.db.clone(), args.bind)
     };
     let stop = Arc::new(Stop::default());

@@ -50,6 +50,7 @@ fn settings(args: &ServeArgs, required: bool, api_keys: Vec<String>, workers: us
     api::Settings {
         require_auth: required,
         api_keys,
+        dashboard_api_key: args.dashboard_api_key.as_deref().map(|k| k.trim().to_string()),
         max_runs: args.max_runs,
         body_deadline: Duration::from_secs_f64(args.body_timeout),
         cors_origins: args.cors_origins.clone(),

@@ -12,9 +12,11 @@ use super::APPLICATION_ID;
 /// `is_paused` and the claim indexes; version 4 users, their sessions, the JWT secret and the
 /// schedules' tokens; version 5 the unique index on usernames (which a version 4 file made
 /// by an earlier build lacks); version 6 the backfills' counts by status; version 7 the
-/// backfills' `is_halted` flag, the runs' logs and the change marks of the API's `ETag`s. An
-/// older file gets what it lacks at open.
-pub const SCHEMA_VERSION: i64 = 7;
+/// backfills' `is_halted` flag, the runs' logs and the change marks of the API's `ETag`s;
+/// version 8 the date maps' chunks (`run_date_chunk`), the listing's status and name
+/// indexes and its counts by status (`backfill_status_tally`). An older file gets what it lacks at
+/// open.
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The columns versions 3, 4 and 7 added to tables an older file already has (`CREATE TABLE
 /// IF NOT EXISTS` leaves an existing table alone): table, column, definition. Adding a column
@@ -82,8 +84,91 @@ pub(super) fn upgrade(tx: &Connection, version: i64) -> rusqlite::Result<()> {
              WHERE c.backfill_id = backfill.id AND c.status = 'initial' AND c.n > 0)",
         )?;
     }
+    if (1..=7).contains(&version) {
+        fill_date_chunks(tx)?;
+        tx.execute_batch(
+            "DELETE FROM backfill_status_tally;
+             INSERT INTO backfill_status_tally (pipeline_uuid, status, n)
+                 SELECT pipeline_uuid, COALESCE(status, ''), COUNT(*) FROM backfill GROUP BY 1, 2;
+             INSERT INTO backfill_status_tally (pipeline_uuid, status, n)
+                 SELECT '', COALESCE(status, ''), COUNT(*) FROM backfill GROUP BY 2;",
+        )?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)
+}
+
+/// Writes every backfill's `run_date_chunk` from its runs (the newest of each date): for a
+/// file made before version 8 (the store keeps them from then on). One pass over the runs in
+/// the order of index `pipeline_run_backfill`; a backfill's chunks are written once.
+fn fill_date_chunks(conn: &Connection) -> rusqlite::Result<()> {
+    use crate::domain::datemap::{self, CHUNK};
+    use crate::domain::datetime::from_micros;
+    use crate::domain::model::{BackfillFields, RunStatus};
+    use crate::domain::schedule::Schedule;
+    use std::collections::BTreeMap;
+
+    conn.execute_batch("DELETE FROM run_date_chunk")?;
+    let mut schedules = conn.prepare(
+        "SELECT start_datetime, end_datetime, interval_type, interval_units FROM backfill \
+         WHERE id = ?1 AND block_uuid IS NULL",
+    )?;
+    let mut schedule_of = |id: i64| -> rusqlite::Result<Option<Schedule>> {
+        let fields = schedules.query_row([id], |r| {
+            Ok(BackfillFields {
+                name: String::new(),
+                block_uuid: None,
+                start_datetime: r.get::<_, Option<i64>>(0)?.and_then(from_micros),
+                end_datetime: r.get::<_, Option<i64>>(1)?.and_then(from_micros),
+                interval_type: r.get::<_, Option<String>>(2)?.and_then(|t| t.parse().ok()),
+                interval_units: r.get(3)?,
+                variables: None,
+                settings: None,
+            })
+        });
+        match fields {
+            Ok(f) => Ok(f.schedule()),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let mut insert = conn.prepare("INSERT INTO run_date_chunk (backfill_id, chunk, codes) VALUES (?1, ?2, ?3)")?;
+    let mut write = |id: i64, chunks: &BTreeMap<u64, Vec<u8>>| -> rusqlite::Result<()> {
+        for (chunk, codes) in chunks {
+            insert.execute(rusqlite::params![id, *chunk as i64, codes])?;
+        }
+        Ok(())
+    };
+    let mut runs = conn.prepare(
+        "SELECT backfill_id, execution_date, status, MAX(id) FROM pipeline_run \
+         WHERE backfill_id IS NOT NULL AND execution_date IS NOT NULL GROUP BY backfill_id, execution_date",
+    )?;
+    let mut rows = runs.query([])?;
+    // The backfill being read, its schedule and its chunks so far.
+    type Current = (i64, Option<Schedule>, BTreeMap<u64, Vec<u8>>);
+    let mut current: Option<Current> = None;
+    while let Some(row) = rows.next()? {
+        let (id, date, status): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        if current.as_ref().is_none_or(|(c, _, _)| *c != id) {
+            if let Some((c, _, chunks)) = current.take() {
+                write(c, &chunks)?;
+            }
+            current = Some((id, schedule_of(id)?, BTreeMap::new()));
+        }
+        let Some((_, Some(schedule), chunks)) = current.as_mut() else {
+            continue;
+        };
+        let (Some(date), Ok(status)) = (from_micros(date), status.parse::<RunStatus>()) else {
+            continue;
+        };
+        if let Some(i) = schedule.index_of(date) {
+            datemap::set(chunks.entry(i / CHUNK).or_default(), i, datemap::code(status));
+        }
+    }
+    if let Some((c, _, chunks)) = current.take() {
+        write(c, &chunks)?;
+    }
+    Ok(())
 }
 
 /// Fills `run_tally` from the runs themselves: for a file made before version 2, which has
@@ -251,6 +336,56 @@ mod tests {
         .unwrap();
         let total: i64 = conn.query_row("SELECT bytes FROM run_log_total", [], |r| r.get(0)).unwrap();
         assert_eq!(total, 3);
+    }
+
+    #[test]
+    fn a_version_7_file_gets_its_date_chunks_and_listing_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = open(&path).unwrap();
+        let chunks = |conn: &Connection| -> Vec<(i64, i64, Vec<u8>)> {
+            conn.prepare("SELECT backfill_id, chunk, codes FROM run_date_chunk ORDER BY 1, 2")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        // Hourly dates from 2024-01-01: the second date has a failed run then a newer
+        // completed one, the fourth one run off the schedule's dates (ignored).
+        let h = 3_600_000_000i64;
+        let t0 = 1_704_067_200_000_000i64;
+        conn.execute_batch(&format!(
+            "INSERT INTO backfill (name, pipeline_uuid, start_datetime, end_datetime, interval_type, interval_units, \
+                 created_at, updated_at) VALUES ('b', 'p', {t0}, {}, 'hour', 1, 0, 0);
+             INSERT INTO pipeline_run (pipeline_uuid, backfill_id, execution_date, status, created_at, updated_at) VALUES
+                 ('p', 1, {}, 'failed', 0, 0), ('p', 1, {}, 'completed', 0, 0), ('p', 1, {t0}, 'running', 0, 0),
+                 ('p', 1, {}, 'failed', 0, 0);
+             DELETE FROM run_date_chunk; DELETE FROM backfill_status_tally; PRAGMA user_version = 7;",
+            t0 + 2000 * h,
+            t0 + h,
+            t0 + h,
+            t0 + 3 * h + 1,
+        ))
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        assert_eq!(chunks(&conn), vec![(1, 0, vec![3, 1])]);
+        // The listing's counts by status, filled, then kept by their triggers.
+        let tally = |conn: &Connection| -> Vec<(String, String, i64)> {
+            conn.prepare("SELECT pipeline_uuid, status, n FROM backfill_status_tally WHERE n <> 0 ORDER BY 1, 2")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(tally(&conn), vec![("".into(), "".into(), 1), ("p".into(), "".into(), 1)]);
+        conn.execute("UPDATE backfill SET status = 'running', pipeline_uuid = 'q'", []).unwrap();
+        assert_eq!(tally(&conn), vec![("".into(), "running".into(), 1), ("q".into(), "running".into(), 1)]);
+        conn.execute("DELETE FROM backfill", []).unwrap();
+        assert_eq!(chunks(&conn), vec![]);
+        assert_eq!(tally(&conn), vec![]);
     }
 
     #[test]

@@ -278,6 +278,32 @@ impl Schedule {
         }
     }
 
+    /// The position (0-based) of `date` among the schedule's dates, or `None` when it is not
+    /// one of them. O(1) for fixed steps; a calendar step checks its candidate with `nth`.
+    pub fn index_of(&self, date: DateTime) -> Option<u64> {
+        let k = match self.step {
+            Step::Micros(step) => {
+                let diff = i128::from(datetime::to_micros(date)) - i128::from(datetime::to_micros(self.start));
+                if diff < 0 || diff % step != 0 {
+                    return None;
+                }
+                u64::try_from(diff / step).ok()?
+            }
+            Step::Months(step) => {
+                let months = month_index(date) - month_index(self.start);
+                if months < 0 || months % step != 0 {
+                    return None;
+                }
+                let k = u64::try_from(months / step).ok()?;
+                if self.nth(k) != Some(date) {
+                    return None;
+                }
+                k
+            }
+        };
+        (k < self.count()).then_some(k)
+    }
+
     /// The run dates `offset..offset + limit`: a preview page.
     pub fn run_dates(&self, offset: u64, limit: u64) -> Vec<RunDate> {
         self.run_dates_from(offset).take(usize::try_from(limit).unwrap_or(usize::MAX)).collect()
@@ -747,6 +773,15 @@ mod tests {
             let s = Schedule::new(start, end, t, units).unwrap();
             let all = s.run_dates(0, u64::MAX);
             prop_assert_eq!(all.len() as u64, s.count());
+            for (k, rd) in all.iter().enumerate() {
+                prop_assert_eq!(s.index_of(rd.execution_date), Some(k as u64));
+                if let Some(between) = datetime::add_micros(rd.execution_date, 1) {
+                    prop_assert_eq!(s.index_of(between), None);
+                }
+            }
+            if let Some(before) = datetime::add_micros(start, -1) {
+                prop_assert_eq!(s.index_of(before), None);
+            }
             let page = s.run_dates(offset, limit);
             let want: Vec<_> = all.iter().skip(offset as usize).take(limit as usize).cloned().collect();
             prop_assert_eq!(page, want);

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
 
-use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime, Start};
-use crate::domain::model::{Backfill, BackfillFields, BackfillRecord, NewBackfill, RunStatus, RunStatusCounts};
+use super::{json_text, micros, opt_datetime, opt_object, opt_parsed, req_datetime, ListingKey, Start};
+use crate::domain::model::{
+    Backfill, BackfillFields, BackfillRecord, BackfillStatus, NewBackfill, RunStatus, RunStatusCounts,
+};
 
 const COLUMNS: &str = "id, name, pipeline_uuid, block_uuid, start_datetime, end_datetime, \
     interval_type, interval_units, status, variables, settings, metrics, pipeline_schedule_id, \
@@ -107,6 +109,7 @@ pub fn insert_backfill(conn: &Connection, b: &NewBackfill) -> rusqlite::Result<i
 
 /// Writes every column of `b` but `id`; `false` when no row has its id.
 pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool> {
+    let dates_before = super::date_map::schedule_of(conn, b.id)?;
     let changed = conn
         .prepare_cached(
             "UPDATE backfill SET name = ?2, pipeline_uuid = ?3, block_uuid = ?4, start_datetime = ?5, \
@@ -116,6 +119,10 @@ pub fn update_backfill(conn: &Connection, b: &Backfill) -> rusqlite::Result<bool
              is_halted = ?20 WHERE id = ?1",
         )?
         .execute(params_from_iter(std::iter::once(SqlValue::Integer(b.id)).chain(column_values(b))))?;
+    if super::date_map::schedule_of(conn, b.id)? != dates_before {
+        // Its dates moved: each run's date has a new place, or none.
+        super::date_map::rebuild(conn, b.id)?;
+    }
     super::changes::touch(conn, Some(b.id))?;
     Ok(changed == 1)
 }
@@ -181,6 +188,167 @@ pub fn list_backfills(
     }
     let (sql, values) = listing_query(COLUMNS, pipeline_uuid, limit, start);
     conn.prepare_cached(&sql)?.query_map(params_from_iter(values), from_row)?.collect()
+}
+
+/// Which backfills a listing shows beyond `pipeline_uuid`: some statuses (any of them), a
+/// name's prefix without case (ASCII letters folded, as SQLite's NOCASE folds them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackfillFilter {
+    pub pipeline_uuid: Option<String>,
+    /// Empty: any status (and not started).
+    pub statuses: Vec<BackfillStatus>,
+    pub name_prefix: Option<String>,
+}
+
+/// The most matches of a name prefix read through the name index and sorted; a prefix
+/// matching more is listed by walking the listing's order instead, where its matches are
+/// then at least this dense among the rows walked (`list_filtered`).
+pub const PREFIX_SORTED_AT_MOST: i64 = 5000;
+
+impl BackfillFilter {
+    fn is_plain(&self) -> bool {
+        self.statuses.is_empty() && self.name_prefix.is_none()
+    }
+
+    /// The WHERE terms of the filter but `status`, and their values: the pipeline, the
+    /// prefix's range in NOCASE order (a name that starts with the prefix sorts from the
+    /// prefix up to the prefix followed by the last code point), the keyset.
+    fn terms(&self, after: Option<ListingKey>) -> (Vec<&'static str>, Vec<SqlValue>) {
+        let mut terms = vec![];
+        let mut values = vec![];
+        if let Some(p) = &self.pipeline_uuid {
+            terms.push("pipeline_uuid = ?");
+            values.push(SqlValue::Text(p.clone()));
+        }
+        if let Some(prefix) = &self.name_prefix {
+            terms.push("name >= ? COLLATE NOCASE AND name < ? COLLATE NOCASE");
+            values.push(SqlValue::Text(prefix.clone()));
+            values.push(SqlValue::Text(format!("{prefix}\u{10FFFF}")));
+        }
+        if let Some(key) = after {
+            terms.push("(created_at, id) < (?, ?)");
+            values.push(SqlValue::Integer(micros(Some(key.created_at)).unwrap_or(0)));
+            values.push(SqlValue::Integer(key.id));
+        }
+        (terms, values)
+    }
+
+    /// Whether the name prefix matches at most `PREFIX_SORTED_AT_MOST` backfills (of any
+    /// pipeline or status): a walk of at most that many entries of the name index.
+    fn prefix_is_narrow(&self, conn: &Connection) -> rusqlite::Result<bool> {
+        let Some(prefix) = &self.name_prefix else { return Ok(false) };
+        let n: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM backfill INDEXED BY backfill_name_listing \
+                 WHERE name >= ?1 COLLATE NOCASE AND name < ?2 COLLATE NOCASE LIMIT ?3)",
+            )?
+            .query_row(rusqlite::params![prefix, format!("{prefix}\u{10FFFF}"), PREFIX_SORTED_AT_MOST + 1], |r| {
+                r.get(0)
+            })?;
+        Ok(n <= PREFIX_SORTED_AT_MOST)
+    }
+}
+
+fn statuses_in(statuses: &[BackfillStatus]) -> String {
+    statuses.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// One page of the backfills `filter` matches, in the listing's order (`list_backfills`).
+/// Without a status or prefix, `list_backfills`. With statuses, each status's rows come in
+/// order from its own index (per pipeline when one is given) and the pages are merged, so
+/// a page reads at most (offset + limit) rows per status, however many match. With a name
+/// prefix that matches few backfills (`PREFIX_SORTED_AT_MOST`), its matches are read
+/// through the name index and sorted; one matching more is found walking the listing's
+/// order (or each status's), where at least that share of rows match.
+pub fn list_filtered(
+    conn: &Connection,
+    filter: &BackfillFilter,
+    limit: u64,
+    start: Start,
+) -> rusqlite::Result<Vec<Backfill>> {
+    if filter.is_plain() {
+        return list_backfills(conn, filter.pipeline_uuid.as_deref(), limit, start);
+    }
+    let (after, offset) = match start {
+        Start::Offset(n) => (None, n),
+        Start::After(key) => (Some(key), 0),
+    };
+    let wanted = i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX);
+    let order = "ORDER BY created_at DESC, id DESC LIMIT ?";
+    let (terms, values) = filter.terms(after);
+    let narrow = filter.prefix_is_narrow(conn)?;
+    let mut rows: Vec<Backfill> = if narrow || filter.statuses.is_empty() {
+        // One statement: through the name index (narrow), or the listing's (a wide prefix).
+        let index = match (narrow, filter.pipeline_uuid.is_some()) {
+            (true, _) => "backfill_name_listing",
+            (false, false) => "backfill_listing",
+            (false, true) => "backfill_pipeline_listing",
+        };
+        let mut terms = terms;
+        let in_list;
+        if !filter.statuses.is_empty() {
+            in_list = format!("status IN ({})", statuses_in(&filter.statuses));
+            terms.push(&in_list);
+        }
+        let mut values = values;
+        values.push(SqlValue::Integer(wanted));
+        let sql = format!("SELECT {COLUMNS} FROM backfill INDEXED BY {index} WHERE {} {order}", terms.join(" AND "));
+        conn.prepare_cached(&sql)?.query_map(params_from_iter(values), from_row)?.collect::<Result<_, _>>()?
+    } else {
+        // Each status in order from its own index, merged.
+        let index =
+            if filter.pipeline_uuid.is_some() { "backfill_pipeline_status_listing" } else { "backfill_status_listing" };
+        let mut all = vec![];
+        for status in &filter.statuses {
+            let mut terms = terms.clone();
+            terms.push("status = ?");
+            let mut values = values.clone();
+            values.push(SqlValue::Text(status.as_str().into()));
+            values.push(SqlValue::Integer(wanted));
+            let sql =
+                format!("SELECT {COLUMNS} FROM backfill INDEXED BY {index} WHERE {} {order}", terms.join(" AND "));
+            let page: Vec<Backfill> =
+                conn.prepare_cached(&sql)?.query_map(params_from_iter(values), from_row)?.collect::<Result<_, _>>()?;
+            all.extend(page);
+        }
+        all.sort_by_key(|b| std::cmp::Reverse((b.created_at, b.id)));
+        all
+    };
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX).min(rows.len());
+    rows.drain(..skip);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(rows)
+}
+
+/// How many backfills `filter` matches. Statuses alone: the kept `backfill_status_tally`
+/// (a row per status). With a name prefix: the matches counted through the name index,
+/// a walk as long as the matches (with a status or pipeline, each match's row is read too).
+pub fn count_filtered(conn: &Connection, filter: &BackfillFilter) -> rusqlite::Result<u64> {
+    if filter.is_plain() {
+        return count_backfills(conn, filter.pipeline_uuid.as_deref());
+    }
+    if filter.name_prefix.is_none() {
+        let n: i64 = conn
+            .prepare_cached(&format!(
+                "SELECT COALESCE(SUM(n), 0) FROM backfill_status_tally WHERE pipeline_uuid = ?1 AND status IN ({})",
+                statuses_in(&filter.statuses)
+            ))?
+            .query_row([filter.pipeline_uuid.as_deref().unwrap_or("")], |r| r.get(0))?;
+        return Ok(n.unsigned_abs());
+    }
+    let (mut terms, values) = filter.terms(None);
+    let in_list;
+    if !filter.statuses.is_empty() {
+        in_list = format!("status IN ({})", statuses_in(&filter.statuses));
+        terms.push(&in_list);
+    }
+    let n: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM backfill INDEXED BY backfill_name_listing WHERE {}",
+            terms.join(" AND ")
+        ))?
+        .query_row(params_from_iter(values), |r| r.get(0))?;
+    Ok(n.unsigned_abs())
 }
 
 /// The backfills with these ids, in the order of `ids` (missing ones left out).

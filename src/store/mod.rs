@@ -11,6 +11,7 @@
 
 pub mod backfills;
 pub mod changes;
+pub mod date_map;
 pub mod logs;
 pub mod pipeline_runs;
 pub mod schedules;

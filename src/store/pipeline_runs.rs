@@ -213,6 +213,8 @@ pub fn insert_started_runs(
     }
     let n = i64::try_from(runs.len()).unwrap_or(i64::MAX);
     add_to_tally(conn, common.pipeline_uuid, Some(common.backfill_id), RunStatus::Initial.as_str(), n)?;
+    let dates: Vec<DateTime> = runs.iter().map(|(d, _)| *d).collect();
+    super::date_map::note_started(conn, common.backfill_id, &dates)?;
     super::changes::touch(conn, Some(common.backfill_id))
 }
 
@@ -235,6 +237,7 @@ pub fn insert_pipeline_run(conn: &Connection, r: &NewPipelineRun) -> rusqlite::R
                 add_to_run_count_text(conn, backfill_id, &previous, -1)?;
             }
             add_to_run_count(conn, backfill_id, r.status, 1)?;
+            super::date_map::note(conn, backfill_id, &[(r.execution_date, r.status)])?;
         }
     }
     Ok(id)
@@ -282,6 +285,7 @@ pub fn recount_runs(conn: &Connection, backfill_id: i64) -> rusqlite::Result<()>
          AND NOT EXISTS {NEWER_OF_R} GROUP BY r.status"
     ))?
     .execute([backfill_id])?;
+    super::date_map::rebuild(conn, backfill_id)?;
     super::changes::touch(conn, Some(backfill_id))
 }
 
@@ -386,6 +390,7 @@ pub fn update_pipeline_run(conn: &Connection, run: &PipelineRun, previous: RunSt
         if !newer_run_exists(conn, backfill_id, micros(run.execution_date), run.id)? {
             add_to_run_count(conn, backfill_id, previous, -1)?;
             add_to_run_count(conn, backfill_id, run.status, 1)?;
+            super::date_map::note(conn, backfill_id, &[(run.execution_date, run.status)])?;
         }
     }
     conn.prepare_cached(
@@ -473,6 +478,13 @@ pub fn claim_runs(
     add_to_tally(conn, pipeline_uuid, Some(backfill_id), RunStatus::Running.as_str(), k)?;
     add_to_run_count(conn, backfill_id, RunStatus::Initial, -(k - superseded))?;
     add_to_run_count(conn, backfill_id, RunStatus::Running, k - superseded)?;
+    let mut newest = Vec::with_capacity(runs.len());
+    for r in &runs {
+        if superseded == 0 || !newer_run_exists(conn, backfill_id, micros(r.execution_date), r.id)? {
+            newest.push((r.execution_date, RunStatus::Running));
+        }
+    }
+    super::date_map::note(conn, backfill_id, &newest)?;
     super::changes::touch(conn, Some(backfill_id))?;
     super::sort_as(&mut runs, ids, |r| r.id);
     Ok(runs)
@@ -528,6 +540,10 @@ pub fn repeat_dates(
         .prepare(&format!("SELECT r.pipeline_uuid, r.status, COUNT(*) {newest} GROUP BY r.pipeline_uuid, r.status"))?
         .query_map([backfill_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let dates: Vec<(Option<DateTime>, RunStatus)> = conn
+        .prepare(&format!("SELECT r.execution_date {newest}"))?
+        .query_map([backfill_id], |row| Ok((opt_datetime(row, 0)?, RunStatus::Initial)))?
+        .collect::<rusqlite::Result<_>>()?;
     let created = conn.prepare(&format!(
         "INSERT INTO pipeline_run (pipeline_schedule_id, pipeline_uuid, backfill_id, execution_date, status, \
          variables, created_at, updated_at, attempt) \
@@ -542,6 +558,7 @@ pub fn repeat_dates(
         add_to_run_count(conn, backfill_id, RunStatus::Initial, n)?;
         add_to_tally(conn, &pipeline_uuid, Some(backfill_id), RunStatus::Initial.as_str(), n)?;
     }
+    super::date_map::note(conn, backfill_id, &dates)?;
     super::changes::touch(conn, Some(backfill_id))?;
     Ok(created as u64)
 }
@@ -560,6 +577,7 @@ pub fn cancel_unfinished_runs(conn: &Connection, backfill_id: i64, now: DateTime
     )?
     .execute([backfill_id])?;
     add_to_run_count(conn, backfill_id, RunStatus::Cancelled, moving)?;
+    super::date_map::cancel_unfinished(conn, backfill_id)?;
     // Every run moving, by status, from the tally (no scan of the runs; a backfill's runs are
     // all of its pipeline).
     let tallied: Vec<(String, String, i64)> = conn

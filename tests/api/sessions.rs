@@ -381,3 +381,52 @@ fn the_user_commands_take_passwords_from_standard_input_never_a_flag() {
     let (ok, _, err) = user_cmd(&app, &["delete", "nobody@example.com"], "");
     assert!(!ok && err.contains("no user has the email"), "{err}");
 }
+
+/// The dashboard's page as a server serves it: its `<meta name="backfilld-api-key">`, if any.
+fn page_key(app: &TestApp) -> Option<String> {
+    let mut resp = agent().get(app.url("/")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let html = resp.body_mut().read_to_string().unwrap();
+    let start = html.find("<meta name=\"backfilld-api-key\" content=\"")?;
+    let rest = &html[start + "<meta name=\"backfilld-api-key\" content=\"".len()..];
+    Some(rest[..rest.find('"').unwrap()].to_string())
+}
+
+/// Issue 21: the page logs users in with only email and password, with the API key of the
+/// server that served it: the first `--api-key` by default, or `--dashboard-api-key`
+/// (HTML-escaped in the page), and none without keys.
+#[test]
+fn the_dashboard_page_carries_the_servers_api_key_and_a_login_with_it_works() {
+    let app = spawn_app_with(AuthConfig::new(true, &[KEY.into(), "second-key".into()]));
+    let key = page_key(&app).expect("the page carries a key");
+    assert_eq!(key, KEY);
+    add_user(&app, "ada@example.com", "correct horse");
+    let r = login(&app, json!({"email": "ada@example.com", "password": "correct horse"}), &[("X-API-KEY", &key)]);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let token = claims(r.body["session"]["token"].as_str().unwrap())["token"].as_str().unwrap().to_string();
+    let listed = app.get_with("/api/backfills", &[("X-API-KEY", &key), ("OAUTH-TOKEN", &token)]);
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+
+    let odd = r#"k"<&>'y"#;
+    let chosen = spawn_app_tuned(AuthConfig::new(true, &[KEY.into(), odd.into()]), Limits::default(), |s| {
+        s.dashboard_api_key = Some(odd.into())
+    });
+    assert_eq!(page_key(&chosen).as_deref(), Some("k&quot;&lt;&amp;&gt;&#39;y"));
+
+    assert_eq!(page_key(&spawn_app()), None);
+}
+
+#[test]
+fn a_dashboard_api_key_that_is_not_an_api_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--api-key", "a", "--dashboard-api-key", "b", "--db"])
+        .arg(dir.path().join("b.db"))
+        .env_remove("BACKFILLD_API_KEY")
+        .env_remove("BACKFILLD_DASHBOARD_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--dashboard-api-key") && err.contains("--api-key"), "{err}");
+}
