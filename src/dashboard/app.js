@@ -478,8 +478,8 @@ function whatWentWrong(r) {
   if (m.timed_out) parts.push('timed out');
   if (m.exit_code !== undefined && m.exit_code !== null) parts.push('exit status ' + m.exit_code);
   if (m.signal !== undefined && m.signal !== null) parts.push('signal ' + m.signal);
-  if (m.error && !parts.length) parts.push(m.error);
-  else if (m.error) parts.push(m.error);
+  // The worker's own words, unless they say what is already said.
+  if (m.error && !parts.some((p) => m.error.includes(p))) parts.push(m.error);
   return parts.length ? parts.join(' · ') : (r.status === 'cancelled' ? 'cancelled' : 'no error reported');
 }
 
@@ -687,7 +687,7 @@ function runsTable(runs, id) {
       el('td', {}, statusBadge(r.status)),
       el('td', { class: 'num' }, r.attempt === null || r.attempt === undefined ? '—' : String(r.attempt)),
       el('td', { class: 'num' }, duration(r)),
-      el('td', {}, r.worker || '—', r.lease_expires_at ? el('div', { class: 'note' }, 'lease until ', relative(r.lease_expires_at)) : null),
+      el('td', {}, r.worker || '—', r.lease_expires_at ? el('div', { class: 'note' }, 'lease ends ', relative(r.lease_expires_at)) : null),
       el('td', { class: 'output' }, r.metrics && (r.metrics.error || r.metrics.output_tail)
         ? el('details', {}, el('summary', {}, r.metrics.error || 'output'), r.metrics.output_tail ? el('pre', {}, r.metrics.output_tail) : null)
         : ''),
@@ -1041,7 +1041,7 @@ async function showRun(id, mode, fresh) {
   if (same(mode, r)) return;
   show(el('h1', {}, 'Run ' + r.id + ' ', statusBadge(r.status)),
     el('p', {}, el('a', { href: '#/backfills/' + r.backfill_id }, 'Backfill ' + r.backfill_id), ' · ', when(r.execution_date),
-      ' · attempt ' + (r.attempt || '—'), ' · took ', duration(r)),
+      ' · attempt ' + (r.attempt || '—'), r.status === 'running' ? ' · running for ' : ' · took ', duration(r)),
     el('p', { id: 'message', class: 'problem', role: 'alert', hidden: true }),
     ['failed', 'cancelled'].includes(r.status)
       ? el('p', { class: 'problem' }, whatWentWrong(r), ' ', action('Retry', () => retry(r)))

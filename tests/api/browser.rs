@@ -169,14 +169,14 @@ fn a_backfill_is_created_through_the_form_started_and_cancelled_with_the_api_s_a
     browser.click_text(".actions button", "Start");
     browser.wait_text("main h1", "initial");
     assert_eq!(app.read_backfill(b["id"].as_i64().unwrap())["name"], "renamed");
-    eventually("the date map to show 25 dates", || browser.find_all("#date-map .cell").len() == 25);
+    eventually("the date map to show 25 dates", || browser.find_all(".datemap .cell").len() == 25);
     let id = b["id"].as_i64().unwrap();
     for run in app.run_ids(id).into_iter().take(3) {
         assert_eq!(app.report_run(run, "completed").status, 200);
     }
     // Live: the date map changes without a reload.
     eventually("the date map to show the 3 completed dates", || {
-        browser.find_all("#date-map .cell.completed").len() == 3
+        browser.find_all(".datemap .cell.completed").len() == 3
     });
     // Cancel, confirmed in the browser's dialog.
     browser.click_text(".actions button", "Cancel");
@@ -389,7 +389,7 @@ fn the_date_map_covers_all_10080_dates_and_shows_one_failed_date_among_10000_com
     // Every date is in one cell: the cells' counts add up to 10,080, and so do their titles.
     let cells = script(
         &browser,
-        "return [...document.querySelectorAll('#date-map .cell')].map(c => [Number(c.dataset.dates), c.title, c.className, \
+        "return [...document.querySelectorAll('.datemap .cell')].map(c => [Number(c.dataset.dates), c.title, c.className, \
          c.getBoundingClientRect().width, c.getBoundingClientRect().height]);",
     );
     let cells = cells.as_array().unwrap();
@@ -418,7 +418,7 @@ fn the_date_map_covers_all_10080_dates_and_shows_one_failed_date_among_10000_com
     browser.screenshot("date-map");
     keep_screenshot("date-map", "dashboard.png");
     // A click on the failed cell lists its range's runs: the failed one among them.
-    browser.click("#date-map .cell.failed");
+    browser.click(".datemap .cell.failed");
     browser.wait_text(&format!("#range tr[data-id='{failed}']"), "failed");
 }
 
@@ -724,4 +724,27 @@ fn a_user_logs_in_with_email_and_password_is_refused_a_wrong_one_and_logs_out() 
     browser.wait_text("form.login h2", "Log in");
     assert_eq!(script(&browser, "return sessionStorage.getItem('backfilld.token');"), serde_json::Value::Null);
     assert_eq!(app.get_with("/api/backfills", &key).status, 401);
+}
+
+#[test]
+fn a_run_s_page_says_when_part_of_its_log_was_cut() {
+    let Some(_turn) = browser_turn() else { return };
+    let app = spawn_app();
+    let id = started_seed(&app, "etl", "loud");
+    let claimed = app.send("POST", "/api/pipeline_runs/claim", &json!({"worker": "w1", "limit": 1}));
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    let run = claimed.body["pipeline_runs"][0]["id"].as_i64().unwrap();
+    assert!(app.run_ids(id).contains(&run));
+    // 1.5 MiB of output, in two chunks: the log keeps 1 MiB and cuts the middle.
+    let line = "x".repeat(1023) + "\n";
+    for offset in [0usize, 786_432] {
+        let chunk = line.repeat(768).into_bytes();
+        let r = app.send_raw("POST", &format!("/api/pipeline_runs/{run}/logs?worker=w1&offset={offset}"), &[], chunk);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let browser = Browser::start();
+    browser.goto(&format!("{}/#/runs/{run}", app.base));
+    browser.wait_text("#log-note", "bytes were cut from the middle");
+    browser.wait_text("#log", "bytes of output cut here");
+    browser.wait_text("#log-note", "1572864 bytes of output");
 }
