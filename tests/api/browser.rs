@@ -107,7 +107,7 @@ fn with_auth_on_the_page_asks_for_credentials_and_then_works() {
     let browser = Browser::start();
     browser.goto(&format!("{}/#/", app.base));
     browser.wait_text("main .problem", "requires an API key");
-    // No key in the page (a server without users): the key and token are the other credentials.
+    // A token instead of a login: the API key and the token are the other credentials.
     browser.click("details.other-credentials summary");
     browser.type_into("#api-key", "wrong");
     browser.type_into("#token", &token);
@@ -698,10 +698,8 @@ fn a_user_logs_in_with_email_and_password_is_refused_a_wrong_one_and_logs_out() 
     let browser = Browser::start();
     browser.goto(&format!("{}/#/", app.base));
     browser.wait_text("form.login h2", "Log in");
-    // The key comes with the page when the server gives it one; typed otherwise.
-    if !browser.find_all("#login-key").is_empty() {
-        browser.type_into("#login-key", KEY);
-    }
+    // The API key comes with the page: only email and password are asked.
+    assert!(browser.find_all("#login-key").is_empty(), "the page asks for the API key");
     browser.type_into("#login-who", "ada@example.com");
     browser.type_into("#login-password", "wrong horse");
     browser.click("form.login button[type=submit]");
