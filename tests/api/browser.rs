@@ -420,6 +420,36 @@ fn the_date_map_covers_all_10080_dates_and_shows_one_failed_date_among_10000_com
     // A click on the failed cell lists its range's runs: the failed one among them.
     browser.click(".datemap .cell.failed");
     browser.wait_text(&format!("#range tr[data-id='{failed}']"), "failed");
+    // From the keyboard: the map is one stop, the arrow keys move, focus says the range.
+    let key = |k: &str| {
+        browser.call(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "k", "actions": [{"type": "keyDown", "value": k}, {"type": "keyUp", "value": k}]}]})),
+        );
+    };
+    script(&browser, "document.querySelector('.datemap .cell').focus();");
+    key("\u{E014}"); // ArrowRight
+    let focused = script(
+        &browser,
+        "return [document.activeElement.dataset.first, document.querySelector('#map-says').textContent];",
+    );
+    let second = script(&browser, "return document.querySelectorAll('.datemap .cell')[1].dataset.first;");
+    assert_eq!(focused[0], second);
+    assert!(
+        focused[1].as_str().unwrap().contains(" dates): ") && focused[1].as_str().unwrap().contains("completed"),
+        "{focused}"
+    );
+    let stops = script(
+        &browser,
+        "return [...document.querySelectorAll('.datemap .cell')].filter(c => c.tabIndex === 0).length;",
+    );
+    assert_eq!(stops, json!(1), "the map is one stop in the Tab order");
+    key("\u{E007}"); // Enter
+    browser.wait_text(
+        "#range h2",
+        &format!("Dates {}", second.as_str().unwrap().replace("T", " ").trim_end_matches(":00+00:00")),
+    );
 }
 
 #[test]
@@ -631,6 +661,7 @@ fn the_list_filters_by_status_and_name_through_the_api_and_fits_1280_px_without_
     );
     assert!(phone[0].as_i64() <= phone[1].as_i64(), "{phone}");
     assert_eq!(phone[2], "block");
+    browser.screenshot("list-phone");
 }
 
 #[test]
@@ -662,6 +693,7 @@ fn the_form_previews_the_run_count_it_creates_checks_variables_and_sets_the_sett
     browser.clear("#f-variables");
     browser.type_into("#f-variables", "{\"region\": \"eu\"}");
     eventually("the variables to be accepted", || browser.text(&browser.find_all("#e-variables")[0]).is_empty());
+    browser.screenshot("form");
     browser.type_into("#f-pipeline_run_limit", "2");
     browser.type_into("#f-max_attempts", "5");
     browser.click("#f-run_backwards");
