@@ -6,6 +6,13 @@
 //! excluded) and the peak size of the database's `-wal` file (both sampled every 10 ms), with
 //! each throughput also as a ratio to `GET /api/status` measured in the same run.
 //!
+//! Beside the listing's rows, its filters' first pages: `status=running`, `status=failed,running`,
+//! a name prefix matching 11 backfills and one matching them all. Then "date map of a
+//! 100,000-date backfill with 150,000 runs" (2,000 and 3,000 with --quick; the backfill is
+//! made on the file before the server starts, and kept): one connection loops
+//! `GET /api/backfills/:id/date_map` without a tag, with 100, 1,000 and 5,000 cells, a row
+//! each, whose p50 is compared with its target (20 ms) after the table.
+//!
 //! After the read scenarios, "mixed slow reads" runs two groups of connections at once over
 //! the same time: 4 looping the slowest reads (a deep offset into the runs, failed runs,
 //! one pipeline's completed runs at an offset, a deep page of backfills with run counts) and
@@ -29,8 +36,9 @@
 //! out none: its row's req/s is runs per second end to end (target >= 2,000, reported after
 //! the table) and its latencies each run's, from its claim's sending to its report's answer;
 //! the backfill not completed with all its runs afterwards is an error.
-//! "dashboards": 100 open dashboards (10 with --quick) polling one 1,000-run backfill as the
-//! page does, every 3 s the backfill and its first 500 runs with `If-None-Match`: the share
+//! "dashboards": 100 open dashboards (10 with --quick) polling one 100,000-run backfill
+//! (2,000 with --quick) as the page does, every 3 s the backfill, its first 500 runs and its
+//! date map with `If-None-Match`: the share
 //! of a core the server spends while nothing changes, and while a worker completes 10 runs
 //! a second (with that worker's own cost measured alone), after the table; then 500 (50)
 //! such dashboards while the worker completes runs of another backfill: the share of a
@@ -347,6 +355,63 @@ fn build(o: &Options) -> PathBuf {
     path
 }
 
+/// The date map's target: p50 at most this, whatever the cells.
+const DATE_MAP_P50_MS: f64 = 20.0;
+/// The cells the date map rows ask for.
+const DATE_MAP_CELLS: [u64; 3] = [100, 1000, 5000];
+
+/// The name of the date map scenario over `dates` dates (half of them run twice).
+fn date_map_name(dates: u64) -> String {
+    format!("date map of a {}-date backfill with {} runs", thousands(dates), thousands(dates * 3 / 2))
+}
+
+/// A started backfill of `dates` dates a minute apart in pipeline `bench_date_map`, on the
+/// file directly (before the server starts; kept in the file, and found again by its name
+/// on a later run): every other date's run failed and retried (a second run of its date),
+/// the retries by thirds completed, running, left waiting, and every fourth other date
+/// completed: `dates * 3 / 2` runs. Returns its id.
+fn date_map_fixture(db: &Path, dates: u64) -> i64 {
+    let mut conn = db::open(db).expect("the bench database");
+    let name = format!("date map {dates}");
+    let found =
+        conn.query_row("SELECT id FROM backfill WHERE pipeline_uuid = 'bench_date_map' AND name = ?1", [&name], |r| {
+            r.get::<_, i64>(0)
+        });
+    if let Ok(id) = found {
+        return id;
+    }
+    let t = Instant::now();
+    let now = datetime!(2023-05-01 00:00);
+    let start = datetime!(2022-01-01 00:00);
+    let tx = conn.transaction().expect("a transaction");
+    let fields = json!({"name": name, "start_datetime": datetime::format_api(start),
+        "end_datetime": datetime::format_api(add_seconds(start, (dates as i64 - 1) * 60)),
+        "interval_type": "minute", "interval_units": 1});
+    let b = lifecycle::create(&tx, "bench_date_map", fields.as_object().unwrap(), now).expect("create");
+    let unlimited = Limits { max_runs: u64::MAX };
+    let start_body = json!({"status": "initial"});
+    lifecycle::update(&tx, b.id, None, start_body.as_object().unwrap(), unlimited, now).expect("start");
+    let first: i64 = tx
+        .query_row("SELECT MIN(id) FROM pipeline_run WHERE backfill_id = ?1", [b.id], |r| r.get(0))
+        .expect("its first run");
+    for k in 0..dates as i64 / 2 {
+        let run = first + 2 * k;
+        dispatch::report(&tx, run, hand(RunStatus::Failed), now).expect("report");
+        let retried = dispatch::retry(&tx, run, now).expect("retry").id;
+        match k % 3 {
+            0 => drop(dispatch::report(&tx, retried, hand(RunStatus::Completed), now).expect("report")),
+            1 => drop(dispatch::report(&tx, retried, hand(RunStatus::Running), now).expect("report")),
+            _ => {}
+        }
+        if k % 2 == 0 {
+            dispatch::report(&tx, run + 1, hand(RunStatus::Completed), now).expect("report");
+        }
+    }
+    tx.commit().expect("commit the date map's backfill");
+    println!("  date map fixture ({dates} dates) in {:.1}s", t.elapsed().as_secs_f64());
+    b.id
+}
+
 /// A status report by hand (no worker), as the bench data's progressed runs get.
 fn hand(status: RunStatus) -> Report {
     Report { status, worker: None, metrics: None }
@@ -512,27 +577,35 @@ fn started_minute_backfill(server: &Server, pipeline: &str, name: &str, dates: u
     id
 }
 
-/// What `tabs` open dashboards cost the server, as the page polls one backfill: every 3 s
-/// each tab revalidates the backfill and its first page of 500 runs (`If-None-Match`, as
+/// What `tabs` open dashboards cost the server, as the page polls one backfill of `dates`
+/// dates: every 3 s each tab revalidates the backfill, its first page of 500 runs and its
+/// date map (`If-None-Match`, as
 /// the browser does for `fetch` with `cache: 'no-cache'`). Four phases of `seconds`:
 /// nothing changing; a worker completing 10 runs a second (its claims and reports alone);
 /// the tabs with that worker; and `others` tabs while the worker completes runs of another
-/// backfill. Returns the share of a core each took, the 304s among the tabs' conditional
+/// backfill. Returns the share of a core each took once its tabs had made their first
+/// fetches (from 3.5 s on, or half the phase if shorter), the 304s among the tabs' conditional
 /// requests (all but each tab's first fetch of each path), and the bytes the tabs received.
-fn dashboards(server: &Server, seconds: f64, tabs: usize, others: usize) -> String {
+fn dashboards(server: &Server, seconds: f64, tabs: usize, others: usize, dates: u64) -> String {
     let port = server.port;
-    let id = started_minute_backfill(server, "bench_dashboards", "watched", 1000);
+    let id = started_minute_backfill(server, "bench_dashboards", "watched", dates);
     let other = started_minute_backfill(server, "bench_dashboards", "worked", 1000);
     let pid = server.child.id();
     let paths = [
         format!("/api/backfills/{id}?include_run_count=true"),
         format!("/api/pipeline_runs?backfill_id={id}&_limit=500"),
+        format!("/api/backfills/{id}/date_map"),
     ];
     let phase = |tabs: usize, work: Option<i64>| {
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-        let cpu = cpu_seconds(pid);
-        let t = Instant::now();
-        let (answers, unchanged, bytes) = std::thread::scope(|scope| {
+        // The server's time is counted once every tab has made its first fetch of each path
+        // (the tabs open over the first 3 s): what open tabs cost, not what opening them did.
+        let warm = Duration::from_secs_f64(if tabs > 0 { 3.5f64.min(seconds / 2.0) } else { 0.0 });
+        let (answers, unchanged, bytes, (cpu, since)) = std::thread::scope(|scope| {
+            let counted = scope.spawn(move || {
+                std::thread::sleep(warm);
+                (cpu_seconds(pid), Instant::now())
+            });
             if let Some(worked) = work {
                 scope.spawn(move || {
                     let mut conn = Conn::open(port).unwrap();
@@ -556,7 +629,7 @@ fn dashboards(server: &Server, seconds: f64, tabs: usize, others: usize) -> Stri
                     let paths = &paths;
                     scope.spawn(move || {
                         let mut conn = Conn::open(port).unwrap();
-                        let mut tags: [Option<String>; 2] = [None, None];
+                        let mut tags: [Option<String>; 3] = [None, None, None];
                         let (mut answers, mut unchanged, mut bytes) = (0u64, 0u64, 0u64);
                         std::thread::sleep(Duration::from_millis(3000 * k as u64 / tabs as u64));
                         while Instant::now() < deadline {
@@ -582,9 +655,13 @@ fn dashboards(server: &Server, seconds: f64, tabs: usize, others: usize) -> Stri
                     })
                 })
                 .collect();
-            handles.into_iter().map(|t| t.join().unwrap()).fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+            let (answers, unchanged, bytes) = handles
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+            (answers, unchanged, bytes, counted.join().unwrap())
         });
-        let share = (cpu_seconds(pid) - cpu) / t.elapsed().as_secs_f64();
+        let share = (cpu_seconds(pid) - cpu) / since.elapsed().as_secs_f64();
         (share, answers, unchanged, bytes)
     };
     let (idle, answers, unchanged, bytes) = phase(tabs, None);
@@ -592,10 +669,12 @@ fn dashboards(server: &Server, seconds: f64, tabs: usize, others: usize) -> Stri
     let (both, answers2, unchanged2, bytes2) = phase(tabs, Some(id));
     let (beside, answers3, unchanged3, bytes3) = phase(others, Some(other));
     format!(
-        "{tabs} dashboards on one backfill: {:.1}% of a core while it does not change ({unchanged} of {answers} revalidations \
+        "{tabs} dashboards on one {}-date backfill (its record, its first 500 runs and its date map every 3 s): \
+         {:.1}% of a core while it does not change ({unchanged} of {answers} revalidations \
          304, {} KiB); {:.1}% with a worker completing 10 runs/s, whose claims and reports alone take {:.1}% \
          ({unchanged2} of {answers2} revalidations 304, {} KiB); {others} dashboards on it while the worker completes runs \
          of another backfill: {:.1}% ({unchanged3} of {answers3} revalidations 304, {} KiB)",
+        thousands(dates),
         idle * 100.0,
         bytes / 1024,
         both * 100.0,
@@ -1764,6 +1843,9 @@ fn main() {
     }
     let o = options();
     let db = build(&o);
+    let map_dates = if o.quick { 2_000 } else { 100_000 };
+    let map_selected = o.only.as_ref().is_none_or(|only| only.split(',').any(|w| date_map_name(map_dates).contains(w)));
+    let map_backfill = map_selected.then(|| date_map_fixture(&db, map_dates));
     let (server, startup) = start_server(&db);
 
     // Fixtures the scenarios need, found through the API.
@@ -1787,6 +1869,36 @@ fn main() {
         u64::MAX,
         get("/api/backfills?include_run_count=true&pipeline_uuid=pipeline_07".into()),
     );
+    bench.run(
+        "page 0, status=running",
+        c,
+        u64::MAX,
+        get("/api/backfills?include_run_count=true&status=running".into()),
+    );
+    bench.run(
+        "page 0, status=failed,running",
+        c,
+        u64::MAX,
+        get("/api/backfills?include_run_count=true&status=failed,running".into()),
+    );
+    bench.run(
+        "page 0, name_prefix (11 match)",
+        c,
+        u64::MAX,
+        get("/api/backfills?include_run_count=true&name_prefix=Backfill%2012345".into()),
+    );
+    bench.run(
+        "page 0, name_prefix (all match)",
+        c,
+        u64::MAX,
+        get("/api/backfills?include_run_count=true&name_prefix=BACKFILL".into()),
+    );
+    if let Some(id) = map_backfill {
+        for cells in DATE_MAP_CELLS {
+            let name = format!("{}, {} cells", date_map_name(map_dates), thousands(cells));
+            bench.run(&name, 1, u64::MAX, get(format!("/api/backfills/{id}/date_map?cells={cells}")));
+        }
+    }
     bench.run(
         &format!("page showing a {}-run backfill", thousands(mega_runs)),
         c,
@@ -1900,7 +2012,7 @@ fn main() {
     let driven = drive(&mut bench, drive_dates);
     let watched = bench.selected(&["dashboards"]).then(|| {
         let tabs = if o.quick { 10 } else { 100 };
-        dashboards(&server, seconds, tabs, 5 * tabs)
+        dashboards(&server, seconds, tabs, 5 * tabs, if o.quick { 2_000 } else { 100_000 })
     });
     let rendered = bench.selected(&["first render"]).then(|| first_render(&server, 3)).flatten();
     // The real worker, simulating runs of no duration, and running `true` for each.
@@ -2052,6 +2164,17 @@ fn main() {
             runs.seconds,
             thousands(DRIVE_RUNS_PER_S as u64)
         );
+    }
+    for cells in DATE_MAP_CELLS {
+        let name = format!("{}, {} cells", date_map_name(map_dates), thousands(cells));
+        if let Some((_, m)) = rows.iter().find(|(n, _)| *n == name) {
+            let p50 = m.percentile(0.5);
+            let verdict = if m.requests > 0 && p50 <= DATE_MAP_P50_MS { "met" } else { "not met" };
+            println!(
+                "{name}: p50 {p50:.2} ms, p99 {:.2} ms (target p50 <= {DATE_MAP_P50_MS:.0} ms): {verdict}",
+                m.percentile(0.99)
+            );
+        }
     }
     if let Some(line) = &watched {
         println!("{line}");

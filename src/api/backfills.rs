@@ -102,6 +102,13 @@ pub struct DateMapQuery {
 pub const MAX_CELLS: u64 = 5000;
 pub const DEFAULT_CELLS: u64 = 1000;
 
+/// A date map as answered, serialized straight from its cells.
+#[derive(serde::Serialize)]
+struct DateMapJson {
+    dates: u64,
+    cells: Vec<CellJson>,
+}
+
 #[derive(serde::Serialize)]
 struct CellJson {
     #[serde(serialize_with = "api_format::serialize")]
@@ -150,7 +157,7 @@ pub async fn date_map(
             }
         })
         .collect();
-    Ok(one("date_map", &serde_json::json!({"dates": map.dates, "cells": cells})))
+    Ok(one("date_map", &DateMapJson { dates: map.dates, cells }))
 }
 
 /// `POST /api/pipelines/{pipeline_uuid}/backfills`
