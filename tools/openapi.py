@@ -1091,6 +1091,22 @@ parameters = {
         "description": "Only runs in this status (exact, lower case; anything else is a 400); empty filters nothing. `last_run_failed` (Mage's \"Last run failed\" filter) lists the runs that failed and are the newest run of their date; it needs a `backfill_id` (without one, a 400), and it is counted and paged as the other filters.",
         "schema": {"type": "string", "enum": RUN_STATUSES + ["last_run_failed", ""]},
     },
+    "ExecutionDateFrom": {
+        "name": "execution_date_from",
+        "in": "query",
+        "description": "Beyond Mage: only runs whose `execution_date` is this datetime or later (any form the "
+        "API reads, e.g. `2023-03-01 04:00:00+00:00`, as runs write it). Needs a `backfill_id` (without one, a 400), "
+        "and is counted over the range's runs. With `execution_date_to`, a range of the backfill's dates, as a cell "
+        "of its date map gives it.",
+        "schema": {"type": "string", "examples": ["2023-03-01 04:00:00+00:00"]},
+    },
+    "ExecutionDateTo": {
+        "name": "execution_date_to",
+        "in": "query",
+        "description": "Beyond Mage: only runs whose `execution_date` is this datetime or earlier; as "
+        "`execution_date_from`, which must not be later (else a 400).",
+        "schema": {"type": "string", "examples": ["2023-03-01 20:00:00+00:00"]},
+    },
     "Cells": {
         "name": "cells",
         "in": "query",
@@ -1682,6 +1698,8 @@ list_runs = {
         p("BackfillIdFilter"),
         p("PipelineUuidFilter"),
         p("RunStatusFilter"),
+        p("ExecutionDateFrom"),
+        p("ExecutionDateTo"),
         p("IfNoneMatch"),
     ],
     "responses": api_responses(

@@ -30,6 +30,8 @@ pub struct ListQuery {
     pub backfill_id: Option<String>,
     pub status: Option<String>,
     pub name_prefix: Option<String>,
+    pub execution_date_from: Option<String>,
+    pub execution_date_to: Option<String>,
 }
 
 fn whole_number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
@@ -140,7 +142,36 @@ impl ListQuery {
                 false,
             ),
         };
-        Ok(RunFilter { backfill_id, pipeline_uuid, status, newest_only })
+        let date = |name: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| datetime::parse(v).map_err(|e| ApiError::BadRequest(format!("{name}: {e}"))))
+                .transpose()
+        };
+        let dates = match (
+            date("execution_date_from", &self.execution_date_from)?,
+            date("execution_date_to", &self.execution_date_to)?,
+        ) {
+            (None, None) => None,
+            _ if backfill_id.is_none() => {
+                return Err(ApiError::BadRequest(
+                    "execution_date_from and execution_date_to need a backfill_id: they list a range of one \
+                     backfill's dates"
+                        .into(),
+                ))
+            }
+            (first, last) => {
+                let (first, last) = (first.unwrap_or(datetime::DateTime::MIN), last.unwrap_or(datetime::DateTime::MAX));
+                if first > last {
+                    return Err(ApiError::BadRequest(
+                        "execution_date_from must not be later than execution_date_to".into(),
+                    ));
+                }
+                Some((first, last))
+            }
+        };
+        Ok(RunFilter { backfill_id, pipeline_uuid, status, newest_only, dates })
     }
 
     pub fn include_run_count(&self) -> Result<bool, ApiError> {

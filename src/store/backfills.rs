@@ -686,6 +686,7 @@ mod tests {
                         pipeline_uuid: pipeline_uuid.map(Into::into),
                         status,
                         newest_only: false,
+                        dates: None,
                     };
                     let want: i64 = conn
                         .query_row(

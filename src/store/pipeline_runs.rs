@@ -20,6 +20,10 @@ pub struct RunFilter {
     /// `failed`): the listing walks the backfill's runs of the status and skips those a newer
     /// run of their date supersedes, so its cost is that of the runs of the status alone.
     pub newest_only: bool,
+    /// Only runs of these dates, both included (with a backfill: the dashboard lists a range
+    /// of its date map): read through the backfill's date index, and sorted by id, so its
+    /// cost is that of the range's runs.
+    pub dates: Option<(DateTime, DateTime)>,
 }
 
 /// Where a page of the run listing starts.
@@ -63,9 +67,14 @@ impl RunFilter {
         if self.newest_only {
             terms.push(NO_NEWER_RUN);
         }
-        let index = match (self.backfill_id, &self.pipeline_uuid, self.status) {
-            (Some(_), Some(_), None) => "INDEXED BY pipeline_run_backfill_listing ",
-            (Some(_), Some(_), Some(_)) => "INDEXED BY pipeline_run_backfill_status_listing ",
+        if let Some((first, last)) = self.dates {
+            terms.push("execution_date BETWEEN ? AND ?");
+            values.extend([micros(Some(first)), micros(Some(last))].map(|m| SqlValue::Integer(m.unwrap_or_default())));
+        }
+        let index = match (self.backfill_id, &self.pipeline_uuid, self.status, self.dates) {
+            (Some(_), _, _, Some(_)) => "INDEXED BY pipeline_run_backfill ",
+            (Some(_), Some(_), None, None) => "INDEXED BY pipeline_run_backfill_listing ",
+            (Some(_), Some(_), Some(_), None) => "INDEXED BY pipeline_run_backfill_status_listing ",
             _ => "",
         };
         let clause = if terms.is_empty() { String::new() } else { format!("{index}WHERE {}", terms.join(" AND ")) };
@@ -344,8 +353,16 @@ pub fn list_pipeline_runs(
 }
 
 /// How many runs match: read from `run_tally` (at most five rows), or for `newest_only` from
-/// `backfill_run_count`, never by scanning runs.
+/// `backfill_run_count`, never by scanning runs; with `dates`, counted over the range's runs
+/// in the backfill's date index.
 pub fn count_pipeline_runs(conn: &Connection, filter: &RunFilter) -> rusqlite::Result<u64> {
+    if filter.dates.is_some() {
+        let (clause, values) = filter.clause(None);
+        let n: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM pipeline_run {clause}"))?
+            .query_row(params_from_iter(values), |r| r.get(0))?;
+        return Ok(n.unsigned_abs());
+    }
     let backfill_id = match filter.backfill_id {
         // No backfill has such an id, and 0 is the tally's "any backfill".
         Some(id) if id < 1 => return Ok(0),
@@ -648,6 +665,43 @@ mod tests {
     /// Every filter of the run listing reads an index in the listing's order: no scan of the
     /// table, no sort of what matches (either would grow with the table).
     #[test]
+    fn a_range_of_dates_reads_the_backfill_s_index_by_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
+        let day = |d: u8| crate::domain::datetime::parse(&format!("2023-03-{d:02}")).unwrap();
+        for status in [None, Some(RunStatus::Failed)] {
+            for pipeline_uuid in [None, Some("p".to_string())] {
+                let filter = RunFilter {
+                    backfill_id: Some(1),
+                    pipeline_uuid,
+                    status,
+                    newest_only: false,
+                    dates: Some((day(1), day(2))),
+                };
+                for sql in [
+                    format!("SELECT {COLUMNS} FROM pipeline_run {} ORDER BY id DESC LIMIT 40", filter.clause(None).0),
+                    format!("SELECT COUNT(*) FROM pipeline_run {}", filter.clause(None).0),
+                ] {
+                    let plan: Vec<String> = conn
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .unwrap()
+                        .query_map(params_from_iter(filter.clause(None).1), |r| r.get::<_, String>(3))
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                    let plan = plan.join("; ");
+                    assert!(
+                        plan.contains(
+                            "INDEX pipeline_run_backfill (backfill_id=? AND execution_date>? AND execution_date<?)"
+                        ),
+                        "{filter:?}: {plan}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_listing_filter_reads_an_index_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::db::open(&dir.path().join("b.db")).unwrap();
@@ -660,8 +714,13 @@ mod tests {
                         continue;
                     }
                     for below in [None, Some(100)] {
-                        let filter =
-                            RunFilter { backfill_id, pipeline_uuid: pipeline_uuid.clone(), status, newest_only };
+                        let filter = RunFilter {
+                            backfill_id,
+                            pipeline_uuid: pipeline_uuid.clone(),
+                            status,
+                            newest_only,
+                            dates: None,
+                        };
                         let (clause, values) = filter.clause(below);
                         let sql = format!(
                             "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM pipeline_run {clause} ORDER BY id DESC LIMIT 40"

@@ -168,3 +168,71 @@ fn the_map_answers_304_while_its_backfill_does_not_change() {
     assert_ne!(new_tag.unwrap(), tag);
     assert_eq!(map(&app, a, 1)["cells"][0]["counts"]["completed"], 1);
 }
+
+/// A cell's `first` and `last` list its dates' runs: `execution_date_from` and
+/// `execution_date_to` on the runs' listing, both included, counted and paged, with a
+/// backfill only.
+#[test]
+fn a_cell_s_dates_list_their_runs_and_nothing_else() {
+    let app = spawn_app();
+    let id = app.create_backfill("etl", seed_fields("ranged"));
+    assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
+    let cells = map(&app, id, 4)["cells"].as_array().unwrap().clone();
+    let all = app.get(&format!("/api/pipeline_runs?backfill_id={id}&_limit=1000"));
+    let runs = all.body["pipeline_runs"].as_array().unwrap();
+    let mut listed = 0;
+    for cell in &cells {
+        let (first, last) = (cell["first"].as_str().unwrap(), cell["last"].as_str().unwrap());
+        let want: Vec<i64> = runs
+            .iter()
+            .filter(|r| {
+                let d = r["execution_date"].as_str().unwrap();
+                d >= first && d <= last
+            })
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(want.len() as u64, cell["dates"].as_u64().unwrap());
+        // Two to a page, so that the range is paged by its cursor too.
+        let mut got = vec![];
+        let mut cursor = String::new();
+        loop {
+            let q = format!(
+                "backfill_id={id}&execution_date_from={}&execution_date_to={}&_limit=2{cursor}",
+                encode(first),
+                encode(last)
+            );
+            let r = app.get(&format!("/api/pipeline_runs?{q}"));
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            assert_eq!(r.body["metadata"]["count"], want.len(), "{:?}", r.body);
+            got.extend(r.body["pipeline_runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()));
+            if r.body["metadata"]["next"] != true {
+                break;
+            }
+            cursor = format!("&_cursor={}", r.body["metadata"]["cursor"].as_str().unwrap());
+        }
+        assert_eq!(got, want, "{cell}");
+        listed += got.len();
+    }
+    assert_eq!(listed, runs.len());
+    // One end alone: from the last cell's first date on.
+    let last = cells.last().unwrap();
+    let r = app.get(&format!(
+        "/api/pipeline_runs?backfill_id={id}&execution_date_from={}",
+        encode(last["first"].as_str().unwrap())
+    ));
+    assert_eq!(r.body["metadata"]["count"], last["dates"]);
+    for bad in [
+        "execution_date_from=2023-03-01",
+        &format!("backfill_id={id}&execution_date_from=yesterday"),
+        &format!("backfill_id={id}&execution_date_from=2023-03-02&execution_date_to=2023-03-01"),
+    ] {
+        let r = app.get(&format!("/api/pipeline_runs?{bad}"));
+        assert_eq!(r.status, 400, "{bad}: {:?}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("execution_date"), "{bad}: {:?}", r.body);
+    }
+}
+
+/// `s` as a query value ('+' and ' ' escaped).
+fn encode(s: &str) -> String {
+    s.replace('+', "%2B").replace(' ', "%20").replace(':', "%3A")
+}
