@@ -525,6 +525,11 @@ fn a_running_run_s_log_grows_on_its_page_while_a_worker_writes_it() {
     );
     assert_eq!(app.put_backfill(id, json!({"status": "initial"})).status, 200);
     let run = app.run_ids(id)[0];
+    let browser = Browser::start();
+    browser.goto(&format!("{}/#/runs/{run}", app.base));
+    // The worker starts once the page shows the waiting run, so that however long the browser
+    // took to start, the page sees the log while the run runs.
+    browser.wait_text("main h1", "initial");
     let mut worker = std::process::Command::new(crate::helpers::BIN)
         .args(["worker", "--server", &app.base, "--name", "slow", "--quiet", "--until-idle", "--exec"])
         .arg("for i in 1 2 3 4 5 6 7 8; do echo \"loading part $i of 8 for $BACKFILL_DS\"; sleep 1; done; echo done")
@@ -537,8 +542,6 @@ fn a_running_run_s_log_grows_on_its_page_while_a_worker_writes_it() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let browser = Browser::start();
-    browser.goto(&format!("{}/#/runs/{run}", app.base));
     browser.wait_text("#log", "loading part 1 of 8 for 2023-03-01");
     // It grows while the run runs, without a reload.
     browser.wait_text("#log", "loading part 3 of 8");
