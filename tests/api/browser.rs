@@ -530,16 +530,8 @@ fn a_running_run_s_log_grows_on_its_page_while_a_worker_writes_it() {
     // The worker starts once the page shows the waiting run, so that however long the browser
     // took to start, the page sees the log while the run runs.
     browser.wait_text("main h1", "initial");
-    let mut worker = std::process::Command::new(crate::helpers::BIN)
-        .args(["worker", "--server", &app.base, "--name", "slow", "--quiet", "--until-idle", "--exec"])
+    let mut worker = crate::helpers::quiet_worker(&app, &["--name", "slow", "--quiet", "--until-idle", "--exec"])
         .arg("for i in 1 2 3 4 5 6 7 8; do echo \"loading part $i of 8 for $BACKFILL_DS\"; sleep 1; done; echo done")
-        .env_remove("BACKFILLD_API_KEY")
-        .env_remove("BACKFILLD_TOKEN")
-        .env_remove("BACKFILLD_SERVER")
-        .env("XDG_CONFIG_HOME", app.dir.path().join("config"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     browser.wait_text("#log", "loading part 1 of 8 for 2023-03-01");
@@ -571,17 +563,10 @@ fn a_backfill_a_simulated_worker_drives_shows_durations_its_rate_and_estimate_th
     let browser = Browser::start();
     browser.goto(&format!("{}/#/backfills/{id}", app.base));
     browser.wait_text("main h1", "timed");
-    let mut worker = std::process::Command::new(crate::helpers::BIN)
-        .args(["worker", "--server", &app.base, "--simulate", "--duration", "300ms..700ms", "--until-idle", "--quiet"])
-        .env_remove("BACKFILLD_API_KEY")
-        .env_remove("BACKFILLD_TOKEN")
-        .env_remove("BACKFILLD_SERVER")
-        .env("XDG_CONFIG_HOME", app.dir.path().join("config"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker =
+        crate::helpers::quiet_worker(&app, &["--simulate", "--duration", "300ms..700ms", "--until-idle", "--quiet"])
+            .spawn()
+            .unwrap();
     // While it runs: its rate and an estimate of when it finishes.
     let progress = browser.wait_text("#progress", "dates per minute recently");
     let text = browser.text(&progress);

@@ -287,6 +287,17 @@ impl TestApp {
     }
 }
 
+/// `backfilld worker --server APP ARGS`, with none of the credentials or config of the
+/// machine's user (only the test's own folder), no input, and its output to `/dev/null`.
+pub fn quiet_worker(app: &TestApp, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("worker").args(["--server", &app.base]).args(args);
+    c.env_remove("BACKFILLD_API_KEY").env_remove("BACKFILLD_TOKEN").env_remove("BACKFILLD_SERVER");
+    c.env("XDG_CONFIG_HOME", app.dir.path().join("config"));
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c
+}
+
 /// Sends `signal` to `child` (one of the test's own).
 pub fn signal(child: &std::process::Child, signal: i32) {
     // SAFETY: kill(2) on the pid of our own child.
