@@ -185,6 +185,39 @@ fn a_backfill_is_created_through_the_form_started_and_cancelled_with_the_api_s_a
     assert_eq!(app.read_backfill(id)["status"], "cancelled");
 }
 
+/// The edit form shows a backfill's variables and settings, and sends what was changed:
+/// settings it does not know are kept as they were.
+#[test]
+fn the_edit_form_changes_variables_and_settings_and_keeps_the_settings_it_does_not_show() {
+    let Some(_turn) = browser_turn() else { return };
+    let app = spawn_app();
+    let mut fields = seed_fields("to edit");
+    fields["variables"] = json!({"region": "eu"});
+    fields["settings"] = json!({"max_attempts": 2, "note": "kept"});
+    let id = app.create_backfill("etl", fields);
+    let browser = Browser::start();
+    browser.goto(&format!("{}/#/backfills/{id}/edit", app.base));
+    browser.wait_text("form.create h1", "Edit to edit");
+    let shown = script(&browser, "return JSON.parse(document.querySelector('#f-variables').value);");
+    assert_eq!(shown, json!({"region": "eu"}));
+    assert_eq!(script(&browser, "return document.querySelector('#f-max_attempts').value;"), "2");
+    browser.clear("#f-variables");
+    browser.type_into("#f-variables", "[1]");
+    browser.wait_text("#e-variables", "are a JSON object");
+    browser.clear("#f-variables");
+    browser.type_into("#f-variables", r#"{"region": "us", "batch": 3}"#);
+    browser.clear("#f-max_attempts");
+    browser.type_into("#f-max_attempts", "4");
+    browser.click("#f-run_backwards");
+    browser.click("#create");
+    browser.wait_text("main h1", "to edit");
+    let b = app.read_backfill(id);
+    assert_eq!(b["variables"], json!({"region": "us", "batch": 3}), "{b}");
+    assert_eq!(b["settings"]["max_attempts"], 4, "{b}");
+    assert_eq!(b["settings"]["run_backwards"], true, "{b}");
+    assert_eq!(b["settings"]["note"], "kept", "{b}");
+}
+
 #[test]
 fn a_failed_backfill_says_whether_its_other_dates_go_on_and_the_form_sets_stop_on_failure() {
     let Some(_turn) = browser_turn() else { return };
