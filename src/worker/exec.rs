@@ -50,7 +50,7 @@ struct Inline {
 /// A command started and not yet waited for.
 pub struct Running {
     pid: i32,
-    /// Its end, as its sub-keeper says it.
+    /// Its end, as the keeper says it.
     exit: Mutex<Receiver<std::io::Result<ExitStatus>>>,
     /// How it ended, once seen.
     ended: Mutex<Option<ExitStatus>>,
@@ -184,7 +184,7 @@ impl Running {
         match feed(stdin, input) {
             Ok(writer) => held(&running.threads).extend(writer),
             Err(e) => {
-                // Nobody will wait for it: its group is killed (its sub-keeper reaps it).
+                // Nobody will wait for it: its group is killed (the keeper reaps it).
                 running.signal_group();
                 return Err(e.into());
             }

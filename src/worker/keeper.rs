@@ -60,8 +60,9 @@ const SOCKET_FD: RawFd = 3;
 /// bound on one environment string is 128 KiB).
 const MAX_MESSAGE: usize = 4 << 20;
 
-/// How long a sub-keeper keeps killing what a command left before it gives up (processes
-/// that do not die at SIGKILL are in an uninterruptible wait).
+/// How long the keeper, or the worker once the keeper has died, keeps killing what commands
+/// left before it gives up (processes that do not die at SIGKILL are in an uninterruptible
+/// wait).
 const CLEAN_FOR: Duration = Duration::from_secs(5);
 
 /// What the worker asks: start `command` with `env` added to the keeper's environment; the
@@ -73,7 +74,7 @@ struct Spawn {
     env: Vec<(String, String)>,
 }
 
-/// What the keeper and the sub-keepers say.
+/// What the keeper says.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Event {
@@ -200,8 +201,8 @@ impl Keeper {
         let child = cmd.spawn()?;
         drop(cmd);
         let pid = child.id() as i32;
-        // Only the keeper holds its end now: when it (and its sub-keepers) end, reading ours
-        // ends.
+        // Only the keeper holds its end now (its commands do not: close-on-exec): when it
+        // ends, reading ours ends.
         drop(theirs);
         let keeper = Arc::new(Keeper {
             socket: Arc::new(mine),
@@ -453,8 +454,8 @@ fn tell(event: &Event) {
     let _ = send(SOCKET_FD, &serde_json::to_vec(event).unwrap_or_default(), &[]);
 }
 
-/// Blocks SIGCHLD and SIGTERM and reads them from a signalfd instead: the keeper and the
-/// sub-keepers wait for their children and for a word to stop in one `poll`.
+/// Blocks SIGCHLD and SIGTERM and reads them from a signalfd instead: the keeper waits for
+/// its children and for a word to stop in one `poll`.
 fn signal_fd() -> io::Result<OwnedFd> {
     // SAFETY: sigset calls on a local set; sigprocmask(2) and signalfd(2) with it; the fd
     // returned is new and ours.
