@@ -254,12 +254,14 @@ fn statuses_in(statuses: &[BackfillStatus]) -> String {
 }
 
 /// One page of the backfills `filter` matches, in the listing's order (`list_backfills`).
-/// Without a status or prefix, `list_backfills`. With statuses, each status's rows come in
-/// order from its own index (per pipeline when one is given) and the pages are merged, so
-/// a page reads at most (offset + limit) rows per status, however many match. With a name
-/// prefix that matches few backfills (`PREFIX_SORTED_AT_MOST`), its matches are read
-/// through the name index and sorted; one matching more is found walking the listing's
-/// order (or each status's), where at least that share of rows match.
+/// Without a status or prefix, `list_backfills`. With one status, its rows come in order
+/// from its own index (per pipeline when one is given); with several, each status's keys
+/// come so and are merged as they come, and the page's rows are read by id: a page walks at
+/// most (offset + limit) index entries per status, however many match, and holds only the
+/// page in memory (an offset is skipped, never collected). With a name prefix that matches
+/// few backfills (`PREFIX_SORTED_AT_MOST`), its matches are read through the name index and
+/// sorted; one matching more is found walking the listing's order (or the status's), where
+/// at least that share of rows match.
 pub fn list_filtered(
     conn: &Connection,
     filter: &BackfillFilter,
@@ -273,16 +275,19 @@ pub fn list_filtered(
         Start::Offset(n) => (None, n),
         Start::After(key) => (Some(key), 0),
     };
-    let wanted = i64::try_from(offset.saturating_add(limit)).unwrap_or(i64::MAX);
-    let order = "ORDER BY created_at DESC, id DESC LIMIT ?";
+    let (limit, offset) = (i64::try_from(limit).unwrap_or(i64::MAX), i64::try_from(offset).unwrap_or(i64::MAX));
+    let order = "ORDER BY created_at DESC, id DESC";
     let (terms, values) = filter.terms(after);
     let narrow = filter.prefix_is_narrow(conn)?;
-    let mut rows: Vec<Backfill> = if narrow || filter.statuses.is_empty() {
-        // One statement: through the name index (narrow), or the listing's (a wide prefix).
-        let index = match (narrow, filter.pipeline_uuid.is_some()) {
-            (true, _) => "backfill_name_listing",
-            (false, false) => "backfill_listing",
-            (false, true) => "backfill_pipeline_listing",
+    if narrow || filter.statuses.len() < 2 {
+        // One statement: through the name index (narrow), the listing's (a wide prefix), or
+        // the status's own; the offset skipped in SQL.
+        let index = match (narrow, filter.statuses.is_empty(), filter.pipeline_uuid.is_some()) {
+            (true, _, _) => "backfill_name_listing",
+            (false, true, false) => "backfill_listing",
+            (false, true, true) => "backfill_pipeline_listing",
+            (false, false, false) => "backfill_status_listing",
+            (false, false, true) => "backfill_pipeline_status_listing",
         };
         let mut terms = terms;
         let in_list;
@@ -291,32 +296,64 @@ pub fn list_filtered(
             terms.push(&in_list);
         }
         let mut values = values;
-        values.push(SqlValue::Integer(wanted));
-        let sql = format!("SELECT {COLUMNS} FROM backfill INDEXED BY {index} WHERE {} {order}", terms.join(" AND "));
-        conn.prepare_cached(&sql)?.query_map(params_from_iter(values), from_row)?.collect::<Result<_, _>>()?
-    } else {
-        // Each status in order from its own index, merged.
-        let index =
-            if filter.pipeline_uuid.is_some() { "backfill_pipeline_status_listing" } else { "backfill_status_listing" };
-        let mut all = vec![];
-        for status in &filter.statuses {
-            let mut terms = terms.clone();
-            terms.push("status = ?");
-            let mut values = values.clone();
-            values.push(SqlValue::Text(status.as_str().into()));
-            values.push(SqlValue::Integer(wanted));
-            let sql =
-                format!("SELECT {COLUMNS} FROM backfill INDEXED BY {index} WHERE {} {order}", terms.join(" AND "));
-            let page: Vec<Backfill> =
-                conn.prepare_cached(&sql)?.query_map(params_from_iter(values), from_row)?.collect::<Result<_, _>>()?;
-            all.extend(page);
-        }
-        all.sort_by_key(|b| std::cmp::Reverse((b.created_at, b.id)));
-        all
+        values.extend([SqlValue::Integer(limit), SqlValue::Integer(offset)]);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM backfill INDEXED BY {index} WHERE {} {order} LIMIT ? OFFSET ?",
+            terms.join(" AND ")
+        );
+        return conn.prepare_cached(&sql)?.query_map(params_from_iter(values), from_row)?.collect();
+    }
+    // Several statuses: each status's keys in order from its own index (the index alone is
+    // read), merged as they come, the offset skipped in the merge, so that memory holds the
+    // page and not what it skips; then the page's rows by id.
+    let index =
+        if filter.pipeline_uuid.is_some() { "backfill_pipeline_status_listing" } else { "backfill_status_listing" };
+    let mut statements = vec![];
+    for _ in &filter.statuses {
+        let mut terms = terms.clone();
+        terms.push("status = ?");
+        let sql = format!(
+            "SELECT created_at, id FROM backfill INDEXED BY {index} WHERE {} {order} LIMIT ?",
+            terms.join(" AND ")
+        );
+        statements.push(conn.prepare(&sql)?);
+    }
+    let wanted = offset.saturating_add(limit);
+    let mut streams = vec![];
+    for (statement, status) in statements.iter_mut().zip(&filter.statuses) {
+        let mut values = values.clone();
+        values.extend([SqlValue::Text(status.as_str().into()), SqlValue::Integer(wanted)]);
+        streams.push(statement.query(params_from_iter(values))?);
+    }
+    let key = |row: Option<&Row>| -> rusqlite::Result<Option<(i64, i64)>> {
+        row.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
     };
-    let skip = usize::try_from(offset).unwrap_or(usize::MAX).min(rows.len());
-    rows.drain(..skip);
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let mut heads = vec![];
+    for s in &mut streams {
+        heads.push(key(s.next()?)?);
+    }
+    let (mut skipped, mut ids) = (0i64, vec![]);
+    while (ids.len() as i64) < limit {
+        // The newest head (created_at, then id, both descending).
+        let Some(at) = (0..heads.len()).filter(|i| heads[*i].is_some()).max_by_key(|i| heads[*i]) else { break };
+        let (_, id) = heads[at].expect("a head was found");
+        if skipped < offset {
+            skipped += 1;
+        } else {
+            ids.push(id);
+        }
+        heads[at] = key(streams[at].next()?)?;
+    }
+    drop(streams);
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let mut rows: Vec<Backfill> = conn
+        .prepare(&format!("SELECT {COLUMNS} FROM backfill WHERE id IN ({marks})"))?
+        .query_map(params_from_iter(&ids), from_row)?
+        .collect::<Result<_, _>>()?;
+    rows.sort_by_key(|b| std::cmp::Reverse((b.created_at, b.id)));
     Ok(rows)
 }
 

@@ -662,8 +662,8 @@ mod tests {
         }
     }
 
-    /// Every filter of the run listing reads an index in the listing's order: no scan of the
-    /// table, no sort of what matches (either would grow with the table).
+    /// A range of one backfill's dates reads that backfill's index by date, for the page and
+    /// for its count: what it costs is the range's runs (sorted by id), not the table's.
     #[test]
     fn a_range_of_dates_reads_the_backfill_s_index_by_date() {
         let dir = tempfile::tempdir().unwrap();
@@ -701,6 +701,8 @@ mod tests {
         }
     }
 
+    /// Every filter of the run listing reads an index in the listing's order: no scan of the
+    /// table, no sort of what matches (either would grow with the table).
     #[test]
     fn every_listing_filter_reads_an_index_in_order() {
         let dir = tempfile::tempdir().unwrap();
