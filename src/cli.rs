@@ -171,7 +171,8 @@ pub struct WorkerArgs {
     /// JSON on standard input; exit status 0 completes the run, anything else fails it.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
-    /// Kill a command's whole process group once it has run this long, and fail the run.
+    /// Kill a command, with every process it started, once it has run this long, and fail the
+    /// run.
     #[arg(long, conflicts_with = "simulate")]
     pub timeout: Option<String>,
     /// Run no command: each run waits a time from --duration, then completes or fails.

@@ -55,14 +55,13 @@ fn worker_config(a: WorkerArgs) -> Result<Config, String> {
     if timeout == Some(Duration::ZERO) {
         return Err("--timeout must be longer than 0".into());
     }
-    let work = match a.exec {
+    let exec = match a.exec {
         Some(cmd) if cmd.trim().is_empty() => return Err("--exec needs a command".into()),
-        Some(command) => Work::Exec {
-            command,
-            keeper: crate::worker::keeper::Keeper::start()
-                .map_err(|e| format!("the process that starts the commands could not start: {e}"))?,
-        },
-        None => Work::Simulate {
+        exec => exec,
+    };
+    let simulate = match exec {
+        Some(_) => None,
+        None => Some(Work::Simulate {
             span: plan::parse_span(&a.duration).map_err(|e| format!("--duration {e}"))?,
             fail_rate: plan::parse_rate(&a.fail_rate).map_err(|e| format!("--fail-rate {e}"))?,
             seed: a.seed.unwrap_or_else(|| {
@@ -70,7 +69,7 @@ fn worker_config(a: WorkerArgs) -> Result<Config, String> {
                 let _ = getrandom::fill(&mut bytes);
                 u64::from_le_bytes(bytes)
             }),
-        },
+        }),
     };
     let name = match a.name {
         Some(n) if n.trim().is_empty() || n.chars().count() > 200 => {
@@ -95,6 +94,16 @@ fn worker_config(a: WorkerArgs) -> Result<Config, String> {
     let call_timeout = (lease / 3).clamp(Duration::from_millis(300), Duration::from_secs(30));
     let api = client::Api::new(&base, api_key, token, concurrency + 2, call_timeout)?;
     api.check()?;
+    // The commands' keeper, once everything else has been checked: nothing is started for
+    // a worker that cannot work.
+    let work = match exec {
+        Some(command) => Work::Exec {
+            command,
+            keeper: crate::worker::keeper::Keeper::start()
+                .map_err(|e| format!("the process that starts the commands could not start: {e}"))?,
+        },
+        None => simulate.expect("a simulation is planned when there is no --exec"),
+    };
     Ok(Config {
         api,
         name,

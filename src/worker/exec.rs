@@ -55,8 +55,8 @@ pub struct Running {
     /// How it ended, once seen.
     ended: Mutex<Option<ExitStatus>>,
     shared: Arc<Shared>,
-    /// An eventfd, written when output is ready to ship, when the output has ended, or (with a
-    /// waiting thread) when the command has ended.
+    /// An eventfd, written when output is ready to ship, when the output has ended, or (by the
+    /// keeper's reading thread) when the command has ended.
     wake: Arc<OwnedFd>,
     /// The pipe, until a reading thread takes it over.
     inline: Mutex<Option<Inline>>,
@@ -319,7 +319,7 @@ impl Running {
     /// running in the background does not outlive it (and hold its output open).
     fn signal_group(&self) {
         // SAFETY: kill(2) with a negative pid signals that process group, the command's own
-        // (process_group(0) made its leader's pid the group id). Linux does not give a new
+        // (the keeper made its leader's pid the group id). Linux does not give a new
         // process an id that still names a live group, so while any process of the group
         // lives the id is the group's; once none does, the call fails with ESRCH, unless in
         // the moment since the id was reused, which the pid allocator makes take a wrap of
